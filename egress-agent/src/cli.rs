@@ -1,0 +1,99 @@
+//! Command-line interface. The forms documented in the README are a
+//! contract: scripts and manifests rely on them.
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use egress_common::config::*;
+
+#[derive(Parser)]
+#[command(name = "egress-agent", version, about = "eBPF egress SNAT gateway for Kubernetes pods")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the gateway: attach the datapath to IFACE and feed it clients.
+    Gateway(GatewayArgs),
+    /// Inside a worker pod: route external traffic through the gateway tunnel.
+    Join(JoinArgs),
+    /// Show live flows and counters of the gateway in this network namespace.
+    Status(StatusArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct GatewayArgs {
+    /// The gateway pod's interface that receives the tunnel and the replies.
+    #[arg(long, default_value = "eth0")]
+    pub interface: String,
+    /// File listing client pod IPv4 addresses, one a line (optionally followed
+    /// by a name); re-read on change.
+    #[arg(long)]
+    pub pods_file: PathBuf,
+    /// Destination CIDR never to NAT (repeatable); such packets are dropped.
+    #[arg(long = "exclude-cidr", value_name = "CIDR")]
+    pub exclude_cidrs: Vec<String>,
+    /// VXLAN network identifier the workers use.
+    #[arg(long, default_value_t = DEFAULT_VNI)]
+    pub vni: u32,
+    /// UDP port the tunnel arrives on.
+    #[arg(long, default_value_t = DEFAULT_VXLAN_PORT)]
+    pub vxlan_port: u16,
+    /// NAT source port range, inclusive; must not overlap the pod's
+    /// net.ipv4.ip_local_port_range.
+    #[arg(long, value_name = "LO-HI", default_value_t = format!("{DEFAULT_NAT_PORT_MIN}-{DEFAULT_NAT_PORT_MAX}"))]
+    pub nat_ports: String,
+    /// Random NAT ports a new flow tries before it is dropped as exhausted.
+    #[arg(long, default_value_t = DEFAULT_PORT_RETRIES)]
+    pub port_retries: u32,
+    /// Size of each conntrack half (flows held at once).
+    #[arg(long, default_value_t = egress_common::maps::CT_MAX_DEFAULT)]
+    pub conntrack_size: u32,
+    #[arg(long, default_value_t = DEFAULT_TCP_SYN_TIMEOUT_S)]
+    pub tcp_syn_timeout_s: u32,
+    #[arg(long, default_value_t = DEFAULT_TCP_ESTABLISHED_TIMEOUT_S)]
+    pub tcp_established_timeout_s: u32,
+    #[arg(long, default_value_t = DEFAULT_TCP_CLOSING_TIMEOUT_S)]
+    pub tcp_closing_timeout_s: u32,
+    #[arg(long, default_value_t = DEFAULT_UDP_TIMEOUT_S)]
+    pub udp_timeout_s: u32,
+    #[arg(long, default_value_t = DEFAULT_ICMP_TIMEOUT_S)]
+    pub icmp_timeout_s: u32,
+    /// Development only: load this eBPF object instead of the embedded one.
+    #[arg(long, hide = true)]
+    pub ebpf_object: Option<PathBuf>,
+    /// Seconds between sweeps that remove expired flows.
+    #[arg(long, default_value_t = 10)]
+    pub gc_interval_s: u64,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct JoinArgs {
+    /// The gateway's tunnel address: the Service ClusterIP.
+    #[arg(long)]
+    pub gateway: Ipv4Addr,
+    /// Destinations that stay on eth0 (pod and service CIDRs; repeatable).
+    #[arg(long = "cluster-cidr", value_name = "CIDR")]
+    pub cluster_cidrs: Vec<String>,
+    #[arg(long, default_value_t = DEFAULT_VNI)]
+    pub vni: u32,
+    #[arg(long, default_value_t = DEFAULT_VXLAN_PORT)]
+    pub vxlan_port: u16,
+    /// The pod's own interface.
+    #[arg(long, default_value = "eth0")]
+    pub interface: String,
+    /// Name of the tunnel device to create.
+    #[arg(long, default_value = "egress0")]
+    pub device: String,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct StatusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The interface the gateway is attached to.
+    #[arg(long, default_value = "eth0")]
+    pub interface: String,
+}

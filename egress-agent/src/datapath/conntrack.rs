@@ -1,0 +1,95 @@
+//! Userspace view of the conntrack maps: listing flows, sweeping expired
+//! ones, and forgetting a client's flows when it stops being a client.
+use std::net::Ipv4Addr;
+
+use anyhow::{Context, Result};
+use aya::maps::MapError;
+use egress_common::{
+    config::GatewayConfig,
+    conntrack::{FlowState, FlowTuple, NatEntry, PROTO_ICMP, PROTO_TCP, PROTO_UDP},
+};
+
+use super::maps::DatapathMaps;
+
+/// Idle timeout of an entry, mirroring the datapath's choice.
+pub fn idle_timeout_ns(cfg: &GatewayConfig, entry: &NatEntry) -> u64 {
+    let seconds = match entry.protocol {
+        PROTO_TCP => match FlowState::from_u8(entry.state) {
+            FlowState::SynSent => cfg.tcp_syn_timeout_s,
+            FlowState::Open => cfg.tcp_established_timeout_s,
+            FlowState::Closing => cfg.tcp_closing_timeout_s,
+        },
+        PROTO_UDP => cfg.udp_timeout_s,
+        _ => cfg.icmp_timeout_s,
+    };
+    seconds as u64 * 1_000_000_000
+}
+
+pub fn is_expired(cfg: &GatewayConfig, entry: &NatEntry, now_ns: u64) -> bool {
+    now_ns > entry.last_seen_ns && now_ns - entry.last_seen_ns > idle_timeout_ns(cfg, entry)
+}
+
+pub fn protocol_name(protocol: u8) -> &'static str {
+    match protocol {
+        PROTO_TCP => "tcp",
+        PROTO_UDP => "udp",
+        PROTO_ICMP => "icmp",
+        _ => "other",
+    }
+}
+
+/// All bindings, from the original half (one per flow).
+pub fn flows(maps: &DatapathMaps) -> Result<Vec<NatEntry>> {
+    let mut out = Vec::new();
+    for item in maps.ct_original.iter() {
+        match item {
+            Ok((_, entry)) => out.push(entry),
+            // An entry deleted while we walk the map is not an error.
+            Err(MapError::KeyNotFound) => continue,
+            Err(e) => return Err(e).context("reading CT_ORIGINAL"),
+        }
+    }
+    Ok(out)
+}
+
+fn remove_quietly(map: &mut aya::maps::HashMap<aya::maps::MapData, FlowTuple, NatEntry>, key: &FlowTuple) -> Result<bool> {
+    match map.remove(key) {
+        Ok(()) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(e) => Err(e).context("removing a conntrack entry"),
+    }
+}
+
+/// Removes both halves of every binding that matches `doomed`. Returns how
+/// many bindings went. Both maps are walked so halves whose partner the LRU
+/// already evicted go too.
+pub fn remove_where(maps: &mut DatapathMaps, doomed: impl Fn(&NatEntry) -> bool) -> Result<usize> {
+    let gateway_ip_be = maps.read_config()?.gateway_ip_be;
+    let mut removed = 0;
+    let originals: Vec<(FlowTuple, NatEntry)> = maps.ct_original.iter().filter_map(|r| r.ok()).collect();
+    for (key, entry) in originals.iter().filter(|(_, e)| doomed(e)) {
+        if remove_quietly(&mut maps.ct_original, key)? {
+            removed += 1;
+        }
+        remove_quietly(&mut maps.ct_reply, &entry.reply_tuple(gateway_ip_be))?;
+    }
+    let replies: Vec<(FlowTuple, NatEntry)> = maps.ct_reply.iter().filter_map(|r| r.ok()).collect();
+    for (key, _) in replies.iter().filter(|(_, e)| doomed(e)) {
+        remove_quietly(&mut maps.ct_reply, key)?;
+    }
+    Ok(removed)
+}
+
+/// Sweeps bindings idle past their timeout. The datapath also expires
+/// entries it meets; this catches the ones no packet comes for.
+pub fn sweep_expired(maps: &mut DatapathMaps, now_ns: u64) -> Result<usize> {
+    let cfg = maps.read_config()?;
+    remove_where(maps, |e| is_expired(&cfg, e, now_ns))
+}
+
+/// Forgets every flow of a client that is no longer one: its replies must
+/// never reach whoever gets its IP next.
+pub fn forget_client(maps: &mut DatapathMaps, client_outer_ip: Ipv4Addr) -> Result<usize> {
+    let ip_be = u32::from(client_outer_ip).to_be();
+    remove_where(maps, |e| e.client_outer_ip_be == ip_be)
+}

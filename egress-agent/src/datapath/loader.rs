@@ -1,0 +1,70 @@
+//! Loading the embedded object, configuring it and attaching it to the
+//! interface's TC ingress hook.
+use anyhow::{Context, Result};
+use aya::{
+    programs::{tc, SchedClassifier, TcAttachType},
+    Ebpf, EbpfLoader,
+};
+use egress_common::{config::GatewayConfig, maps as names};
+
+use super::maps::DatapathMaps;
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egress-ebpf.o"));
+
+/// A loaded, configured and attached datapath. Dropping it detaches the
+/// program.
+pub struct Datapath {
+    /// Owns the program and its link; kept alive for the attachment.
+    _ebpf: Ebpf,
+    pub maps: DatapathMaps,
+}
+
+impl Datapath {
+    /// Loads the program, writes `cfg` and excluded CIDRs before attaching,
+    /// so no packet is ever seen by an unconfigured program.
+    pub fn load_and_attach(
+        interface: &str,
+        cfg: &GatewayConfig,
+        conntrack_size: u32,
+        excluded: &[(std::net::Ipv4Addr, u8)],
+        object_override: Option<&std::path::Path>,
+    ) -> Result<Datapath> {
+        raise_memlock_limit();
+        let override_bytes = match object_override {
+            Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
+            None => None,
+        };
+        let object = override_bytes.as_deref().unwrap_or(OBJECT);
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(names::CT_ORIGINAL, conntrack_size)
+            .map_max_entries(names::CT_REPLY, conntrack_size)
+            .load(object)
+            .context("loading the eBPF object (is this a BPF-capable kernel, and do we have CAP_BPF/CAP_NET_ADMIN?)")?;
+        let mut maps = DatapathMaps::from_maps(|name| ebpf.take_map(name))?;
+        maps.write_config(cfg)?;
+        for (addr, len) in excluded {
+            maps.add_excluded(*addr, *len)?;
+        }
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(names::PROGRAM)
+            .context("program missing from the eBPF object")?
+            .try_into()?;
+        program.load().context("the kernel verifier refused the program")?;
+        // Kernels before 6.6 attach through the clsact qdisc; it may exist.
+        if let Err(e) = tc::qdisc_add_clsact(interface) {
+            tracing::debug!("clsact qdisc on {interface}: {e} (already present is fine)");
+        }
+        program
+            .attach(interface, TcAttachType::Ingress)
+            .with_context(|| format!("attaching to {interface} ingress"))?;
+        Ok(Datapath { _ebpf: ebpf, maps })
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK; fine on 5.11+");
+    }
+}

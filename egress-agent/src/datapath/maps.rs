@@ -1,0 +1,89 @@
+//! Typed handles on the program's maps.
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use anyhow::{anyhow, Context, Result};
+use aya::maps::{
+    lpm_trie::{Key, LpmTrie},
+    Array, HashMap, Map, MapData, PerCpuArray,
+};
+use egress_common::{
+    config::GatewayConfig,
+    conntrack::{FlowTuple, NatEntry},
+    counters::Counter,
+    maps as names,
+    maps::ClientInfo,
+};
+
+pub struct DatapathMaps {
+    pub config: Array<MapData, GatewayConfig>,
+    pub clients: HashMap<MapData, u32, ClientInfo>,
+    pub excluded: LpmTrie<MapData, u32, u8>,
+    pub ct_original: HashMap<MapData, FlowTuple, NatEntry>,
+    pub ct_reply: HashMap<MapData, FlowTuple, NatEntry>,
+    pub counters: PerCpuArray<MapData, u64>,
+}
+
+impl DatapathMaps {
+    /// Builds the handles from maps looked up by name; `take` hands over
+    /// each map (from a freshly loaded object or from map ids).
+    pub fn from_maps(mut take: impl FnMut(&str) -> Option<Map>) -> Result<DatapathMaps> {
+        let mut get = |name: &str| take(name).ok_or_else(|| anyhow!("map {name} missing from the eBPF object"));
+        Ok(DatapathMaps {
+            config: get(names::CONFIG)?.try_into().context(names::CONFIG)?,
+            clients: get(names::CLIENTS)?.try_into().context(names::CLIENTS)?,
+            excluded: get(names::EXCLUDED_DESTINATIONS)?.try_into().context(names::EXCLUDED_DESTINATIONS)?,
+            ct_original: get(names::CT_ORIGINAL)?.try_into().context(names::CT_ORIGINAL)?,
+            ct_reply: get(names::CT_REPLY)?.try_into().context(names::CT_REPLY)?,
+            counters: get(names::COUNTERS)?.try_into().context(names::COUNTERS)?,
+        })
+    }
+
+    pub fn read_config(&self) -> Result<GatewayConfig> {
+        self.config.get(&0, 0).context("reading CONFIG")
+    }
+
+    pub fn write_config(&mut self, cfg: &GatewayConfig) -> Result<()> {
+        self.config.set(0, cfg, 0).context("writing CONFIG")
+    }
+
+    /// The allowed client addresses and their ids.
+    pub fn client_ids(&self) -> Result<BTreeMap<Ipv4Addr, u32>> {
+        let mut out = BTreeMap::new();
+        for item in self.clients.iter() {
+            let (ip_be, info) = item.context("reading CLIENTS")?;
+            out.insert(Ipv4Addr::from(u32::from_be(ip_be)), info.client_id);
+        }
+        Ok(out)
+    }
+
+    pub fn add_client(&mut self, ip: Ipv4Addr, client_id: u32) -> Result<()> {
+        self.clients
+            .insert(u32::from(ip).to_be(), ClientInfo { client_id }, 0)
+            .with_context(|| format!("adding client {ip} (is the CLIENTS map full?)"))
+    }
+
+    pub fn remove_client(&mut self, ip: Ipv4Addr) -> Result<()> {
+        match self.clients.remove(&u32::from(ip).to_be()) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing client {ip}")),
+        }
+    }
+
+    pub fn add_excluded(&mut self, addr: Ipv4Addr, prefix_len: u8) -> Result<()> {
+        let key = Key::new(prefix_len as u32, u32::from(addr).to_be());
+        self.excluded
+            .insert(&key, 1, 0)
+            .with_context(|| format!("adding excluded CIDR {addr}/{prefix_len}"))
+    }
+
+    /// Counter totals over all CPUs, by name.
+    pub fn counter_totals(&self) -> Result<Vec<(&'static str, u64)>> {
+        Counter::ALL
+            .iter()
+            .map(|c| {
+                let per_cpu = self.counters.get(&(*c as u32), 0).with_context(|| format!("reading counter {}", c.name()))?;
+                Ok((c.name(), per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,6 @@
+//! The kernel side, seen from userspace: loading and attaching the program
+//! (`loader`), and typed access to its maps (`maps`), whether we loaded it
+//! or found it already running (`status`).
+pub mod conntrack;
+pub mod loader;
+pub mod maps;

@@ -1,0 +1,99 @@
+//! Turning command-line arguments into a validated configuration. Every
+//! mistake is refused here, with one line saying what to change.
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Result};
+use egress_common::{
+    config::{GatewayConfig, CONFIG_LAYOUT_VERSION},
+    ports::ranges_overlap,
+};
+
+use crate::{cli::GatewayArgs, netdev};
+
+pub struct Settings {
+    pub interface: netdev::Interface,
+    pub excluded: Vec<(Ipv4Addr, u8)>,
+    pub conntrack_size: u32,
+    pub gc_interval_s: u64,
+    pub ebpf_object: Option<std::path::PathBuf>,
+    pub datapath_config: GatewayConfig,
+}
+
+pub fn parse_port_range(text: &str) -> Result<(u16, u16)> {
+    let parsed = text
+        .split_once('-')
+        .and_then(|(lo, hi)| Some((lo.trim().parse::<u16>().ok()?, hi.trim().parse::<u16>().ok()?)));
+    match parsed {
+        Some((lo, hi)) if lo >= 1024 && lo <= hi => Ok((lo, hi)),
+        _ => bail!("invalid --nat-ports {text:?}: expected LO-HI with 1024 <= LO <= HI <= 65535"),
+    }
+}
+
+impl Settings {
+    pub fn from_args(args: &GatewayArgs) -> Result<Settings> {
+        let (nat_min, nat_max) = parse_port_range(&args.nat_ports)?;
+        let ephemeral = netdev::ephemeral_port_range()?;
+        if ranges_overlap((nat_min, nat_max), ephemeral) {
+            bail!(
+                "--nat-ports {nat_min}-{nat_max} overlaps this pod's ephemeral ports {}-{}: pick a range outside it or set net.ipv4.ip_local_port_range",
+                ephemeral.0,
+                ephemeral.1
+            );
+        }
+        if (nat_min..=nat_max).contains(&args.vxlan_port) {
+            bail!("--vxlan-port {} is inside --nat-ports {nat_min}-{nat_max}: move one of them", args.vxlan_port);
+        }
+        if args.vni == 0 || args.vni > 0x00ff_ffff {
+            bail!("invalid --vni {}: must be 1-16777215", args.vni);
+        }
+        if args.conntrack_size < 1024 {
+            bail!("--conntrack-size {} is too small: use at least 1024", args.conntrack_size);
+        }
+        let excluded = args
+            .exclude_cidrs
+            .iter()
+            .map(|c| netdev::parse_cidr(c))
+            .collect::<Result<Vec<_>>>()?;
+        let interface = netdev::Interface::lookup(&args.interface)?;
+        let datapath_config = GatewayConfig {
+            layout_version: CONFIG_LAYOUT_VERSION,
+            gateway_ip_be: u32::from(interface.ipv4).to_be(),
+            netns_inode: netdev::netns_inode()?,
+            ifindex: interface.ifindex,
+            vni: args.vni,
+            vxlan_port_be: args.vxlan_port.to_be(),
+            nat_port_min: nat_min,
+            nat_port_max: nat_max,
+            _pad0: 0,
+            port_retries: args.port_retries.clamp(1, 32),
+            tcp_syn_timeout_s: args.tcp_syn_timeout_s,
+            tcp_established_timeout_s: args.tcp_established_timeout_s,
+            tcp_closing_timeout_s: args.tcp_closing_timeout_s,
+            udp_timeout_s: args.udp_timeout_s,
+            icmp_timeout_s: args.icmp_timeout_s,
+            _pad1: 0,
+        };
+        Ok(Settings {
+            interface,
+            excluded,
+            conntrack_size: args.conntrack_size,
+            gc_interval_s: args.gc_interval_s,
+            ebpf_object: args.ebpf_object.clone(),
+            datapath_config,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("10240-32767").unwrap(), (10240, 32767));
+        assert!(parse_port_range("32767-10240").is_err());
+        assert!(parse_port_range("80-90").is_err());
+        assert!(parse_port_range("10240").is_err());
+        assert!(parse_port_range("a-b").is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! `egress-agent join`: run once in a worker pod's network namespace (an
+//! init container). Creates the VXLAN device to the gateway's Service
+//! address, keeps the cluster's own CIDRs (and the tunnel's outer packets)
+//! on eth0, and points the default route into the tunnel. Fail closed: with
+//! no gateway answering, external traffic goes nowhere rather than out of
+//! the node with the node's address. Idempotent.
+use std::{net::Ipv4Addr, process::Command};
+
+use anyhow::{bail, Context, Result};
+use egress_common::config::{TUNNEL_GATEWAY_IP, TUNNEL_GATEWAY_MAC};
+use serde_json::Value;
+
+use crate::{cli::JoinArgs, netdev};
+
+/// VXLAN over IPv4 adds outer IPv4 (20) + UDP (8) + VXLAN (8) + Ethernet (14).
+const TUNNEL_OVERHEAD: u32 = 50;
+
+pub fn run(args: JoinArgs) -> Result<()> {
+    let cluster_cidrs: Vec<(Ipv4Addr, u8)> =
+        args.cluster_cidrs.iter().map(|c| netdev::parse_cidr(c)).collect::<Result<_>>()?;
+    let eth = &args.interface;
+    let pod_ip = netdev::Interface::lookup(eth)?.ipv4;
+    let eth_mtu = link_mtu(eth)?;
+    let node_gateway = node_gateway(eth, args.gateway)?;
+
+    ensure_vxlan_device(&args, pod_ip)?;
+    ip(&["link", "set", &args.device, "mtu", &(eth_mtu - TUNNEL_OVERHEAD).to_string(), "up"])?;
+    let next_hop = Ipv4Addr::from(TUNNEL_GATEWAY_IP).to_string();
+    let mac = TUNNEL_GATEWAY_MAC.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    ip(&["neigh", "replace", &next_hop, "lladdr", &mac, "dev", &args.device, "nud", "permanent"])?;
+
+    // The tunnel's own outer packets, and the cluster, stay on eth0.
+    let via = node_gateway.to_string();
+    let vip = format!("{}/32", args.gateway);
+    ip(&["route", "replace", &vip, "via", &via, "dev", eth])?;
+    for (addr, len) in &cluster_cidrs {
+        ip(&["route", "replace", &format!("{addr}/{len}"), "via", &via, "dev", eth])?;
+    }
+    ip(&["route", "replace", "default", "via", &next_hop, "dev", &args.device, "onlink", "src", &pod_ip.to_string()])?;
+    println!(
+        "joined: external traffic of {pod_ip} goes through {} to {} (VNI {}, port {}); {} cluster CIDRs stay on {eth}",
+        args.device,
+        args.gateway,
+        args.vni,
+        args.vxlan_port,
+        cluster_cidrs.len()
+    );
+    Ok(())
+}
+
+/// Runs `ip ARGS`, failing with its stderr.
+fn ip(args: &[&str]) -> Result<String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running `ip` (iproute2 must be installed in the image)")?;
+    if !out.status.success() {
+        bail!("`ip {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip_json(args: &[&str]) -> Result<Value> {
+    let mut full = vec!["-j"];
+    full.extend_from_slice(args);
+    let text = ip(&full)?;
+    if text.trim().is_empty() {
+        return Ok(Value::Array(vec![]));
+    }
+    serde_json::from_str(&text).with_context(|| format!("parsing `ip -j {}`", args.join(" ")))
+}
+
+fn link_mtu(dev: &str) -> Result<u32> {
+    let links = ip_json(&["link", "show", "dev", dev])?;
+    links[0]["mtu"].as_u64().map(|m| m as u32).with_context(|| format!("no MTU for {dev}"))
+}
+
+/// The node-side next hop of eth0: from the default route on a first run,
+/// from our own route to the gateway address on a re-run.
+fn node_gateway(eth: &str, gateway: Ipv4Addr) -> Result<Ipv4Addr> {
+    for selector in [vec!["route", "show", "default", "dev", eth], vec!["route", "show", &format!("{gateway}/32"), "dev", eth]]
+        .iter()
+        .map(|v| v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    {
+        let args: Vec<&str> = selector.iter().map(String::as_str).collect();
+        let routes = ip_json(&args)?;
+        if let Some(gw) = routes.as_array().into_iter().flatten().find_map(|r| r["gateway"].as_str()) {
+            return gw.parse().with_context(|| format!("route gateway {gw:?}"));
+        }
+    }
+    bail!("no default route via {eth} to learn the node's next hop from: is this a pod network namespace?")
+}
+
+/// Creates the VXLAN device, or re-creates it if it exists with other settings.
+fn ensure_vxlan_device(args: &JoinArgs, pod_ip: Ipv4Addr) -> Result<()> {
+    let existing = ip_json(&["-d", "link", "show", "dev", &args.device]).ok();
+    if let Some(link) = existing.as_ref().and_then(|l| l.get(0)) {
+        let data = &link["linkinfo"]["info_data"];
+        let same = link["linkinfo"]["info_kind"] == "vxlan"
+            && data["id"].as_u64() == Some(args.vni as u64)
+            && data["remote"].as_str() == Some(&args.gateway.to_string())
+            && data["port"].as_u64() == Some(args.vxlan_port as u64);
+        if same {
+            return Ok(());
+        }
+        ip(&["link", "del", &args.device])?;
+    }
+    let port = args.vxlan_port.to_string();
+    let port_end = (args.vxlan_port as u32 + 1).to_string();
+    ip(&[
+        "link", "add", &args.device, "type", "vxlan",
+        "id", &args.vni.to_string(),
+        "remote", &args.gateway.to_string(),
+        "local", &pod_ip.to_string(),
+        "dev", &args.interface,
+        "dstport", &port,
+        // One fixed source port: the Service's conntrack entry, and so the
+        // chosen gateway replica, stays the same for all of this pod's flows,
+        // and the gateway can answer to exactly that port.
+        "srcport", &port, &port_end,
+        // Outer UDP checksums do not survive the Service DNAT across veths
+        // reliably; zero is valid for IPv4 VXLAN.
+        "noudpcsum",
+        "nolearning",
+    ])?;
+    Ok(())
+}

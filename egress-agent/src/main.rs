@@ -1,0 +1,41 @@
+//! egress-agent: the userspace half of egress-gateway.
+//!
+//! - `gateway`: load and attach the TC program on the gateway pod's
+//!   interface, keep its client list in sync with a pod source, expire flows.
+//! - `join`: inside a worker pod (init container), send everything but the
+//!   cluster's own traffic through a VXLAN tunnel to the gateway.
+//! - `status`: show the live flows and counters of this pod's gateway.
+mod cli;
+mod datapath;
+mod gateway;
+mod join;
+mod netdev;
+mod pods;
+mod status;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let result = match cli.command {
+        cli::Command::Gateway(args) => gateway::run(args),
+        cli::Command::Join(args) => join::run(args),
+        cli::Command::Status(args) => status::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // One line, cause chain included: what was wrong and what to do.
+            eprintln!("egress-agent: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Facts about network interfaces and the current network namespace.
+use std::{ffi::CStr, net::Ipv4Addr, os::unix::fs::MetadataExt};
+
+use anyhow::{bail, Context, Result};
+
+/// An interface the agent works on.
+pub struct Interface {
+    pub name: String,
+    pub ifindex: u32,
+    pub ipv4: Ipv4Addr,
+}
+
+impl Interface {
+    /// Looks up `name`, failing with a line that says what is missing.
+    pub fn lookup(name: &str) -> Result<Interface> {
+        let ifindex = ifindex(name)?;
+        let ipv4 = first_ipv4(name)?
+            .with_context(|| format!("interface {name} has no IPv4 address: give it one or pick another --interface"))?;
+        Ok(Interface { name: name.to_string(), ifindex, ipv4 })
+    }
+}
+
+pub fn ifindex(name: &str) -> Result<u32> {
+    let c = std::ffi::CString::new(name).context("interface name contains NUL")?;
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        bail!("interface {name} not found in this network namespace: check --interface");
+    }
+    Ok(idx)
+}
+
+fn first_ipv4(name: &str) -> Result<Option<Ipv4Addr>> {
+    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
+    if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("getifaddrs");
+    }
+    let mut found = None;
+    let mut cur = addrs;
+    while !cur.is_null() {
+        let ifa = unsafe { &*cur };
+        let ifa_name = unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy();
+        if ifa_name == name && !ifa.ifa_addr.is_null() {
+            let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
+            if family == libc::AF_INET {
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+                break;
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    unsafe { libc::freeifaddrs(addrs) };
+    Ok(found)
+}
+
+/// Identity of this process's network namespace.
+pub fn netns_inode() -> Result<u64> {
+    Ok(std::fs::metadata("/proc/self/ns/net").context("reading /proc/self/ns/net")?.ino())
+}
+
+/// This namespace's ephemeral port range (net.ipv4.ip_local_port_range).
+pub fn ephemeral_port_range() -> Result<(u16, u16)> {
+    let path = "/proc/sys/net/ipv4/ip_local_port_range";
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let mut it = text.split_whitespace().map(|s| s.parse::<u16>());
+    match (it.next(), it.next()) {
+        (Some(Ok(lo)), Some(Ok(hi))) => Ok((lo, hi)),
+        _ => bail!("unexpected contents of {path}: {text:?}"),
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Parses `a.b.c.d/len` (a bare address means /32).
+pub fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8)> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, l),
+        None => (text, "32"),
+    };
+    let addr: Ipv4Addr = addr
+        .parse()
+        .with_context(|| format!("invalid CIDR {text:?}: expected IPv4 like 10.0.0.0/8"))?;
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| *l <= 32)
+        .with_context(|| format!("invalid CIDR {text:?}: prefix length must be 0-32"))?;
+    Ok((addr, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        assert_eq!(parse_cidr("10.0.0.0/8").unwrap(), ("10.0.0.0".parse().unwrap(), 8));
+        assert_eq!(parse_cidr("1.2.3.4").unwrap().1, 32);
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(parse_cidr("10.0.0/8").is_err());
+        assert!(parse_cidr("fd00::/8").is_err());
+    }
+}

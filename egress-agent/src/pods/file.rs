@@ -1,0 +1,114 @@
+//! A static list of client addresses in a file, re-read when it changes:
+//! for the local demo, tests, and container hosts without Kubernetes.
+//!
+//! Format: one IPv4 address a line, optionally followed by whitespace and a
+//! name; blank lines and `#` comments are ignored.
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{bail, Context, Result};
+
+use super::{ClientSnapshot, PodSource};
+
+/// How often the file is checked. Edits take effect within this interval.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+pub struct FileSource {
+    path: PathBuf,
+}
+
+impl FileSource {
+    /// Opens the source, refusing a file that cannot be read or parsed now:
+    /// a gateway must not start with a client list it cannot know.
+    pub fn open(path: PathBuf) -> Result<(FileSource, ClientSnapshot)> {
+        let snapshot = read_snapshot(&path)?;
+        Ok((FileSource { path }, snapshot))
+    }
+}
+
+pub fn parse(text: &str) -> Result<ClientSnapshot> {
+    let mut clients = ClientSnapshot::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let addr = fields.next().unwrap_or_default();
+        let Ok(ip) = addr.parse() else {
+            bail!("line {}: {addr:?} is not an IPv4 address", number + 1);
+        };
+        let name = fields.collect::<Vec<_>>().join(" ");
+        clients.insert(ip, name);
+    }
+    Ok(clients)
+}
+
+fn read_snapshot(path: &PathBuf) -> Result<ClientSnapshot> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read pods file {}: check --pods-file", path.display()))?;
+    parse(&text).with_context(|| format!("pods file {}", path.display()))
+}
+
+impl PodSource for FileSource {
+    fn describe(&self) -> String {
+        format!("file {}", self.path.display())
+    }
+
+    fn run(
+        self: Box<Self>,
+        updates: tokio::sync::watch::Sender<Option<ClientSnapshot>>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let mut last_error: Option<String> = None;
+            loop {
+                tokio::time::sleep(POLL_INTERVAL).await;
+                if updates.is_closed() {
+                    return;
+                }
+                // Content, not mtime, decides: editors and ConfigMap symlink
+                // swaps do not always move the mtime forward.
+                match read_snapshot(&self.path) {
+                    Ok(snapshot) => {
+                        last_error = None;
+                        updates.send_if_modified(|current| {
+                            if current.as_ref() == Some(&snapshot) {
+                                false
+                            } else {
+                                *current = Some(snapshot);
+                                true
+                            }
+                        });
+                    }
+                    Err(err) => {
+                        // Keep the last good list; say so once per distinct error.
+                        let text = format!("{err:#}");
+                        if last_error.as_deref() != Some(&text) {
+                            tracing::warn!("keeping the current client list: {text}");
+                            last_error = Some(text);
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_addresses_names_comments() {
+        let s = parse("# clients\n10.0.0.1 web-1\n\n  10.0.0.2   # no name\n10.0.0.3 job a\n").unwrap();
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[&"10.0.0.1".parse().unwrap()], "web-1");
+        assert_eq!(s[&"10.0.0.2".parse().unwrap()], "");
+        assert_eq!(s[&"10.0.0.3".parse().unwrap()], "job a");
+    }
+
+    #[test]
+    fn rejects_bad_line_with_its_number() {
+        let err = parse("10.0.0.1\n10.0.0.300\n").unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+}

@@ -1,0 +1,132 @@
+//! `egress-agent status`: find the gateway program attached in this network
+//! namespace among all loaded programs and read its live maps.
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Context, Result};
+use aya::maps::{Map, MapData, MapInfo};
+use egress_common::maps as names;
+use serde::Serialize;
+
+use crate::{
+    cli::StatusArgs,
+    datapath::{conntrack, maps::DatapathMaps},
+    netdev,
+};
+
+#[derive(Serialize)]
+struct Flow {
+    client_ip: Ipv4Addr,
+    client_port: u16,
+    client_outer_ip: Ipv4Addr,
+    remote_ip: Ipv4Addr,
+    remote_port: u16,
+    protocol: &'static str,
+    nat_port: u16,
+    state: &'static str,
+    idle_s: u64,
+}
+
+#[derive(Serialize)]
+struct Status {
+    interface: String,
+    gateway_ip: Ipv4Addr,
+    clients: Vec<Ipv4Addr>,
+    flows: Vec<Flow>,
+    counters: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Opens the maps of the program whose CONFIG says it was set up in this
+/// network namespace on `ifindex`.
+pub fn find_maps(ifindex: u32) -> Result<DatapathMaps> {
+    let netns = netdev::netns_inode()?;
+    for info in aya::programs::loaded_programs() {
+        let Ok(info) = info else { continue };
+        if info.name_as_str() != Some(names::PROGRAM) {
+            continue;
+        }
+        let Ok(Some(map_ids)) = info.map_ids() else { continue };
+        let mut by_name: Vec<(String, u32)> = map_ids
+            .iter()
+            .filter_map(|id| Some((MapInfo::from_id(*id).ok()?.name_as_str()?.to_string(), *id)))
+            .collect();
+        let maps = DatapathMaps::from_maps(|wanted| {
+            let pos = by_name.iter().position(|(n, _)| n == wanted)?;
+            let (_, id) = by_name.swap_remove(pos);
+            Map::from_map_data(MapData::from_id(id).ok()?).ok()
+        });
+        let Ok(maps) = maps else { continue };
+        let Ok(cfg) = maps.read_config() else { continue };
+        if cfg.netns_inode == netns && cfg.ifindex == ifindex {
+            return Ok(maps);
+        }
+    }
+    bail!("no egress gateway is attached in this network namespace: is `egress-agent gateway` running here?")
+}
+
+pub fn run(args: StatusArgs) -> Result<()> {
+    let ifindex = netdev::ifindex(&args.interface)?;
+    let maps = find_maps(ifindex).context("reading the gateway's state")?;
+    let cfg = maps.read_config()?;
+    let now = netdev::monotonic_ns();
+    let mut flows: Vec<Flow> = conntrack::flows(&maps)?
+        .into_iter()
+        .map(|e| Flow {
+            client_ip: Ipv4Addr::from(u32::from_be(e.client_ip_be)),
+            client_port: u16::from_be(e.client_port_be),
+            client_outer_ip: Ipv4Addr::from(u32::from_be(e.client_outer_ip_be)),
+            remote_ip: Ipv4Addr::from(u32::from_be(e.remote_ip_be)),
+            remote_port: u16::from_be(e.remote_port_be),
+            protocol: conntrack::protocol_name(e.protocol),
+            nat_port: u16::from_be(e.nat_port_be),
+            state: match egress_common::conntrack::FlowState::from_u8(e.state) {
+                egress_common::conntrack::FlowState::SynSent => "syn-sent",
+                egress_common::conntrack::FlowState::Open => "open",
+                egress_common::conntrack::FlowState::Closing => "closing",
+            },
+            idle_s: now.saturating_sub(e.last_seen_ns) / 1_000_000_000,
+        })
+        .collect();
+    flows.sort_by_key(|f| (f.client_ip, f.client_port, f.remote_ip, f.remote_port));
+    let counters = maps
+        .counter_totals()?
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), serde_json::Value::from(value)))
+        .collect();
+    let status = Status {
+        interface: args.interface.clone(),
+        gateway_ip: Ipv4Addr::from(u32::from_be(cfg.gateway_ip_be)),
+        clients: maps.client_ids()?.into_keys().collect(),
+        flows,
+        counters,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print_table(&status);
+    }
+    Ok(())
+}
+
+fn print_table(s: &Status) {
+    println!("gateway {} on {}, {} clients, {} flows", s.gateway_ip, s.interface, s.clients.len(), s.flows.len());
+    if !s.flows.is_empty() {
+        println!("\n{:<5} {:<21} {:<21} {:>8} {:<9} {:>6}", "PROTO", "CLIENT", "REMOTE", "NAT PORT", "STATE", "IDLE s");
+        for f in &s.flows {
+            println!(
+                "{:<5} {:<21} {:<21} {:>8} {:<9} {:>6}",
+                f.protocol,
+                format!("{}:{}", f.client_ip, f.client_port),
+                format!("{}:{}", f.remote_ip, f.remote_port),
+                f.nat_port,
+                f.state,
+                f.idle_s
+            );
+        }
+    }
+    println!("\ncounters:");
+    for (name, value) in &s.counters {
+        if value.as_u64() != Some(0) {
+            println!("  {name:<28} {value}");
+        }
+    }
+}

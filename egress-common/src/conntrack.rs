@@ -1,0 +1,103 @@
+//! Connection tracking entries, shared by both halves of a NAT binding.
+//!
+//! A binding is stored twice, like Cilium's `otuple`/`rtuple`: once under the
+//! tuple the client sends (`CT_ORIGINAL`) and once under the tuple the
+//! remote's replies carry (`CT_REPLY`). Both halves hold the same
+//! [`NatEntry`], so either one is enough to re-create the other when the LRU
+//! has evicted it.
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// A flow as seen in one direction. For ICMP echo the identifier takes the
+/// place of the port on the client's side (`src_port_be` in the original
+/// tuple, `dst_port_be` in the reply tuple) and the other port is 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowTuple {
+    pub src_ip_be: u32,
+    pub dst_ip_be: u32,
+    pub src_port_be: u16,
+    pub dst_port_be: u16,
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+}
+
+/// TCP progress, which picks the idle timeout. UDP and ICMP use `Open`.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowState {
+    /// TCP: only the client's SYN seen so far.
+    SynSent = 0,
+    /// TCP: the remote answered; UDP/ICMP: any flow.
+    Open = 1,
+    /// TCP: a FIN or RST seen in either direction.
+    Closing = 2,
+}
+
+impl FlowState {
+    pub fn from_u8(v: u8) -> FlowState {
+        match v {
+            0 => FlowState::SynSent,
+            2 => FlowState::Closing,
+            _ => FlowState::Open,
+        }
+    }
+}
+
+/// Everything the datapath needs to translate a packet of the flow in either
+/// direction, and everything `status` shows about it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NatEntry {
+    /// The labeled pod's address inside the tunnel (also its pod IP).
+    pub client_ip_be: u32,
+    /// The worker's address the VXLAN packets came from; replies are
+    /// encapsulated back to it.
+    pub client_outer_ip_be: u32,
+    pub remote_ip_be: u32,
+    pub client_port_be: u16,
+    pub remote_port_be: u16,
+    pub nat_port_be: u16,
+    pub protocol: u8,
+    /// A [`FlowState`].
+    pub state: u8,
+    /// The worker's tunnel device MAC (inner source of its frames).
+    pub client_mac: [u8; 6],
+    /// The MAC the worker addressed its frames to (inner destination).
+    pub tunnel_gateway_mac: [u8; 6],
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last refresh.
+    pub last_seen_ns: u64,
+}
+
+impl NatEntry {
+    /// The tuple the client sends with.
+    #[inline(always)]
+    pub fn original_tuple(&self) -> FlowTuple {
+        FlowTuple {
+            src_ip_be: self.client_ip_be,
+            dst_ip_be: self.remote_ip_be,
+            src_port_be: self.client_port_be,
+            dst_port_be: self.remote_port_be,
+            protocol: self.protocol,
+            _pad: [0; 3],
+        }
+    }
+
+    /// The tuple the remote's replies carry, given the gateway's address.
+    #[inline(always)]
+    pub fn reply_tuple(&self, gateway_ip_be: u32) -> FlowTuple {
+        FlowTuple {
+            src_ip_be: self.remote_ip_be,
+            dst_ip_be: gateway_ip_be,
+            src_port_be: if self.protocol == PROTO_ICMP { 0 } else { self.remote_port_be },
+            dst_port_be: self.nat_port_be,
+            protocol: self.protocol,
+            _pad: [0; 3],
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<FlowTuple>() == 16);
+const _: () = assert!(core::mem::size_of::<NatEntry>() == 40);

@@ -1,0 +1,31 @@
+//! Map names, shared so the agent and `status` find exactly what the
+//! program defines.
+
+/// `Array<GatewayConfig>` with one slot.
+pub const CONFIG: &str = "CONFIG";
+/// `HashMap<u32 (client outer IPv4, network order), ClientInfo>`.
+pub const CLIENTS: &str = "CLIENTS";
+/// `LpmTrie<u32 (IPv4, network order), u8>`: destinations never NATed.
+pub const EXCLUDED_DESTINATIONS: &str = "EXCLUDED_DSTS";
+/// `LruHashMap<FlowTuple, NatEntry>` keyed by the client's original tuple.
+pub const CT_ORIGINAL: &str = "CT_ORIGINAL";
+/// `LruHashMap<FlowTuple, NatEntry>` keyed by the tuple replies arrive with.
+pub const CT_REPLY: &str = "CT_REPLY";
+/// `PerCpuArray<u64>` indexed by [`crate::counters::Counter`].
+pub const COUNTERS: &str = "COUNTERS";
+
+/// The classifier's name in the object (and in `bpftool prog`).
+pub const PROGRAM: &str = "egress_gateway";
+
+/// Default sizes; the agent may override the conntrack size at load time.
+pub const CLIENTS_MAX: u32 = 16_384;
+pub const EXCLUDED_DESTINATIONS_MAX: u32 = 1_024;
+pub const CT_MAX_DEFAULT: u32 = 131_072;
+
+/// A labeled pod allowed to use the gateway.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ClientInfo {
+    /// Stable small number for per-client accounting; 0 is never used.
+    pub client_id: u32,
+}

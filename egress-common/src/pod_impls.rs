@@ -1,0 +1,9 @@
+//! aya's `Pod` marker for the map types, userspace only.
+use crate::{config::GatewayConfig, conntrack::{FlowTuple, NatEntry}, maps::ClientInfo};
+
+// SAFETY: all are #[repr(C)], Copy, contain only integers and byte arrays,
+// and every bit pattern is valid for them.
+unsafe impl aya::Pod for GatewayConfig {}
+unsafe impl aya::Pod for FlowTuple {}
+unsafe impl aya::Pod for NatEntry {}
+unsafe impl aya::Pod for ClientInfo {}

@@ -1,0 +1,185 @@
+//! Connection tracking: lookup with expiry, pairwise creation with NAT port
+//! allocation, refresh and TCP state. The two halves are `CT_ORIGINAL`
+//! (keyed by what the client sends) and `CT_REPLY` (keyed by what replies
+//! carry); a half evicted by the LRU is re-created from the other.
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+};
+use egress_common::{
+    config::GatewayConfig,
+    conntrack::{FlowState, FlowTuple, NatEntry, PROTO_TCP, PROTO_UDP},
+    counters::Counter,
+    ports::candidate_port,
+};
+
+use crate::{
+    headers::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    maps::{count, CT_ORIGINAL, CT_REPLY},
+};
+
+const NS_PER_S: u64 = 1_000_000_000;
+/// Timestamps are written at most this often per flow: a write per packet
+/// would bounce the entry's cache line between CPUs for nothing.
+const REFRESH_INTERVAL_NS: u64 = NS_PER_S;
+/// Upper bound for the verifier; the configured retry count is below it.
+const MAX_PORT_RETRIES: u32 = 32;
+
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Which half of a binding a pointer came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Half {
+    Original,
+    Reply,
+}
+
+#[inline(always)]
+fn idle_timeout_ns(cfg: &GatewayConfig, entry: &NatEntry) -> u64 {
+    let seconds = match entry.protocol {
+        PROTO_TCP => match FlowState::from_u8(entry.state) {
+            FlowState::SynSent => cfg.tcp_syn_timeout_s,
+            FlowState::Open => cfg.tcp_established_timeout_s,
+            FlowState::Closing => cfg.tcp_closing_timeout_s,
+        },
+        PROTO_UDP => cfg.udp_timeout_s,
+        _ => cfg.icmp_timeout_s,
+    };
+    seconds as u64 * NS_PER_S
+}
+
+#[inline(always)]
+pub fn is_expired(cfg: &GatewayConfig, entry: &NatEntry, now: u64) -> bool {
+    now > entry.last_seen_ns && now - entry.last_seen_ns > idle_timeout_ns(cfg, entry)
+}
+
+/// Removes both halves of a binding.
+#[inline(always)]
+pub fn remove_binding(cfg: &GatewayConfig, entry: &NatEntry) {
+    let _ = CT_ORIGINAL.remove(&entry.original_tuple());
+    let _ = CT_REPLY.remove(&entry.reply_tuple(cfg.gateway_ip_be));
+}
+
+/// A live binding for `tuple` in `half`'s map; an expired one is removed.
+#[inline(always)]
+pub fn lookup(cfg: &GatewayConfig, half: Half, tuple: &FlowTuple, now: u64) -> Option<*mut NatEntry> {
+    let ptr = match half {
+        Half::Original => CT_ORIGINAL.get_ptr_mut(tuple),
+        Half::Reply => CT_REPLY.get_ptr_mut(tuple),
+    }?;
+    let entry = unsafe { &*ptr };
+    if is_expired(cfg, entry, now) {
+        count(Counter::FlowExpiredInDatapath);
+        let copy = *entry;
+        remove_binding(cfg, &copy);
+        return None;
+    }
+    Some(ptr)
+}
+
+/// Creates a binding for `template` (everything but the NAT port filled
+/// in): tries random NAT ports until one is free for this remote endpoint
+/// (endpoint-dependent mapping), inserting the reply half first so two flows
+/// can never share a reply tuple.
+///
+/// Each attempt is one insert and nothing else: a loop body with several
+/// ways to continue multiplies the verifier's states per iteration. Ports of
+/// expired flows are freed by the agent's sweep and by the LRU, not here.
+#[inline(always)]
+pub fn create_binding(cfg: &GatewayConfig, template: &NatEntry) -> Result<NatEntry, Counter> {
+    let mut entry = *template;
+    let random = unsafe { bpf_get_prandom_u32() };
+    let retries = if cfg.port_retries < MAX_PORT_RETRIES { cfg.port_retries } else { MAX_PORT_RETRIES };
+    let mut bound = false;
+    for attempt in 0..MAX_PORT_RETRIES {
+        if attempt >= retries {
+            break;
+        }
+        let nat_port = candidate_port(cfg.nat_port_min, cfg.nat_port_max, random, attempt);
+        entry.nat_port_be = nat_port.to_be();
+        if CT_REPLY.insert(&entry.reply_tuple(cfg.gateway_ip_be), &entry, BPF_NOEXIST as u64).is_ok() {
+            bound = true;
+            break;
+        }
+    }
+    if !bound {
+        return Err(Counter::DropNatPortsExhausted);
+    }
+    let original = entry.original_tuple();
+    if CT_ORIGINAL.insert(&original, &entry, BPF_NOEXIST as u64).is_err() {
+        // Another CPU created this flow between our lookup and now: give our
+        // port back and use theirs.
+        let _ = CT_REPLY.remove(&entry.reply_tuple(cfg.gateway_ip_be));
+        return match CT_ORIGINAL.get_ptr(&original) {
+            Some(theirs) => Ok(unsafe { *theirs }),
+            None => Err(Counter::DropConntrackInsert),
+        };
+    }
+    count(Counter::FlowCreated);
+    Ok(entry)
+}
+
+/// The TCP state after a packet with `flags` in the given direction.
+#[inline(always)]
+pub fn next_tcp_state(state: u8, flags: u8, half: Half) -> u8 {
+    if flags & (TCP_FIN | TCP_RST) != 0 {
+        return FlowState::Closing as u8;
+    }
+    match half {
+        // A fresh SYN on a closing tuple is the client reusing its port:
+        // the binding starts over (and keeps its NAT port).
+        Half::Original if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 => {
+            if state == FlowState::Closing as u8 {
+                FlowState::SynSent as u8
+            } else {
+                state
+            }
+        }
+        Half::Reply if state == FlowState::SynSent as u8 => FlowState::Open as u8,
+        _ => state,
+    }
+}
+
+/// Records activity (and a new state) on `ptr`, mirroring it to the other
+/// half at most once per interval or whenever the state changes; re-creates
+/// the other half if the LRU evicted it.
+#[inline(always)]
+pub fn touch(cfg: &GatewayConfig, half: Half, ptr: *mut NatEntry, new_state: u8, now: u64) {
+    let entry = unsafe { &mut *ptr };
+    let state_changed = entry.state != new_state;
+    if !state_changed && now < entry.last_seen_ns + REFRESH_INTERVAL_NS {
+        return;
+    }
+    entry.state = new_state;
+    entry.last_seen_ns = now;
+    let copy = *entry;
+    let (other_tuple, other) = match half {
+        Half::Original => {
+            let t = copy.reply_tuple(cfg.gateway_ip_be);
+            (t, CT_REPLY.get_ptr_mut(&t))
+        }
+        Half::Reply => {
+            let t = copy.original_tuple();
+            (t, CT_ORIGINAL.get_ptr_mut(&t))
+        }
+    };
+    match other {
+        Some(other) => {
+            let other = unsafe { &mut *other };
+            other.state = new_state;
+            other.last_seen_ns = now;
+        }
+        None => {
+            let restored = match half {
+                Half::Original => CT_REPLY.insert(&other_tuple, &copy, BPF_ANY as u64),
+                Half::Reply => CT_ORIGINAL.insert(&other_tuple, &copy, BPF_ANY as u64),
+            };
+            if restored.is_ok() {
+                count(Counter::FlowHalfRestored);
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Header layouts and fixed offsets. Fields keep wire byte order (`_be`).
+use aya_ebpf::programs::TcContext;
+
+pub const ETH_HLEN: usize = 14;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const IPV4_HLEN: usize = 20;
+pub const UDP_HLEN: usize = 8;
+pub const VXLAN_HLEN: usize = 8;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Outer IPv4 + UDP + VXLAN + inner Ethernet: what the tunnel adds in front
+/// of the inner IPv4 header.
+pub const TUNNEL_OVERHEAD: usize = IPV4_HLEN + UDP_HLEN + VXLAN_HLEN + ETH_HLEN;
+
+/// Byte offsets inside an IPv4 header.
+pub const IP_TTL_OFF: usize = 8;
+pub const IP_CSUM_OFF: usize = 10;
+pub const IP_SRC_OFF: usize = 12;
+pub const IP_DST_OFF: usize = 16;
+
+pub const TCP_CSUM_OFF: usize = 16;
+pub const UDP_CSUM_OFF: usize = 6;
+pub const ICMP_CSUM_OFF: usize = 2;
+pub const ICMP_ID_OFF: usize = 4;
+
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// The parts of an IPv4 header the paths decide on.
+#[derive(Clone, Copy)]
+pub struct Ipv4Header {
+    pub version_ihl: u8,
+    pub total_len: u16,
+    pub frag_off: u16,
+    pub ttl: u8,
+    pub protocol: u8,
+    pub src_be: u32,
+    pub dst_be: u32,
+}
+
+#[repr(C)]
+struct RawIpv4 {
+    version_ihl: u8,
+    tos: u8,
+    total_len: [u8; 2],
+    id: [u8; 2],
+    frag_off: [u8; 2],
+    ttl: u8,
+    protocol: u8,
+    csum: [u8; 2],
+    src: [u8; 4],
+    dst: [u8; 4],
+}
+
+impl Ipv4Header {
+    #[inline(always)]
+    pub fn load(ctx: &TcContext, off: usize) -> Result<Self, ()> {
+        let raw: RawIpv4 = ctx.load(off).map_err(|_| ())?;
+        Ok(Ipv4Header {
+            version_ihl: raw.version_ihl,
+            total_len: u16::from_be_bytes(raw.total_len),
+            frag_off: u16::from_be_bytes(raw.frag_off),
+            ttl: raw.ttl,
+            protocol: raw.protocol,
+            src_be: u32::from_ne_bytes(raw.src),
+            dst_be: u32::from_ne_bytes(raw.dst),
+        })
+    }
+
+    #[inline(always)]
+    pub fn is_v4(&self) -> bool {
+        self.version_ihl >> 4 == 4
+    }
+
+    #[inline(always)]
+    pub fn header_len(&self) -> usize {
+        ((self.version_ihl & 0x0f) as usize) * 4
+    }
+
+    #[inline(always)]
+    pub fn has_options(&self) -> bool {
+        self.version_ihl & 0x0f != 5
+    }
+
+    /// More-fragments set or a non-zero offset: no complete L4 header here.
+    #[inline(always)]
+    pub fn is_fragment(&self) -> bool {
+        self.frag_off & 0x3fff != 0
+    }
+}
+
+/// The L4 fields NAT works on. For ICMP echo the identifier is `src_port_be`
+/// of a request and `dst_port_be` of a reply (see `FlowTuple`).
+#[derive(Clone, Copy)]
+pub struct L4Ports {
+    pub src_port_be: u16,
+    pub dst_port_be: u16,
+    /// TCP flags, or the ICMP type.
+    pub flags_or_type: u8,
+}
+
+/// Reads ports (or the ICMP echo identifier) at `off`. `Err` means truncated;
+/// `Ok(None)` means a protocol or ICMP type we do not translate.
+#[inline(always)]
+pub fn load_l4(ctx: &TcContext, off: usize, protocol: u8) -> Result<Option<L4Ports>, ()> {
+    match protocol {
+        IPPROTO_TCP => {
+            let b: [u8; 20] = ctx.load(off).map_err(|_| ())?;
+            Ok(Some(L4Ports {
+                src_port_be: u16::from_ne_bytes([b[0], b[1]]),
+                dst_port_be: u16::from_ne_bytes([b[2], b[3]]),
+                flags_or_type: b[13],
+            }))
+        }
+        IPPROTO_UDP => {
+            let b: [u8; 8] = ctx.load(off).map_err(|_| ())?;
+            Ok(Some(L4Ports {
+                src_port_be: u16::from_ne_bytes([b[0], b[1]]),
+                dst_port_be: u16::from_ne_bytes([b[2], b[3]]),
+                flags_or_type: 0,
+            }))
+        }
+        IPPROTO_ICMP => {
+            let b: [u8; 8] = ctx.load(off).map_err(|_| ())?;
+            let id_be = u16::from_ne_bytes([b[4], b[5]]);
+            match b[0] {
+                ICMP_ECHO_REQUEST => Ok(Some(L4Ports { src_port_be: id_be, dst_port_be: 0, flags_or_type: b[0] })),
+                ICMP_ECHO_REPLY => Ok(Some(L4Ports { src_port_be: 0, dst_port_be: id_be, flags_or_type: b[0] })),
+                _ => Ok(None),
+            }
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Offset of the checksum field inside the L4 header.
+#[inline(always)]
+pub fn l4_csum_off(protocol: u8) -> usize {
+    match protocol {
+        IPPROTO_TCP => TCP_CSUM_OFF,
+        IPPROTO_UDP => UDP_CSUM_OFF,
+        _ => ICMP_CSUM_OFF,
+    }
+}

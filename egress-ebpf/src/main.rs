@@ -1,0 +1,78 @@
+//! egress-gateway's TC classifier, attached to the gateway pod's eth0 ingress.
+//!
+//! Two kinds of packets are ours; everything else goes on to the pod's own
+//! stack untouched:
+//! - VXLAN from a labeled worker pod to `gateway_ip:vxlan_port`: decapsulate,
+//!   SNAT to the gateway's address, send out (`egress::from_client`);
+//! - replies to `gateway_ip` on a NAT port: reverse the NAT, encapsulate back
+//!   to the client's worker, send out (`ingress::from_remote`).
+#![no_std]
+#![no_main]
+
+mod conntrack;
+mod csum;
+mod headers;
+mod maps;
+mod nat;
+mod tunnel;
+mod verdict;
+
+use aya_ebpf::{macros::classifier, programs::TcContext};
+use egress_common::counters::Counter;
+use headers::{Ipv4Header, ETH_HLEN, ETH_P_IP, IPPROTO_UDP};
+use verdict::Verdict;
+
+#[classifier]
+pub fn egress_gateway(ctx: TcContext) -> i32 {
+    let verdict = classify(&ctx);
+    verdict::apply(verdict, &ctx)
+}
+
+/// Decides which path a packet takes. Reads only; the paths do the writing.
+#[inline(always)]
+fn classify(ctx: &TcContext) -> Verdict {
+    let Some(cfg) = maps::config() else {
+        return Verdict::Drop(Counter::DropNotConfigured);
+    };
+    let ethertype: u16 = match ctx.load::<[u8; 2]>(12) {
+        Ok(b) => u16::from_be_bytes(b),
+        Err(_) => return Verdict::NotOurs,
+    };
+    if ethertype != ETH_P_IP {
+        return Verdict::NotOurs;
+    }
+    let outer = match Ipv4Header::load(ctx, ETH_HLEN) {
+        Ok(h) => h,
+        Err(_) => return Verdict::NotOurs,
+    };
+    if outer.dst_be != cfg.gateway_ip_be {
+        return Verdict::NotOurs;
+    }
+    // Headers we do not translate. These can only be ours if they target the
+    // tunnel or a NAT port, which we cannot see without the L4 header at a
+    // fixed offset: a packet for the gateway itself with options or fragments
+    // is left to its stack, which handles both.
+    if outer.has_options() || outer.is_fragment() {
+        return Verdict::NotOurs;
+    }
+    let l4 = ETH_HLEN + outer.header_len();
+    if outer.protocol == IPPROTO_UDP {
+        if let Ok(ports) = ctx.load::<[u8; 4]>(l4) {
+            let dst_port_be = u16::from_ne_bytes([ports[2], ports[3]]);
+            if dst_port_be == cfg.vxlan_port_be {
+                return nat::snat::from_client(ctx, cfg, &outer);
+            }
+        }
+    }
+    nat::rev_nat::from_remote(ctx, cfg, &outer)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

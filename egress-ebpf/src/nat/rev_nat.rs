@@ -1,0 +1,79 @@
+//! Remote -> client: a reply to a NAT port is mapped back to its client's
+//! address and port, then tunnelled to the client's worker.
+use aya_ebpf::programs::TcContext;
+use egress_common::{
+    config::GatewayConfig,
+    conntrack::{FlowTuple, PROTO_TCP},
+    counters::Counter,
+};
+
+use crate::{
+    conntrack::{self, Half},
+    csum,
+    headers::{load_l4, Ipv4Header, ETH_HLEN, ICMP_ID_OFF, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN, IP_DST_OFF},
+    tunnel::encap::push_tunnel,
+    verdict::Verdict,
+};
+
+const IP_OFF: usize = ETH_HLEN;
+const L4_OFF: usize = ETH_HLEN + IPV4_HLEN;
+/// Destination port field offset in TCP and UDP headers.
+const DST_PORT_OFF: usize = 2;
+
+#[inline(always)]
+pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv4Header) -> Verdict {
+    if !matches!(ip.protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP) {
+        return Verdict::NotOurs;
+    }
+    // Truncated or untranslatable (ICMP other than echo reply): the pod's
+    // stack deals with it, as it would without us.
+    let Ok(Some(ports)) = load_l4(ctx, L4_OFF, ip.protocol) else {
+        return Verdict::NotOurs;
+    };
+    if !cfg.is_nat_port(u16::from_be(ports.dst_port_be)) {
+        return Verdict::NotOurs;
+    }
+    let tuple = FlowTuple {
+        src_ip_be: ip.src_be,
+        dst_ip_be: ip.dst_be,
+        src_port_be: ports.src_port_be,
+        dst_port_be: ports.dst_port_be,
+        protocol: ip.protocol,
+        _pad: [0; 3],
+    };
+    let now = conntrack::now_ns();
+    let Some(ptr) = conntrack::lookup(cfg, Half::Reply, &tuple, now) else {
+        // Echo replies may be the gateway pod's own pings; anything else on
+        // a NAT port is unsolicited and must not reach the pod or a worker.
+        return if ip.protocol == IPPROTO_ICMP {
+            Verdict::NotOurs
+        } else {
+            Verdict::Drop(Counter::DropNoMapping)
+        };
+    };
+    if ip.ttl <= 1 {
+        return Verdict::Drop(Counter::DropTtlExceeded);
+    }
+    let state = unsafe { (*ptr).state };
+    let state = if ip.protocol == PROTO_TCP {
+        conntrack::next_tcp_state(state, ports.flags_or_type, Half::Reply)
+    } else {
+        state
+    };
+    conntrack::touch(cfg, Half::Reply, ptr, state, now);
+    let entry = unsafe { *ptr };
+
+    let port_off = if ip.protocol == IPPROTO_ICMP { ICMP_ID_OFF } else { DST_PORT_OFF };
+    let rewritten = csum::rewrite_l4_port(ctx, L4_OFF, port_off, ip.protocol, ports.dst_port_be, entry.client_port_be)
+        .and_then(|_| {
+            csum::rewrite_ipv4_addr(ctx, IP_OFF, IP_DST_OFF, L4_OFF, ip.protocol, ip.dst_be, entry.client_ip_be)
+        })
+        .and_then(|_| csum::decrement_ttl(ctx, IP_OFF, ip.ttl, ip.protocol));
+    if rewritten.is_err() {
+        return Verdict::Drop(Counter::DropRewriteFailed);
+    }
+    match push_tunnel(ctx, cfg, &entry) {
+        Ok(()) => Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToClient },
+        Err(reason) => Verdict::Drop(reason),
+    }
+}

@@ -1,0 +1,128 @@
+//! Client -> remote: a tunnel packet from a labeled pod is validated,
+//! bound to a NAT port, rewritten to the gateway's address and sent out.
+use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
+use egress_common::{
+    config::GatewayConfig,
+    conntrack::{FlowState, FlowTuple, NatEntry, PROTO_TCP},
+    counters::Counter,
+};
+
+use crate::{
+    conntrack::{self, Half},
+    csum,
+    headers::{load_l4, Ipv4Header, IPV4_HLEN, IP_SRC_OFF},
+    maps::{CLIENTS, EXCLUDED_DSTS},
+    tunnel::decap::{parse_tunnel, strip_tunnel, INNER_IP_OFF},
+    verdict::Verdict,
+};
+
+const INNER_L4_OFF: usize = INNER_IP_OFF + IPV4_HLEN;
+
+#[inline(always)]
+pub fn from_client(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> Verdict {
+    match snat_v4_process(ctx, cfg, outer) {
+        Ok(()) => Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToRemote },
+        Err(reason) => Verdict::Drop(reason),
+    }
+}
+
+#[inline(always)]
+fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> Result<(), Counter> {
+    // Only labeled pods may use the tunnel at all.
+    if unsafe { CLIENTS.get(&outer.src_be) }.is_none() {
+        return Err(Counter::DropUnknownClient);
+    }
+    let inner = parse_tunnel(ctx, cfg)?;
+    // The pod may only send as itself: its tunnel carries its own address.
+    if inner.ip.src_be != outer.src_be {
+        return Err(Counter::DropSpoofedInnerSource);
+    }
+    if inner.ip.ttl <= 1 {
+        return Err(Counter::DropTtlExceeded);
+    }
+    if EXCLUDED_DSTS.get(Key::new(32, inner.ip.dst_be)).is_some() {
+        return Err(Counter::DropExcludedDestination);
+    }
+    let ports = load_l4(ctx, INNER_L4_OFF, inner.ip.protocol)
+        .map_err(|_| Counter::DropMalformed)?
+        .ok_or(Counter::DropUnsupportedProtocol)?;
+
+    let tuple = FlowTuple {
+        src_ip_be: inner.ip.src_be,
+        dst_ip_be: inner.ip.dst_be,
+        src_port_be: ports.src_port_be,
+        dst_port_be: ports.dst_port_be,
+        protocol: inner.ip.protocol,
+        _pad: [0; 3],
+    };
+    let now = conntrack::now_ns();
+    let nat_port_be = match conntrack::lookup(cfg, Half::Original, &tuple, now) {
+        Some(ptr) => {
+            let entry = unsafe { &*ptr };
+            let state = if tuple.protocol == PROTO_TCP {
+                conntrack::next_tcp_state(entry.state, ports.flags_or_type, Half::Original)
+            } else {
+                entry.state
+            };
+            conntrack::touch(cfg, Half::Original, ptr, state, now);
+            entry.nat_port_be
+        }
+        None => {
+            let is_tcp_open = tuple.protocol == PROTO_TCP
+                && ports.flags_or_type & crate::headers::TCP_SYN == 0;
+            let template = NatEntry {
+                client_ip_be: inner.ip.src_be,
+                client_outer_ip_be: outer.src_be,
+                remote_ip_be: inner.ip.dst_be,
+                client_port_be: ports.src_port_be,
+                remote_port_be: ports.dst_port_be,
+                nat_port_be: 0,
+                protocol: tuple.protocol,
+                // A TCP flow picked up mid-stream (no SYN) is already open.
+                state: if tuple.protocol == PROTO_TCP && !is_tcp_open {
+                    FlowState::SynSent as u8
+                } else {
+                    FlowState::Open as u8
+                },
+                client_mac: inner.client_mac,
+                tunnel_gateway_mac: inner.tunnel_gateway_mac,
+                last_seen_ns: now,
+            };
+            conntrack::create_binding(cfg, &template)?.nat_port_be
+        }
+    };
+
+    snat_v4_rewrite_headers(ctx, cfg, &inner.ip, ports.src_port_be, nat_port_be)?;
+    strip_tunnel(ctx)
+}
+
+/// Source address -> gateway, source port (or echo identifier) -> NAT port,
+/// TTL - 1, all while the tunnel headers are still in front.
+#[inline(always)]
+fn snat_v4_rewrite_headers(
+    ctx: &TcContext,
+    cfg: &GatewayConfig,
+    ip: &Ipv4Header,
+    client_port_be: u16,
+    nat_port_be: u16,
+) -> Result<(), Counter> {
+    let port_off = if ip.protocol == crate::headers::IPPROTO_ICMP {
+        crate::headers::ICMP_ID_OFF
+    } else {
+        0
+    };
+    csum::rewrite_l4_port(ctx, INNER_L4_OFF, port_off, ip.protocol, client_port_be, nat_port_be)
+        .and_then(|_| {
+            csum::rewrite_ipv4_addr(
+                ctx,
+                INNER_IP_OFF,
+                IP_SRC_OFF,
+                INNER_L4_OFF,
+                ip.protocol,
+                ip.src_be,
+                cfg.gateway_ip_be,
+            )
+        })
+        .and_then(|_| csum::decrement_ttl(ctx, INNER_IP_OFF, ip.ttl, ip.protocol))
+        .map_err(|_| Counter::DropRewriteFailed)
+}

@@ -1,0 +1,72 @@
+//! Validating and stripping the worker's VXLAN encapsulation.
+use aya_ebpf::{
+    bindings::{bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO},
+    programs::TcContext,
+};
+use egress_common::{config::GatewayConfig, counters::Counter};
+
+use crate::headers::{
+    Ipv4Header, ETH_HLEN, ETH_P_IP, IPV4_HLEN, TUNNEL_OVERHEAD, UDP_HLEN, VXLAN_HLEN,
+};
+
+/// Where the inner frame's headers sit while the tunnel is still on.
+pub const VXLAN_OFF: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN;
+pub const INNER_ETH_OFF: usize = VXLAN_OFF + VXLAN_HLEN;
+pub const INNER_IP_OFF: usize = INNER_ETH_OFF + ETH_HLEN;
+
+/// VXLAN flags byte: the "VNI present" bit (RFC 7348).
+const VXLAN_FLAG_VNI: u8 = 0x08;
+
+/// The inner frame of a valid tunnel packet.
+pub struct InnerFrame {
+    pub client_mac: [u8; 6],
+    pub tunnel_gateway_mac: [u8; 6],
+    pub ip: Ipv4Header,
+}
+
+/// Checks the VXLAN header and the inner Ethernet/IPv4 headers. The outer
+/// UDP checksum is never looked at: workers send zero (valid for IPv4) and a
+/// Service DNAT on the way may leave it stale.
+#[inline(always)]
+pub fn parse_tunnel(ctx: &TcContext, cfg: &GatewayConfig) -> Result<InnerFrame, Counter> {
+    let vxlan: [u8; 8] = ctx.load(VXLAN_OFF).map_err(|_| Counter::DropMalformed)?;
+    let vni = u32::from_be_bytes([0, vxlan[4], vxlan[5], vxlan[6]]);
+    if vxlan[0] & VXLAN_FLAG_VNI == 0 || vni != cfg.vni {
+        return Err(Counter::DropBadVni);
+    }
+    let eth: [u8; 14] = ctx.load(INNER_ETH_OFF).map_err(|_| Counter::DropMalformed)?;
+    if u16::from_be_bytes([eth[12], eth[13]]) != ETH_P_IP {
+        return Err(Counter::DropUnsupportedProtocol);
+    }
+    let ip = Ipv4Header::load(ctx, INNER_IP_OFF).map_err(|_| Counter::DropMalformed)?;
+    if !ip.is_v4() || (ip.version_ihl & 0x0f) < 5 || (ip.total_len as usize) < IPV4_HLEN {
+        return Err(Counter::DropMalformed);
+    }
+    if ip.has_options() {
+        return Err(Counter::DropIpOptions);
+    }
+    if ip.is_fragment() {
+        return Err(Counter::DropFragment);
+    }
+    Ok(InnerFrame {
+        client_mac: [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]],
+        tunnel_gateway_mac: [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]],
+        ip,
+    })
+}
+
+/// Removes outer IPv4/UDP/VXLAN and the inner Ethernet header, keeping the
+/// outer Ethernet header (its MACs are rewritten by the redirect).
+///
+/// BPF_F_ADJ_ROOM_FIXED_GSO: the worker's TCP already sized its segments
+/// for the tunnel MTU; without the flag the kernel would grow gso_size by
+/// the removed 50 bytes and the segments would no longer fit eth0's MTU.
+#[inline(always)]
+pub fn strip_tunnel(ctx: &TcContext) -> Result<(), Counter> {
+    ctx.adjust_room(
+        -(TUNNEL_OVERHEAD as i32),
+        BPF_ADJ_ROOM_MAC,
+        BPF_F_ADJ_ROOM_FIXED_GSO as u64,
+    )
+    .map_err(|_| Counter::DropRewriteFailed)
+}

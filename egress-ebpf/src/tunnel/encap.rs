@@ -1,0 +1,101 @@
+//! Re-encapsulating a translated reply towards the client's worker.
+use aya_ebpf::{
+    bindings::{
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
+    },
+    programs::TcContext,
+};
+use egress_common::{config::GatewayConfig, conntrack::NatEntry, counters::Counter};
+
+use crate::{
+    csum::ipv4_header_checksum,
+    headers::{ETH_HLEN, ETH_P_IP, IPPROTO_UDP, IPV4_HLEN, TUNNEL_OVERHEAD},
+};
+
+const OUTER_TTL: u8 = 64;
+/// VXLAN flags word with the "VNI present" bit (RFC 7348).
+const VXLAN_FLAGS_VNI: u32 = 0x0800_0000;
+
+/// `BPF_F_ADJ_ROOM_ENCAP_L2(len)` from the kernel UAPI: the inner L2 length
+/// in the top byte, so GSO knows where the inner IPv4 header starts.
+const fn encap_l2_len(len: u64) -> u64 {
+    (len & 0xff) << 56
+}
+
+/// Outer IPv4 + UDP + VXLAN + inner Ethernet, exactly as on the wire
+/// (packed: 50 bytes, no padding, every multi-byte field big-endian).
+#[repr(C, packed)]
+struct TunnelHeader {
+    ip_version_ihl: u8,
+    ip_tos: u8,
+    ip_total_len_be: u16,
+    ip_id_be: u16,
+    ip_frag_off_be: u16,
+    ip_ttl: u8,
+    ip_protocol: u8,
+    ip_csum_be: u16,
+    ip_src_be: u32,
+    ip_dst_be: u32,
+    udp_src_port_be: u16,
+    udp_dst_port_be: u16,
+    udp_len_be: u16,
+    udp_csum_be: u16,
+    vxlan_flags_be: u32,
+    vxlan_vni_be: u32,
+    inner_dst_mac: [u8; 6],
+    inner_src_mac: [u8; 6],
+    inner_ethertype_be: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<TunnelHeader>() == TUNNEL_OVERHEAD);
+
+/// Makes room for the tunnel headers after the Ethernet header and writes
+/// them: outer `gateway_ip:vxlan_port -> client_outer_ip:vxlan_port` (the
+/// source port is the one the worker sent to, so the node's Service
+/// conntrack sees the reply of the flow it DNATed), inner Ethernet from the
+/// tunnel gateway MAC to the worker's device MAC.
+///
+/// Without BPF_F_ADJ_ROOM_FIXED_GSO the kernel shrinks gso_size by the 50
+/// bytes added, so segmented replies still fit the path MTU.
+#[inline(always)]
+pub fn push_tunnel(ctx: &TcContext, cfg: &GatewayConfig, entry: &NatEntry) -> Result<(), Counter> {
+    let flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 as u64
+        | BPF_F_ADJ_ROOM_ENCAP_L4_UDP as u64
+        | BPF_F_ADJ_ROOM_ENCAP_L2_ETH as u64
+        | encap_l2_len(ETH_HLEN as u64);
+    ctx.adjust_room(TUNNEL_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, flags)
+        .map_err(|_| Counter::DropRewriteFailed)?;
+
+    let outer_ip_len = (ctx.len() - ETH_HLEN as u32) as u16;
+    let header = TunnelHeader {
+        ip_version_ihl: 0x45,
+        ip_tos: 0,
+        ip_total_len_be: outer_ip_len.to_be(),
+        ip_id_be: 0,
+        ip_frag_off_be: 0,
+        ip_ttl: OUTER_TTL,
+        ip_protocol: IPPROTO_UDP,
+        ip_csum_be: ipv4_header_checksum(
+            outer_ip_len,
+            OUTER_TTL,
+            IPPROTO_UDP,
+            u32::from_be(cfg.gateway_ip_be),
+            u32::from_be(entry.client_outer_ip_be),
+        )
+        .to_be(),
+        ip_src_be: cfg.gateway_ip_be,
+        ip_dst_be: entry.client_outer_ip_be,
+        udp_src_port_be: cfg.vxlan_port_be,
+        udp_dst_port_be: cfg.vxlan_port_be,
+        udp_len_be: (outer_ip_len - IPV4_HLEN as u16).to_be(),
+        // Zero: "no checksum", valid for UDP over IPv4 (RFC 7348 allows it).
+        udp_csum_be: 0,
+        vxlan_flags_be: VXLAN_FLAGS_VNI.to_be(),
+        vxlan_vni_be: (cfg.vni << 8).to_be(),
+        inner_dst_mac: entry.client_mac,
+        inner_src_mac: entry.tunnel_gateway_mac,
+        inner_ethertype_be: ETH_P_IP.to_be(),
+    };
+    ctx.store(ETH_HLEN, &header, 0).map_err(|_| Counter::DropRewriteFailed)
+}

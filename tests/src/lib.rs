@@ -1,0 +1,41 @@
+//! Test harness for the egress gateway: real kernel, real network namespaces,
+//! real traffic.
+//!
+//! The library builds a namespace "cluster" that mirrors a small Kubernetes
+//! cluster (nodes with a pod bridge, pods, a Service VIP implemented with
+//! iptables DNAT like kube-proxy does, and an "outside" server), runs the real
+//! `egress-agent` binary inside it and drives real clients (curl, nc, ping,
+//! iperf3) against it. The integration tests in `tests/tests/` use it, and so
+//! does `cargo xtask demo`, which is why it is a library and not a test-only
+//! module.
+//!
+//! Layout:
+//! - [`netns`]: one network namespace, commands run inside it, cleanup.
+//! - [`topology`]: the cluster (nodes, pods, outside, Service VIP).
+//! - [`process`]: background processes with captured logs ([`process::Daemon`]).
+//! - [`agent`]: the `egress-agent` binary (gateway, join, status).
+//! - [`scenario`]: the standard gateway setup used by the tests and the demo.
+//! - [`reference`]: a plain-Linux gateway (VXLAN + MASQUERADE) as a baseline.
+//! - [`clients`]: curl / UDP / ping / iperf3 helpers returning parsed results.
+//! - [`tools`]: installs the Debian packages the harness needs.
+//! - [`cidr`]: a tiny IPv4 CIDR type so addresses stay configuration.
+//! - [`util`]: root check, workspace paths, temp dirs, polling.
+
+pub mod agent;
+pub mod cidr;
+pub mod clients;
+pub mod netns;
+pub mod process;
+pub mod reference;
+pub mod scenario;
+pub mod tools;
+pub mod topology;
+pub mod util;
+
+pub use agent::{Agent, Flow, Status};
+pub use cidr::Ipv4Cidr;
+pub use netns::Netns;
+pub use process::Daemon;
+pub use scenario::{EgressSetup, GatewayOptions};
+pub use topology::{Cluster, ClusterConfig, Pod};
+pub use util::require_root;

@@ -1,0 +1,119 @@
+//! A plain-Linux egress gateway (VXLAN device + iptables MASQUERADE) on the
+//! same topology, with its own worker-side setup.
+//!
+//! Why it exists: it proves that the topology and the client helpers carry
+//! tunnelled egress traffic without relying on the eBPF agent (so a harness
+//! bug is never mistaken for a datapath bug), and it is the baseline the
+//! benchmarks compare the eBPF datapath against. It mirrors the agent's
+//! wire format (VXLAN to the Service VIP, fixed source port, zero outer UDP
+//! checksum) but shares no code with it.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Context, Result};
+
+use crate::topology::{Cluster, Pod, POD_IFACE};
+
+/// Tunnel parameters shared by both ends.
+#[derive(Clone, Debug)]
+pub struct TunnelConfig {
+    pub vni: u32,
+    pub port: u16,
+    /// The next hop the workers route through (on the tunnel device).
+    pub next_hop: Ipv4Addr,
+    /// The gateway tunnel device's MAC (the workers' static neighbour entry).
+    pub gateway_mac: String,
+    /// Source ports the gateway may SNAT to (must avoid its ephemeral range).
+    pub nat_ports: (u16, u16),
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        TunnelConfig {
+            vni: 4343,
+            port: 4789,
+            next_hop: Ipv4Addr::new(169, 254, 43, 1),
+            gateway_mac: "02:72:65:66:00:01".into(),
+            nat_ports: (10240, 32767),
+        }
+    }
+}
+
+/// Sets up worker `pod`: external traffic into a VXLAN device aimed at the
+/// Service VIP, cluster CIDRs kept on eth0. Returns the device's MAC.
+pub fn join_worker(cluster: &Cluster, pod: &Pod, t: &TunnelConfig) -> Result<String> {
+    let node = cluster.node(pod.node);
+    let mtu = cluster.config().mtu - 50;
+    let mut script = format!(
+        "set -e
+ip link add egress0 mtu {mtu} type vxlan id {vni} remote {vip} local {ip} dev {eth} \
+  srcport {port} {port1} dstport {port} nolearning noudpcsum
+ip link set egress0 up
+ip neigh replace {hop} lladdr {mac} dev egress0 nud permanent
+",
+        vni = t.vni,
+        vip = cluster.service_vip(),
+        ip = pod.ip,
+        eth = POD_IFACE,
+        port = t.port,
+        port1 = t.port + 1,
+        hop = t.next_hop,
+        mac = t.gateway_mac,
+    );
+    for c in cluster.cluster_cidrs() {
+        script.push_str(&format!("ip route replace {c} via {} dev {POD_IFACE}\n", node.bridge_ip));
+    }
+    script.push_str(&format!("ip route replace default via {} dev egress0 onlink\n", t.next_hop));
+    script.push_str("cat /sys/class/net/egress0/address\n");
+    let out = pod.ns.sh(&script).with_context(|| format!("reference join of {}", pod.name))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Turns the cluster's gateway pod into a Linux gateway serving `clients`
+/// (each already set up with [`join_worker`], given with its tunnel MAC).
+pub fn install_gateway(cluster: &Cluster, clients: &[(&Pod, &str)], t: &TunnelConfig) -> Result<()> {
+    let gw = cluster.gateway();
+    let pods = cluster.config().cluster_cidr;
+    let (lo, hi) = t.nat_ports;
+    let mut script = format!(
+        "set -e
+ip link add vx0 mtu {mtu} type vxlan id {vni} local {gwip} dev {eth} srcport {port} {port1} \
+  dstport {port} nolearning noudpcsum
+ip link set vx0 address {mac} up
+ip addr add {hop}/32 dev vx0
+echo 1 > /proc/sys/net/ipv4/ip_forward
+echo 0 > /proc/sys/net/ipv4/conf/all/send_redirects
+echo 0 > /proc/sys/net/ipv4/conf/{eth}/send_redirects
+# Only packets that came in on eth0 (de-masqueraded replies) go back into
+# the tunnel; the tunnel's own outer packets must use the main table.
+ip rule add iif {eth} lookup 143
+ip route add {pods} dev vx0 table 143
+iptables -w 10 -A FORWARD -i vx0 -o vx0 -j DROP
+iptables -w 10 -t nat -A POSTROUTING -s {gwip} -j RETURN
+iptables -w 10 -t nat -A POSTROUTING -o {eth} -s {pods} -p tcp -j MASQUERADE --to-ports {lo}-{hi}
+iptables -w 10 -t nat -A POSTROUTING -o {eth} -s {pods} -p udp -j MASQUERADE --to-ports {lo}-{hi}
+iptables -w 10 -t nat -A POSTROUTING -o {eth} -s {pods} -j MASQUERADE
+",
+        mtu = cluster.config().mtu - 50,
+        vni = t.vni,
+        gwip = gw.ip,
+        eth = POD_IFACE,
+        port = t.port,
+        port1 = t.port + 1,
+        mac = t.gateway_mac,
+        hop = t.next_hop,
+    );
+    for (pod, mac) in clients {
+        script.push_str(&format!(
+            "ip neigh replace {ip} lladdr {mac} dev vx0 nud permanent
+bridge fdb append {mac} dev vx0 dst {ip}
+iptables -w 10 -A FORWARD -i vx0 -s {ip} -j ACCEPT
+",
+            ip = pod.ip
+        ));
+    }
+    // Fail closed: anything else from the tunnel is dropped.
+    script.push_str("iptables -w 10 -A FORWARD -i vx0 -j DROP\n");
+    gw.ns.sh(&script).context("installing the reference Linux gateway")?;
+    Ok(())
+}

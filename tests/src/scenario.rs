@@ -1,0 +1,208 @@
+//! The standard egress setup on top of a [`Cluster`]: the echo server in the
+//! outside namespace, `egress-agent gateway` in the gateway pod fed by a
+//! pods file, and `egress-agent join` in the worker pods.
+//!
+//! Every integration test and the demo start from this, so it lives in one
+//! place; options cover what tests vary (listed pods, excluded CIDRs, extra
+//! agent flags, the topology itself).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::agent::{self, Agent, GatewayArgs, JoinArgs, Status};
+use crate::clients::{self, EchoReply, ECHO_UDP_PORT};
+use crate::process::Daemon;
+use crate::topology::{Cluster, ClusterConfig, Pod};
+use crate::util::TempDir;
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct GatewayOptions {
+    /// The topology.
+    pub cluster: ClusterConfig,
+    /// Pods written to the pods file (the allowed clients).
+    pub listed: Vec<String>,
+    /// Pods that run `egress-agent join`.
+    pub joined: Vec<String>,
+    /// `--exclude-cidr` values.
+    pub exclude_cidrs: Vec<String>,
+    /// More `gateway` flags, appended verbatim.
+    pub extra_args: Vec<String>,
+    /// The agent binary; `None` means [`agent::agent_binary`].
+    pub agent_binary: Option<PathBuf>,
+    /// The echo server binary; `None` means [`clients::echo_server_binary`].
+    pub echo_server: Option<PathBuf>,
+}
+
+impl Default for GatewayOptions {
+    /// The default cluster; `w1` and `w3` listed; `w1`, `w2`, `w3` joined.
+    fn default() -> Self {
+        GatewayOptions {
+            cluster: ClusterConfig::default(),
+            listed: vec!["w1".into(), "w3".into()],
+            joined: vec!["w1".into(), "w2".into(), "w3".into()],
+            exclude_cidrs: Vec::new(),
+            extra_args: Vec::new(),
+            agent_binary: None,
+            echo_server: None,
+        }
+    }
+}
+
+impl GatewayOptions {
+    /// Defaults with an explicit echo server binary (integration tests pass
+    /// `env!("CARGO_BIN_EXE_echo-server")`).
+    pub fn with_echo_server(path: &str) -> GatewayOptions {
+        GatewayOptions { echo_server: Some(PathBuf::from(path)), ..Default::default() }
+    }
+}
+
+/// The pods file read by `egress-agent gateway --pods-file`.
+#[derive(Debug)]
+pub struct PodsFile {
+    path: PathBuf,
+    _dir: TempDir,
+}
+
+impl PodsFile {
+    /// Creates an empty pods file in a fresh temporary directory.
+    pub fn create() -> Result<PodsFile> {
+        let dir = TempDir::new("pods")?;
+        let path = dir.path().join("pods.txt");
+        let file = PodsFile { path, _dir: dir };
+        file.write(&[])?;
+        Ok(file)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Replaces the content with one `IP name` line per entry. The new
+    /// content is written to a sibling file and renamed over the old one, so
+    /// the agent never reads a half-written list (this is also how
+    /// Kubernetes updates mounted ConfigMaps: the file is replaced, not
+    /// rewritten in place).
+    pub fn write(&self, entries: &[(Ipv4Addr, &str)]) -> Result<()> {
+        let mut text = String::from("# egress clients: one IPv4 address a line, then a name\n");
+        for (ip, name) in entries {
+            text.push_str(&format!("{ip} {name}\n"));
+        }
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path).with_context(|| format!("replacing {}", self.path.display()))
+    }
+}
+
+/// A cluster with the echo server, the gateway agent and joined workers.
+/// Dropping it stops the agent first (SIGTERM), then the servers, then
+/// deletes the namespaces.
+#[derive(Debug)]
+pub struct EgressSetup {
+    // Field order is drop order.
+    pub agent: Agent,
+    pub echo: Daemon,
+    pub pods_file: PodsFile,
+    pub cluster: Cluster,
+    pub agent_binary: PathBuf,
+}
+
+impl EgressSetup {
+    /// Builds the cluster, starts the echo server on every outside server
+    /// address, writes the pods file, starts the gateway agent (waiting for
+    /// its ready line) and joins the workers.
+    pub fn start(opts: GatewayOptions) -> Result<EgressSetup> {
+        crate::util::require_root()?;
+        // Resolve binaries first: a missing binary is the likeliest failure
+        // and should not cost a cluster build.
+        let agent_binary = match opts.agent_binary {
+            Some(p) => p,
+            None => agent::agent_binary()?,
+        };
+        let echo_binary = match opts.echo_server {
+            Some(p) => p,
+            None => clients::echo_server_binary()?,
+        };
+        let cluster = Cluster::build(opts.cluster)?;
+        let echo = clients::start_echo_server(cluster.outside(), &echo_binary, cluster.server_ips())?;
+        let pods_file = PodsFile::create()?;
+        let entries: Vec<(Ipv4Addr, &str)> = opts
+            .listed
+            .iter()
+            .map(|n| (cluster.pod(n).ip, n.as_str()))
+            .collect();
+        pods_file.write(&entries)?;
+
+        let mut args = GatewayArgs::new(pods_file.path());
+        args.exclude_cidrs = opts.exclude_cidrs.clone();
+        args.extra = opts.extra_args.clone();
+        let agent = Agent::start_gateway(&cluster.gateway().ns, &agent_binary, &args)?;
+
+        let setup = EgressSetup { agent, echo, pods_file, cluster, agent_binary };
+        for name in &opts.joined {
+            setup.join(name)?;
+        }
+        Ok(setup)
+    }
+
+    /// Runs `egress-agent join` in pod `name` (idempotent on the agent side).
+    pub fn join(&self, name: &str) -> Result<()> {
+        let args = self.join_args();
+        agent::join(&self.pod(name).ns, &self.agent_binary, &args)
+            .with_context(|| format!("joining pod {name}"))?;
+        Ok(())
+    }
+
+    /// The `join` arguments for this cluster: the Service VIP as gateway and
+    /// the pod and Service CIDRs kept on eth0.
+    pub fn join_args(&self) -> JoinArgs {
+        JoinArgs {
+            gateway: self.cluster.service_vip().to_string(),
+            cluster_cidrs: self.cluster.cluster_cidrs().iter().map(ToString::to_string).collect(),
+            vni: None,
+            vxlan_port: None,
+        }
+    }
+
+    /// Rewrites the pods file to list exactly `names`.
+    pub fn set_listed(&self, names: &[&str]) -> Result<()> {
+        let entries: Vec<(Ipv4Addr, &str)> =
+            names.iter().map(|n| (self.cluster.pod(n).ip, *n)).collect();
+        self.pods_file.write(&entries)
+    }
+
+    pub fn pod(&self, name: &str) -> &Pod {
+        self.cluster.pod(name)
+    }
+
+    pub fn gateway_ip(&self) -> Ipv4Addr {
+        self.cluster.gateway().ip
+    }
+
+    pub fn server_ip(&self) -> Ipv4Addr {
+        self.cluster.server_ip()
+    }
+
+    /// The echo server's UDP address on the main server IP.
+    pub fn udp_server(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(self.server_ip(), ECHO_UDP_PORT)
+    }
+
+    /// Parsed `status --json`.
+    pub fn status(&self) -> Result<Status> {
+        self.agent.status()
+    }
+
+    /// One counter from `status --json`.
+    pub fn counter(&self, name: &str) -> Result<u64> {
+        self.status()?.counter(name)
+    }
+
+    /// curl from pod `name` to the echo server (main address).
+    pub fn curl_from(&self, name: &str, timeout: Duration) -> Result<EchoReply> {
+        clients::curl_echo(&self.pod(name).ns, self.server_ip(), timeout)
+    }
+}

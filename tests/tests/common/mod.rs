@@ -1,0 +1,55 @@
+//! Shared by the egress integration tests (each test file is its own crate).
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use egress_tests::agent::DEFAULT_NAT_PORTS;
+use egress_tests::{require_root, EgressSetup, GatewayOptions};
+
+pub const ECHO: &str = env!("CARGO_BIN_EXE_echo-server");
+
+/// Timeout for requests that must succeed.
+pub const OK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Timeout for requests that must get no answer.
+pub const DROP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Default options: w1 and w3 listed, w1/w2/w3 joined.
+pub fn options() -> GatewayOptions {
+    GatewayOptions::with_echo_server(ECHO)
+}
+
+/// Starts the standard setup or panics with the whole error chain (e.g.
+/// "not root" or "egress-agent binary not found at …": never a silent pass).
+pub fn start(opts: GatewayOptions) -> EgressSetup {
+    if let Err(e) = require_root() {
+        panic!("{e:#}");
+    }
+    EgressSetup::start(opts).unwrap_or_else(|e| panic!("starting the egress setup: {e:#}"))
+}
+
+pub fn assert_nat_port(port: u16) {
+    assert!(
+        DEFAULT_NAT_PORTS.contains(&port),
+        "port {port} seen by the server is outside the NAT range {DEFAULT_NAT_PORTS:?}"
+    );
+}
+
+/// Polls `f` every 200 ms until it returns true; returns the time it took,
+/// or panics with `what` after `timeout`.
+pub fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return start.elapsed();
+        }
+        if start.elapsed() > timeout {
+            panic!("{what}: not within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
