@@ -5,15 +5,8 @@
 //! - `join`: inside a worker pod (init container), send everything but the
 //!   cluster's own traffic through a VXLAN tunnel to the gateway.
 //! - `status`: show the live flows and counters of this pod's gateway.
-mod cli;
-mod datapath;
-mod gateway;
-mod join;
-mod netdev;
-mod pods;
-mod status;
-
 use clap::Parser;
+use egress_agent::{cli, gateway, join, status};
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();

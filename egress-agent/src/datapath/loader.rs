@@ -11,19 +11,17 @@ use super::maps::DatapathMaps;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egress-ebpf.o"));
 
-/// A loaded, configured and attached datapath. Dropping it detaches the
-/// program.
+/// A loaded and configured datapath. Dropping it detaches the program (if
+/// attached) and unloads it.
 pub struct Datapath {
-    /// Owns the program and its link; kept alive for the attachment.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     pub maps: DatapathMaps,
 }
 
 impl Datapath {
-    /// Loads the program, writes `cfg` and excluded CIDRs before attaching,
-    /// so no packet is ever seen by an unconfigured program.
-    pub fn load_and_attach(
-        interface: &str,
+    /// Loads and verifies the program and writes `cfg` and the excluded
+    /// CIDRs, without attaching it anywhere yet.
+    pub fn load(
         cfg: &GatewayConfig,
         conntrack_size: u32,
         excluded: &[(std::net::Ipv4Addr, u8)],
@@ -45,19 +43,31 @@ impl Datapath {
         for (addr, len) in excluded {
             maps.add_excluded(*addr, *len)?;
         }
-        let program: &mut SchedClassifier = ebpf
+        let mut datapath = Datapath { ebpf, maps };
+        datapath.program()?.load().context("the kernel verifier refused the program")?;
+        Ok(datapath)
+    }
+
+    /// The classifier, for attaching or for BPF_PROG_TEST_RUN.
+    pub fn program(&mut self) -> Result<&mut SchedClassifier> {
+        Ok(self
+            .ebpf
             .program_mut(names::PROGRAM)
             .context("program missing from the eBPF object")?
-            .try_into()?;
-        program.load().context("the kernel verifier refused the program")?;
+            .try_into()?)
+    }
+
+    /// Attaches to `interface`'s TC ingress. Configuration is written
+    /// before this, so no packet ever meets an unconfigured program.
+    pub fn attach(&mut self, interface: &str) -> Result<()> {
         // Kernels before 6.6 attach through the clsact qdisc; it may exist.
         if let Err(e) = tc::qdisc_add_clsact(interface) {
             tracing::debug!("clsact qdisc on {interface}: {e} (already present is fine)");
         }
-        program
+        self.program()?
             .attach(interface, TcAttachType::Ingress)
             .with_context(|| format!("attaching to {interface} ingress"))?;
-        Ok(Datapath { _ebpf: ebpf, maps })
+        Ok(())
     }
 }
 

@@ -30,13 +30,13 @@ async fn serve(settings: settings::Settings, source: Box<dyn PodSource>, first: 
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
-    let mut datapath = Datapath::load_and_attach(
-        &settings.interface.name,
+    let mut datapath = Datapath::load(
         &settings.datapath_config,
         settings.conntrack_size,
         &settings.excluded,
         settings.ebpf_object.as_deref(),
     )?;
+    datapath.attach(&settings.interface.name)?;
     let mut clients = reconcile::ClientTable::default();
     clients.apply(&mut datapath.maps, &first)?;
     tracing::info!(

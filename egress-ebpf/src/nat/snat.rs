@@ -10,7 +10,7 @@ use egress_common::{
 use crate::{
     conntrack::{self, Half},
     csum,
-    headers::{load_l4, Ipv4Header, IPV4_HLEN, IP_SRC_OFF},
+    headers::{load_l4, Ipv4Header, ICMP_ECHO_REQUEST, ICMP_ID_OFF, IPPROTO_ICMP, IPV4_HLEN, IP_SRC_OFF, TCP_SYN},
     maps::{CLIENTS, EXCLUDED_DSTS},
     tunnel::decap::{parse_tunnel, strip_tunnel, INNER_IP_OFF},
     verdict::Verdict,
@@ -46,6 +46,11 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
     let ports = load_l4(ctx, INNER_L4_OFF, inner.ip.protocol)
         .map_err(|_| Counter::DropMalformed)?
         .ok_or(Counter::DropUnsupportedProtocol)?;
+    // Clients start echo exchanges; an echo reply from a client answers an
+    // inbound ping, which never reaches clients through us.
+    if inner.ip.protocol == IPPROTO_ICMP && ports.flags_or_type != ICMP_ECHO_REQUEST {
+        return Err(Counter::DropUnsupportedProtocol);
+    }
 
     let tuple = FlowTuple {
         src_ip_be: inner.ip.src_be,
@@ -69,7 +74,7 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
         }
         None => {
             let is_tcp_open = tuple.protocol == PROTO_TCP
-                && ports.flags_or_type & crate::headers::TCP_SYN == 0;
+                && ports.flags_or_type & TCP_SYN == 0;
             let template = NatEntry {
                 client_ip_be: inner.ip.src_be,
                 client_outer_ip_be: outer.src_be,
@@ -106,11 +111,7 @@ fn snat_v4_rewrite_headers(
     client_port_be: u16,
     nat_port_be: u16,
 ) -> Result<(), Counter> {
-    let port_off = if ip.protocol == crate::headers::IPPROTO_ICMP {
-        crate::headers::ICMP_ID_OFF
-    } else {
-        0
-    };
+    let port_off = if ip.protocol == IPPROTO_ICMP { ICMP_ID_OFF } else { 0 };
     csum::rewrite_l4_port(ctx, INNER_L4_OFF, port_off, ip.protocol, client_port_be, nat_port_be)
         .and_then(|_| {
             csum::rewrite_ipv4_addr(

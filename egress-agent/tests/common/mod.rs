@@ -1,0 +1,201 @@
+//! Packet-scenario harness: the real program, loaded the way the agent
+//! loads it, run on crafted packets with BPF_PROG_TEST_RUN. Packets are
+//! built with etherparse; results are checked with our own full checksum
+//! code, independent of the kernel's incremental helpers.
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+
+use aya::programs::{TestRun, TestRunOptions};
+use egress_agent::datapath::loader::Datapath;
+use egress_common::{
+    checksum::{internet_checksum, l4_checksum_ok},
+    config::*,
+    conntrack::NatEntry,
+};
+use etherparse::PacketBuilder;
+
+pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 5);
+pub const OTHER_POD_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 6);
+pub const REMOTE_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+pub const EXCLUDED_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(192, 0, 2, 0), 24);
+pub const VNI: u32 = 42;
+pub const VXLAN_PORT: u16 = 4789;
+pub const NODE_MAC: [u8; 6] = [0x0a, 0, 0, 0, 0, 0xfe];
+pub const GATEWAY_MAC: [u8; 6] = [0x0a, 0, 0, 0, 0, 0x01];
+pub const CLIENT_MAC: [u8; 6] = [0x0a, 0, 0, 0, 0, 0x05];
+
+pub const TC_ACT_UNSPEC: u32 = u32::MAX; // -1
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
+
+pub fn config(nat_ports: (u16, u16)) -> GatewayConfig {
+    GatewayConfig {
+        layout_version: CONFIG_LAYOUT_VERSION,
+        gateway_ip_be: u32::from(GATEWAY_IP).to_be(),
+        netns_inode: 0,
+        ifindex: 1,
+        vni: VNI,
+        vxlan_port_be: VXLAN_PORT.to_be(),
+        nat_port_min: nat_ports.0,
+        nat_port_max: nat_ports.1,
+        _pad0: 0,
+        port_retries: DEFAULT_PORT_RETRIES,
+        tcp_syn_timeout_s: DEFAULT_TCP_SYN_TIMEOUT_S,
+        tcp_established_timeout_s: DEFAULT_TCP_ESTABLISHED_TIMEOUT_S,
+        tcp_closing_timeout_s: DEFAULT_TCP_CLOSING_TIMEOUT_S,
+        udp_timeout_s: DEFAULT_UDP_TIMEOUT_S,
+        icmp_timeout_s: DEFAULT_ICMP_TIMEOUT_S,
+        _pad1: 0,
+    }
+}
+
+pub struct Harness {
+    pub datapath: Datapath,
+}
+
+pub struct Outcome {
+    pub action: u32,
+    pub packet: Vec<u8>,
+}
+
+impl Harness {
+    /// A fresh program (fresh maps) with CLIENT_IP allowed and
+    /// EXCLUDED_CIDR excluded. Fails loudly when not root.
+    pub fn new(nat_ports: (u16, u16)) -> Harness {
+        assert!(unsafe { libc::geteuid() } == 0, "packet-scenario tests load eBPF programs: run them as root (cargo xtask test)");
+        let mut datapath = Datapath::load(&config(nat_ports), 4096, &[EXCLUDED_CIDR], None).expect("load program");
+        datapath.maps.add_client(CLIENT_IP, 1).unwrap();
+        Harness { datapath }
+    }
+
+    pub fn default() -> Harness {
+        Harness::new((20_000, 20_099))
+    }
+
+    pub fn run(&mut self, packet: &[u8]) -> Outcome {
+        let mut out = vec![0u8; packet.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(packet);
+        opts.data_out = Some(&mut out);
+        let result = self.datapath.program().unwrap().test_run(opts).expect("BPF_PROG_TEST_RUN");
+        out.truncate(result.data_size_out as usize);
+        Outcome { action: result.return_value, packet: out }
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        self.datapath.maps.counter_totals().unwrap().into_iter().find(|(n, _)| *n == name).unwrap().1
+    }
+
+    pub fn flows(&self) -> Vec<NatEntry> {
+        egress_agent::datapath::conntrack::flows(&self.datapath.maps).unwrap()
+    }
+
+    pub fn reply_entries(&self) -> usize {
+        self.datapath.maps.ct_reply.keys().count()
+    }
+}
+
+/// Inner L4 of a test flow.
+#[derive(Clone, Copy)]
+pub enum L4 {
+    Tcp { src: u16, dst: u16, syn: bool, ack: bool, fin: bool, rst: bool },
+    Udp { src: u16, dst: u16 },
+    EchoRequest { id: u16 },
+    EchoReply { id: u16 },
+}
+
+pub fn tcp_syn(src: u16, dst: u16) -> L4 {
+    L4::Tcp { src, dst, syn: true, ack: false, fin: false, rst: false }
+}
+
+/// An Ethernet + IPv4 + L4 frame.
+pub fn frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, l4: L4, payload: &[u8]) -> Vec<u8> {
+    let ip = PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src.octets(), dst.octets(), ttl);
+    let mut out = Vec::new();
+    match l4 {
+        L4::Tcp { src, dst, syn, ack, fin, rst } => {
+            let mut b = ip.tcp(src, dst, 1000, 64_000);
+            if syn { b = b.syn(); }
+            if ack { b = b.ack(5000); }
+            if fin { b = b.fin(); }
+            if rst { b = b.rst(); }
+            b.write(&mut out, payload).unwrap();
+        }
+        L4::Udp { src, dst } => ip.udp(src, dst).write(&mut out, payload).unwrap(),
+        L4::EchoRequest { id } => ip.icmpv4_echo_request(id, 1).write(&mut out, payload).unwrap(),
+        L4::EchoReply { id } => ip.icmpv4_echo_reply(id, 1).write(&mut out, payload).unwrap(),
+    }
+    out
+}
+
+/// `inner_frame` in VXLAN from `outer_src`:4789 to the gateway, as a worker
+/// sends it (outer UDP checksum zero).
+pub fn tunnel(outer_src: Ipv4Addr, vni: u32, inner_frame: &[u8]) -> Vec<u8> {
+    let mut vxlan_and_frame = vec![0x08, 0, 0, 0];
+    vxlan_and_frame.extend_from_slice(&(vni << 8).to_be_bytes());
+    vxlan_and_frame.extend_from_slice(inner_frame);
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(NODE_MAC, GATEWAY_MAC)
+        .ipv4(outer_src.octets(), GATEWAY_IP.octets(), 63)
+        .udp(VXLAN_PORT, VXLAN_PORT)
+        .write(&mut out, &vxlan_and_frame)
+        .unwrap();
+    out[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
+    out
+}
+
+/// A client packet as the worker sends it.
+pub fn from_client(l4: L4, payload: &[u8]) -> Vec<u8> {
+    let inner = frame(CLIENT_MAC, TUNNEL_GATEWAY_MAC, CLIENT_IP, REMOTE_IP, 64, l4, payload);
+    tunnel(CLIENT_IP, VNI, &inner)
+}
+
+/// A packet from the remote to the gateway.
+pub fn from_remote(l4: L4, payload: &[u8]) -> Vec<u8> {
+    frame(NODE_MAC, GATEWAY_MAC, REMOTE_IP, GATEWAY_IP, 50, l4, payload)
+}
+
+/// Fields of an IPv4 packet at `off`, with its checksums verified by our
+/// own code.
+pub struct Ipv4View {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub ttl: u8,
+    pub protocol: u8,
+    pub l4: Vec<u8>,
+}
+
+pub fn ipv4_at(packet: &[u8], off: usize) -> Ipv4View {
+    let ip = &packet[off..];
+    assert_eq!(ip[0], 0x45, "IPv4 without options");
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    assert_eq!(total, ip.len(), "IP total length matches the packet");
+    assert_eq!(internet_checksum(&ip[..20]), 0, "IPv4 header checksum verifies");
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let l4 = ip[20..total].to_vec();
+    match ip[9] {
+        6 => assert!(l4_checksum_ok(src.octets(), dst.octets(), 6, &l4), "TCP checksum verifies"),
+        17 if l4[6..8] != [0, 0] => assert!(l4_checksum_ok(src.octets(), dst.octets(), 17, &l4), "UDP checksum verifies"),
+        1 => assert_eq!(internet_checksum(&l4), 0, "ICMP checksum verifies"),
+        _ => {}
+    }
+    View(src, dst, ip[8], ip[9], l4).into()
+}
+
+struct View(Ipv4Addr, Ipv4Addr, u8, u8, Vec<u8>);
+impl From<View> for Ipv4View {
+    fn from(v: View) -> Self {
+        Ipv4View { src: v.0, dst: v.1, ttl: v.2, protocol: v.3, l4: v.4 }
+    }
+}
+
+pub fn ports(l4: &[u8]) -> (u16, u16) {
+    (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]))
+}
+
+pub fn icmp_id(l4: &[u8]) -> u16 {
+    u16::from_be_bytes([l4[4], l4[5]])
+}

@@ -1,0 +1,161 @@
+//! Every drop has a reason and a counter; what is not ours is left alone.
+mod common;
+
+use common::*;
+use egress_common::config::{TUNNEL_GATEWAY_MAC, CONFIG_LAYOUT_VERSION};
+
+fn forwarded(h: &Harness) -> u64 {
+    h.counter("forwarded_to_remote") + h.counter("forwarded_to_client")
+}
+
+fn assert_dropped(h: &mut Harness, packet: &[u8], counter: &str) {
+    let (before, forwarded_before) = (h.counter(counter), forwarded(h));
+    let out = h.run(packet);
+    assert_eq!(out.action, TC_ACT_SHOT, "{counter}: dropped");
+    assert_eq!(h.counter(counter), before + 1, "{counter}: counted");
+    assert_eq!(forwarded(h), forwarded_before, "{counter}: nothing forwarded");
+}
+
+fn inner(src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, ttl: u8, l4: L4) -> Vec<u8> {
+    frame(CLIENT_MAC, TUNNEL_GATEWAY_MAC, src, dst, ttl, l4, b"data")
+}
+
+#[test]
+fn unlisted_client() {
+    let mut h = Harness::default();
+    let p = tunnel(OTHER_POD_IP, VNI, &inner(OTHER_POD_IP, REMOTE_IP, 64, tcp_syn(1, 2)));
+    assert_dropped(&mut h, &p, "drop_unknown_client");
+}
+
+#[test]
+fn wrong_vni_and_missing_vni_flag() {
+    let mut h = Harness::default();
+    let frame = inner(CLIENT_IP, REMOTE_IP, 64, tcp_syn(1, 2));
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI + 1, &frame), "drop_bad_vni");
+    let mut no_flag = tunnel(CLIENT_IP, VNI, &frame);
+    no_flag[42] = 0;
+    assert_dropped(&mut h, &no_flag, "drop_bad_vni");
+}
+
+#[test]
+fn excluded_destination() {
+    let mut h = Harness::default();
+    let p = tunnel(CLIENT_IP, VNI, &inner(CLIENT_IP, "192.0.2.55".parse().unwrap(), 64, tcp_syn(1, 2)));
+    assert_dropped(&mut h, &p, "drop_excluded_destination");
+}
+
+#[test]
+fn inner_source_other_than_the_client() {
+    let mut h = Harness::default();
+    let p = tunnel(CLIENT_IP, VNI, &inner(OTHER_POD_IP, REMOTE_IP, 64, tcp_syn(1, 2)));
+    assert_dropped(&mut h, &p, "drop_spoofed_inner_source");
+}
+
+#[test]
+fn truncated_tunnel_and_inner_headers() {
+    let mut h = Harness::default();
+    let full = from_client(tcp_syn(1, 2), b"");
+    // Cut inside the VXLAN header, the inner IPv4 header and the inner TCP header.
+    for cut in [46, 70, 90] {
+        let mut p = full[..cut].to_vec();
+        // Keep the outer lengths consistent with the cut, as a sender would.
+        let ip_len = (cut - 14) as u16;
+        p[16..18].copy_from_slice(&ip_len.to_be_bytes());
+        p[24..26].copy_from_slice(&[0, 0]);
+        let csum = egress_common::checksum::internet_checksum(&p[14..34]);
+        p[24..26].copy_from_slice(&csum.to_be_bytes());
+        p[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
+        assert_dropped(&mut h, &p, "drop_malformed");
+    }
+}
+
+#[test]
+fn inner_fragment() {
+    let mut h = Harness::default();
+    let mut f = inner(CLIENT_IP, REMOTE_IP, 64, L4::Udp { src: 1, dst: 2 });
+    f[14 + 6] |= 0x20; // more fragments
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &f), "drop_fragment");
+}
+
+#[test]
+fn inner_ip_options() {
+    let mut h = Harness::default();
+    let f = inner(CLIENT_IP, REMOTE_IP, 64, L4::Udp { src: 1, dst: 2 });
+    // Insert 4 bytes of options (NOPs + end) and fix ihl/total length.
+    let mut g = f[..34].to_vec();
+    g.extend_from_slice(&[1, 1, 1, 0]);
+    g.extend_from_slice(&f[34..]);
+    g[14] = 0x46;
+    let total = (g.len() - 14) as u16;
+    g[16..18].copy_from_slice(&total.to_be_bytes());
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &g), "drop_ip_options");
+}
+
+#[test]
+fn unsupported_inner_protocols() {
+    let mut h = Harness::default();
+    let mut arp = inner(CLIENT_IP, REMOTE_IP, 64, L4::Udp { src: 1, dst: 2 });
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &arp), "drop_unsupported_protocol");
+    let mut sctp = inner(CLIENT_IP, REMOTE_IP, 64, L4::Udp { src: 1, dst: 2 });
+    sctp[14 + 9] = 132;
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &sctp), "drop_unsupported_protocol");
+    let echo_reply_from_client = inner(CLIENT_IP, REMOTE_IP, 64, L4::EchoReply { id: 9 });
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &echo_reply_from_client), "drop_unsupported_protocol");
+}
+
+#[test]
+fn ttl_that_would_expire() {
+    let mut h = Harness::default();
+    let p = tunnel(CLIENT_IP, VNI, &inner(CLIENT_IP, REMOTE_IP, 1, tcp_syn(1, 2)));
+    assert_dropped(&mut h, &p, "drop_ttl_exceeded");
+}
+
+#[test]
+fn nat_ports_exhausted_for_one_destination_only() {
+    let mut h = Harness::new((20_000, 20_001));
+    for client_port in [1000, 1001] {
+        assert_eq!(h.run(&from_client(tcp_syn(client_port, 80), b"")).action, TC_ACT_REDIRECT);
+    }
+    assert_dropped(&mut h, &from_client(tcp_syn(1002, 80), b""), "drop_nat_ports_exhausted");
+    // Endpoint-dependent: another remote port still has both NAT ports free.
+    assert_eq!(h.run(&from_client(tcp_syn(1002, 81), b"")).action, TC_ACT_REDIRECT);
+}
+
+#[test]
+fn unsolicited_packet_to_a_nat_port() {
+    let mut h = Harness::default();
+    let syn = L4::Tcp { src: 443, dst: 20_050, syn: true, ack: false, fin: false, rst: false };
+    assert_dropped(&mut h, &from_remote(syn, b""), "drop_no_mapping");
+    assert_dropped(&mut h, &from_remote(L4::Udp { src: 53, dst: 20_050 }, b""), "drop_no_mapping");
+}
+
+#[test]
+fn unconfigured_program_drops() {
+    let mut h = Harness::default();
+    let mut cfg = config((20_000, 20_099));
+    cfg.layout_version = CONFIG_LAYOUT_VERSION + 1;
+    h.datapath.maps.write_config(&cfg).unwrap();
+    assert_dropped(&mut h, &from_client(tcp_syn(1, 2), b""), "drop_not_configured");
+}
+
+#[test]
+fn the_gateway_pods_own_traffic_passes_untouched() {
+    let mut h = Harness::default();
+    let own = [
+        // A reply to the pod's own ephemeral port, outside the NAT range.
+        from_remote(L4::Tcp { src: 443, dst: 40_000, syn: true, ack: true, fin: false, rst: false }, b""),
+        // Traffic for another address.
+        frame(NODE_MAC, GATEWAY_MAC, REMOTE_IP, OTHER_POD_IP, 64, tcp_syn(1, 20_050), b""),
+        // An echo reply to the pod's own ping (no binding): its stack decides.
+        from_remote(L4::EchoReply { id: 20_050 }, b""),
+        // UDP to the gateway on another port.
+        from_remote(L4::Udp { src: 53, dst: 5353 }, b"x"),
+    ];
+    for p in own {
+        let out = h.run(&p);
+        assert_eq!(out.action, TC_ACT_UNSPEC, "handed on to the pod's stack");
+        assert_eq!(out.packet, p, "byte for byte unchanged");
+    }
+    assert_eq!(h.counter("passed_to_stack"), 4);
+}

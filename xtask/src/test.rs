@@ -1,0 +1,27 @@
+//! `cargo xtask test`: what CI runs. Unit tests, BPF_PROG_TEST_RUN packet
+//! scenarios and namespace integration tests all run against the real
+//! kernel, so this needs root; it installs the packages it needs.
+use std::process::Command;
+
+use anyhow::{bail, Result};
+
+use crate::{packages, run::{is_root, status, workspace_root}, toolchain};
+
+pub fn run(filter: &[String]) -> Result<()> {
+    if !is_root() {
+        bail!("the tests load eBPF programs and create network namespaces: run `cargo xtask test` as root");
+    }
+    packages::ensure()?;
+    toolchain::build_all()?;
+    let agent = toolchain::agent_binary();
+    status(
+        Command::new("cargo")
+            .args(["test", "--release", "--locked", "--workspace", "--no-fail-fast"])
+            .arg("--")
+            .arg("--test-threads=1")
+            .args(filter)
+            .current_dir(workspace_root())
+            .env("EGRESS_AGENT_BIN", &agent)
+            .env("EGRESS_EBPF_OBJECT", toolchain::ebpf_object_path()),
+    )
+}
