@@ -4,7 +4,7 @@
 //! cached outside the work tree, so fresh clones reuse it.
 use std::{
     env,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Command,
 };
 
