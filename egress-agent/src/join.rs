@@ -36,7 +36,18 @@ pub fn run(args: JoinArgs) -> Result<()> {
     for (addr, len) in &cluster_cidrs {
         ip(&["route", "replace", &format!("{addr}/{len}"), "via", &via, "dev", eth])?;
     }
-    ip(&["route", "replace", "default", "via", &next_hop, "dev", &args.device, "onlink", "src", &pod_ip.to_string()])?;
+    ip(&[
+        "route",
+        "replace",
+        "default",
+        "via",
+        &next_hop,
+        "dev",
+        &args.device,
+        "onlink",
+        "src",
+        &pod_ip.to_string(),
+    ])?;
     println!(
         "joined: external traffic of {pod_ip} goes through {} to {} (VNI {}, port {}); {} cluster CIDRs stay on {eth}",
         args.device,
@@ -78,9 +89,12 @@ fn link_mtu(dev: &str) -> Result<u32> {
 /// The node-side next hop of eth0: from the default route on a first run,
 /// from our own route to the gateway address on a re-run.
 fn node_gateway(eth: &str, gateway: Ipv4Addr) -> Result<Ipv4Addr> {
-    for selector in [vec!["route", "show", "default", "dev", eth], vec!["route", "show", &format!("{gateway}/32"), "dev", eth]]
-        .iter()
-        .map(|v| v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    for selector in [
+        vec!["route", "show", "default", "dev", eth],
+        vec!["route", "show", &format!("{gateway}/32"), "dev", eth],
+    ]
+    .iter()
+    .map(|v| v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
     {
         let args: Vec<&str> = selector.iter().map(String::as_str).collect();
         let routes = ip_json(&args)?;
@@ -108,16 +122,27 @@ fn ensure_vxlan_device(args: &JoinArgs, pod_ip: Ipv4Addr) -> Result<()> {
     let port = args.vxlan_port.to_string();
     let port_end = (args.vxlan_port as u32 + 1).to_string();
     ip(&[
-        "link", "add", &args.device, "type", "vxlan",
-        "id", &args.vni.to_string(),
-        "remote", &args.gateway.to_string(),
-        "local", &pod_ip.to_string(),
-        "dev", &args.interface,
-        "dstport", &port,
+        "link",
+        "add",
+        &args.device,
+        "type",
+        "vxlan",
+        "id",
+        &args.vni.to_string(),
+        "remote",
+        &args.gateway.to_string(),
+        "local",
+        &pod_ip.to_string(),
+        "dev",
+        &args.interface,
+        "dstport",
+        &port,
         // One fixed source port: the Service's conntrack entry, and so the
         // chosen gateway replica, stays the same for all of this pod's flows,
         // and the gateway can answer to exactly that port.
-        "srcport", &port, &port_end,
+        "srcport",
+        &port,
+        &port_end,
         // Outer UDP checksums do not survive the Service DNAT across veths
         // reliably; zero is valid for IPv4 VXLAN.
         "noudpcsum",

@@ -14,8 +14,9 @@ impl Interface {
     /// Looks up `name`, failing with a line that says what is missing.
     pub fn lookup(name: &str) -> Result<Interface> {
         let ifindex = ifindex(name)?;
-        let ipv4 = first_ipv4(name)?
-            .with_context(|| format!("interface {name} has no IPv4 address: give it one or pick another --interface"))?;
+        let ipv4 = first_ipv4(name)?.with_context(|| {
+            format!("interface {name} has no IPv4 address: give it one or pick another --interface")
+        })?;
         Ok(Interface { name: name.to_string(), ifindex, ipv4 })
     }
 }
@@ -82,9 +83,8 @@ pub fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8)> {
         Some((a, l)) => (a, l),
         None => (text, "32"),
     };
-    let addr: Ipv4Addr = addr
-        .parse()
-        .with_context(|| format!("invalid CIDR {text:?}: expected IPv4 like 10.0.0.0/8"))?;
+    let addr: Ipv4Addr =
+        addr.parse().with_context(|| format!("invalid CIDR {text:?}: expected IPv4 like 10.0.0.0/8"))?;
     let len: u8 = len
         .parse()
         .ok()

@@ -108,9 +108,18 @@ pub fn run(args: StatusArgs) -> Result<()> {
 }
 
 fn print_table(s: &Status) {
-    println!("gateway {} on {}, {} clients, {} flows", s.gateway_ip, s.interface, s.clients.len(), s.flows.len());
+    println!(
+        "gateway {} on {}, {} clients, {} flows",
+        s.gateway_ip,
+        s.interface,
+        s.clients.len(),
+        s.flows.len()
+    );
     if !s.flows.is_empty() {
-        println!("\n{:<5} {:<21} {:<21} {:>8} {:<9} {:>6}", "PROTO", "CLIENT", "REMOTE", "NAT PORT", "STATE", "IDLE s");
+        println!(
+            "\n{:<5} {:<21} {:<21} {:>8} {:<9} {:>6}",
+            "PROTO", "CLIENT", "REMOTE", "NAT PORT", "STATE", "IDLE s"
+        );
         for f in &s.flows {
             println!(
                 "{:<5} {:<21} {:<21} {:>8} {:<9} {:>6}",

@@ -2,7 +2,7 @@
 mod common;
 
 use common::*;
-use egress_common::config::{TUNNEL_GATEWAY_MAC, CONFIG_LAYOUT_VERSION};
+use egress_common::config::{CONFIG_LAYOUT_VERSION, TUNNEL_GATEWAY_MAC};
 
 fn forwarded(h: &Harness) -> u64 {
     h.counter("forwarded_to_remote") + h.counter("forwarded_to_client")

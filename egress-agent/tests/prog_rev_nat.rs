@@ -9,7 +9,11 @@ fn open(h: &mut Harness, l4: L4) -> u16 {
     let out = h.run(&from_client(l4, b""));
     assert_eq!(out.action, TC_ACT_REDIRECT);
     let ip = ipv4_at(&out.packet, 14);
-    if ip.protocol == 1 { icmp_id(&ip.l4) } else { ports(&ip.l4).0 }
+    if ip.protocol == 1 {
+        icmp_id(&ip.l4)
+    } else {
+        ports(&ip.l4).0
+    }
 }
 
 #[test]
@@ -24,7 +28,11 @@ fn tcp_reply_is_reverse_natted_and_encapsulated_to_the_client() {
 
     let outer = ipv4_at(&out.packet, 14);
     assert_eq!((outer.src, outer.dst, outer.protocol), (GATEWAY_IP, CLIENT_IP, 17));
-    assert_eq!(ports(&outer.l4), (VXLAN_PORT, VXLAN_PORT), "the source port is the one the Service conntrack expects");
+    assert_eq!(
+        ports(&outer.l4),
+        (VXLAN_PORT, VXLAN_PORT),
+        "the source port is the one the Service conntrack expects"
+    );
     assert_eq!(&outer.l4[6..8], &[0, 0], "outer UDP checksum zero");
     let vxlan = &outer.l4[8..16];
     assert_eq!(vxlan[0], 0x08, "VNI-present flag");

@@ -44,7 +44,10 @@ fn a_flow_keeps_its_nat_port_and_flows_get_distinct_ports() {
     for client_port in 41_000..41_050 {
         let out = h.run(&from_client(tcp_syn(client_port, 443), b""));
         assert_eq!(out.action, TC_ACT_REDIRECT);
-        assert!(seen.insert(ports(&ipv4_at(&out.packet, 14).l4).0), "NAT ports are unique per remote endpoint");
+        assert!(
+            seen.insert(ports(&ipv4_at(&out.packet, 14).l4).0),
+            "NAT ports are unique per remote endpoint"
+        );
     }
     assert_eq!(h.flows().len(), 51);
 }
@@ -63,7 +66,15 @@ fn udp_is_natted_with_a_valid_checksum() {
 #[test]
 fn udp_without_checksum_stays_without() {
     let mut h = Harness::default();
-    let mut inner = frame(CLIENT_MAC, egress_common::config::TUNNEL_GATEWAY_MAC, CLIENT_IP, REMOTE_IP, 64, L4::Udp { src: 7000, dst: 7001 }, b"x");
+    let mut inner = frame(
+        CLIENT_MAC,
+        egress_common::config::TUNNEL_GATEWAY_MAC,
+        CLIENT_IP,
+        REMOTE_IP,
+        64,
+        L4::Udp { src: 7000, dst: 7001 },
+        b"x",
+    );
     inner[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
     let out = h.run(&tunnel(CLIENT_IP, VNI, &inner));
     assert_eq!(out.action, TC_ACT_REDIRECT);

@@ -1,5 +1,9 @@
 //! aya's `Pod` marker for the map types, userspace only.
-use crate::{config::GatewayConfig, conntrack::{FlowTuple, NatEntry}, maps::ClientInfo};
+use crate::{
+    config::GatewayConfig,
+    conntrack::{FlowTuple, NatEntry},
+    maps::ClientInfo,
+};
 
 // SAFETY: all are #[repr(C)], Copy, contain only integers and byte arrays,
 // and every bit pattern is valid for them.

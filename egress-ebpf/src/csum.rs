@@ -43,8 +43,7 @@ pub fn rewrite_ipv4_addr(
         )
         .map_err(|_| ())?;
     }
-    ctx.l3_csum_replace(ip_off + IP_CSUM_OFF, old_be as u64, new_be as u64, 4)
-        .map_err(|_| ())?;
+    ctx.l3_csum_replace(ip_off + IP_CSUM_OFF, old_be as u64, new_be as u64, 4).map_err(|_| ())?;
     ctx.store(ip_off + field_off, &new_be, 0).map_err(|_| ())
 }
 
@@ -77,8 +76,7 @@ pub fn rewrite_l4_port(
 pub fn decrement_ttl(ctx: &TcContext, ip_off: usize, ttl: u8, protocol: u8) -> Result<(), ()> {
     let old_word = u16::from_ne_bytes([ttl, protocol]);
     let new_word = u16::from_ne_bytes([ttl - 1, protocol]);
-    ctx.l3_csum_replace(ip_off + IP_CSUM_OFF, old_word as u64, new_word as u64, 2)
-        .map_err(|_| ())?;
+    ctx.l3_csum_replace(ip_off + IP_CSUM_OFF, old_word as u64, new_word as u64, 2).map_err(|_| ())?;
     ctx.store(ip_off + IP_TTL_OFF, &(ttl - 1), 0).map_err(|_| ())
 }
 

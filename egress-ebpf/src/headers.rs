@@ -131,8 +131,12 @@ pub fn load_l4(ctx: &TcContext, off: usize, protocol: u8) -> Result<Option<L4Por
             let b: [u8; 8] = ctx.load(off).map_err(|_| ())?;
             let id_be = u16::from_ne_bytes([b[4], b[5]]);
             match b[0] {
-                ICMP_ECHO_REQUEST => Ok(Some(L4Ports { src_port_be: id_be, dst_port_be: 0, flags_or_type: b[0] })),
-                ICMP_ECHO_REPLY => Ok(Some(L4Ports { src_port_be: 0, dst_port_be: id_be, flags_or_type: b[0] })),
+                ICMP_ECHO_REQUEST => {
+                    Ok(Some(L4Ports { src_port_be: id_be, dst_port_be: 0, flags_or_type: b[0] }))
+                }
+                ICMP_ECHO_REPLY => {
+                    Ok(Some(L4Ports { src_port_be: 0, dst_port_be: id_be, flags_or_type: b[0] }))
+                }
                 _ => Ok(None),
             }
         }

@@ -23,12 +23,10 @@ pub static EXCLUDED_DSTS: LpmTrie<u32, u8> =
     LpmTrie::with_max_entries(EXCLUDED_DESTINATIONS_MAX, BPF_F_NO_PREALLOC);
 
 #[map]
-pub static CT_ORIGINAL: LruHashMap<FlowTuple, NatEntry> =
-    LruHashMap::with_max_entries(CT_MAX_DEFAULT, 0);
+pub static CT_ORIGINAL: LruHashMap<FlowTuple, NatEntry> = LruHashMap::with_max_entries(CT_MAX_DEFAULT, 0);
 
 #[map]
-pub static CT_REPLY: LruHashMap<FlowTuple, NatEntry> =
-    LruHashMap::with_max_entries(CT_MAX_DEFAULT, 0);
+pub static CT_REPLY: LruHashMap<FlowTuple, NatEntry> = LruHashMap::with_max_entries(CT_MAX_DEFAULT, 0);
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);

@@ -12,7 +12,10 @@ pub enum Verdict {
     /// Not a tunnel packet nor a reply: the next program / the pod's stack.
     NotOurs,
     /// Translated; send it out of `ifindex`, resolving the next hop's MAC.
-    Redirect { ifindex: u32, counter: Counter },
+    Redirect {
+        ifindex: u32,
+        counter: Counter,
+    },
     Drop(Counter),
 }
 

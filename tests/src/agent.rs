@@ -194,6 +194,12 @@ impl Agent {
         self.daemon.stop()
     }
 
+    /// Like [`Agent::stop`] but in place (e.g. for an agent owned by an
+    /// [`crate::EgressSetup`]); fails if it was already stopped.
+    pub fn terminate(&mut self) -> Result<ExitStatus> {
+        self.daemon.stop()
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.daemon.pid()
     }
@@ -207,10 +213,7 @@ pub fn is_ready_line(line: &str) -> bool {
         .split(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-')
         .filter(|w| !w.is_empty())
         .collect();
-    words
-        .iter()
-        .enumerate()
-        .any(|(i, w)| *w == "ready" && (i == 0 || words[i - 1] != "not"))
+    words.iter().enumerate().any(|(i, w)| *w == "ready" && (i == 0 || words[i - 1] != "not"))
 }
 
 /// `egress-agent status --json` inside namespace `ns_name`.
@@ -230,10 +233,7 @@ pub fn status_json_in(ns_name: &str, binary: &Path) -> Result<Value> {
         );
     }
     serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "egress-agent status --json printed invalid JSON: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
+        format!("egress-agent status --json printed invalid JSON: {}", String::from_utf8_lossy(&out.stdout))
     })
 }
 
@@ -301,11 +301,16 @@ impl Status {
         })
     }
 
+    /// Counter `name`, or 0 if the agent does not report it (yet): for
+    /// baselines taken before any traffic. Read the value after the traffic
+    /// with [`Status::counter`], which insists the counter exists.
+    pub fn counter_or_zero(&self, name: &str) -> u64 {
+        self.counters.get(name).copied().unwrap_or(0)
+    }
+
     /// Flows of client `ip` with protocol `protocol`.
     pub fn flows_of<'a>(&'a self, ip: Ipv4Addr, protocol: &'a str) -> impl Iterator<Item = &'a Flow> + 'a {
-        self.flows
-            .iter()
-            .filter(move |f| f.client_ip == ip && f.protocol == protocol)
+        self.flows.iter().filter(move |f| f.client_ip == ip && f.protocol == protocol)
     }
 }
 

@@ -71,12 +71,8 @@ impl FromStr for Ipv4Cidr {
 
     fn from_str(s: &str) -> Result<Self> {
         let (addr, len) = s.split_once('/').unwrap_or((s, "32"));
-        let addr: Ipv4Addr = addr
-            .parse()
-            .map_err(|e| anyhow!("invalid IPv4 address in {s:?}: {e}"))?;
-        let prefix_len: u8 = len
-            .parse()
-            .map_err(|e| anyhow!("invalid prefix length in {s:?}: {e}"))?;
+        let addr: Ipv4Addr = addr.parse().map_err(|e| anyhow!("invalid IPv4 address in {s:?}: {e}"))?;
+        let prefix_len: u8 = len.parse().map_err(|e| anyhow!("invalid prefix length in {s:?}: {e}"))?;
         if prefix_len > 32 {
             bail!("invalid prefix length in {s:?}");
         }

@@ -191,9 +191,7 @@ pub fn udp_echo_on(sock: &UdpSocket, server: SocketAddrV4, timeout: Duration) ->
     sock.set_read_timeout(Some(timeout))?;
     sock.send(b"hello\n")?;
     let mut buf = [0u8; 512];
-    let n = sock
-        .recv(&mut buf)
-        .with_context(|| format!("no UDP reply from {server} within {timeout:?}"))?;
+    let n = sock.recv(&mut buf).with_context(|| format!("no UDP reply from {server} within {timeout:?}"))?;
     String::from_utf8_lossy(&buf[..n]).parse()
 }
 
@@ -216,14 +214,17 @@ pub fn nc_udp_echo(ns: &Netns, server: SocketAddrV4) -> Result<EchoReply> {
 
 /// `ping -c count` from `ns`; fails unless every echo is answered.
 pub fn ping(ns: &Netns, dst: Ipv4Addr, count: u32) -> Result<()> {
-    let out = ns.output(&[
-        "ping", "-n", "-q", "-c", &count.to_string(), "-i", "0.2", "-W", "2", &dst.to_string(),
-    ])?;
+    let out =
+        ns.output(&["ping", "-n", "-q", "-c", &count.to_string(), "-i", "0.2", "-W", "2", &dst.to_string()])?;
     let text = String::from_utf8_lossy(&out.stdout);
     let summary = text.lines().find(|l| l.contains("transmitted")).unwrap_or("").trim();
     let all = format!("{count} received");
     if !out.status.success() || !summary.contains(&all) {
-        bail!("ping {dst} from {} failed: {summary} {}", ns.name(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ping {dst} from {} failed: {summary} {}",
+            ns.name(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -254,11 +255,7 @@ pub fn iperf3(ns: &Netns, server: Ipv4Addr, secs: u32, reverse: bool) -> Result<
     }
     let out = ns.output(&args)?;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "iperf3 printed no JSON ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
+        format!("iperf3 printed no JSON ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim())
     })?;
     if let Some(err) = json.get("error") {
         bail!("iperf3 to {server} failed: {err}");

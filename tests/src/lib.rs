@@ -15,7 +15,7 @@
 //! - [`process`]: background processes with captured logs ([`process::Daemon`]).
 //! - [`agent`]: the `egress-agent` binary (gateway, join, status).
 //! - [`scenario`]: the standard gateway setup used by the tests and the demo.
-//! - [`reference`]: a plain-Linux gateway (VXLAN + MASQUERADE) as a baseline.
+//! - [`mod@reference`]: a plain-Linux gateway (VXLAN + MASQUERADE) as a baseline.
 //! - [`clients`]: curl / UDP / ping / iperf3 helpers returning parsed results.
 //! - [`tools`]: installs the Debian packages the harness needs.
 //! - [`cidr`]: a tiny IPv4 CIDR type so addresses stay configuration.

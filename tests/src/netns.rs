@@ -67,9 +67,7 @@ impl Netns {
     /// (for commands expected to fail, e.g. a curl that must time out).
     pub fn output<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<Output> {
         let mut cmd = self.command(args);
-        cmd.stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {}", describe(&cmd)))
+        cmd.stdin(Stdio::null()).output().with_context(|| format!("running {}", describe(&cmd)))
     }
 
     /// Runs a `sh -c` script inside the namespace; fails like [`Netns::exec`].
@@ -90,8 +88,7 @@ impl Netns {
     pub fn spawn<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<Child> {
         let mut cmd = self.command(args);
         cmd.stdin(Stdio::null());
-        cmd.spawn()
-            .with_context(|| format!("starting {}", describe(&cmd)))
+        cmd.spawn().with_context(|| format!("starting {}", describe(&cmd)))
     }
 
     /// Sets sysctls inside the namespace (keys in dotted form,
@@ -99,10 +96,7 @@ impl Netns {
     pub fn sysctls(&self, settings: &[(&str, &str)]) -> Result<()> {
         let mut script = String::from("set -e\n");
         for (key, value) in settings {
-            script.push_str(&format!(
-                "echo '{value}' > /proc/sys/{}\n",
-                key.replace('.', "/")
-            ));
+            script.push_str(&format!("echo '{value}' > /proc/sys/{}\n", key.replace('.', "/")));
         }
         self.sh(&script).map(|_| ())
     }
@@ -159,16 +153,10 @@ fn kill_and_delete(name: &str, grace: Duration) {
         }
         signal_all(&netns_pids(name), libc::SIGKILL);
     }
-    let out = Command::new("ip")
-        .args(["netns", "del", name])
-        .stdin(Stdio::null())
-        .output();
+    let out = Command::new("ip").args(["netns", "del", name]).stdin(Stdio::null()).output();
     if let Ok(out) = out {
         if !out.status.success() {
-            eprintln!(
-                "warning: ip netns del {name}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            eprintln!("warning: ip netns del {name}: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
     }
 }
@@ -189,10 +177,7 @@ fn netns_pids(name: &str) -> Vec<i32> {
         .stderr(Stdio::null())
         .output()
         .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect()
+            String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect()
         })
         .unwrap_or_default()
 }
@@ -213,29 +198,32 @@ pub fn list() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Whether namespace `name` belongs to the cluster with `prefix` (cluster
-/// namespaces are named `<prefix>-<role>`; matching on the dash keeps
-/// `egt1c1` from matching `egt1c10-…`).
+/// Whether namespace `name` belongs to `prefix`. Cluster namespaces are
+/// named `<prefix>-<role>`, and per-process prefixes are
+/// `<run_prefix>c<n>` ([`unique_prefix`]), so this matches
+/// `<prefix>-…` and `<prefix>c<digits>-…`: a cluster prefix selects that
+/// cluster (`egt1c1` does not match `egt1c10-…`), and [`run_prefix`]
+/// selects every cluster of this process.
 pub fn has_prefix(name: &str, prefix: &str) -> bool {
-    name.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('-'))
+    let Some(rest) = name.strip_prefix(prefix) else {
+        return false;
+    };
+    if rest.starts_with('-') {
+        return true;
+    }
+    rest.strip_prefix('c').is_some_and(|r| {
+        let digits = r.chars().take_while(char::is_ascii_digit).count();
+        digits > 0 && r[digits..].starts_with('-')
+    })
 }
 
-/// Deletes every namespace of the cluster with `prefix` (see [`has_prefix`]),
-/// after asking the processes inside to stop (SIGTERM, SIGKILL after 3 s).
+/// Deletes every namespace matching `prefix` (see [`has_prefix`]) after
+/// asking the processes inside to stop (SIGTERM, SIGKILL after 3 s).
 /// Returns how many namespaces were deleted. Safe to call when nothing
-/// matches.
+/// matches. `cleanup_prefix(&run_prefix())` removes all clusters of this
+/// process.
 pub fn cleanup_prefix(prefix: &str) -> usize {
     delete_matching(|n| has_prefix(n, prefix))
-}
-
-/// Deletes every namespace created by this process through
-/// [`unique_prefix`] (all of its clusters).
-pub fn cleanup_this_process() -> usize {
-    let mine = format!("{}c", run_prefix());
-    delete_matching(|n| {
-        n.strip_prefix(&mine)
-            .is_some_and(|rest| rest.split('-').next().is_some_and(|id| id.parse::<u32>().is_ok()))
-    })
 }
 
 fn delete_matching(matches: impl Fn(&str) -> bool) -> usize {
@@ -251,12 +239,16 @@ fn delete_matching(matches: impl Fn(&str) -> bool) -> usize {
 pub fn cleanup_stale() -> usize {
     let mut removed = 0;
     for name in list() {
-        let Some(rest) = name.strip_prefix("egt") else { continue };
+        let Some(rest) = name.strip_prefix("egt") else {
+            continue;
+        };
         let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
         if !rest[digits.len()..].starts_with('c') {
             continue; // not a unique_prefix() name
         }
-        let Ok(pid) = digits.parse::<u32>() else { continue };
+        let Ok(pid) = digits.parse::<u32>() else {
+            continue;
+        };
         if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             kill_and_delete(&name, Duration::from_millis(0));
             removed += 1;
@@ -277,7 +269,8 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
-/// Makes SIGINT and SIGTERM delete every namespace of the cluster `prefix`
+/// Makes SIGINT and SIGTERM delete every namespace matching `prefix` (see
+/// [`has_prefix`]; [`run_prefix`] covers all clusters of this process)
 /// (and stop the processes inside) before the process exits with the usual
 /// 128+signal status. Meant for long-running users such as `cargo xtask
 /// demo`; tests rely on `Drop` instead. May be called several times with
@@ -339,17 +332,9 @@ fn install_signal_handlers() -> Result<()> {
 /// Runs `cmd` with stdin closed; fails with the command line, exit status
 /// and stderr unless it exits 0.
 pub(crate) fn run_checked(cmd: &mut Command) -> Result<Output> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {}", describe(cmd)))?;
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("running {}", describe(cmd)))?;
     if !out.status.success() {
-        bail!(
-            "`{}` failed ({}): {}",
-            describe(cmd),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("`{}` failed ({}): {}", describe(cmd), out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(out)
 }
@@ -379,6 +364,9 @@ mod tests {
         assert!(has_prefix("egt1c1-w1", "egt1c1"));
         assert!(!has_prefix("egt1c10-w1", "egt1c1"));
         assert!(!has_prefix("egt1c1", "egt1c1"));
+        assert!(has_prefix("egt1c10-w1", "egt1"));
+        assert!(!has_prefix("egt12c0-w1", "egt1"));
+        assert!(has_prefix("egdemo-w1", "egdemo"));
         assert!(unique_prefix().starts_with(&format!("{}c", run_prefix())));
     }
 

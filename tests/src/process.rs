@@ -33,15 +33,10 @@ impl Daemon {
     pub fn spawn<S: AsRef<std::ffi::OsStr>>(ns: &Netns, label: &str, args: &[S]) -> Result<Daemon> {
         let dir = TempDir::new(label)?;
         let log_path = dir.path().join(format!("{label}.log"));
-        let log = File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
+        let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let mut cmd = ns.command(args);
-        cmd.stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {label}: {}", describe(&cmd)))?;
+        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        let child = cmd.spawn().with_context(|| format!("starting {label}: {}", describe(&cmd)))?;
         Ok(Daemon {
             label: label.to_string(),
             child: Some(child),
@@ -63,32 +58,27 @@ impl Daemon {
 
     /// Everything the process printed so far.
     pub fn log(&self) -> String {
-        std::fs::read(&self.log_path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        std::fs::read(&self.log_path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     /// Waits until a line of the log satisfies `matches`. Fails early (with
     /// the log) if the process exits first, or after `timeout`.
-    pub fn wait_for_line(&mut self, what: &str, timeout: Duration, matches: impl Fn(&str) -> bool) -> Result<()> {
+    pub fn wait_for_line(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             if self.log().lines().any(&matches) {
                 return Ok(());
             }
             if let Some(status) = self.try_wait()? {
-                bail!(
-                    "{} exited ({status}) before {what}; its output:\n{}",
-                    self.label,
-                    self.log()
-                );
+                bail!("{} exited ({status}) before {what}; its output:\n{}", self.label, self.log());
             }
             if Instant::now() >= deadline {
-                bail!(
-                    "{} did not report {what} within {timeout:?}; its output:\n{}",
-                    self.label,
-                    self.log()
-                );
+                bail!("{} did not report {what} within {timeout:?}; its output:\n{}", self.label, self.log());
             }
             std::thread::sleep(Duration::from_millis(50));
         }

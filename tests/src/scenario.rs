@@ -129,11 +129,8 @@ impl EgressSetup {
         let cluster = Cluster::build(opts.cluster)?;
         let echo = clients::start_echo_server(cluster.outside(), &echo_binary, cluster.server_ips())?;
         let pods_file = PodsFile::create()?;
-        let entries: Vec<(Ipv4Addr, &str)> = opts
-            .listed
-            .iter()
-            .map(|n| (cluster.pod(n).ip, n.as_str()))
-            .collect();
+        let entries: Vec<(Ipv4Addr, &str)> =
+            opts.listed.iter().map(|n| (cluster.pod(n).ip, n.as_str())).collect();
         pods_file.write(&entries)?;
 
         let mut args = GatewayArgs::new(pods_file.path());
@@ -169,8 +166,7 @@ impl EgressSetup {
 
     /// Rewrites the pods file to list exactly `names`.
     pub fn set_listed(&self, names: &[&str]) -> Result<()> {
-        let entries: Vec<(Ipv4Addr, &str)> =
-            names.iter().map(|n| (self.cluster.pod(n).ip, *n)).collect();
+        let entries: Vec<(Ipv4Addr, &str)> = names.iter().map(|n| (self.cluster.pod(n).ip, *n)).collect();
         self.pods_file.write(&entries)
     }
 

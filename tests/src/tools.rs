@@ -42,9 +42,7 @@ pub fn which(command: &str) -> Option<PathBuf> {
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    path.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 /// `nc` must be the OpenBSD variant: the tests use its `-u -w` semantics,
@@ -119,22 +117,11 @@ fn install(packages: &[&str]) -> Result<()> {
             .spawn()
             .context("running debconf-set-selections")?;
         use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("piped stdin")
-            .write_all(b"iperf3 iperf3/start_daemon boolean false\n")?;
+        child.stdin.take().expect("piped stdin").write_all(b"iperf3 iperf3/start_daemon boolean false\n")?;
         child.wait()?;
     }
     apt(&["update", "-q"])?;
-    let mut args = vec![
-        "install",
-        "-y",
-        "-q",
-        "--no-install-recommends",
-        "-o",
-        "DPkg::Lock::Timeout=300",
-    ];
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300"];
     args.extend_from_slice(packages);
     apt(&args)
 }

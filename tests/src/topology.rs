@@ -167,10 +167,7 @@ impl Default for ClusterConfig {
                 backend_port: 4789,
             },
             pods: vec![
-                PodConfig {
-                    local_port_range: Some((32768, 60999)),
-                    ..pod("gateway", 1, "10.244.2.10")
-                },
+                PodConfig { local_port_range: Some((32768, 60999)), ..pod("gateway", 1, "10.244.2.10") },
                 pod("w1", 0, "10.244.1.11"),
                 pod("w2", 0, "10.244.1.12"),
                 pod("w3", 1, "10.244.2.13"),
@@ -268,7 +265,12 @@ impl Cluster {
         set_bridge_netfilter(&ns, c.bridge_nf_call_iptables)?;
         let bridge_ip = node.pod_cidr.host(1)?;
         let mtu = c.mtu.to_string();
-        ns.ip(&["link", "add", BRIDGE, "mtu", &mtu, "type", "bridge"])?;
+        // A bridge without an explicit address takes the lowest MAC of its
+        // ports and changes it when a pod with a lower MAC is added; pods
+        // that cached the old one then have their packets dropped (as
+        // "other host") until their neighbour entry expires. Pin it.
+        let mac = bridge_mac(bridge_ip);
+        ns.ip(&["link", "add", BRIDGE, "address", &mac, "mtu", &mtu, "type", "bridge"])?;
         ns.ip(&["addr", "add", &node.pod_cidr.with_addr(bridge_ip), "dev", BRIDGE])?;
         ns.ip(&["link", "set", BRIDGE, "up"])?;
         Ok(Node {
@@ -356,8 +358,23 @@ impl Cluster {
         let (vip, port) = (s.vip.to_string(), s.port.to_string());
         for node in &self.nodes {
             node.ns.exec(&[
-                "iptables", "-w", "10", "-t", "nat", "-A", "PREROUTING", "-d", &vip, "-p",
-                &s.protocol, "--dport", &port, "-j", "DNAT", "--to-destination", &to,
+                "iptables",
+                "-w",
+                "10",
+                "-t",
+                "nat",
+                "-A",
+                "PREROUTING",
+                "-d",
+                &vip,
+                "-p",
+                &s.protocol,
+                "--dport",
+                &port,
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &to,
             ])?;
         }
         Ok(())
@@ -384,10 +401,8 @@ impl Cluster {
         }
         let port = format!("veth{}", self.next_port);
         self.next_port += 1;
-        let node = self
-            .nodes
-            .get(pod.node)
-            .ok_or_else(|| anyhow!("pod {:?}: no node {}", pod.name, pod.node))?;
+        let node =
+            self.nodes.get(pod.node).ok_or_else(|| anyhow!("pod {:?}: no node {}", pod.name, pod.node))?;
         if !node.pod_cidr.contains(pod.ip) {
             bail!("pod {:?}: {} is not in node {}'s {}", pod.name, pod.ip, node.name, node.pod_cidr);
         }
@@ -396,8 +411,7 @@ impl Cluster {
             ns.sysctls(&[("net.ipv4.ip_local_port_range", &format!("{lo} {hi}"))])?;
         }
         let mtu = self.config.mtu.to_string();
-        veth(&node.ns, &port, &ns, POD_IFACE, &mtu)
-            .with_context(|| format!("wiring pod {}", pod.name))?;
+        veth(&node.ns, &port, &ns, POD_IFACE, &mtu).with_context(|| format!("wiring pod {}", pod.name))?;
         node.ns.ip(&["link", "set", &port, "master", BRIDGE, "up"])?;
         ns.ip(&["addr", "add", &node.pod_cidr.with_addr(pod.ip), "dev", POD_IFACE])?;
         ns.ip(&["link", "set", POD_IFACE, "up"])?;
@@ -503,19 +517,34 @@ fn validate(c: &ClusterConfig) -> Result<()> {
 fn new_ns(c: &ClusterConfig, role: &str) -> Result<Netns> {
     let ns = Netns::create(&format!("{}-{}", c.prefix, role))?;
     if c.disable_ipv6 {
-        ns.sysctls(&[
-            ("net.ipv6.conf.all.disable_ipv6", "1"),
-            ("net.ipv6.conf.default.disable_ipv6", "1"),
-        ])?;
+        ns.sysctls(&[("net.ipv6.conf.all.disable_ipv6", "1"), ("net.ipv6.conf.default.disable_ipv6", "1")])?;
     }
     Ok(ns)
+}
+
+/// A fixed, locally administered MAC for a node bridge, derived from its IP.
+fn bridge_mac(ip: Ipv4Addr) -> String {
+    let [a, b, c, d] = ip.octets();
+    format!("02:62:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
 }
 
 /// Creates a veth pair with one end in each namespace (never on the host).
 fn veth(a: &Netns, a_name: &str, b: &Netns, b_name: &str, mtu: &str) -> Result<()> {
     a.ip(&[
-        "link", "add", a_name, "mtu", mtu, "type", "veth", "peer", "name", b_name, "mtu", mtu,
-        "netns", b.name(),
+        "link",
+        "add",
+        a_name,
+        "mtu",
+        mtu,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_name,
+        "mtu",
+        mtu,
+        "netns",
+        b.name(),
     ])
     .map(|_| ())
 }

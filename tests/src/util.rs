@@ -22,10 +22,7 @@ pub fn require_root() -> Result<()> {
 
 /// The cargo workspace root (the parent of this crate's manifest directory).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests crate has a parent directory")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests crate has a parent directory").to_path_buf()
 }
 
 /// The cargo target directory: `CARGO_TARGET_DIR` if set, else `<workspace>/target`.
@@ -59,12 +56,8 @@ pub struct TempDir {
 impl TempDir {
     /// Creates `$TMPDIR/egress-tests-<pid>-<n>-<label>`.
     pub fn new(label: &str) -> Result<TempDir> {
-        let path = std::env::temp_dir().join(format!(
-            "egress-tests-{}-{}-{}",
-            std::process::id(),
-            next_id(),
-            label
-        ));
+        let path =
+            std::env::temp_dir().join(format!("egress-tests-{}-{}-{}", std::process::id(), next_id(), label));
         std::fs::create_dir_all(&path)
             .with_context(|| format!("creating temporary directory {}", path.display()))?;
         Ok(TempDir { path })

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use egress_tests::clients::{self, ECHO_UDP_PORT};
 use egress_tests::reference::{self, TunnelConfig};
-use egress_tests::topology::Cluster;
 use egress_tests::require_root;
+use egress_tests::topology::Cluster;
 
 const ECHO: &str = env!("CARGO_BIN_EXE_echo-server");
 const T: Duration = Duration::from_secs(3);

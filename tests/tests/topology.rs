@@ -5,8 +5,8 @@
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
-use egress_tests::clients::{self, curl_echo, ping, udp_echo};
 use egress_tests::cidr::cidr;
+use egress_tests::clients::{self, curl_echo, ping, udp_echo};
 use egress_tests::topology::{Cluster, ClusterConfig, NodeConfig, PodConfig};
 use egress_tests::{netns, require_root};
 
@@ -35,7 +35,9 @@ fn default_cluster_routes_serves_and_cleans_up() {
 
         // Outside server: pods reach it with their own address (no masquerade).
         let server = cluster.server_ip();
-        let _echo = clients::start_echo_server(cluster.outside(), std::path::Path::new(ECHO), cluster.server_ips()).unwrap();
+        let _echo =
+            clients::start_echo_server(cluster.outside(), std::path::Path::new(ECHO), cluster.server_ips())
+                .unwrap();
         ping(&w1.ns, server, 1).unwrap();
         let seen = curl_echo(&gw.ns, server, T).unwrap();
         assert_eq!(seen.ip, gw.ip, "outside sees the gateway pod's own IP");
@@ -64,7 +66,13 @@ fn default_cluster_routes_serves_and_cleans_up() {
         assert_eq!(udp_echo(&w3.ns, vip, T).unwrap().ip, w3.ip, "VIP from the gateway's bridge");
 
         // Adding a pod later picks a free address and wires it the same way.
+        // The bridge keeps its MAC when ports are added (pods cache it).
+        let bridge_mac =
+            |c: &Cluster| c.node(0).ns.exec(&["cat", "/sys/class/net/cni0/address"]).unwrap().stdout;
+        let mac_before = bridge_mac(&cluster);
         let extra = cluster.add_pod(0, "extra").unwrap();
+        let _more: Vec<_> = (0..3).map(|i| cluster.add_pod(0, &format!("more{i}")).unwrap()).collect();
+        assert_eq!(bridge_mac(&cluster), mac_before, "the node bridge's MAC changed when pods were added");
         assert!(cluster.node(0).pod_cidr.contains(extra.ip));
         assert_eq!(curl_echo(&extra.ns, server, T).unwrap().ip, extra.ip);
 

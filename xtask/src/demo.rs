@@ -19,7 +19,9 @@ fn say(text: &str) {
 
 pub fn run() -> Result<()> {
     if !is_root() {
-        anyhow::bail!("the demo creates network namespaces and loads an eBPF program: run `cargo xtask demo` as root");
+        anyhow::bail!(
+            "the demo creates network namespaces and loads an eBPF program: run `cargo xtask demo` as root"
+        );
     }
     packages::ensure()?;
     toolchain::build_all()?;
@@ -50,15 +52,26 @@ pub fn run() -> Result<()> {
 
     say(&format!("w1 (listed): curl http://{server}/ — the server reports who connected"));
     let seen = curl_echo(&w1.ns, server, Duration::from_secs(5)).context("curl from w1")?;
-    println!("    server saw {}:{}  (w1 is {}, the gateway is {})", seen.ip, seen.port, w1.ip, setup.gateway_ip());
+    println!(
+        "    server saw {}:{}  (w1 is {}, the gateway is {})",
+        seen.ip,
+        seen.port,
+        w1.ip,
+        setup.gateway_ip()
+    );
     anyhow::ensure!(seen.ip == setup.gateway_ip(), "expected the gateway's address, got {}", seen.ip);
     ping(&w1.ns, server, 2).context("ping from w1")?;
     println!("    ping {server} from w1: ok");
 
-    say(&format!("w2 (not listed): curl http://{server}/ — dropped at the gateway, never sent with another address"));
+    say(&format!(
+        "w2 (not listed): curl http://{server}/ — dropped at the gateway, never sent with another address"
+    ));
     match curl_echo(&w2.ns, server, Duration::from_secs(2)) {
         Ok(seen) => anyhow::bail!("w2 should have been dropped, but the server saw {}", seen.ip),
-        Err(_) => println!("    no answer (as intended); drop_unknown_client = {}", setup.counter("drop_unknown_client")?),
+        Err(_) => println!(
+            "    no answer (as intended); drop_unknown_client = {}",
+            setup.counter("drop_unknown_client")?
+        ),
     }
 
     say("egress-agent status (in the gateway pod)");

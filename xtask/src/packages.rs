@@ -18,7 +18,11 @@ const NEEDED: &[(&str, &str)] = &[
 ];
 
 fn have(command: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {command}")]).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("sh")
+        .args(["-c", &format!("command -v {command}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 pub fn ensure() -> Result<()> {
@@ -31,7 +35,9 @@ pub fn ensure() -> Result<()> {
     }
     eprintln!("xtask: installing {}", missing.join(" "));
     // iperf3's package asks whether to start a daemon; answer no up front.
-    let _ = Command::new("sh").args(["-c", "echo 'iperf3 iperf3/start_daemon boolean false' | debconf-set-selections"]).status();
+    let _ = Command::new("sh")
+        .args(["-c", "echo 'iperf3 iperf3/start_daemon boolean false' | debconf-set-selections"])
+        .status();
     status(Command::new("apt-get").args(["update", "-qq"]))?;
     status(
         Command::new("apt-get")

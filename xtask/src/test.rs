@@ -5,7 +5,11 @@ use std::process::Command;
 
 use anyhow::{bail, Result};
 
-use crate::{packages, run::{is_root, status, workspace_root}, toolchain};
+use crate::{
+    packages,
+    run::{is_root, status, workspace_root},
+    toolchain,
+};
 
 pub fn run(filter: &[String]) -> Result<()> {
     if !is_root() {

@@ -2,11 +2,7 @@
 //! rust-src for build-std, and bpf-linker built from crates.io against the
 //! nightly's own libLLVM (no system LLVM needed). Built once per machine and
 //! cached outside the work tree, so fresh clones reuse it.
-use std::{
-    env,
-    path::PathBuf,
-    process::Command,
-};
+use std::{env, path::PathBuf, process::Command};
 
 use anyhow::{bail, Context, Result};
 
@@ -40,20 +36,24 @@ fn nightly() -> Result<Nightly> {
         .find_map(|l| l.strip_prefix("LLVM version: "))
         .context("`rustc +nightly -vV` printed no LLVM version")?;
     let llvm_major: u32 = llvm.split('.').next().unwrap_or("").parse().context("parsing the LLVM major")?;
-    let sysroot = PathBuf::from(output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?.trim());
+    let sysroot =
+        PathBuf::from(output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?.trim());
     let libllvm_name = std::fs::read_dir(sysroot.join("lib"))
         .with_context(|| format!("reading {}/lib", sysroot.display()))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.starts_with("libLLVM") && n.contains(".so"))
         // Prefer the versioned soname that the binary will ask for.
         .max_by_key(|n| n.starts_with("libLLVM.so."))
-        .with_context(|| format!("no libLLVM in {}/lib: the nightly toolchain looks incomplete", sysroot.display()))?;
+        .with_context(|| {
+            format!("no libLLVM in {}/lib: the nightly toolchain looks incomplete", sysroot.display())
+        })?;
     Ok(Nightly { sysroot, llvm_major, libllvm_name })
 }
 
 fn ensure_rust_src() -> Result<()> {
-    let installed = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
-        .context("rustup is required to manage the nightly toolchain")?;
+    let installed =
+        output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
+            .context("rustup is required to manage the nightly toolchain")?;
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("xtask: adding rust-src to the nightly toolchain");
         status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
@@ -89,14 +89,27 @@ pub fn ensure_bpf_linker() -> Result<PathBuf> {
     let root = cache_dir().join(format!("bpf-linker-{BPF_LINKER_VERSION}-{}", n.libllvm_name));
     let bin = root.join("bin");
     let linker = bin.join("bpf-linker");
-    if linker.exists() && Command::new(&linker).arg("--version").output().map(|o| o.status.success()).unwrap_or(false) {
+    if linker.exists()
+        && Command::new(&linker).arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
+    {
         return Ok(bin);
     }
     let prefix = llvm_prefix(&n)?;
-    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {} (once per machine)", n.llvm_major);
+    eprintln!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {} (once per machine)",
+        n.llvm_major
+    );
     status(
         Command::new("cargo")
-            .args(["+nightly", "install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force"])
+            .args([
+                "+nightly",
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--force",
+            ])
             .args(["--no-default-features", "--features", &format!("llvm-{}", n.llvm_major)])
             .arg("--root")
             .arg(&root)
@@ -113,7 +126,9 @@ pub fn ebpf_object_path() -> PathBuf {
 pub fn build_ebpf() -> Result<()> {
     ensure_rust_src()?;
     let linker_bin = ensure_bpf_linker()?;
-    let path = env::join_paths(std::iter::once(linker_bin).chain(env::split_paths(&env::var_os("PATH").unwrap_or_default())))?;
+    let path = env::join_paths(
+        std::iter::once(linker_bin).chain(env::split_paths(&env::var_os("PATH").unwrap_or_default())),
+    )?;
     status(
         Command::new("cargo")
             .args(["+nightly", "build", "--release", "--locked"])
@@ -150,4 +165,3 @@ pub fn build_all() -> Result<()> {
     build_agent()?;
     Ok(())
 }
-

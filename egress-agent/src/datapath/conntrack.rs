@@ -52,7 +52,10 @@ pub fn flows(maps: &DatapathMaps) -> Result<Vec<NatEntry>> {
     Ok(out)
 }
 
-fn remove_quietly(map: &mut aya::maps::HashMap<aya::maps::MapData, FlowTuple, NatEntry>, key: &FlowTuple) -> Result<bool> {
+fn remove_quietly(
+    map: &mut aya::maps::HashMap<aya::maps::MapData, FlowTuple, NatEntry>,
+    key: &FlowTuple,
+) -> Result<bool> {
     match map.remove(key) {
         Ok(()) => Ok(true),
         Err(MapError::KeyNotFound) => Ok(false),

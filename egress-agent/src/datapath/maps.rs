@@ -27,7 +27,8 @@ impl DatapathMaps {
     /// Builds the handles from maps looked up by name; `take` hands over
     /// each map (from a freshly loaded object or from map ids).
     pub fn from_maps(mut take: impl FnMut(&str) -> Option<Map>) -> Result<DatapathMaps> {
-        let mut get = |name: &str| take(name).ok_or_else(|| anyhow!("map {name} missing from the eBPF object"));
+        let mut get =
+            |name: &str| take(name).ok_or_else(|| anyhow!("map {name} missing from the eBPF object"));
         Ok(DatapathMaps {
             config: get(names::CONFIG)?.try_into().context(names::CONFIG)?,
             clients: get(names::CLIENTS)?.try_into().context(names::CLIENTS)?,
@@ -71,9 +72,7 @@ impl DatapathMaps {
 
     pub fn add_excluded(&mut self, addr: Ipv4Addr, prefix_len: u8) -> Result<()> {
         let key = Key::new(prefix_len as u32, u32::from(addr).to_be());
-        self.excluded
-            .insert(&key, 1, 0)
-            .with_context(|| format!("adding excluded CIDR {addr}/{prefix_len}"))
+        self.excluded.insert(&key, 1, 0).with_context(|| format!("adding excluded CIDR {addr}/{prefix_len}"))
     }
 
     /// Counter totals over all CPUs, by name.
@@ -81,7 +80,10 @@ impl DatapathMaps {
         Counter::ALL
             .iter()
             .map(|c| {
-                let per_cpu = self.counters.get(&(*c as u32), 0).with_context(|| format!("reading counter {}", c.name()))?;
+                let per_cpu = self
+                    .counters
+                    .get(&(*c as u32), 0)
+                    .with_context(|| format!("reading counter {}", c.name()))?;
                 Ok((c.name(), per_cpu.iter().sum()))
             })
             .collect()

@@ -26,7 +26,11 @@ pub fn run(args: GatewayArgs) -> Result<()> {
     runtime.block_on(serve(settings, Box::new(source), first_snapshot))
 }
 
-async fn serve(settings: settings::Settings, source: Box<dyn PodSource>, first: ClientSnapshot) -> Result<()> {
+async fn serve(
+    settings: settings::Settings,
+    source: Box<dyn PodSource>,
+    first: ClientSnapshot,
+) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 

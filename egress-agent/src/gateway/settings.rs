@@ -41,7 +41,10 @@ impl Settings {
             );
         }
         if (nat_min..=nat_max).contains(&args.vxlan_port) {
-            bail!("--vxlan-port {} is inside --nat-ports {nat_min}-{nat_max}: move one of them", args.vxlan_port);
+            bail!(
+                "--vxlan-port {} is inside --nat-ports {nat_min}-{nat_max}: move one of them",
+                args.vxlan_port
+            );
         }
         if args.vni == 0 || args.vni > 0x00ff_ffff {
             bail!("invalid --vni {}: must be 1-16777215", args.vni);
@@ -49,11 +52,8 @@ impl Settings {
         if args.conntrack_size < 1024 {
             bail!("--conntrack-size {} is too small: use at least 1024", args.conntrack_size);
         }
-        let excluded = args
-            .exclude_cidrs
-            .iter()
-            .map(|c| netdev::parse_cidr(c))
-            .collect::<Result<Vec<_>>>()?;
+        let excluded =
+            args.exclude_cidrs.iter().map(|c| netdev::parse_cidr(c)).collect::<Result<Vec<_>>>()?;
         let interface = netdev::Interface::lookup(&args.interface)?;
         let datapath_config = GatewayConfig {
             layout_version: CONFIG_LAYOUT_VERSION,

@@ -14,6 +14,8 @@ pub trait PodSource: Send + 'static {
     /// Human-readable description for logs.
     fn describe(&self) -> String;
     /// Runs until the receiver is gone, publishing snapshots as they change.
-    fn run(self: Box<Self>, updates: tokio::sync::watch::Sender<Option<ClientSnapshot>>)
-        -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+    fn run(
+        self: Box<Self>,
+        updates: tokio::sync::watch::Sender<Option<ClientSnapshot>>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 }

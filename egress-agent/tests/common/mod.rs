@@ -64,8 +64,12 @@ impl Harness {
     /// A fresh program (fresh maps) with CLIENT_IP allowed and
     /// EXCLUDED_CIDR excluded. Fails loudly when not root.
     pub fn new(nat_ports: (u16, u16)) -> Harness {
-        assert!(unsafe { libc::geteuid() } == 0, "packet-scenario tests load eBPF programs: run them as root (cargo xtask test)");
-        let mut datapath = Datapath::load(&config(nat_ports), 4096, &[EXCLUDED_CIDR], None).expect("load program");
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "packet-scenario tests load eBPF programs: run them as root (cargo xtask test)"
+        );
+        let mut datapath =
+            Datapath::load(&config(nat_ports), 4096, &[EXCLUDED_CIDR], None).expect("load program");
         datapath.maps.add_client(CLIENT_IP, 1).unwrap();
         Harness { datapath }
     }
@@ -111,16 +115,32 @@ pub fn tcp_syn(src: u16, dst: u16) -> L4 {
 }
 
 /// An Ethernet + IPv4 + L4 frame.
-pub fn frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, l4: L4, payload: &[u8]) -> Vec<u8> {
+pub fn frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+    l4: L4,
+    payload: &[u8],
+) -> Vec<u8> {
     let ip = PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src.octets(), dst.octets(), ttl);
     let mut out = Vec::new();
     match l4 {
         L4::Tcp { src, dst, syn, ack, fin, rst } => {
             let mut b = ip.tcp(src, dst, 1000, 64_000);
-            if syn { b = b.syn(); }
-            if ack { b = b.ack(5000); }
-            if fin { b = b.fin(); }
-            if rst { b = b.rst(); }
+            if syn {
+                b = b.syn();
+            }
+            if ack {
+                b = b.ack(5000);
+            }
+            if fin {
+                b = b.fin();
+            }
+            if rst {
+                b = b.rst();
+            }
             b.write(&mut out, payload).unwrap();
         }
         L4::Udp { src, dst } => ip.udp(src, dst).write(&mut out, payload).unwrap(),
@@ -178,7 +198,9 @@ pub fn ipv4_at(packet: &[u8], off: usize) -> Ipv4View {
     let l4 = ip[20..total].to_vec();
     match ip[9] {
         6 => assert!(l4_checksum_ok(src.octets(), dst.octets(), 6, &l4), "TCP checksum verifies"),
-        17 if l4[6..8] != [0, 0] => assert!(l4_checksum_ok(src.octets(), dst.octets(), 17, &l4), "UDP checksum verifies"),
+        17 if l4[6..8] != [0, 0] => {
+            assert!(l4_checksum_ok(src.octets(), dst.octets(), 17, &l4), "UDP checksum verifies")
+        }
         1 => assert_eq!(internet_checksum(&l4), 0, "ICMP checksum verifies"),
         _ => {}
     }

@@ -10,7 +10,10 @@ use egress_common::{
 use crate::{
     conntrack::{self, Half},
     csum,
-    headers::{load_l4, Ipv4Header, ETH_HLEN, ICMP_ID_OFF, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN, IP_DST_OFF},
+    headers::{
+        load_l4, Ipv4Header, ETH_HLEN, ICMP_ID_OFF, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN,
+        IP_DST_OFF,
+    },
     tunnel::encap::push_tunnel,
     verdict::Verdict,
 };
@@ -64,11 +67,20 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv4Header) -> Ver
     let entry = unsafe { *ptr };
 
     let port_off = if ip.protocol == IPPROTO_ICMP { ICMP_ID_OFF } else { DST_PORT_OFF };
-    let rewritten = csum::rewrite_l4_port(ctx, L4_OFF, port_off, ip.protocol, ports.dst_port_be, entry.client_port_be)
-        .and_then(|_| {
-            csum::rewrite_ipv4_addr(ctx, IP_OFF, IP_DST_OFF, L4_OFF, ip.protocol, ip.dst_be, entry.client_ip_be)
-        })
-        .and_then(|_| csum::decrement_ttl(ctx, IP_OFF, ip.ttl, ip.protocol));
+    let rewritten =
+        csum::rewrite_l4_port(ctx, L4_OFF, port_off, ip.protocol, ports.dst_port_be, entry.client_port_be)
+            .and_then(|_| {
+                csum::rewrite_ipv4_addr(
+                    ctx,
+                    IP_OFF,
+                    IP_DST_OFF,
+                    L4_OFF,
+                    ip.protocol,
+                    ip.dst_be,
+                    entry.client_ip_be,
+                )
+            })
+            .and_then(|_| csum::decrement_ttl(ctx, IP_OFF, ip.ttl, ip.protocol));
     if rewritten.is_err() {
         return Verdict::Drop(Counter::DropRewriteFailed);
     }

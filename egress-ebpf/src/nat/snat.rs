@@ -10,7 +10,9 @@ use egress_common::{
 use crate::{
     conntrack::{self, Half},
     csum,
-    headers::{load_l4, Ipv4Header, ICMP_ECHO_REQUEST, ICMP_ID_OFF, IPPROTO_ICMP, IPV4_HLEN, IP_SRC_OFF, TCP_SYN},
+    headers::{
+        load_l4, Ipv4Header, ICMP_ECHO_REQUEST, ICMP_ID_OFF, IPPROTO_ICMP, IPV4_HLEN, IP_SRC_OFF, TCP_SYN,
+    },
     maps::{CLIENTS, EXCLUDED_DSTS},
     tunnel::decap::{parse_tunnel, strip_tunnel, INNER_IP_OFF},
     verdict::Verdict,
@@ -73,8 +75,7 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
             entry.nat_port_be
         }
         None => {
-            let is_tcp_open = tuple.protocol == PROTO_TCP
-                && ports.flags_or_type & TCP_SYN == 0;
+            let is_tcp_open = tuple.protocol == PROTO_TCP && ports.flags_or_type & TCP_SYN == 0;
             let template = NatEntry {
                 client_ip_be: inner.ip.src_be,
                 client_outer_ip_be: outer.src_be,

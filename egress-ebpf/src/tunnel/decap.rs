@@ -5,9 +5,7 @@ use aya_ebpf::{
 };
 use egress_common::{config::GatewayConfig, counters::Counter};
 
-use crate::headers::{
-    Ipv4Header, ETH_HLEN, ETH_P_IP, IPV4_HLEN, TUNNEL_OVERHEAD, UDP_HLEN, VXLAN_HLEN,
-};
+use crate::headers::{Ipv4Header, ETH_HLEN, ETH_P_IP, IPV4_HLEN, TUNNEL_OVERHEAD, UDP_HLEN, VXLAN_HLEN};
 
 /// Where the inner frame's headers sit while the tunnel is still on.
 pub const VXLAN_OFF: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN;
@@ -63,10 +61,6 @@ pub fn parse_tunnel(ctx: &TcContext, cfg: &GatewayConfig) -> Result<InnerFrame, 
 /// the removed 50 bytes and the segments would no longer fit eth0's MTU.
 #[inline(always)]
 pub fn strip_tunnel(ctx: &TcContext) -> Result<(), Counter> {
-    ctx.adjust_room(
-        -(TUNNEL_OVERHEAD as i32),
-        BPF_ADJ_ROOM_MAC,
-        BPF_F_ADJ_ROOM_FIXED_GSO as u64,
-    )
-    .map_err(|_| Counter::DropRewriteFailed)
+    ctx.adjust_room(-(TUNNEL_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO as u64)
+        .map_err(|_| Counter::DropRewriteFailed)
 }

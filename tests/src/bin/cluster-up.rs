@@ -27,17 +27,41 @@ fn run() -> Result<()> {
         }
         _ => bail!("usage: cluster-up [--prefix NAME] | --cleanup PREFIX"),
     }
-    netns::install_signal_cleanup(&config.prefix)?;
+    // The default prefix is per process: cover it (and anything else this
+    // process creates) with the run prefix, as `cargo xtask demo` does.
+    let cleanup = if config.prefix.starts_with(&netns::run_prefix()) {
+        netns::run_prefix()
+    } else {
+        config.prefix.clone()
+    };
+    netns::install_signal_cleanup(&cleanup)?;
     let cluster = Cluster::build(config)?;
     println!("cluster {} is up (Ctrl-C removes it):", cluster.prefix());
     for node in cluster.nodes() {
-        println!("  node {:8} ns {:28} pods {} bridge {}", node.name, node.ns.name(), node.pod_cidr, node.bridge_ip);
+        println!(
+            "  node {:8} ns {:28} pods {} bridge {}",
+            node.name,
+            node.ns.name(),
+            node.pod_cidr,
+            node.bridge_ip
+        );
     }
     for pod in cluster.pods() {
-        println!("  pod  {:8} ns {:28} ip {} on {}", pod.name, pod.ns.name(), pod.ip, cluster.node(pod.node).name);
+        println!(
+            "  pod  {:8} ns {:28} ip {} on {}",
+            pod.name,
+            pod.ns.name(),
+            pod.ip,
+            cluster.node(pod.node).name
+        );
     }
     println!("  outside     ns {:28} servers {:?}", cluster.outside().name(), cluster.server_ips());
-    println!("  service VIP {}:{}/udp -> {}", cluster.service_vip(), cluster.service_port(), cluster.gateway().ip);
+    println!(
+        "  service VIP {}:{}/udp -> {}",
+        cluster.service_vip(),
+        cluster.service_port(),
+        cluster.gateway().ip
+    );
     println!("e.g.: ip netns exec {} ping {}", cluster.pod("w1").ns.name(), cluster.server_ip());
     loop {
         std::thread::park();

@@ -23,13 +23,18 @@ fn main() {
     let mut udp_port: u16 = 5353;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = |name: &str| {
-            args.next().unwrap_or_else(|| usage(&format!("{name} needs a value")))
-        };
+        let mut value = |name: &str| args.next().unwrap_or_else(|| usage(&format!("{name} needs a value")));
         match arg.as_str() {
-            "--bind" => binds.push(value("--bind").parse().unwrap_or_else(|e| usage(&format!("--bind: {e}")))),
-            "--http-port" => http_port = value("--http-port").parse().unwrap_or_else(|e| usage(&format!("--http-port: {e}"))),
-            "--udp-port" => udp_port = value("--udp-port").parse().unwrap_or_else(|e| usage(&format!("--udp-port: {e}"))),
+            "--bind" => {
+                binds.push(value("--bind").parse().unwrap_or_else(|e| usage(&format!("--bind: {e}"))))
+            }
+            "--http-port" => {
+                http_port =
+                    value("--http-port").parse().unwrap_or_else(|e| usage(&format!("--http-port: {e}")))
+            }
+            "--udp-port" => {
+                udp_port = value("--udp-port").parse().unwrap_or_else(|e| usage(&format!("--udp-port: {e}")))
+            }
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
