@@ -30,11 +30,12 @@ pub fn run(args: JoinArgs) -> Result<()> {
     ip(&["neigh", "replace", &next_hop, "lladdr", &mac, "dev", &args.device, "nud", "permanent"])?;
 
     // The tunnel's own outer packets, and the cluster, stay on eth0.
+    // `onlink`: CNIs like Calico give pods a /32 and a next hop outside it.
     let via = node_gateway.to_string();
     let vip = format!("{}/32", args.gateway);
-    ip(&["route", "replace", &vip, "via", &via, "dev", eth])?;
+    ip(&["route", "replace", &vip, "via", &via, "dev", eth, "onlink"])?;
     for (addr, len) in &cluster_cidrs {
-        ip(&["route", "replace", &format!("{addr}/{len}"), "via", &via, "dev", eth])?;
+        ip(&["route", "replace", &format!("{addr}/{len}"), "via", &via, "dev", eth, "onlink"])?;
     }
     ip(&[
         "route",

@@ -8,6 +8,7 @@ pub struct Interface {
     pub name: String,
     pub ifindex: u32,
     pub ipv4: Ipv4Addr,
+    pub mtu: u32,
 }
 
 impl Interface {
@@ -17,7 +18,12 @@ impl Interface {
         let ipv4 = first_ipv4(name)?.with_context(|| {
             format!("interface {name} has no IPv4 address: give it one or pick another --interface")
         })?;
-        Ok(Interface { name: name.to_string(), ifindex, ipv4 })
+        let mtu_path = format!("/sys/class/net/{name}/mtu");
+        let mtu = std::fs::read_to_string(&mtu_path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .with_context(|| format!("cannot read the MTU of {name} from {mtu_path}"))?;
+        Ok(Interface { name: name.to_string(), ifindex, ipv4, mtu })
     }
 }
 

@@ -159,3 +159,18 @@ fn the_gateway_pods_own_traffic_passes_untouched() {
     }
     assert_eq!(h.counter("passed_to_stack"), 4);
 }
+
+#[test]
+fn reply_too_big_for_the_tunnel() {
+    let mut h = Harness::default();
+    let nat_port = {
+        let out = h.run(&from_client(L4::Udp { src: 5000, dst: 9000 }, b""));
+        ports(&ipv4_at(&out.packet, 14).l4).0
+    };
+    // 1500-byte IP packet: 1550 once encapsulated, over the 1500 MTU.
+    let big = from_remote(L4::Udp { src: 9000, dst: nat_port }, &[0u8; 1472]);
+    assert_dropped(&mut h, &big, "drop_too_big_for_tunnel");
+    // 1450 bytes + 50 fits exactly.
+    let fits = from_remote(L4::Udp { src: 9000, dst: nat_port }, &[0u8; 1422]);
+    assert_eq!(h.run(&fits).action, TC_ACT_REDIRECT);
+}

@@ -3,7 +3,7 @@
 
 /// Version of this layout; bumped whenever a field changes so an agent never
 /// adopts a program whose config it would misread.
-pub const CONFIG_LAYOUT_VERSION: u32 = 1;
+pub const CONFIG_LAYOUT_VERSION: u32 = 2;
 
 /// The fixed inner MAC the workers use for their tunnel next hop
 /// (`TUNNEL_GATEWAY_IP`). Locally administered, so it can never clash with a NIC.
@@ -51,7 +51,9 @@ pub struct GatewayConfig {
     pub tcp_closing_timeout_s: u32,
     pub udp_timeout_s: u32,
     pub icmp_timeout_s: u32,
-    pub _pad1: u32,
+    /// MTU of the attached interface: a reply that would exceed it once
+    /// encapsulated is dropped and counted (0 = unknown, not checked).
+    pub mtu: u32,
 }
 
 impl GatewayConfig {

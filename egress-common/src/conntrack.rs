@@ -6,6 +6,10 @@
 //! [`NatEntry`], so either one is enough to re-create the other when the LRU
 //! has evicted it.
 
+use crate::config::GatewayConfig;
+
+const NS_PER_S: u64 = 1_000_000_000;
+
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
@@ -83,6 +87,28 @@ impl NatEntry {
             protocol: self.protocol,
             _pad: [0; 3],
         }
+    }
+
+    /// How long the flow may stay idle, by protocol and TCP state.
+    #[inline(always)]
+    pub fn idle_timeout_ns(&self, cfg: &GatewayConfig) -> u64 {
+        let seconds = match self.protocol {
+            PROTO_TCP => match FlowState::from_u8(self.state) {
+                FlowState::SynSent => cfg.tcp_syn_timeout_s,
+                FlowState::Open => cfg.tcp_established_timeout_s,
+                FlowState::Closing => cfg.tcp_closing_timeout_s,
+            },
+            PROTO_UDP => cfg.udp_timeout_s,
+            _ => cfg.icmp_timeout_s,
+        };
+        seconds as u64 * NS_PER_S
+    }
+
+    /// Whether the flow has been idle past its timeout at `now_ns`
+    /// (CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns` reads).
+    #[inline(always)]
+    pub fn is_expired(&self, cfg: &GatewayConfig, now_ns: u64) -> bool {
+        now_ns > self.last_seen_ns && now_ns - self.last_seen_ns > self.idle_timeout_ns(cfg)
     }
 
     /// The tuple the remote's replies carry, given the gateway's address.

@@ -71,6 +71,9 @@ counters! {
     DropNotConfigured = 29 => "drop_not_configured",
     /// TTL would reach zero when forwarded.
     DropTtlExceeded = 30 => "drop_ttl_exceeded",
+    /// A reply that would exceed the interface MTU once encapsulated (not a
+    /// GSO packet, which is segmented to fit).
+    DropTooBigForTunnel = 31 => "drop_too_big_for_tunnel",
 }
 
 /// Size of the counters array: room for growth without a layout change.

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use egress_common::{
     config::GatewayConfig,
-    conntrack::{FlowState, FlowTuple, NatEntry, PROTO_TCP, PROTO_UDP},
+    conntrack::{FlowState, FlowTuple, NatEntry},
     counters::Counter,
     ports::candidate_port,
 };
@@ -37,25 +37,6 @@ pub enum Half {
     Reply,
 }
 
-#[inline(always)]
-fn idle_timeout_ns(cfg: &GatewayConfig, entry: &NatEntry) -> u64 {
-    let seconds = match entry.protocol {
-        PROTO_TCP => match FlowState::from_u8(entry.state) {
-            FlowState::SynSent => cfg.tcp_syn_timeout_s,
-            FlowState::Open => cfg.tcp_established_timeout_s,
-            FlowState::Closing => cfg.tcp_closing_timeout_s,
-        },
-        PROTO_UDP => cfg.udp_timeout_s,
-        _ => cfg.icmp_timeout_s,
-    };
-    seconds as u64 * NS_PER_S
-}
-
-#[inline(always)]
-pub fn is_expired(cfg: &GatewayConfig, entry: &NatEntry, now: u64) -> bool {
-    now > entry.last_seen_ns && now - entry.last_seen_ns > idle_timeout_ns(cfg, entry)
-}
-
 /// Removes both halves of a binding.
 #[inline(always)]
 pub fn remove_binding(cfg: &GatewayConfig, entry: &NatEntry) {
@@ -71,7 +52,7 @@ pub fn lookup(cfg: &GatewayConfig, half: Half, tuple: &FlowTuple, now: u64) -> O
         Half::Reply => CT_REPLY.get_ptr_mut(tuple),
     }?;
     let entry = unsafe { &*ptr };
-    if is_expired(cfg, entry, now) {
+    if entry.is_expired(cfg, now) {
         count(Counter::FlowExpiredInDatapath);
         let copy = *entry;
         remove_binding(cfg, &copy);

@@ -4,30 +4,9 @@ use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
 use aya::maps::MapError;
-use egress_common::{
-    config::GatewayConfig,
-    conntrack::{FlowState, FlowTuple, NatEntry, PROTO_ICMP, PROTO_TCP, PROTO_UDP},
-};
+use egress_common::conntrack::{FlowTuple, NatEntry, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 use super::maps::DatapathMaps;
-
-/// Idle timeout of an entry, mirroring the datapath's choice.
-pub fn idle_timeout_ns(cfg: &GatewayConfig, entry: &NatEntry) -> u64 {
-    let seconds = match entry.protocol {
-        PROTO_TCP => match FlowState::from_u8(entry.state) {
-            FlowState::SynSent => cfg.tcp_syn_timeout_s,
-            FlowState::Open => cfg.tcp_established_timeout_s,
-            FlowState::Closing => cfg.tcp_closing_timeout_s,
-        },
-        PROTO_UDP => cfg.udp_timeout_s,
-        _ => cfg.icmp_timeout_s,
-    };
-    seconds as u64 * 1_000_000_000
-}
-
-pub fn is_expired(cfg: &GatewayConfig, entry: &NatEntry, now_ns: u64) -> bool {
-    now_ns > entry.last_seen_ns && now_ns - entry.last_seen_ns > idle_timeout_ns(cfg, entry)
-}
 
 pub fn protocol_name(protocol: u8) -> &'static str {
     match protocol {
@@ -87,7 +66,7 @@ pub fn remove_where(maps: &mut DatapathMaps, doomed: impl Fn(&NatEntry) -> bool)
 /// entries it meets; this catches the ones no packet comes for.
 pub fn sweep_expired(maps: &mut DatapathMaps, now_ns: u64) -> Result<usize> {
     let cfg = maps.read_config()?;
-    remove_where(maps, |e| is_expired(&cfg, e, now_ns))
+    remove_where(maps, |e| e.is_expired(&cfg, now_ns))
 }
 
 /// Forgets every flow of a client that is no longer one: its replies must

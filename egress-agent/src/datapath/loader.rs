@@ -64,6 +64,12 @@ impl Datapath {
         if let Err(e) = tc::qdisc_add_clsact(interface) {
             tracing::debug!("clsact qdisc on {interface}: {e} (already present is fine)");
         }
+        // A netlink filter outlives a killed agent (a TCX link does not): a
+        // leftover one would see every packet first, with its stale maps.
+        match tc::qdisc_detach_program(interface, TcAttachType::Ingress, names::PROGRAM) {
+            Ok(()) => tracing::warn!("removed a leftover {} filter from {interface}", names::PROGRAM),
+            Err(e) => tracing::debug!("no leftover netlink filter on {interface}: {e}"),
+        }
         self.program()?
             .attach(interface, TcAttachType::Ingress)
             .with_context(|| format!("attaching to {interface} ingress"))?;

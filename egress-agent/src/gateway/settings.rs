@@ -71,7 +71,7 @@ impl Settings {
             tcp_closing_timeout_s: args.tcp_closing_timeout_s,
             udp_timeout_s: args.udp_timeout_s,
             icmp_timeout_s: args.icmp_timeout_s,
-            _pad1: 0,
+            mtu: interface.mtu,
         };
         Ok(Settings {
             interface,

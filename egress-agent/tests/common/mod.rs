@@ -47,7 +47,7 @@ pub fn config(nat_ports: (u16, u16)) -> GatewayConfig {
         tcp_closing_timeout_s: DEFAULT_TCP_CLOSING_TIMEOUT_S,
         udp_timeout_s: DEFAULT_UDP_TIMEOUT_S,
         icmp_timeout_s: DEFAULT_ICMP_TIMEOUT_S,
-        _pad1: 0,
+        mtu: 1500,
     }
 }
 

@@ -12,7 +12,7 @@ use crate::{
     csum,
     headers::{
         load_l4, Ipv4Header, ETH_HLEN, ICMP_ID_OFF, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN,
-        IP_DST_OFF,
+        IP_DST_OFF, TUNNEL_OVERHEAD,
     },
     tunnel::encap::push_tunnel,
     verdict::Verdict,
@@ -56,6 +56,13 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv4Header) -> Ver
     };
     if ip.ttl <= 1 {
         return Verdict::Drop(Counter::DropTtlExceeded);
+    }
+    // A full-size packet plus the tunnel would be dropped by the device
+    // after we let it go; drop it here, where it is counted. (TCP never
+    // gets here: the client's MSS comes from the tunnel MTU.)
+    let gso_size = unsafe { (*ctx.skb.skb).gso_size };
+    if gso_size == 0 && cfg.mtu != 0 && ctx.len() - ETH_HLEN as u32 + TUNNEL_OVERHEAD as u32 > cfg.mtu {
+        return Verdict::Drop(Counter::DropTooBigForTunnel);
     }
     let state = unsafe { (*ptr).state };
     let state = if ip.protocol == PROTO_TCP {

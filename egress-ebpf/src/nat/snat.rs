@@ -75,7 +75,6 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
             entry.nat_port_be
         }
         None => {
-            let is_tcp_open = tuple.protocol == PROTO_TCP && ports.flags_or_type & TCP_SYN == 0;
             let template = NatEntry {
                 client_ip_be: inner.ip.src_be,
                 client_outer_ip_be: outer.src_be,
@@ -85,7 +84,7 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
                 nat_port_be: 0,
                 protocol: tuple.protocol,
                 // A TCP flow picked up mid-stream (no SYN) is already open.
-                state: if tuple.protocol == PROTO_TCP && !is_tcp_open {
+                state: if tuple.protocol == PROTO_TCP && ports.flags_or_type & TCP_SYN != 0 {
                     FlowState::SynSent as u8
                 } else {
                     FlowState::Open as u8

@@ -1,0 +1,100 @@
+//! `egress-agent join` on its own: the routes and device it leaves in a pod
+//! namespace, on pod networks other than the bridge one the cluster uses.
+use egress_tests::{agent::agent_binary, netns, require_root, Netns};
+use serde_json::Value;
+
+/// A pod namespace shaped like Calico's: a /32 address and a link-local
+/// next hop that is not inside any of the pod's subnets.
+fn calico_style_pod() -> (Netns, Netns) {
+    require_root().unwrap_or_else(|e| panic!("{e:#}"));
+    let prefix = netns::unique_prefix();
+    let node = Netns::create(&format!("{prefix}-node")).unwrap();
+    let pod = Netns::create(&format!("{prefix}-pod")).unwrap();
+    let host_if = format!("{prefix}h");
+    std::process::Command::new("ip")
+        .args(["link", "add", "eth0", "netns", pod.name(), "type", "veth", "peer", "name", &host_if])
+        .args(["netns", node.name()])
+        .status()
+        .unwrap();
+    node.ip(&["link", "set", &host_if, "up"]).unwrap();
+    pod.ip(&["addr", "add", "10.50.3.7/32", "dev", "eth0"]).unwrap();
+    pod.ip(&["link", "set", "eth0", "mtu", "1440", "up"]).unwrap();
+    pod.ip(&["route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"]).unwrap();
+    pod.ip(&["route", "add", "default", "via", "169.254.1.1", "dev", "eth0"]).unwrap();
+    (node, pod)
+}
+
+fn join(pod: &Netns, vni: &str) {
+    let bin = agent_binary().unwrap_or_else(|e| panic!("{e:#}"));
+    let bin = bin.to_str().unwrap();
+    pod.exec(&[bin, "join", "--gateway", "10.96.0.10", "--cluster-cidr", "10.50.0.0/16", "--vni", vni])
+        .unwrap_or_else(|e| panic!("join failed: {e:#}"));
+}
+
+fn routes(pod: &Netns) -> Vec<Value> {
+    let out = pod.ip(&["-j", "route", "show"]).unwrap();
+    serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+}
+
+fn route<'a>(routes: &'a [Value], dst: &str) -> &'a Value {
+    routes.iter().find(|r| r["dst"] == dst).unwrap_or_else(|| panic!("no route to {dst} in {routes:#?}"))
+}
+
+fn tunnel_device(pod: &Netns) -> Value {
+    let out = pod.ip(&["-j", "-d", "link", "show", "egress0"]).unwrap();
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()[0].clone()
+}
+
+#[test]
+fn join_works_on_a_calico_style_pod_and_is_idempotent() {
+    let (_node, pod) = calico_style_pod();
+    join(&pod, "4242");
+
+    let r = routes(&pod);
+    assert_eq!(route(&r, "default")["dev"], "egress0", "external traffic goes into the tunnel");
+    assert_eq!(route(&r, "default")["prefsrc"], "10.50.3.7", "and leaves as the pod's own address");
+    for dst in ["10.50.0.0/16", "10.96.0.10"] {
+        let cluster = route(&r, dst);
+        assert_eq!(
+            (cluster["dev"].as_str(), cluster["gateway"].as_str()),
+            (Some("eth0"), Some("169.254.1.1")),
+            "{dst}"
+        );
+    }
+    let dev = tunnel_device(&pod);
+    assert_eq!(dev["mtu"], 1390, "eth0's MTU minus the 50-byte tunnel");
+    let vxlan = &dev["linkinfo"]["info_data"];
+    assert_eq!(vxlan["id"], 4242);
+    assert_eq!(vxlan["remote"], "10.96.0.10");
+    assert_eq!(vxlan["port"], 4789);
+    let neigh = pod.ip(&["neigh", "show", "dev", "egress0"]).unwrap();
+    assert!(
+        String::from_utf8_lossy(&neigh.stdout).contains("169.254.42.1 lladdr 02:65:67:77:00:01 PERMANENT")
+    );
+
+    // Again: the same state, the same device (not re-created).
+    let ifindex = dev["ifindex"].clone();
+    join(&pod, "4242");
+    assert_eq!(tunnel_device(&pod)["ifindex"], ifindex, "an unchanged device is kept");
+    assert_eq!(routes(&pod).len(), r.len(), "no routes added twice");
+
+    // Other settings: the device is replaced to match.
+    join(&pod, "77");
+    let dev = tunnel_device(&pod);
+    assert_eq!(dev["linkinfo"]["info_data"]["id"], 77);
+    assert_eq!(route(&routes(&pod), "default")["dev"], "egress0");
+}
+
+#[test]
+fn join_refuses_bad_input_with_one_line() {
+    let (_node, pod) = calico_style_pod();
+    let bin = agent_binary().unwrap_or_else(|e| panic!("{e:#}"));
+    let out = pod
+        .output(&[bin.to_str().unwrap(), "join", "--gateway", "10.96.0.10", "--cluster-cidr", "10.50.0.0/33"])
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("10.50.0.0/33"), "{err}");
+    assert!(routes(&pod).iter().any(|r| r["dst"] == "default" && r["dev"] == "eth0"), "nothing changed");
+}
