@@ -5,6 +5,7 @@
 //! - `demo`: a namespace "cluster" on this machine, traffic through the gateway.
 //! - `test`: everything CI runs (installs the Debian packages it needs).
 mod demo;
+mod kernels;
 mod packages;
 mod run;
 mod test;

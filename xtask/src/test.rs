@@ -1,12 +1,13 @@
 //! `cargo xtask test`: what CI runs. Unit tests, BPF_PROG_TEST_RUN packet
 //! scenarios and namespace integration tests all run against the real
-//! kernel, so this needs root; it installs the packages it needs.
+//! kernel, so this needs root; it installs the packages it needs. A full
+//! run (no filter) then repeats the packet scenarios on Linux 6.1.
 use std::process::Command;
 
 use anyhow::{bail, Result};
 
 use crate::{
-    packages,
+    kernels, packages,
     run::{is_root, status, workspace_root},
     toolchain,
 };
@@ -27,5 +28,9 @@ pub fn run(filter: &[String]) -> Result<()> {
             .current_dir(workspace_root())
             .env("EGRESS_AGENT_BIN", &agent)
             .env("EGRESS_EBPF_OBJECT", toolchain::ebpf_object_path()),
-    )
+    )?;
+    if filter.is_empty() {
+        kernels::run(&agent)?;
+    }
+    Ok(())
 }
