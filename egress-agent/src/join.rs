@@ -18,10 +18,16 @@ const TUNNEL_OVERHEAD: u32 = 50;
 pub fn run(args: JoinArgs) -> Result<()> {
     let cluster_cidrs: Vec<(Ipv4Addr, u8)> =
         args.cluster_cidrs.iter().map(|c| netdev::parse_cidr(c)).collect::<Result<_>>()?;
+    if cluster_cidrs.is_empty() {
+        eprintln!(
+            "egress-agent: warning: no --cluster-cidr given: only {}'s own subnet and the gateway stay on it, all other cluster traffic goes through the gateway; pass the pod and service CIDRs",
+            args.interface
+        );
+    }
     let eth = &args.interface;
     let pod_ip = netdev::Interface::lookup(eth)?.ipv4;
     let eth_mtu = link_mtu(eth)?;
-    let node_gateway = node_gateway(eth, args.gateway)?;
+    let node_gateway = node_gateway(eth)?;
 
     ensure_vxlan_device(&args, pod_ip)?;
     ip(&["link", "set", &args.device, "mtu", &(eth_mtu - TUNNEL_OVERHEAD).to_string(), "up"])?;
@@ -87,23 +93,20 @@ fn link_mtu(dev: &str) -> Result<u32> {
     links[0]["mtu"].as_u64().map(|m| m as u32).with_context(|| format!("no MTU for {dev}"))
 }
 
-/// The node-side next hop of eth0: from the default route on a first run,
-/// from our own route to the gateway address on a re-run.
-fn node_gateway(eth: &str, gateway: Ipv4Addr) -> Result<Ipv4Addr> {
-    for selector in [
-        vec!["route", "show", "default", "dev", eth],
-        vec!["route", "show", &format!("{gateway}/32"), "dev", eth],
-    ]
-    .iter()
-    .map(|v| v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-    {
-        let args: Vec<&str> = selector.iter().map(String::as_str).collect();
-        let routes = ip_json(&args)?;
-        if let Some(gw) = routes.as_array().into_iter().flatten().find_map(|r| r["gateway"].as_str()) {
-            return gw.parse().with_context(|| format!("route gateway {gw:?}"));
-        }
+/// The node-side next hop of eth0: the default route's on a first run; on
+/// a re-run (the default now points into the tunnel, perhaps towards another
+/// gateway address) any route via eth0 that has one, such as ours to the
+/// cluster CIDRs.
+fn node_gateway(eth: &str) -> Result<Ipv4Addr> {
+    let gateway_of = |routes: &Value| -> Option<String> {
+        routes.as_array()?.iter().find_map(|r| r["gateway"].as_str().map(str::to_string))
+    };
+    let found = gateway_of(&ip_json(&["route", "show", "default", "dev", eth])?)
+        .or(gateway_of(&ip_json(&["route", "show", "dev", eth])?));
+    match found {
+        Some(gw) => gw.parse().with_context(|| format!("route gateway {gw:?}")),
+        None => bail!("no route via a next hop on {eth} to learn the node's address from: is this a pod network namespace?"),
     }
-    bail!("no default route via {eth} to learn the node's next hop from: is this a pod network namespace?")
 }
 
 /// Creates the VXLAN device, or re-creates it if it exists with other settings.

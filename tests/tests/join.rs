@@ -24,11 +24,15 @@ fn calico_style_pod() -> (Netns, Netns) {
     (node, pod)
 }
 
-fn join(pod: &Netns, vni: &str) {
+fn join_to(pod: &Netns, gateway: &str, vni: &str) {
     let bin = agent_binary().unwrap_or_else(|e| panic!("{e:#}"));
     let bin = bin.to_str().unwrap();
-    pod.exec(&[bin, "join", "--gateway", "10.96.0.10", "--cluster-cidr", "10.50.0.0/16", "--vni", vni])
+    pod.exec(&[bin, "join", "--gateway", gateway, "--cluster-cidr", "10.50.0.0/16", "--vni", vni])
         .unwrap_or_else(|e| panic!("join failed: {e:#}"));
+}
+
+fn join(pod: &Netns, vni: &str) {
+    join_to(pod, "10.96.0.10", vni);
 }
 
 fn routes(pod: &Netns) -> Vec<Value> {
@@ -83,6 +87,12 @@ fn join_works_on_a_calico_style_pod_and_is_idempotent() {
     let dev = tunnel_device(&pod);
     assert_eq!(dev["linkinfo"]["info_data"]["id"], 77);
     assert_eq!(route(&routes(&pod), "default")["dev"], "egress0");
+
+    // Another gateway address (a re-created Service): the tunnel follows it,
+    // and the new address is kept on eth0 too.
+    join_to(&pod, "10.96.0.99", "77");
+    assert_eq!(tunnel_device(&pod)["linkinfo"]["info_data"]["remote"], "10.96.0.99");
+    assert_eq!(route(&routes(&pod), "10.96.0.99")["dev"], "eth0");
 }
 
 #[test]
