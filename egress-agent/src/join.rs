@@ -109,15 +109,25 @@ fn node_gateway(eth: &str) -> Result<Ipv4Addr> {
     }
 }
 
+/// The tunnel device's MAC, derived from the pod IP (locally administered,
+/// unicast): a re-created device keeps it, so replies to the pod's live
+/// flows, which carry the MAC the gateway learned, still reach it.
+fn tunnel_device_mac(pod_ip: Ipv4Addr) -> String {
+    let [a, b, c, d] = pod_ip.octets();
+    format!("06:65:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
 /// Creates the VXLAN device, or re-creates it if it exists with other settings.
 fn ensure_vxlan_device(args: &JoinArgs, pod_ip: Ipv4Addr) -> Result<()> {
+    let mac = tunnel_device_mac(pod_ip);
     let existing = ip_json(&["-d", "link", "show", "dev", &args.device]).ok();
     if let Some(link) = existing.as_ref().and_then(|l| l.get(0)) {
         let data = &link["linkinfo"]["info_data"];
         let same = link["linkinfo"]["info_kind"] == "vxlan"
             && data["id"].as_u64() == Some(args.vni as u64)
             && data["remote"].as_str() == Some(&args.gateway.to_string())
-            && data["port"].as_u64() == Some(args.vxlan_port as u64);
+            && data["port"].as_u64() == Some(args.vxlan_port as u64)
+            && link["address"].as_str() == Some(mac.as_str());
         if same {
             return Ok(());
         }
@@ -129,6 +139,8 @@ fn ensure_vxlan_device(args: &JoinArgs, pod_ip: Ipv4Addr) -> Result<()> {
         "link",
         "add",
         &args.device,
+        "address",
+        &mac,
         "type",
         "vxlan",
         "id",

@@ -82,6 +82,8 @@ pub fn run(args: StatusArgs) -> Result<()> {
                 egress_common::conntrack::FlowState::SynSent => "syn-sent",
                 egress_common::conntrack::FlowState::Open => "open",
                 egress_common::conntrack::FlowState::Closing => "closing",
+                egress_common::conntrack::FlowState::HalfClosedByClient => "fin-client",
+                egress_common::conntrack::FlowState::HalfClosedByRemote => "fin-remote",
             },
             idle_s: now.saturating_sub(e.last_seen_ns) / 1_000_000_000,
         })
@@ -122,7 +124,7 @@ fn print_table(s: &Status) {
         );
         for f in &s.flows {
             println!(
-                "{:<5} {:<21} {:<21} {:>8} {:<9} {:>6}",
+                "{:<5} {:<21} {:<21} {:>8} {:<10} {:>6}",
                 f.protocol,
                 format!("{}:{}", f.client_ip, f.client_port),
                 format!("{}:{}", f.remote_ip, f.remote_port),

@@ -174,3 +174,51 @@ fn reply_too_big_for_the_tunnel() {
     let fits = from_remote(L4::Udp { src: 9000, dst: nat_port }, &[0u8; 1422]);
     assert_eq!(h.run(&fits).action, TC_ACT_REDIRECT);
 }
+
+/// A packet from the remote to the gateway with the IP header changed by `edit`
+/// (checksum fixed afterwards).
+fn remote_packet_with(l4: L4, edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+    let mut p = from_remote(l4, b"payload");
+    edit(&mut p);
+    let total = (p.len() - 14) as u16;
+    p[16..18].copy_from_slice(&total.to_be_bytes());
+    p[24..26].copy_from_slice(&[0, 0]);
+    let ihl = (p[14] & 0x0f) as usize * 4;
+    let csum = egress_common::checksum::internet_checksum(&p[14..14 + ihl]);
+    p[24..26].copy_from_slice(&csum.to_be_bytes());
+    p
+}
+
+fn with_ip_options(p: &mut Vec<u8>) {
+    p.splice(34..34, [1u8, 1, 1, 0]);
+    p[14] = 0x46;
+}
+
+#[test]
+fn fragments_and_options_aimed_at_nat_ports_are_dropped() {
+    let mut h = Harness::default();
+    let udp_to_nat = L4::Udp { src: 53, dst: 20_050 };
+    let first_fragment = remote_packet_with(udp_to_nat, |p| p[20] |= 0x20);
+    assert_dropped(&mut h, &first_fragment, "drop_fragment");
+    let options = remote_packet_with(tcp_ack(443, 20_050), with_ip_options);
+    assert_dropped(&mut h, &options, "drop_ip_options");
+    let tunnel_with_options = remote_packet_with(L4::Udp { src: 4789, dst: VXLAN_PORT }, with_ip_options);
+    assert_dropped(&mut h, &tunnel_with_options, "drop_ip_options");
+}
+
+#[test]
+fn fragments_and_options_for_the_pod_itself_pass() {
+    let mut h = Harness::default();
+    let own = [
+        // A later fragment: no ports to look at, the stack decides.
+        remote_packet_with(L4::Udp { src: 53, dst: 20_050 }, |p| p[21] = 0x10),
+        // To the pod's own ephemeral port, outside the NAT range.
+        remote_packet_with(L4::Udp { src: 53, dst: 40_000 }, |p| p[20] |= 0x20),
+        remote_packet_with(tcp_ack(443, 40_000), with_ip_options),
+    ];
+    for p in own {
+        let out = h.run(&p);
+        assert_eq!(out.action, TC_ACT_UNSPEC);
+        assert_eq!(out.packet, p);
+    }
+}

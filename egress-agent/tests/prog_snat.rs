@@ -95,10 +95,76 @@ fn icmp_echo_identifier_is_natted() {
 }
 
 #[test]
-fn fin_moves_the_flow_to_closing() {
+fn each_side_s_fin_is_tracked_and_only_both_close_the_flow() {
+    let mut h = Harness::default();
+    let nat_port = ports(&ipv4_at(&h.run(&from_client(tcp_syn(40_000, 80), b"")).packet, 14).l4).0;
+    h.run(&from_remote(
+        L4::Tcp { src: 80, dst: nat_port, syn: true, ack: true, fin: false, rst: false },
+        b"",
+    ));
+    assert_eq!(h.flows()[0].state, FlowState::Open as u8);
+    // The client half-closes; the remote keeps sending: still a long timeout.
+    assert_eq!(h.run(&from_client(tcp_fin(40_000, 80), b"")).action, TC_ACT_REDIRECT);
+    assert_eq!(h.flows()[0].state, FlowState::HalfClosedByClient as u8);
+    assert_eq!(h.run(&from_remote(tcp_ack(80, nat_port), b"more data")).action, TC_ACT_REDIRECT);
+    assert_eq!(h.flows()[0].state, FlowState::HalfClosedByClient as u8);
+    // The remote's FIN completes the close.
+    assert_eq!(h.run(&from_remote(tcp_fin(80, nat_port), b"")).action, TC_ACT_REDIRECT);
+    assert_eq!(h.flows()[0].state, FlowState::Closing as u8);
+    // A new SYN on the same client port starts the binding over.
+    assert_eq!(h.run(&from_client(tcp_syn(40_000, 80), b"")).action, TC_ACT_REDIRECT);
+    assert_eq!(h.flows()[0].state, FlowState::SynSent as u8);
+}
+
+#[test]
+fn rst_closes_at_once() {
     let mut h = Harness::default();
     h.run(&from_client(tcp_syn(40_000, 80), b""));
-    let fin = L4::Tcp { src: 40_000, dst: 80, syn: false, ack: true, fin: true, rst: false };
-    assert_eq!(h.run(&from_client(fin, b"")).action, TC_ACT_REDIRECT);
+    let rst = L4::Tcp { src: 40_000, dst: 80, syn: false, ack: false, fin: false, rst: true };
+    assert_eq!(h.run(&from_client(rst, b"")).action, TC_ACT_REDIRECT);
     assert_eq!(h.flows()[0].state, FlowState::Closing as u8);
+}
+
+#[test]
+fn a_flow_whose_nat_port_was_taken_is_rebound_never_shared() {
+    // Two NAT ports; flow A takes one, then loses its reply half (LRU).
+    let mut h = Harness::new((20_000, 20_001));
+    let a_port = ports(&ipv4_at(&h.run(&from_client(tcp_syn(1000, 80), b"")).packet, 14).l4).0;
+    let a_reply = h.datapath.maps.ct_reply.keys().next().unwrap().unwrap();
+    h.datapath.maps.ct_reply.remove(&a_reply).unwrap();
+    // Another client's flow to the same remote endpoint may now draw A's
+    // port. Open flows until one does.
+    let mut b_port = 0;
+    for client_port in 2000..2100 {
+        let out = h.run(&from_client_at(SECOND_CLIENT_IP, tcp_syn(client_port, 80), b""));
+        let port = ports(&ipv4_at(&out.packet, 14).l4).0;
+        if port == a_port {
+            b_port = port;
+            break;
+        }
+        // Not A's port: give it back so the next try can draw again.
+        let key = h
+            .datapath
+            .maps
+            .ct_reply
+            .keys()
+            .filter_map(|k| k.ok())
+            .find(|k| u16::from_be(k.dst_port_be) == port)
+            .unwrap();
+        h.datapath.maps.ct_reply.remove(&key).unwrap();
+    }
+    assert_eq!(b_port, a_port, "the second client drew the freed NAT port");
+    // A's next packet must not leave on B's 5-tuple.
+    let out = h.run(&from_client(tcp_ack(1000, 80), b""));
+    assert_eq!(out.action, TC_ACT_REDIRECT);
+    let a_new = ports(&ipv4_at(&out.packet, 14).l4).0;
+    assert_ne!(a_new, b_port, "flow A rebound to another NAT port");
+    assert_eq!(h.counter("flow_rebound"), 1);
+    // Replies on B's port still reach B, and only B.
+    let out = h.run(&from_remote(
+        L4::Tcp { src: 80, dst: b_port, syn: true, ack: true, fin: false, rst: false },
+        b"",
+    ));
+    assert_eq!(out.action, TC_ACT_REDIRECT);
+    assert_eq!(ipv4_at(&out.packet, 64).dst, SECOND_CLIENT_IP);
 }

@@ -36,8 +36,12 @@ pub enum FlowState {
     SynSent = 0,
     /// TCP: the remote answered; UDP/ICMP: any flow.
     Open = 1,
-    /// TCP: a FIN or RST seen in either direction.
+    /// TCP: FINs from both sides, or an RST.
     Closing = 2,
+    /// TCP: the client sent FIN; the remote may still be sending.
+    HalfClosedByClient = 3,
+    /// TCP: the remote sent FIN; the client may still be sending.
+    HalfClosedByRemote = 4,
 }
 
 impl FlowState {
@@ -45,6 +49,8 @@ impl FlowState {
         match v {
             0 => FlowState::SynSent,
             2 => FlowState::Closing,
+            3 => FlowState::HalfClosedByClient,
+            4 => FlowState::HalfClosedByRemote,
             _ => FlowState::Open,
         }
     }
@@ -89,13 +95,30 @@ impl NatEntry {
         }
     }
 
+    /// Whether `other` is the other half of this same binding (same flow,
+    /// same NAT port). A half whose partner was evicted can find its tuple
+    /// taken by a newer binding; it must never act on that one.
+    #[inline(always)]
+    pub fn same_binding(&self, other: &NatEntry) -> bool {
+        self.client_ip_be == other.client_ip_be
+            && self.remote_ip_be == other.remote_ip_be
+            && self.client_port_be == other.client_port_be
+            && self.remote_port_be == other.remote_port_be
+            && self.nat_port_be == other.nat_port_be
+            && self.protocol == other.protocol
+    }
+
     /// How long the flow may stay idle, by protocol and TCP state.
     #[inline(always)]
     pub fn idle_timeout_ns(&self, cfg: &GatewayConfig) -> u64 {
         let seconds = match self.protocol {
             PROTO_TCP => match FlowState::from_u8(self.state) {
                 FlowState::SynSent => cfg.tcp_syn_timeout_s,
-                FlowState::Open => cfg.tcp_established_timeout_s,
+                // A half-closed flow can go on streaming one way for as long
+                // as an open one.
+                FlowState::Open | FlowState::HalfClosedByClient | FlowState::HalfClosedByRemote => {
+                    cfg.tcp_established_timeout_s
+                }
                 FlowState::Closing => cfg.tcp_closing_timeout_s,
             },
             PROTO_UDP => cfg.udp_timeout_s,

@@ -40,6 +40,9 @@ counters! {
     FlowExpiredInDatapath = 4 => "flow_expired_in_datapath",
     /// Not for us (not the tunnel, not a NAT port): left to the pod's stack.
     PassedToStack = 5 => "passed_to_stack",
+    /// A binding whose other half had been taken by a newer one: the flow
+    /// got a new NAT port (never two flows on one).
+    FlowRebound = 6 => "flow_rebound",
 
     /// Tunnel packet whose outer source is not an allowed client.
     DropUnknownClient = 16 => "drop_unknown_client",

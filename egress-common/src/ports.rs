@@ -20,11 +20,11 @@ pub fn candidate_port(min: u16, max: u16, random: u32, attempt: u32) -> u16 {
     if len == 0 {
         return min;
     }
-    // A prime stride is coprime to every range length except its own
-    // multiples, so `len` attempts visit `len` distinct ports.
-    const STRIDE: u32 = 40_503;
-    let stride = if len % STRIDE == 0 { 1 } else { STRIDE };
-    let offset = (random % len + (attempt % len) * stride % len) % len;
+    // 65537 is prime and larger than any range (at most 65536 ports), so it
+    // is coprime to every range length: `len` attempts visit `len` ports.
+    // Each factor is below `len`, so the product fits in u32.
+    const STRIDE: u32 = 65_537;
+    let offset = (random % len + (attempt % len) * (STRIDE % len)) % len;
     min + offset as u16
 }
 
@@ -35,6 +35,7 @@ pub fn ranges_overlap(a: (u16, u16), b: (u16, u16)) -> bool {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
 
     #[test]
@@ -50,9 +51,16 @@ mod tests {
     }
 
     #[test]
-    fn range_as_long_as_the_stride_still_walks() {
-        let (min, max) = (1_000, 1_000 + 40_503 - 1);
-        assert_ne!(candidate_port(min, max, 9, 0), candidate_port(min, max, 9, 1));
+    fn every_range_length_is_walked_completely() {
+        // Lengths with small factors (3, 9, 13501...) caught an earlier stride.
+        for len in [2u32, 3, 9, 27, 64, 1000, 13_501, 40_503, 64_512] {
+            let (min, max) = (1024u16, (1024 + len - 1) as u16);
+            let mut seen = std::collections::HashSet::new();
+            for attempt in 0..len {
+                seen.insert(candidate_port(min, max, 987_654_321, attempt));
+            }
+            assert_eq!(seen.len() as u32, len, "range of {len} ports");
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! (keyed by what the client sends) and `CT_REPLY` (keyed by what replies
 //! carry); a half evicted by the LRU is re-created from the other.
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST},
+    bindings::BPF_NOEXIST,
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
 };
 use egress_common::{
@@ -37,11 +37,21 @@ pub enum Half {
     Reply,
 }
 
-/// Removes both halves of a binding.
+/// Removes both halves of a binding, each only if it still belongs to it.
 #[inline(always)]
 pub fn remove_binding(cfg: &GatewayConfig, entry: &NatEntry) {
-    let _ = CT_ORIGINAL.remove(&entry.original_tuple());
-    let _ = CT_REPLY.remove(&entry.reply_tuple(cfg.gateway_ip_be));
+    let original = entry.original_tuple();
+    if let Some(ptr) = CT_ORIGINAL.get_ptr(&original) {
+        if unsafe { &*ptr }.same_binding(entry) {
+            let _ = CT_ORIGINAL.remove(&original);
+        }
+    }
+    let reply = entry.reply_tuple(cfg.gateway_ip_be);
+    if let Some(ptr) = CT_REPLY.get_ptr(&reply) {
+        if unsafe { &*ptr }.same_binding(entry) {
+            let _ = CT_REPLY.remove(&reply);
+        }
+    }
 }
 
 /// A live binding for `tuple` in `half`'s map; an expired one is removed.
@@ -103,39 +113,53 @@ pub fn create_binding(cfg: &GatewayConfig, template: &NatEntry) -> Result<NatEnt
     Ok(entry)
 }
 
-/// The TCP state after a packet with `flags` in the given direction.
+/// The TCP state after a packet with `flags` in the given direction. Each
+/// side's FIN is tracked on its own: a half-closed flow may still carry data
+/// the other way, so only both FINs (or an RST) make it `Closing`.
 #[inline(always)]
 pub fn next_tcp_state(state: u8, flags: u8, half: Half) -> u8 {
-    if flags & (TCP_FIN | TCP_RST) != 0 {
-        return FlowState::Closing as u8;
+    const CLOSING: u8 = FlowState::Closing as u8;
+    if flags & TCP_RST != 0 {
+        return CLOSING;
+    }
+    if flags & TCP_FIN != 0 {
+        let (own, other) = match half {
+            Half::Original => (FlowState::HalfClosedByClient as u8, FlowState::HalfClosedByRemote as u8),
+            Half::Reply => (FlowState::HalfClosedByRemote as u8, FlowState::HalfClosedByClient as u8),
+        };
+        return if state == other || state == CLOSING { CLOSING } else { own };
     }
     match half {
-        // A fresh SYN on a closing tuple is the client reusing its port:
-        // the binding starts over (and keeps its NAT port).
-        Half::Original if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 => {
-            if state == FlowState::Closing as u8 {
-                FlowState::SynSent as u8
-            } else {
-                state
-            }
+        // A fresh SYN on a closed tuple is the client reusing its port: the
+        // binding starts over (and keeps its NAT port).
+        Half::Original if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 && state == CLOSING => {
+            FlowState::SynSent as u8
         }
         Half::Reply if state == FlowState::SynSent as u8 => FlowState::Open as u8,
         _ => state,
     }
 }
 
-/// Records activity (and a new state) on `ptr`, mirroring it to the other
-/// half at most once per interval or whenever the state changes; re-creates
-/// the other half if the LRU evicted it.
+/// Records activity (and a new state) on `ptr` and checks that the other
+/// half still belongs to this binding; re-creates it if the LRU evicted it.
+/// Returns false when the binding is lost: its other tuple now belongs to a
+/// newer binding, and this half must not be used.
+///
+/// The client direction checks on every packet: with its reply half gone,
+/// the NAT port could be handed to another flow, and this flow's packets
+/// must never go out on that flow's 5-tuple. Timestamps are written at most
+/// once per interval (or on a state change) to keep cache lines quiet.
 #[inline(always)]
-pub fn touch(cfg: &GatewayConfig, half: Half, ptr: *mut NatEntry, new_state: u8, now: u64) {
+pub fn touch(cfg: &GatewayConfig, half: Half, ptr: *mut NatEntry, new_state: u8, now: u64) -> bool {
     let entry = unsafe { &mut *ptr };
-    let state_changed = entry.state != new_state;
-    if !state_changed && now < entry.last_seen_ns + REFRESH_INTERVAL_NS {
-        return;
+    let write = entry.state != new_state || now >= entry.last_seen_ns + REFRESH_INTERVAL_NS;
+    if half == Half::Reply && !write {
+        return true;
     }
-    entry.state = new_state;
-    entry.last_seen_ns = now;
+    if write {
+        entry.state = new_state;
+        entry.last_seen_ns = now;
+    }
     let copy = *entry;
     let (other_tuple, other) = match half {
         Half::Original => {
@@ -150,17 +174,25 @@ pub fn touch(cfg: &GatewayConfig, half: Half, ptr: *mut NatEntry, new_state: u8,
     match other {
         Some(other) => {
             let other = unsafe { &mut *other };
-            other.state = new_state;
-            other.last_seen_ns = now;
+            if !other.same_binding(&copy) {
+                return false;
+            }
+            if write {
+                other.state = new_state;
+                other.last_seen_ns = now;
+            }
+            true
         }
         None => {
+            // NOEXIST: if another CPU just bound this tuple, it is theirs.
             let restored = match half {
-                Half::Original => CT_REPLY.insert(&other_tuple, &copy, BPF_ANY as u64),
-                Half::Reply => CT_ORIGINAL.insert(&other_tuple, &copy, BPF_ANY as u64),
+                Half::Original => CT_REPLY.insert(&other_tuple, &copy, BPF_NOEXIST as u64),
+                Half::Reply => CT_ORIGINAL.insert(&other_tuple, &copy, BPF_NOEXIST as u64),
             };
             if restored.is_ok() {
                 count(Counter::FlowHalfRestored);
             }
+            restored.is_ok()
         }
     }
 }

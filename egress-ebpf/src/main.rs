@@ -18,8 +18,8 @@ mod tunnel;
 mod verdict;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
-use egress_common::counters::Counter;
-use headers::{Ipv4Header, ETH_HLEN, ETH_P_IP, IPPROTO_UDP};
+use egress_common::{config::GatewayConfig, counters::Counter};
+use headers::{Ipv4Header, ETH_HLEN, ETH_P_IP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN};
 use verdict::Verdict;
 
 #[classifier]
@@ -48,12 +48,8 @@ fn classify(ctx: &TcContext) -> Verdict {
     if outer.dst_be != cfg.gateway_ip_be {
         return Verdict::NotOurs;
     }
-    // Headers we do not translate. These can only be ours if they target the
-    // tunnel or a NAT port, which we cannot see without the L4 header at a
-    // fixed offset: a packet for the gateway itself with options or fragments
-    // is left to its stack, which handles both.
     if outer.has_options() || outer.is_fragment() {
-        return Verdict::NotOurs;
+        return untranslatable(ctx, cfg, &outer);
     }
     let l4 = ETH_HLEN + outer.header_len();
     if outer.protocol == IPPROTO_UDP {
@@ -65,6 +61,33 @@ fn classify(ctx: &TcContext) -> Verdict {
         }
     }
     nat::rev_nat::from_remote(ctx, cfg, &outer)
+}
+
+/// Packets for the gateway with IP options, or fragments: we translate
+/// neither. Aimed at the tunnel or a NAT port they are dropped and counted;
+/// left to the stack, a reassembled datagram would draw a "port unreachable"
+/// back to the remote and an options-carrying segment an RST, breaking a
+/// client's flow. Everything else is the pod's own business.
+#[inline(always)]
+fn untranslatable(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> Verdict {
+    // Later fragments carry no ports. Without the first (dropped below)
+    // the stack can never reassemble them, and it discards them silently.
+    if outer.frag_off & 0x1fff != 0 || !matches!(outer.protocol, IPPROTO_UDP | IPPROTO_TCP) {
+        return Verdict::NotOurs;
+    }
+    let header_len = outer.header_len();
+    if header_len < IPV4_HLEN {
+        return Verdict::NotOurs;
+    }
+    let Ok(ports) = ctx.load::<[u8; 4]>(ETH_HLEN + header_len) else {
+        return Verdict::NotOurs;
+    };
+    let dst_port_be = u16::from_ne_bytes([ports[2], ports[3]]);
+    let tunnel = outer.protocol == IPPROTO_UDP && dst_port_be == cfg.vxlan_port_be;
+    if !tunnel && !cfg.is_nat_port(u16::from_be(dst_port_be)) {
+        return Verdict::NotOurs;
+    }
+    Verdict::Drop(if outer.is_fragment() { Counter::DropFragment } else { Counter::DropIpOptions })
 }
 
 #[cfg(not(test))]

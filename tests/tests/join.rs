@@ -67,6 +67,10 @@ fn join_works_on_a_calico_style_pod_and_is_idempotent() {
     }
     let dev = tunnel_device(&pod);
     assert_eq!(dev["mtu"], 1390, "eth0's MTU minus the 50-byte tunnel");
+    assert_eq!(
+        dev["address"], "06:65:0a:32:03:07",
+        "a MAC derived from the pod IP, stable across re-creation"
+    );
     let vxlan = &dev["linkinfo"]["info_data"];
     assert_eq!(vxlan["id"], 4242);
     assert_eq!(vxlan["remote"], "10.96.0.10");
@@ -86,6 +90,8 @@ fn join_works_on_a_calico_style_pod_and_is_idempotent() {
     join(&pod, "77");
     let dev = tunnel_device(&pod);
     assert_eq!(dev["linkinfo"]["info_data"]["id"], 77);
+    assert_ne!(dev["ifindex"], ifindex, "re-created");
+    assert_eq!(dev["address"], "06:65:0a:32:03:07", "with the same MAC");
     assert_eq!(route(&routes(&pod), "default")["dev"], "egress0");
 
     // Another gateway address (a re-created Service): the tunnel follows it,

@@ -9,6 +9,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::run::{status, workspace_root};
 
+/// egress-agent's BPF_PROG_TEST_RUN test files, run inside the VM.
+const PACKET_SCENARIOS: &[&str] = &["prog_snat", "prog_rev_nat", "prog_drops", "prog_sweep"];
+
 /// The kernel package; override with EGRESS_TEST_KERNEL.
 const DEFAULT_KERNEL: &str = "linux-image-6.1.0-56-amd64";
 
@@ -21,7 +24,7 @@ fn kernel_matrix_tool() -> Option<PathBuf> {
 fn packet_scenario_binaries() -> Result<Vec<PathBuf>> {
     let out = Command::new("cargo")
         .args(["test", "--release", "--locked", "-p", "egress-agent", "--no-run", "--message-format=json"])
-        .args(["--test", "prog_snat", "--test", "prog_rev_nat", "--test", "prog_drops"])
+        .args(PACKET_SCENARIOS.iter().flat_map(|t| ["--test", *t]))
         .current_dir(workspace_root())
         .output()
         .context("building the packet-scenario tests")?;
@@ -35,8 +38,8 @@ fn packet_scenario_binaries() -> Result<Vec<PathBuf>> {
         .filter(|v| v["profile"]["test"] == true)
         .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
         .collect();
-    if binaries.len() != 3 {
-        bail!("expected 3 packet-scenario test binaries, found {binaries:?}");
+    if binaries.len() != PACKET_SCENARIOS.len() {
+        bail!("expected {} packet-scenario test binaries, found {binaries:?}", PACKET_SCENARIOS.len());
     }
     Ok(binaries)
 }

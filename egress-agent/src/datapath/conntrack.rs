@@ -45,19 +45,32 @@ fn remove_quietly(
 /// Removes both halves of every binding that matches `doomed`. Returns how
 /// many bindings went. Both maps are walked so halves whose partner the LRU
 /// already evicted go too.
+///
+/// The walk is a snapshot while the datapath keeps working: each entry is
+/// read again just before it is deleted and kept if it changed meanwhile
+/// (refreshed, or replaced by a new binding under the same key), and a
+/// partner half is deleted only if it still belongs to the same binding.
 pub fn remove_where(maps: &mut DatapathMaps, doomed: impl Fn(&NatEntry) -> bool) -> Result<usize> {
     let gateway_ip_be = maps.read_config()?.gateway_ip_be;
     let mut removed = 0;
     let originals: Vec<(FlowTuple, NatEntry)> = maps.ct_original.iter().filter_map(|r| r.ok()).collect();
     for (key, entry) in originals.iter().filter(|(_, e)| doomed(e)) {
+        if maps.ct_original.get(key, 0).ok().as_ref() != Some(entry) {
+            continue;
+        }
         if remove_quietly(&mut maps.ct_original, key)? {
             removed += 1;
         }
-        remove_quietly(&mut maps.ct_reply, &entry.reply_tuple(gateway_ip_be))?;
+        let reply_key = entry.reply_tuple(gateway_ip_be);
+        if maps.ct_reply.get(&reply_key, 0).is_ok_and(|r| r.same_binding(entry)) {
+            remove_quietly(&mut maps.ct_reply, &reply_key)?;
+        }
     }
     let replies: Vec<(FlowTuple, NatEntry)> = maps.ct_reply.iter().filter_map(|r| r.ok()).collect();
-    for (key, _) in replies.iter().filter(|(_, e)| doomed(e)) {
-        remove_quietly(&mut maps.ct_reply, key)?;
+    for (key, entry) in replies.iter().filter(|(_, e)| doomed(e)) {
+        if maps.ct_reply.get(key, 0).ok().as_ref() == Some(entry) {
+            remove_quietly(&mut maps.ct_reply, key)?;
+        }
     }
     Ok(removed)
 }

@@ -18,6 +18,8 @@ use etherparse::PacketBuilder;
 pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 5);
 pub const OTHER_POD_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 6);
+/// A second listed client.
+pub const SECOND_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 7);
 pub const REMOTE_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 pub const EXCLUDED_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(192, 0, 2, 0), 24);
 pub const VNI: u32 = 42;
@@ -71,6 +73,7 @@ impl Harness {
         let mut datapath =
             Datapath::load(&config(nat_ports), 4096, &[EXCLUDED_CIDR], None).expect("load program");
         datapath.maps.add_client(CLIENT_IP, 1).unwrap();
+        datapath.maps.add_client(SECOND_CLIENT_IP, 2).unwrap();
         Harness { datapath }
     }
 
@@ -112,6 +115,14 @@ pub enum L4 {
 
 pub fn tcp_syn(src: u16, dst: u16) -> L4 {
     L4::Tcp { src, dst, syn: true, ack: false, fin: false, rst: false }
+}
+
+pub fn tcp_ack(src: u16, dst: u16) -> L4 {
+    L4::Tcp { src, dst, syn: false, ack: true, fin: false, rst: false }
+}
+
+pub fn tcp_fin(src: u16, dst: u16) -> L4 {
+    L4::Tcp { src, dst, syn: false, ack: true, fin: true, rst: false }
 }
 
 /// An Ethernet + IPv4 + L4 frame.
@@ -168,8 +179,13 @@ pub fn tunnel(outer_src: Ipv4Addr, vni: u32, inner_frame: &[u8]) -> Vec<u8> {
 
 /// A client packet as the worker sends it.
 pub fn from_client(l4: L4, payload: &[u8]) -> Vec<u8> {
-    let inner = frame(CLIENT_MAC, TUNNEL_GATEWAY_MAC, CLIENT_IP, REMOTE_IP, 64, l4, payload);
-    tunnel(CLIENT_IP, VNI, &inner)
+    from_client_at(CLIENT_IP, l4, payload)
+}
+
+/// A packet from the listed client `client`.
+pub fn from_client_at(client: Ipv4Addr, l4: L4, payload: &[u8]) -> Vec<u8> {
+    let inner = frame(CLIENT_MAC, TUNNEL_GATEWAY_MAC, client, REMOTE_IP, 64, l4, payload);
+    tunnel(client, VNI, &inner)
 }
 
 /// A packet from the remote to the gateway.

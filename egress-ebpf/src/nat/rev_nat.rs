@@ -14,6 +14,7 @@ use crate::{
         load_l4, Ipv4Header, ETH_HLEN, ICMP_ID_OFF, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN,
         IP_DST_OFF, TUNNEL_OVERHEAD,
     },
+    maps::CT_REPLY,
     tunnel::encap::push_tunnel,
     verdict::Verdict,
 };
@@ -70,7 +71,11 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv4Header) -> Ver
     } else {
         state
     };
-    conntrack::touch(cfg, Half::Reply, ptr, state, now);
+    if !conntrack::touch(cfg, Half::Reply, ptr, state, now) {
+        // This reply half outlived its flow, which was rebound: stale.
+        let _ = CT_REPLY.remove(&tuple);
+        return Verdict::Drop(Counter::DropNoMapping);
+    }
     let entry = unsafe { *ptr };
 
     let port_off = if ip.protocol == IPPROTO_ICMP { ICMP_ID_OFF } else { DST_PORT_OFF };

@@ -13,7 +13,7 @@ use crate::{
     headers::{
         load_l4, Ipv4Header, ICMP_ECHO_REQUEST, ICMP_ID_OFF, IPPROTO_ICMP, IPV4_HLEN, IP_SRC_OFF, TCP_SYN,
     },
-    maps::{CLIENTS, EXCLUDED_DSTS},
+    maps::{count, CLIENTS, CT_ORIGINAL, EXCLUDED_DSTS},
     tunnel::decap::{parse_tunnel, strip_tunnel, INNER_IP_OFF},
     verdict::Verdict,
 };
@@ -63,17 +63,25 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
         _pad: [0; 3],
     };
     let now = conntrack::now_ns();
-    let nat_port_be = match conntrack::lookup(cfg, Half::Original, &tuple, now) {
-        Some(ptr) => {
-            let entry = unsafe { &*ptr };
-            let state = if tuple.protocol == PROTO_TCP {
-                conntrack::next_tcp_state(entry.state, ports.flags_or_type, Half::Original)
-            } else {
-                entry.state
-            };
-            conntrack::touch(cfg, Half::Original, ptr, state, now);
-            entry.nat_port_be
+    let bound = conntrack::lookup(cfg, Half::Original, &tuple, now).and_then(|ptr| {
+        let entry = unsafe { &*ptr };
+        let state = if tuple.protocol == PROTO_TCP {
+            conntrack::next_tcp_state(entry.state, ports.flags_or_type, Half::Original)
+        } else {
+            entry.state
+        };
+        if conntrack::touch(cfg, Half::Original, ptr, state, now) {
+            Some(entry.nat_port_be)
+        } else {
+            // Our reply tuple went to a newer binding: start over with a
+            // new NAT port rather than share that flow's 5-tuple.
+            let _ = CT_ORIGINAL.remove(&tuple);
+            count(Counter::FlowRebound);
+            None
         }
+    });
+    let nat_port_be = match bound {
+        Some(port) => port,
         None => {
             let template = NatEntry {
                 client_ip_be: inner.ip.src_be,

@@ -2,7 +2,7 @@
 use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
-        BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
+        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO,
     },
     programs::TcContext,
 };
@@ -56,11 +56,14 @@ const _: () = assert!(core::mem::size_of::<TunnelHeader>() == TUNNEL_OVERHEAD);
 /// conntrack sees the reply of the flow it DNATed), inner Ethernet from the
 /// tunnel gateway MAC to the worker's device MAC.
 ///
-/// Without BPF_F_ADJ_ROOM_FIXED_GSO the kernel shrinks gso_size by the 50
-/// bytes added, so segmented replies still fit the path MTU.
+/// BPF_F_ADJ_ROOM_FIXED_GSO: a GSO reply's segments are already sized by the
+/// client's MSS, which `join` derived from the tunnel MTU (eth0's - 50), so
+/// they fit once encapsulated; letting the kernel shrink gso_size by 50
+/// would only waste room (and UDP GSO packets are refused without it).
 #[inline(always)]
 pub fn push_tunnel(ctx: &TcContext, cfg: &GatewayConfig, entry: &NatEntry) -> Result<(), Counter> {
-    let flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 as u64
+    let flags = BPF_F_ADJ_ROOM_FIXED_GSO as u64
+        | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 as u64
         | BPF_F_ADJ_ROOM_ENCAP_L4_UDP as u64
         | BPF_F_ADJ_ROOM_ENCAP_L2_ETH as u64
         | encap_l2_len(ETH_HLEN as u64);
