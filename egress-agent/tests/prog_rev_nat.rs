@@ -91,7 +91,7 @@ fn evicted_reply_half_is_restored_from_the_original() {
     // Age the original half so the next packet refreshes (and repairs) it.
     let key = h.datapath.maps.ct_original.keys().next().unwrap().unwrap();
     let mut entry = h.datapath.maps.ct_original.get(&key, 0).unwrap();
-    entry.last_seen_ns -= 2_000_000_000;
+    entry.last_seen_ns = entry.last_seen_ns.saturating_sub(2_000_000_000);
     h.datapath.maps.ct_original.insert(key, entry, 0).unwrap();
     let ack = L4::Tcp { src: 40_000, dst: 443, syn: false, ack: true, fin: false, rst: false };
     assert_eq!(h.run(&from_client(ack, b"")).action, TC_ACT_REDIRECT);

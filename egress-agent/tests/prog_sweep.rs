@@ -4,10 +4,6 @@ mod common;
 use common::*;
 use egress_agent::datapath::conntrack::sweep_expired;
 
-/// Older than the 1 s UDP timeout these tests configure, and far less than
-/// any machine's uptime (the clock `last_seen_ns` counts from boot).
-const AGE_NS: u64 = 5_000_000_000;
-
 /// The default harness with a 1 s UDP timeout.
 fn harness() -> Harness {
     let mut h = Harness::default();
@@ -17,12 +13,14 @@ fn harness() -> Harness {
     h
 }
 
-/// Makes every entry in both halves look `age_ns` older.
-fn age_all(h: &mut Harness, age_ns: u64) {
+/// Makes every entry in both halves look last seen at boot: expired under
+/// the 1 s UDP timeout on any machine up for more than a second (a VM that
+/// just booted included; `last_seen_ns` counts from boot).
+fn expire_all(h: &mut Harness) {
     for map in [&mut h.datapath.maps.ct_original, &mut h.datapath.maps.ct_reply] {
         let entries: Vec<_> = map.iter().filter_map(|r| r.ok()).collect();
         for (key, mut entry) in entries {
-            entry.last_seen_ns -= age_ns;
+            entry.last_seen_ns = 0;
             map.insert(key, entry, 0).unwrap();
         }
     }
@@ -36,7 +34,7 @@ fn now() -> u64 {
 fn sweep_removes_expired_flows_and_keeps_live_ones() {
     let mut h = harness();
     h.run(&from_client(L4::Udp { src: 5000, dst: 53 }, b""));
-    age_all(&mut h, AGE_NS);
+    expire_all(&mut h);
     h.run(&from_client(L4::Udp { src: 5001, dst: 53 }, b""));
     assert_eq!(sweep_expired(&mut h.datapath.maps, now()).unwrap(), 1);
     let flows = h.flows();
@@ -49,7 +47,7 @@ fn sweep_removes_expired_flows_and_keeps_live_ones() {
 fn sweep_never_deletes_another_binding_s_half() {
     let mut h = harness();
     h.run(&from_client(L4::Udp { src: 5000, dst: 53 }, b""));
-    age_all(&mut h, AGE_NS);
+    expire_all(&mut h);
     // The expired flow's reply tuple now belongs to a newer, live binding.
     let reply_key = h.datapath.maps.ct_reply.keys().next().unwrap().unwrap();
     let mut newer = h.datapath.maps.ct_reply.get(&reply_key, 0).unwrap();
