@@ -119,7 +119,7 @@ fn print_table(s: &Status) {
     );
     if !s.flows.is_empty() {
         println!(
-            "\n{:<5} {:<21} {:<21} {:>8} {:<9} {:>6}",
+            "\n{:<5} {:<21} {:<21} {:>8} {:<10} {:>6}",
             "PROTO", "CLIENT", "REMOTE", "NAT PORT", "STATE", "IDLE s"
         );
         for f in &s.flows {
