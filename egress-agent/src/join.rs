@@ -7,13 +7,10 @@
 use std::{net::Ipv4Addr, process::Command};
 
 use anyhow::{bail, Context, Result};
-use egress_common::config::{TUNNEL_GATEWAY_IP, TUNNEL_GATEWAY_MAC};
+use egress_common::config::{TUNNEL_GATEWAY_IP, TUNNEL_GATEWAY_MAC, TUNNEL_OVERHEAD};
 use serde_json::Value;
 
 use crate::{cli::JoinArgs, netdev};
-
-/// VXLAN over IPv4 adds outer IPv4 (20) + UDP (8) + VXLAN (8) + Ethernet (14).
-const TUNNEL_OVERHEAD: u32 = 50;
 
 pub fn run(args: JoinArgs) -> Result<()> {
     let cluster_cidrs: Vec<(Ipv4Addr, u8)> =
@@ -30,7 +27,7 @@ pub fn run(args: JoinArgs) -> Result<()> {
     let node_gateway = node_gateway(eth)?;
 
     ensure_vxlan_device(&args, pod_ip)?;
-    ip(&["link", "set", &args.device, "mtu", &(eth_mtu - TUNNEL_OVERHEAD).to_string(), "up"])?;
+    ip(&["link", "set", &args.device, "mtu", &(eth_mtu - TUNNEL_OVERHEAD as u32).to_string(), "up"])?;
     let next_hop = Ipv4Addr::from(TUNNEL_GATEWAY_IP).to_string();
     let mac = TUNNEL_GATEWAY_MAC.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
     ip(&["neigh", "replace", &next_hop, "lladdr", &mac, "dev", &args.device, "nud", "permanent"])?;

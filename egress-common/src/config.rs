@@ -12,6 +12,11 @@ pub const TUNNEL_GATEWAY_MAC: [u8; 6] = [0x02, 0x65, 0x67, 0x77, 0x00, 0x01];
 /// (not 169.254.1.1, which Calico already uses as the pod's eth0 gateway).
 pub const TUNNEL_GATEWAY_IP: [u8; 4] = [169, 254, 42, 1];
 
+/// What VXLAN over IPv4 adds in front of the inner IPv4 packet: outer IPv4
+/// (20) + UDP (8) + VXLAN (8) + inner Ethernet (14). The worker's tunnel MTU
+/// is eth0's minus this.
+pub const TUNNEL_OVERHEAD: usize = 50;
+
 pub const DEFAULT_VXLAN_PORT: u16 = 4789;
 pub const DEFAULT_VNI: u32 = 4242;
 /// Outside Linux's default ephemeral range (32768-60999), and above the

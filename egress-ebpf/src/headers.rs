@@ -10,9 +10,8 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
-/// Outer IPv4 + UDP + VXLAN + inner Ethernet: what the tunnel adds in front
-/// of the inner IPv4 header.
-pub const TUNNEL_OVERHEAD: usize = IPV4_HLEN + UDP_HLEN + VXLAN_HLEN + ETH_HLEN;
+pub use egress_common::config::TUNNEL_OVERHEAD;
+const _: () = assert!(TUNNEL_OVERHEAD == IPV4_HLEN + UDP_HLEN + VXLAN_HLEN + ETH_HLEN);
 
 /// Byte offsets inside an IPv4 header.
 pub const IP_TTL_OFF: usize = 8;

@@ -11,7 +11,7 @@ use egress_tests::{
     topology::ClusterConfig,
 };
 
-use crate::{packages, run::is_root, toolchain};
+use crate::{run::is_root, toolchain};
 
 fn say(text: &str) {
     println!("\n==> {text}");
@@ -23,7 +23,7 @@ pub fn run() -> Result<()> {
             "the demo creates network namespaces and loads an eBPF program: run `cargo xtask demo` as root"
         );
     }
-    packages::ensure()?;
+    egress_tests::tools::ensure_packages()?;
     toolchain::build_all()?;
     let prefix = netns::run_prefix();
     netns::install_signal_cleanup(&prefix)?;

@@ -6,7 +6,6 @@
 //! - `test`: everything CI runs (installs the Debian packages it needs).
 mod demo;
 mod kernels;
-mod packages;
 mod run;
 mod test;
 mod toolchain;

@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::{bail, Result};
 
 use crate::{
-    kernels, packages,
+    kernels,
     run::{is_root, status, workspace_root},
     toolchain,
 };
@@ -16,7 +16,7 @@ pub fn run(filter: &[String]) -> Result<()> {
     if !is_root() {
         bail!("the tests load eBPF programs and create network namespaces: run `cargo xtask test` as root");
     }
-    packages::ensure()?;
+    egress_tests::tools::ensure_packages()?;
     toolchain::build_all()?;
     let agent = toolchain::agent_binary();
     status(

@@ -9,6 +9,8 @@ use crate::{
     pods::ClientSnapshot,
 };
 
+/// The clients written to CLIENTS, with their ids. It starts empty, like the
+/// freshly loaded map it mirrors.
 #[derive(Default)]
 pub struct ClientTable {
     next_id: u32,
@@ -17,11 +19,6 @@ pub struct ClientTable {
 
 impl ClientTable {
     pub fn apply(&mut self, maps: &mut DatapathMaps, desired: &ClientSnapshot) -> Result<()> {
-        if self.ids.is_empty() {
-            // Start from what the map holds (nothing on a fresh load).
-            self.ids = maps.client_ids()?;
-            self.next_id = self.ids.values().copied().max().unwrap_or(0);
-        }
         let gone: Vec<Ipv4Addr> = self.ids.keys().filter(|ip| !desired.contains_key(ip)).copied().collect();
         for ip in gone {
             maps.remove_client(ip)?;
