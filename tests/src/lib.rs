@@ -18,12 +18,14 @@
 //! - [`mod@reference`]: a plain-Linux gateway (VXLAN + MASQUERADE) as a baseline.
 //! - [`clients`]: curl / UDP / ping / iperf3 helpers returning parsed results.
 //! - [`tools`]: installs the Debian packages the harness needs.
+//! - [`kubectl`]: kubectl from PyPI, for rendering the manifests.
 //! - [`cidr`]: a tiny IPv4 CIDR type so addresses stay configuration.
 //! - [`util`]: root check, workspace paths, temp dirs, polling.
 
 pub mod agent;
 pub mod cidr;
 pub mod clients;
+pub mod kubectl;
 pub mod netns;
 pub mod process;
 pub mod reference;

@@ -142,7 +142,7 @@ fn apt(args: &[&str]) -> Result<()> {
 }
 
 /// An exclusive `flock` held until the returned file is dropped.
-fn lock_file(path: &str) -> Result<std::fs::File> {
+pub(crate) fn lock_file(path: &str) -> Result<std::fs::File> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -4,8 +4,13 @@
 //! - `build`: build-ebpf plus the release agent (the object embedded).
 //! - `demo`: a namespace "cluster" on this machine, traffic through the gateway.
 //! - `test`: everything CI runs (installs the Debian packages it needs).
+//! - `image`: the container image (docker or podman).
+//! - `kind-test`: the manifests end to end in a kind cluster.
 mod demo;
+mod engine;
+mod image;
 mod kernels;
+mod kind;
 mod run;
 mod test;
 mod toolchain;
@@ -34,6 +39,21 @@ enum Task {
         #[arg(last = true)]
         filter: Vec<String>,
     },
+    /// Build the container image (deploy/Dockerfile) with docker or podman.
+    Image {
+        /// Image reference to tag the build with.
+        #[arg(long, default_value = image::DEFAULT_TAG)]
+        tag: String,
+    },
+    /// End-to-end test in a two-node kind cluster (needs docker, kind, kubectl).
+    KindTest {
+        /// Print a SKIPPED line and exit 0 when docker, kind or kubectl is missing.
+        #[arg(long)]
+        skip_if_missing: bool,
+        /// Keep the cluster and the echo container afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 fn main() {
@@ -43,6 +63,8 @@ fn main() {
         Task::Build => toolchain::build_all(),
         Task::Demo => demo::run(),
         Task::Test { filter } => test::run(&filter),
+        Task::Image { tag } => image::run(&tag),
+        Task::KindTest { skip_if_missing, keep } => kind::run(&kind::Options { skip_if_missing, keep }),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");

@@ -1,13 +1,15 @@
 //! `cargo xtask test`: what CI runs. Unit tests, BPF_PROG_TEST_RUN packet
 //! scenarios and namespace integration tests all run against the real
 //! kernel, so this needs root; it installs the packages it needs. A full
-//! run (no filter) then repeats the packet scenarios on Linux 6.1.
+//! run (no filter) then repeats the packet scenarios on Linux 6.1, and runs
+//! the kind end-to-end test where docker and kind exist (saying plainly
+//! that it skipped it elsewhere).
 use std::process::Command;
 
 use anyhow::{bail, Result};
 
 use crate::{
-    kernels,
+    kernels, kind,
     run::{is_root, status, workspace_root},
     toolchain,
 };
@@ -31,6 +33,7 @@ pub fn run(filter: &[String]) -> Result<()> {
     )?;
     if filter.is_empty() {
         kernels::run(&agent)?;
+        kind::run(&kind::Options { skip_if_missing: true, keep: false })?;
     }
     Ok(())
 }
