@@ -28,9 +28,23 @@ pub struct GatewayArgs {
     #[arg(long, default_value = "eth0")]
     pub interface: String,
     /// File listing client pod IPv4 addresses, one a line (optionally followed
-    /// by a name); re-read on change.
+    /// by a name); re-read on change. Without it, clients come from the
+    /// Kubernetes API (in-cluster service account, or KUBECONFIG).
     #[arg(long)]
-    pub pods_file: PathBuf,
+    pub pods_file: Option<PathBuf>,
+    /// Label selector of the client pods (Kubernetes source).
+    #[arg(long, default_value = "egress=external")]
+    pub selector: String,
+    /// Only pods in these namespaces are clients (comma-separated or
+    /// repeated); one watch per namespace. Default: all namespaces.
+    #[arg(long, value_delimiter = ',', value_name = "NAMESPACE")]
+    pub namespaces: Vec<String>,
+    /// Only pods in namespaces whose labels match this selector are clients.
+    #[arg(long, value_name = "SELECTOR")]
+    pub namespace_selector: Option<String>,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    pub metrics_addr: String,
     /// Destination CIDR never to NAT (repeatable); such packets are dropped.
     #[arg(long = "exclude-cidr", value_name = "CIDR")]
     pub exclude_cidrs: Vec<String>,
@@ -96,4 +110,8 @@ pub struct StatusArgs {
     /// The interface the gateway is attached to.
     #[arg(long, default_value = "eth0")]
     pub interface: String,
+    /// The agent's --metrics-addr as seen from this pod; `status` asks the
+    /// agent there first.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub agent_addr: String,
 }

@@ -5,5 +5,6 @@ pub mod datapath;
 pub mod gateway;
 pub mod join;
 pub mod netdev;
+pub mod observe;
 pub mod pods;
 pub mod status;

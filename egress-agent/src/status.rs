@@ -4,8 +4,9 @@ use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{Map, MapData, MapInfo};
+use egress_common::conntrack::FlowState;
 use egress_common::maps as names;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     cli::StatusArgs,
@@ -13,21 +14,22 @@ use crate::{
     netdev,
 };
 
-#[derive(Serialize)]
-struct Flow {
+#[derive(Serialize, Deserialize)]
+pub struct Flow {
     client_ip: Ipv4Addr,
     client_port: u16,
     client_outer_ip: Ipv4Addr,
     remote_ip: Ipv4Addr,
     remote_port: u16,
-    protocol: &'static str,
+    protocol: String,
     nat_port: u16,
-    state: &'static str,
+    state: String,
     idle_s: u64,
 }
 
-#[derive(Serialize)]
-struct Status {
+/// What `status` shows; also served by the agent at `/status`.
+#[derive(Serialize, Deserialize)]
+pub struct Status {
     interface: String,
     gateway_ip: Ipv4Addr,
     clients: Vec<Ipv4Addr>,
@@ -63,12 +65,11 @@ pub fn find_maps(ifindex: u32) -> Result<DatapathMaps> {
     bail!("no egress gateway is attached in this network namespace: is `egress-agent gateway` running here?")
 }
 
-pub fn run(args: StatusArgs) -> Result<()> {
-    let ifindex = netdev::ifindex(&args.interface)?;
-    let maps = find_maps(ifindex).context("reading the gateway's state")?;
+/// Reads the live state from the maps.
+pub fn collect(maps: &DatapathMaps, interface: &str) -> Result<Status> {
     let cfg = maps.read_config()?;
     let now = netdev::monotonic_ns();
-    let mut flows: Vec<Flow> = conntrack::flows(&maps)?
+    let mut flows: Vec<Flow> = conntrack::flows(maps)?
         .into_iter()
         .map(|e| Flow {
             client_ip: Ipv4Addr::from(u32::from_be(e.client_ip_be)),
@@ -76,15 +77,16 @@ pub fn run(args: StatusArgs) -> Result<()> {
             client_outer_ip: Ipv4Addr::from(u32::from_be(e.client_outer_ip_be)),
             remote_ip: Ipv4Addr::from(u32::from_be(e.remote_ip_be)),
             remote_port: u16::from_be(e.remote_port_be),
-            protocol: conntrack::protocol_name(e.protocol),
+            protocol: conntrack::protocol_name(e.protocol).to_string(),
             nat_port: u16::from_be(e.nat_port_be),
-            state: match egress_common::conntrack::FlowState::from_u8(e.state) {
-                egress_common::conntrack::FlowState::SynSent => "syn-sent",
-                egress_common::conntrack::FlowState::Open => "open",
-                egress_common::conntrack::FlowState::Closing => "closing",
-                egress_common::conntrack::FlowState::HalfClosedByClient => "fin-client",
-                egress_common::conntrack::FlowState::HalfClosedByRemote => "fin-remote",
-            },
+            state: match FlowState::from_u8(e.state) {
+                FlowState::SynSent => "syn-sent",
+                FlowState::Open => "open",
+                FlowState::Closing => "closing",
+                FlowState::HalfClosedByClient => "fin-client",
+                FlowState::HalfClosedByRemote => "fin-remote",
+            }
+            .to_string(),
             idle_s: now.saturating_sub(e.last_seen_ns) / 1_000_000_000,
         })
         .collect();
@@ -94,12 +96,34 @@ pub fn run(args: StatusArgs) -> Result<()> {
         .into_iter()
         .map(|(name, value)| (name.to_string(), serde_json::Value::from(value)))
         .collect();
-    let status = Status {
-        interface: args.interface.clone(),
+    Ok(Status {
+        interface: interface.to_string(),
         gateway_ip: Ipv4Addr::from(u32::from_be(cfg.gateway_ip_be)),
         clients: maps.client_ids()?.into_keys().collect(),
         flows,
         counters,
+    })
+}
+
+/// Asks the running agent, which owns the maps, then falls back to opening
+/// them by id. The agent is the normal path: looking up another process's
+/// BPF objects by id needs CAP_SYS_ADMIN, which the gateway container
+/// does not have.
+pub fn run(args: StatusArgs) -> Result<()> {
+    let status = match fetch_from_agent(&args.agent_addr) {
+        Ok(status) => status,
+        Err(http_err) => {
+            let from_maps = netdev::ifindex(&args.interface)
+                .and_then(find_maps)
+                .and_then(|maps| collect(&maps, &args.interface));
+            match from_maps {
+                Ok(status) => status,
+                Err(maps_err) => bail!(
+                    "no gateway answered at {} ({http_err:#}) and its maps could not be read ({maps_err:#}): is `egress-agent gateway` running in this pod? (pass --agent-addr if its --metrics-addr is not the default)",
+                    args.agent_addr
+                ),
+            }
+        }
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -107,6 +131,25 @@ pub fn run(args: StatusArgs) -> Result<()> {
         print_table(&status);
     }
     Ok(())
+}
+
+/// `GET /status` from the agent's HTTP endpoint.
+fn fetch_from_agent(addr: &str) -> Result<Status> {
+    use std::io::{Read, Write};
+    let socket: std::net::SocketAddr =
+        addr.parse().with_context(|| format!("invalid --agent-addr {addr:?}"))?;
+    let timeout = std::time::Duration::from_secs(5);
+    let mut stream = std::net::TcpStream::connect_timeout(&socket, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(stream, "GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").context("malformed HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("{}: {}", head.lines().next().unwrap_or(""), body.trim());
+    }
+    serde_json::from_str(body).context("the agent's /status is not valid JSON")
 }
 
 fn print_table(s: &Status) {

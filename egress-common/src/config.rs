@@ -1,9 +1,10 @@
 //! The datapath's configuration, written by the agent into the one-slot
 //! `CONFIG` array before the program is attached.
 
-/// Version of this layout; bumped whenever a field changes so an agent never
-/// adopts a program whose config it would misread.
-pub const CONFIG_LAYOUT_VERSION: u32 = 2;
+/// Version of this layout and of the map value types (3: `NatEntry` gained
+/// `client_id`); bumped whenever one changes so an agent never adopts a
+/// program whose maps it would misread.
+pub const CONFIG_LAYOUT_VERSION: u32 = 3;
 
 /// The fixed inner MAC the workers use for their tunnel next hop
 /// (`TUNNEL_GATEWAY_IP`). Locally administered, so it can never clash with a NIC.

@@ -11,6 +11,8 @@ pub const EXCLUDED_DESTINATIONS: &str = "EXCLUDED_DSTS";
 pub const CT_ORIGINAL: &str = "CT_ORIGINAL";
 /// `LruHashMap<FlowTuple, NatEntry>` keyed by the tuple replies arrive with.
 pub const CT_REPLY: &str = "CT_REPLY";
+/// `PerCpuArray<ClientTraffic>` indexed by client id (0 is never used).
+pub const CLIENT_TRAFFIC: &str = "CLIENT_TRAFFIC";
 /// `PerCpuArray<u64>` indexed by [`crate::counters::Counter`].
 pub const COUNTERS: &str = "COUNTERS";
 
@@ -22,10 +24,26 @@ pub const CLIENTS_MAX: u32 = 16_384;
 pub const EXCLUDED_DESTINATIONS_MAX: u32 = 1_024;
 pub const CT_MAX_DEFAULT: u32 = 131_072;
 
+/// Client ids run from 1 to this; CLIENT_TRAFFIC has one more slot.
+pub const CLIENT_ID_MAX: u32 = CLIENTS_MAX;
+
 /// A labeled pod allowed to use the gateway.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ClientInfo {
-    /// Stable small number for per-client accounting; 0 is never used.
+    /// Stable small number for per-client accounting, 1..=[`CLIENT_ID_MAX`];
+    /// 0 is never used.
     pub client_id: u32,
+}
+
+/// What one client sent and received through the gateway (one CPU's share).
+/// Packets count wire packets: a GSO super-packet counts as its segments.
+/// Bytes are IPv4 packet lengths, without the tunnel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ClientTraffic {
+    pub to_remote_packets: u64,
+    pub to_remote_bytes: u64,
+    pub to_client_packets: u64,
+    pub to_client_bytes: u64,
 }

@@ -2,7 +2,7 @@
 use crate::{
     config::GatewayConfig,
     conntrack::{FlowTuple, NatEntry},
-    maps::ClientInfo,
+    maps::{ClientInfo, ClientTraffic},
 };
 
 // SAFETY: all are #[repr(C)], Copy, contain only integers and byte arrays,
@@ -11,3 +11,4 @@ unsafe impl aya::Pod for GatewayConfig {}
 unsafe impl aya::Pod for FlowTuple {}
 unsafe impl aya::Pod for NatEntry {}
 unsafe impl aya::Pod for ClientInfo {}
+unsafe impl aya::Pod for ClientTraffic {}

@@ -9,7 +9,7 @@ use egress_common::{
     config::{GatewayConfig, CONFIG_LAYOUT_VERSION},
     conntrack::{FlowTuple, NatEntry},
     counters::{Counter, COUNTER_SLOTS},
-    maps::{ClientInfo, CLIENTS_MAX, CT_MAX_DEFAULT, EXCLUDED_DESTINATIONS_MAX},
+    maps::{ClientInfo, ClientTraffic, CLIENTS_MAX, CLIENT_ID_MAX, CT_MAX_DEFAULT, EXCLUDED_DESTINATIONS_MAX},
 };
 
 #[map]
@@ -31,6 +31,9 @@ pub static CT_REPLY: LruHashMap<FlowTuple, NatEntry> = LruHashMap::with_max_entr
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
+#[map]
+pub static CLIENT_TRAFFIC: PerCpuArray<ClientTraffic> = PerCpuArray::with_max_entries(CLIENT_ID_MAX + 1, 0);
+
 /// The configuration, once the agent has written a layout we understand.
 #[inline(always)]
 pub fn config() -> Option<&'static GatewayConfig> {
@@ -46,5 +49,40 @@ pub fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // Per-CPU slot: no other writer, a plain add is exact.
         unsafe { *slot += 1 };
+    }
+}
+
+/// Which way a packet of a client's flow went.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ToRemote,
+    ToClient,
+}
+
+/// Adds a forwarded packet (`segments` on the wire, `bytes` of IPv4) to
+/// its client's traffic.
+#[inline(always)]
+pub fn account(client_id: u32, direction: Direction, segments: u64, bytes: u64) {
+    if let Some(slot) = CLIENT_TRAFFIC.get_ptr_mut(client_id) {
+        // Per-CPU slot: no other writer.
+        let traffic = unsafe { &mut *slot };
+        if direction == Direction::ToRemote {
+            traffic.to_remote_packets += segments;
+            traffic.to_remote_bytes += bytes;
+        } else {
+            traffic.to_client_packets += segments;
+            traffic.to_client_bytes += bytes;
+        }
+    }
+}
+
+/// How many packets `ctx` is on the wire: a GSO super-packet is `gso_segs`.
+#[inline(always)]
+pub fn wire_segments(ctx: &aya_ebpf::programs::TcContext) -> u64 {
+    let segments = unsafe { (*ctx.skb.skb).gso_segs };
+    if segments == 0 {
+        1
+    } else {
+        segments as u64
     }
 }

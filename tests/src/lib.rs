@@ -14,6 +14,7 @@
 //! - [`topology`]: the cluster (nodes, pods, outside, Service VIP).
 //! - [`process`]: background processes with captured logs ([`process::Daemon`]).
 //! - [`agent`]: the `egress-agent` binary (gateway, join, status).
+//! - `apiserver` (feature `apiserver`): a fake Kubernetes API server for the watcher's tests.
 //! - [`scenario`]: the standard gateway setup used by the tests and the demo.
 //! - [`mod@reference`]: a plain-Linux gateway (VXLAN + MASQUERADE) as a baseline.
 //! - [`clients`]: curl / UDP / ping / iperf3 helpers returning parsed results.
@@ -23,6 +24,8 @@
 //! - [`util`]: root check, workspace paths, temp dirs, polling.
 
 pub mod agent;
+#[cfg(feature = "apiserver")]
+pub mod apiserver;
 pub mod cidr;
 pub mod clients;
 pub mod kubectl;

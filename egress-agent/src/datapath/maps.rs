@@ -4,14 +4,14 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use anyhow::{anyhow, Context, Result};
 use aya::maps::{
     lpm_trie::{Key, LpmTrie},
-    Array, HashMap, Map, MapData, PerCpuArray,
+    Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues,
 };
 use egress_common::{
     config::GatewayConfig,
     conntrack::{FlowTuple, NatEntry},
     counters::Counter,
     maps as names,
-    maps::ClientInfo,
+    maps::{ClientInfo, ClientTraffic},
 };
 
 pub struct DatapathMaps {
@@ -21,6 +21,7 @@ pub struct DatapathMaps {
     pub ct_original: HashMap<MapData, FlowTuple, NatEntry>,
     pub ct_reply: HashMap<MapData, FlowTuple, NatEntry>,
     pub counters: PerCpuArray<MapData, u64>,
+    pub client_traffic: PerCpuArray<MapData, ClientTraffic>,
 }
 
 impl DatapathMaps {
@@ -36,6 +37,7 @@ impl DatapathMaps {
             ct_original: get(names::CT_ORIGINAL)?.try_into().context(names::CT_ORIGINAL)?,
             ct_reply: get(names::CT_REPLY)?.try_into().context(names::CT_REPLY)?,
             counters: get(names::COUNTERS)?.try_into().context(names::COUNTERS)?,
+            client_traffic: get(names::CLIENT_TRAFFIC)?.try_into().context(names::CLIENT_TRAFFIC)?,
         })
     }
 
@@ -57,7 +59,16 @@ impl DatapathMaps {
         Ok(out)
     }
 
+    /// Allows `ip` as client `client_id`, whose traffic counts start at zero
+    /// (the id may have belonged to a client that left).
     pub fn add_client(&mut self, ip: Ipv4Addr, client_id: u32) -> Result<()> {
+        let zeroes = PerCpuValues::try_from(vec![
+            ClientTraffic::default();
+            aya::util::nr_cpus().map_err(|(_, e)| e)?
+        ])?;
+        self.client_traffic
+            .set(client_id, zeroes, 0)
+            .with_context(|| format!("resetting the traffic counters of client id {client_id}"))?;
         self.clients
             .insert(u32::from(ip).to_be(), ClientInfo { client_id }, 0)
             .with_context(|| format!("adding client {ip} (is the CLIENTS map full?)"))
@@ -87,5 +98,21 @@ impl DatapathMaps {
                 Ok((c.name(), per_cpu.iter().sum()))
             })
             .collect()
+    }
+}
+
+impl DatapathMaps {
+    /// A client's traffic summed over all CPUs.
+    pub fn client_traffic(&self, client_id: u32) -> Result<ClientTraffic> {
+        let per_cpu = self
+            .client_traffic
+            .get(&client_id, 0)
+            .with_context(|| format!("reading the traffic of client id {client_id}"))?;
+        Ok(per_cpu.iter().fold(ClientTraffic::default(), |sum, cpu| ClientTraffic {
+            to_remote_packets: sum.to_remote_packets + cpu.to_remote_packets,
+            to_remote_bytes: sum.to_remote_bytes + cpu.to_remote_bytes,
+            to_client_packets: sum.to_client_packets + cpu.to_client_packets,
+            to_client_bytes: sum.to_client_bytes + cpu.to_client_bytes,
+        }))
     }
 }

@@ -1,38 +1,71 @@
 //! `egress-agent gateway`: attach the datapath, keep its client list equal to
-//! the pod source's, sweep expired flows, exit cleanly on SIGTERM/SIGINT.
-mod reconcile;
+//! the pod source's, sweep expired flows, serve health and metrics, exit
+//! cleanly on SIGTERM/SIGINT.
+pub mod reconcile;
 mod settings;
 
-use std::time::Duration;
+use std::{
+    sync::{atomic::Ordering, Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 
+use self::settings::{Settings, SourceSettings};
 use crate::{
     cli::GatewayArgs,
     datapath::{conntrack, loader::Datapath},
     netdev,
-    pods::{file::FileSource, ClientSnapshot, PodSource},
+    observe::{
+        self,
+        metrics::{DatapathSample, GatewayMetrics},
+        Health,
+    },
+    pods::{file::FileSource, kubernetes::KubeSource, ClientSnapshot, PodSource, SourceHealth},
+    status,
 };
 
 pub fn run(args: GatewayArgs) -> Result<()> {
     // Everything a user can get wrong is checked before touching the kernel.
-    let settings = settings::Settings::from_args(&args)?;
-    let (source, first_snapshot) = FileSource::open(args.pods_file.clone())?;
+    let settings = Settings::from_args(&args)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(settings, Box::new(source), first_snapshot))
+    runtime.block_on(serve(settings))
 }
 
-async fn serve(
-    settings: settings::Settings,
-    source: Box<dyn PodSource>,
-    first: ClientSnapshot,
-) -> Result<()> {
+/// The pod source, and its first snapshot when it has one at once (a file).
+async fn open_source(settings: &SourceSettings) -> Result<(Box<dyn PodSource>, Option<ClientSnapshot>)> {
+    Ok(match settings {
+        SourceSettings::File(path) => {
+            let (source, first) = FileSource::open(path.clone())?;
+            (Box::new(source), Some(first))
+        }
+        SourceSettings::Kubernetes(selection) => {
+            (Box::new(KubeSource::connect(selection.clone()).await?), None)
+        }
+    })
+}
+
+async fn serve(settings: Settings) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let (source, first) = open_source(&settings.source).await?;
+    let gc_interval = Duration::from_secs(settings.gc_interval_s.max(1));
+
+    let source_health = Arc::new(SourceHealth::default());
+    // Liveness allows a few missed sweeps before it calls the loop stuck.
+    let health = Arc::new(Health::new(source_health.clone(), (3 * gc_interval.as_secs()).max(30)));
+    let metrics = Arc::new(GatewayMetrics {
+        sample: Mutex::new(DatapathSample::default()),
+        source: source_health.clone(),
+        ready: health.ready.clone(),
+    });
+    let (status_tx, mut status_requests) = tokio::sync::mpsc::channel::<observe::StatusRequest>(8);
+    let http = observe::serve(settings.metrics_addr, health.clone(), metrics.registry(), status_tx).await?;
+    let http_task = tokio::spawn(http);
 
     let mut datapath = Datapath::load(
         &settings.datapath_config,
@@ -41,19 +74,22 @@ async fn serve(
         settings.ebpf_object.as_deref(),
     )?;
     datapath.attach(&settings.interface.name)?;
-    let mut clients = reconcile::ClientTable::default();
-    clients.apply(&mut datapath.maps, &first)?;
     tracing::info!(
         interface = %settings.interface.name,
         gateway_ip = %settings.interface.ipv4,
-        clients = first.len(),
         source = %source.describe(),
-        "ready: datapath attached and client list applied"
+        metrics = %settings.metrics_addr,
+        "datapath attached; waiting for the client list"
     );
 
-    let (updates_tx, mut updates_rx) = tokio::sync::watch::channel(Some(first));
-    let source_task = tokio::spawn(source.run(updates_tx));
-    let mut gc = tokio::time::interval(Duration::from_secs(settings.gc_interval_s.max(1)));
+    let mut clients = reconcile::ClientTable::default();
+    // A snapshot that failed to apply, retried at every sweep until it
+    // succeeds or a newer one replaces it.
+    let mut pending: Option<ClientSnapshot> = None;
+    let (updates_tx, mut updates_rx) = tokio::sync::watch::channel(first);
+    updates_rx.mark_changed();
+    let source_task = tokio::spawn(source.run(updates_tx, source_health));
+    let mut gc = tokio::time::interval(gc_interval);
 
     loop {
         tokio::select! {
@@ -63,14 +99,11 @@ async fn serve(
                 if changed.is_err() {
                     anyhow::bail!("the pod source stopped unexpectedly");
                 }
-                let snapshot = updates_rx.borrow_and_update().clone();
-                if let Some(snapshot) = snapshot {
-                    // A failed update keeps the previous list; the next
-                    // change retries from the full snapshot.
-                    if let Err(err) = clients.apply(&mut datapath.maps, &snapshot) {
-                        tracing::error!("applying the client list: {err:#}");
-                    }
-                }
+                pending = updates_rx.borrow_and_update().clone();
+            }
+            Some(reply) = status_requests.recv() => {
+                let status = status::collect(&datapath.maps, &settings.interface.name).map_err(|e| format!("{e:#}"));
+                let _ = reply.send(status);
             }
             _ = gc.tick() => {
                 match conntrack::sweep_expired(&mut datapath.maps, netdev::monotonic_ns()) {
@@ -78,10 +111,38 @@ async fn serve(
                     Ok(n) => tracing::debug!(flows = n, "expired flows removed"),
                     Err(err) => tracing::warn!("conntrack sweep: {err:#}"),
                 }
+                match DatapathSample::take(&datapath.maps, &clients, &settings.datapath_config) {
+                    Ok(sample) => *metrics.sample.lock().unwrap_or_else(|p| p.into_inner()) = sample,
+                    Err(err) => tracing::warn!("reading the datapath for metrics: {err:#}"),
+                }
+                health.loop_alive();
+            }
+        }
+        if let Some(snapshot) = pending.take() {
+            // A failed update keeps what the maps hold and is retried.
+            match clients.apply(&mut datapath.maps, &snapshot) {
+                Ok(()) => {
+                    if let Ok(sample) =
+                        DatapathSample::take(&datapath.maps, &clients, &settings.datapath_config)
+                    {
+                        *metrics.sample.lock().unwrap_or_else(|p| p.into_inner()) = sample;
+                    }
+                    if !health.ready.swap(true, Ordering::Relaxed) {
+                        tracing::info!(
+                            clients = snapshot.len(),
+                            "ready: datapath attached and client list applied"
+                        );
+                    }
+                }
+                Err(err) => {
+                    tracing::error!("applying the client list (retrying at the next sweep): {err:#}");
+                    pending = Some(snapshot);
+                }
             }
         }
     }
     source_task.abort();
+    http_task.abort();
     drop(datapath);
     Ok(())
 }

@@ -1,6 +1,9 @@
 //! Turning command-line arguments into a validated configuration. Every
 //! mistake is refused here, with one line saying what to change.
-use std::net::Ipv4Addr;
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+};
 
 use anyhow::{bail, Result};
 use egress_common::{
@@ -8,7 +11,17 @@ use egress_common::{
     ports::ranges_overlap,
 };
 
-use crate::{cli::GatewayArgs, netdev};
+use crate::{
+    cli::GatewayArgs,
+    netdev,
+    pods::{kubernetes::Selection, selector::LabelSelector},
+};
+
+/// Where the clients come from.
+pub enum SourceSettings {
+    File(PathBuf),
+    Kubernetes(Selection),
+}
 
 pub struct Settings {
     pub interface: netdev::Interface,
@@ -17,6 +30,8 @@ pub struct Settings {
     pub gc_interval_s: u64,
     pub ebpf_object: Option<std::path::PathBuf>,
     pub datapath_config: GatewayConfig,
+    pub source: SourceSettings,
+    pub metrics_addr: SocketAddr,
 }
 
 pub fn parse_port_range(text: &str) -> Result<(u16, u16)> {
@@ -54,6 +69,13 @@ impl Settings {
         }
         let excluded =
             args.exclude_cidrs.iter().map(|c| netdev::parse_cidr(c)).collect::<Result<Vec<_>>>()?;
+        let source = source_settings(args)?;
+        let metrics_addr: SocketAddr = args.metrics_addr.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "invalid --metrics-addr {:?}: expected ADDRESS:PORT, like 0.0.0.0:9090",
+                args.metrics_addr
+            )
+        })?;
         let interface = netdev::Interface::lookup(&args.interface)?;
         let datapath_config = GatewayConfig {
             layout_version: CONFIG_LAYOUT_VERSION,
@@ -80,8 +102,44 @@ impl Settings {
             gc_interval_s: args.gc_interval_s,
             ebpf_object: args.ebpf_object.clone(),
             datapath_config,
+            source,
+            metrics_addr,
         })
     }
+}
+
+fn source_settings(args: &GatewayArgs) -> Result<SourceSettings> {
+    if let Some(path) = &args.pods_file {
+        return Ok(SourceSettings::File(path.clone()));
+    }
+    let pod_selector = LabelSelector::parse(&args.selector)
+        .map_err(|e| anyhow::anyhow!("invalid --selector {:?}: {e}", args.selector))?;
+    if pod_selector == LabelSelector::parse("")? {
+        bail!("--selector is empty: it would make every pod in the cluster a client; give a label such as egress=external");
+    }
+    let namespace_selector = match &args.namespace_selector {
+        Some(text) => Some(
+            LabelSelector::parse(text)
+                .map_err(|e| anyhow::anyhow!("invalid --namespace-selector {text:?}: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut namespaces = Vec::new();
+    for ns in &args.namespaces {
+        let ns = ns.trim();
+        let valid = !ns.is_empty()
+            && ns.len() <= 63
+            && ns.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !ns.starts_with('-')
+            && !ns.ends_with('-');
+        if !valid {
+            bail!("invalid --namespaces entry {ns:?}: a namespace name is lowercase letters, digits and '-'");
+        }
+        if !namespaces.iter().any(|n| n == ns) {
+            namespaces.push(ns.to_string());
+        }
+    }
+    Ok(SourceSettings::Kubernetes(Selection { pod_selector, namespaces, namespace_selector }))
 }
 
 #[cfg(test)]

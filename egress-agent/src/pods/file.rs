@@ -3,11 +3,15 @@
 //!
 //! Format: one IPv4 address a line, optionally followed by whitespace and a
 //! name; blank lines and `#` comments are ignored.
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
 
 use anyhow::{bail, Context, Result};
 
-use super::{ClientSnapshot, PodSource};
+use super::{unix_now_s, ClientIdentity, ClientSnapshot, PodSource, SourceHealth, SourceState};
 
 /// How often the file is checked. Edits take effect within this interval.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -38,7 +42,7 @@ pub fn parse(text: &str) -> Result<ClientSnapshot> {
             bail!("line {}: {addr:?} is not an IPv4 address", number + 1);
         };
         let name = fields.collect::<Vec<_>>().join(" ");
-        clients.insert(ip, name);
+        clients.insert(ip, ClientIdentity { name, uid: String::new() });
     }
     Ok(clients)
 }
@@ -57,8 +61,14 @@ impl PodSource for FileSource {
     fn run(
         self: Box<Self>,
         updates: tokio::sync::watch::Sender<Option<ClientSnapshot>>,
+        health: Arc<SourceHealth>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
         Box::pin(async move {
+            // The snapshot read by `open` is the first complete list.
+            health.synced.store(true, Ordering::Relaxed);
+            health.relists.fetch_add(1, Ordering::Relaxed);
+            health.last_sync_unix_s.store(unix_now_s(), Ordering::Relaxed);
+            health.set_state(SourceState::Watching);
             let mut last_error: Option<String> = None;
             loop {
                 tokio::time::sleep(POLL_INTERVAL).await;
@@ -70,6 +80,8 @@ impl PodSource for FileSource {
                 match read_snapshot(&self.path) {
                     Ok(snapshot) => {
                         last_error = None;
+                        health.set_state(SourceState::Watching);
+                        health.last_sync_unix_s.store(unix_now_s(), Ordering::Relaxed);
                         updates.send_if_modified(|current| {
                             if current.as_ref() == Some(&snapshot) {
                                 false
@@ -80,6 +92,8 @@ impl PodSource for FileSource {
                         });
                     }
                     Err(err) => {
+                        health.errors.fetch_add(1, Ordering::Relaxed);
+                        health.set_state(SourceState::Retrying);
                         // Keep the last good list; say so once per distinct error.
                         let text = format!("{err:#}");
                         if last_error.as_deref() != Some(&text) {
@@ -101,9 +115,9 @@ mod tests {
     fn parses_addresses_names_comments() {
         let s = parse("# clients\n10.0.0.1 web-1\n\n  10.0.0.2   # no name\n10.0.0.3 job a\n").unwrap();
         assert_eq!(s.len(), 3);
-        assert_eq!(s[&"10.0.0.1".parse().unwrap()], "web-1");
-        assert_eq!(s[&"10.0.0.2".parse().unwrap()], "");
-        assert_eq!(s[&"10.0.0.3".parse().unwrap()], "job a");
+        assert_eq!(s[&"10.0.0.1".parse().unwrap()].name, "web-1");
+        assert_eq!(s[&"10.0.0.2".parse().unwrap()].name, "");
+        assert_eq!(s[&"10.0.0.3".parse().unwrap()].name, "job a");
     }
 
     #[test]

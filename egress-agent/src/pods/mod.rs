@@ -1,11 +1,43 @@
 //! Where client pods come from. The datapath never knows which source fed
 //! it: every source produces complete snapshots of the allowed clients.
 pub mod file;
+pub mod kubernetes;
+pub mod selector;
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    net::Ipv4Addr,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering},
+        Arc,
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
 
-/// The complete set of clients at one moment: address -> a name for logs.
-pub type ClientSnapshot = BTreeMap<Ipv4Addr, String>;
+/// The complete set of clients at one moment, by address.
+pub type ClientSnapshot = BTreeMap<Ipv4Addr, ClientIdentity>;
+
+/// Who holds a client address. A changed identity for an address means
+/// another pod now holds it: the gateway forgets the old one's flows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// `namespace/name` for Kubernetes; the name on its line for a file.
+    pub name: String,
+    /// The pod's UID (Kubernetes only): tells apart two pods of one name.
+    pub uid: String,
+}
+
+impl std::fmt::Display for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)?;
+        if !self.uid.is_empty() {
+            write!(f, " uid={}", self.uid)?;
+        }
+        Ok(())
+    }
+}
 
 /// A source of client snapshots. Each published snapshot replaces the
 /// previous one; a source that loses its backend keeps quiet rather than
@@ -13,9 +45,68 @@ pub type ClientSnapshot = BTreeMap<Ipv4Addr, String>;
 pub trait PodSource: Send + 'static {
     /// Human-readable description for logs.
     fn describe(&self) -> String;
-    /// Runs until the receiver is gone, publishing snapshots as they change.
+    /// Runs until the receiver is gone, publishing snapshots as they change
+    /// (the first one once the source knows its complete list) and keeping
+    /// `health` current.
     fn run(
         self: Box<Self>,
         updates: tokio::sync::watch::Sender<Option<ClientSnapshot>>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+        health: Arc<SourceHealth>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// What the source is doing, for metrics and logs.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceState {
+    /// Not yet answered: the first list is pending.
+    Starting = 0,
+    /// Lists and watches succeed.
+    Watching = 1,
+    /// The last request failed; retrying with backoff, list kept.
+    Retrying = 2,
+}
+
+impl SourceState {
+    pub const ALL: [SourceState; 3] = [SourceState::Starting, SourceState::Watching, SourceState::Retrying];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceState::Starting => "starting",
+            SourceState::Watching => "watching",
+            SourceState::Retrying => "retrying",
+        }
+    }
+}
+
+/// Shared between the source (writer), readiness and metrics (readers).
+#[derive(Default)]
+pub struct SourceHealth {
+    /// A complete client list has been published at least once.
+    pub synced: AtomicBool,
+    state: AtomicU8,
+    /// Unix time of the last completed full list (or successful file read).
+    pub last_sync_unix_s: AtomicU64,
+    /// Completed full lists, the first included.
+    pub relists: AtomicU64,
+    /// Failed requests (each is retried).
+    pub errors: AtomicU64,
+}
+
+impl SourceHealth {
+    pub fn state(&self) -> SourceState {
+        match self.state.load(Ordering::Relaxed) {
+            1 => SourceState::Watching,
+            2 => SourceState::Retrying,
+            _ => SourceState::Starting,
+        }
+    }
+
+    pub fn set_state(&self, state: SourceState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+}
+
+pub fn unix_now_s() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

@@ -14,7 +14,7 @@ use crate::{
         load_l4, Ipv4Header, ETH_HLEN, ICMP_ID_OFF, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN,
         IP_DST_OFF, TUNNEL_OVERHEAD,
     },
-    maps::CT_REPLY,
+    maps::{account, wire_segments, Direction, CT_REPLY},
     tunnel::encap::push_tunnel,
     verdict::Verdict,
 };
@@ -37,14 +37,7 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv4Header) -> Ver
     if !cfg.is_nat_port(u16::from_be(ports.dst_port_be)) {
         return Verdict::NotOurs;
     }
-    let tuple = FlowTuple {
-        src_ip_be: ip.src_be,
-        dst_ip_be: ip.dst_be,
-        src_port_be: ports.src_port_be,
-        dst_port_be: ports.dst_port_be,
-        protocol: ip.protocol,
-        _pad: [0; 3],
-    };
+    let tuple = FlowTuple::new(ip.src_be, ip.dst_be, ports.src_port_be, ports.dst_port_be, ip.protocol);
     let now = conntrack::now_ns();
     let Some(ptr) = conntrack::lookup(cfg, Half::Reply, &tuple, now) else {
         // Echo replies may be the gateway pod's own pings; anything else on
@@ -96,8 +89,12 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv4Header) -> Ver
     if rewritten.is_err() {
         return Verdict::Drop(Counter::DropRewriteFailed);
     }
+    let bytes = (ctx.len() - ETH_HLEN as u32) as u64;
     match push_tunnel(ctx, cfg, &entry) {
-        Ok(()) => Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToClient },
+        Ok(()) => {
+            account(entry.client_id, Direction::ToClient, wire_segments(ctx), bytes);
+            Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToClient }
+        }
         Err(reason) => Verdict::Drop(reason),
     }
 }

@@ -11,9 +11,9 @@ use crate::{
     conntrack::{self, Half},
     csum,
     headers::{
-        load_l4, Ipv4Header, ICMP_ECHO_REQUEST, ICMP_ID_OFF, IPPROTO_ICMP, IPV4_HLEN, IP_SRC_OFF, TCP_SYN,
+        load_l4, Ipv4Header, ETH_HLEN, ICMP_ECHO_REQUEST, ICMP_ID_OFF, IPPROTO_ICMP, IPV4_HLEN, IP_SRC_OFF, TCP_SYN,
     },
-    maps::{count, CLIENTS, CT_ORIGINAL, EXCLUDED_DSTS},
+    maps::{account, count, wire_segments, Direction, CLIENTS, CT_ORIGINAL, EXCLUDED_DSTS},
     tunnel::decap::{parse_tunnel, strip_tunnel, INNER_IP_OFF},
     verdict::Verdict,
 };
@@ -31,9 +31,10 @@ pub fn from_client(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
 #[inline(always)]
 fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> Result<(), Counter> {
     // Only labeled pods may use the tunnel at all.
-    if unsafe { CLIENTS.get(&outer.src_be) }.is_none() {
+    let Some(client) = (unsafe { CLIENTS.get(&outer.src_be) }) else {
         return Err(Counter::DropUnknownClient);
-    }
+    };
+    let client_id = client.client_id;
     let inner = parse_tunnel(ctx, cfg)?;
     // The pod may only send as itself: its tunnel carries its own address.
     if inner.ip.src_be != outer.src_be {
@@ -54,14 +55,7 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
         return Err(Counter::DropUnsupportedProtocol);
     }
 
-    let tuple = FlowTuple {
-        src_ip_be: inner.ip.src_be,
-        dst_ip_be: inner.ip.dst_be,
-        src_port_be: ports.src_port_be,
-        dst_port_be: ports.dst_port_be,
-        protocol: inner.ip.protocol,
-        _pad: [0; 3],
-    };
+    let tuple = FlowTuple::new(inner.ip.src_be, inner.ip.dst_be, ports.src_port_be, ports.dst_port_be, inner.ip.protocol);
     let now = conntrack::now_ns();
     let bound = conntrack::lookup(cfg, Half::Original, &tuple, now).and_then(|ptr| {
         let entry = unsafe { &*ptr };
@@ -100,13 +94,17 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
                 client_mac: inner.client_mac,
                 tunnel_gateway_mac: inner.tunnel_gateway_mac,
                 last_seen_ns: now,
+                client_id,
+                _pad: 0,
             };
             conntrack::create_binding(cfg, &template)?.nat_port_be
         }
     };
 
     snat_v4_rewrite_headers(ctx, cfg, &inner.ip, ports.src_port_be, nat_port_be)?;
-    strip_tunnel(ctx)
+    strip_tunnel(ctx)?;
+    account(client_id, Direction::ToRemote, wire_segments(ctx), (ctx.len() - ETH_HLEN as u32) as u64);
+    Ok(())
 }
 
 /// Source address -> gateway, source port (or echo identifier) -> NAT port,

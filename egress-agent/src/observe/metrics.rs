@@ -1,0 +1,256 @@
+//! Prometheus text metrics. The main loop takes a [`DatapathSample`] at
+//! every sweep; a scrape encodes the latest sample and the pod source's
+//! health, so a scrape never touches the BPF maps itself.
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    sync::{atomic::Ordering, Arc, Mutex},
+};
+
+use anyhow::Result;
+use egress_common::{config::GatewayConfig, counters::Counter, maps::ClientTraffic};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
+    registry::Registry,
+};
+
+use crate::{
+    datapath::{conntrack, maps::DatapathMaps},
+    gateway::reconcile::ClientTable,
+    pods::{ClientIdentity, SourceHealth, SourceState},
+};
+
+/// What the datapath looked like at one moment.
+#[derive(Default, Debug)]
+pub struct DatapathSample {
+    pub flows_by_protocol: BTreeMap<&'static str, u64>,
+    /// NAT bindings held (one per flow).
+    pub nat_bindings: u64,
+    /// The most bindings towards one destination (address, port, protocol):
+    /// each takes one of that destination's NAT ports.
+    pub nat_ports_used_max: u64,
+    /// NAT ports each destination can have.
+    pub nat_ports_per_destination: u64,
+    pub counters: Vec<(&'static str, u64)>,
+    pub clients: Vec<ClientSample>,
+}
+
+#[derive(Debug)]
+pub struct ClientSample {
+    pub ip: Ipv4Addr,
+    pub identity: ClientIdentity,
+    pub traffic: ClientTraffic,
+}
+
+impl DatapathSample {
+    pub fn take(maps: &DatapathMaps, clients: &ClientTable, cfg: &GatewayConfig) -> Result<DatapathSample> {
+        let flows = conntrack::flows(maps)?;
+        let mut flows_by_protocol: BTreeMap<&'static str, u64> =
+            ["tcp", "udp", "icmp"].into_iter().map(|p| (p, 0)).collect();
+        let mut per_destination: BTreeMap<(u32, u16, u8), u64> = BTreeMap::new();
+        for flow in &flows {
+            *flows_by_protocol.entry(conntrack::protocol_name(flow.protocol)).or_default() += 1;
+            *per_destination.entry((flow.remote_ip_be, flow.remote_port_be, flow.protocol)).or_default() += 1;
+        }
+        let clients = clients
+            .clients()
+            .iter()
+            .map(|(ip, client)| {
+                Ok(ClientSample {
+                    ip: *ip,
+                    identity: client.identity.clone(),
+                    traffic: maps.client_traffic(client.id)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(DatapathSample {
+            flows_by_protocol,
+            nat_bindings: flows.len() as u64,
+            nat_ports_used_max: per_destination.values().copied().max().unwrap_or(0),
+            nat_ports_per_destination: (cfg.nat_port_max - cfg.nat_port_min) as u64 + 1,
+            counters: maps.counter_totals()?,
+            clients,
+        })
+    }
+}
+
+/// Everything a scrape reports.
+#[derive(Debug)]
+pub struct GatewayMetrics {
+    pub sample: Mutex<DatapathSample>,
+    pub source: Arc<SourceHealth>,
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl GatewayMetrics {
+    pub fn registry(self: &Arc<Self>) -> Registry {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self.clone()));
+        registry
+    }
+}
+
+impl std::fmt::Debug for SourceHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceHealth").field("state", &self.state()).finish()
+    }
+}
+
+/// Writes one metric family with one series per label set.
+fn family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    series: impl IntoIterator<Item = (Vec<(&'static str, String)>, M)>,
+) -> std::fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in series {
+        value.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn single<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: M,
+) -> std::fmt::Result {
+    let kind = value.metric_type();
+    value.encode(encoder.encode_descriptor(name, help, None, kind)?)
+}
+
+impl Collector for GatewayMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let e = &mut encoder;
+        let ready = self.ready.load(Ordering::Relaxed) as i64;
+        single(
+            e,
+            "egress_ready",
+            "1 once the datapath is attached and the first full pod list is applied",
+            ConstGauge::new(ready),
+        )?;
+
+        let source = &self.source;
+        let state = source.state();
+        family(
+            e,
+            "egress_pod_watch_state",
+            "1 for the pod source's current state: starting (first list pending), watching, retrying (API errors; the client list is kept)",
+            MetricType::Gauge,
+            SourceState::ALL.map(|s| (vec![("state", s.name().to_string())], ConstGauge::new((s == state) as i64))),
+        )?;
+        single(
+            e,
+            "egress_pod_last_sync_timestamp_seconds",
+            "Unix time of the last completed full pod list (file source: last successful read)",
+            ConstGauge::new(source.last_sync_unix_s.load(Ordering::Relaxed) as i64),
+        )?;
+        single(
+            e,
+            "egress_pod_relists",
+            "Completed full pod lists",
+            ConstCounter::new(source.relists.load(Ordering::Relaxed)),
+        )?;
+        single(
+            e,
+            "egress_pod_watch_errors",
+            "Failed list or watch requests (each retried with backoff)",
+            ConstCounter::new(source.errors.load(Ordering::Relaxed)),
+        )?;
+
+        let sample = self.sample.lock().unwrap_or_else(|p| p.into_inner());
+        single(
+            e,
+            "egress_clients",
+            "Pods allowed to use the gateway",
+            ConstGauge::new(sample.clients.len() as i64),
+        )?;
+        family(
+            e,
+            "egress_flows",
+            "Tracked flows by protocol",
+            MetricType::Gauge,
+            sample
+                .flows_by_protocol
+                .iter()
+                .map(|(p, n)| (vec![("protocol", p.to_string())], ConstGauge::new(*n as i64))),
+        )?;
+        single(
+            e,
+            "egress_nat_bindings",
+            "NAT bindings held (one per flow)",
+            ConstGauge::new(sample.nat_bindings as i64),
+        )?;
+        single(
+            e,
+            "egress_nat_ports_used_max",
+            "NAT ports in use towards the busiest destination (address, port, protocol)",
+            ConstGauge::new(sample.nat_ports_used_max as i64),
+        )?;
+        single(
+            e,
+            "egress_nat_ports_per_destination",
+            "NAT ports available towards each destination (the --nat-ports range)",
+            ConstGauge::new(sample.nat_ports_per_destination as i64),
+        )?;
+
+        let is_drop = |name: &str| name.starts_with("drop_");
+        family(
+            e,
+            "egress_drops",
+            "Packets dropped by the datapath, by reason",
+            MetricType::Counter,
+            sample.counters.iter().filter(|(n, _)| is_drop(n)).map(|(n, v)| {
+                (vec![("reason", n.trim_start_matches("drop_").to_string())], ConstCounter::new(*v))
+            }),
+        )?;
+        family(
+            e,
+            "egress_datapath_events",
+            "Datapath events other than drops (forwarded packets, flows created, ...)",
+            MetricType::Counter,
+            sample
+                .counters
+                .iter()
+                .filter(|(n, _)| !is_drop(n))
+                .map(|(n, v)| (vec![("event", n.to_string())], ConstCounter::new(*v))),
+        )?;
+
+        let per_client = |pick: fn(&ClientTraffic) -> (u64, u64)| {
+            sample.clients.iter().flat_map(move |c| {
+                let labels = |direction: &str| {
+                    vec![
+                        ("client", c.ip.to_string()),
+                        ("pod", c.identity.name.clone()),
+                        ("direction", direction.to_string()),
+                    ]
+                };
+                let (to_remote, to_client) = pick(&c.traffic);
+                [
+                    (labels("to_remote"), ConstCounter::new(to_remote)),
+                    (labels("to_client"), ConstCounter::new(to_client)),
+                ]
+            })
+        };
+        family(
+            e,
+            "egress_client_packets",
+            "Packets forwarded per client and direction (GSO packets count as their segments)",
+            MetricType::Counter,
+            per_client(|t| (t.to_remote_packets, t.to_client_packets)),
+        )?;
+        family(
+            e,
+            "egress_client_bytes",
+            "IPv4 bytes forwarded per client and direction, without the tunnel",
+            MetricType::Counter,
+            per_client(|t| (t.to_remote_bytes, t.to_client_bytes)),
+        )?;
+        debug_assert!(Counter::ALL.len() == sample.counters.len() || sample.counters.is_empty());
+        Ok(())
+    }
+}
