@@ -1,6 +1,6 @@
 //! Command-line interface. The forms documented in the README are a
 //! contract: scripts and manifests rely on them.
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use egress_common::config::*;
@@ -84,9 +84,10 @@ pub struct GatewayArgs {
 
 #[derive(Args, Clone, Debug)]
 pub struct JoinArgs {
-    /// The gateway's tunnel address: the Service ClusterIP.
+    /// The gateway's tunnel address: the Service's ClusterIP or DNS name
+    /// (e.g. egress-gateway.egress-system.svc).
     #[arg(long)]
-    pub gateway: Ipv4Addr,
+    pub gateway: String,
     /// Destinations that stay on eth0 (pod and service CIDRs; repeatable).
     #[arg(long = "cluster-cidr", value_name = "CIDR")]
     pub cluster_cidrs: Vec<String>,
@@ -100,6 +101,18 @@ pub struct JoinArgs {
     /// Name of the tunnel device to create.
     #[arg(long, default_value = "egress0")]
     pub device: String,
+    /// The pod's labels as a Downward API file: when given, the pod joins
+    /// only while its labels match --selector and otherwise leaves (removes
+    /// the tunnel, restores direct egress).
+    #[arg(long, value_name = "PATH")]
+    pub labels_file: Option<PathBuf>,
+    /// The labels that put a pod behind the gateway (with --labels-file).
+    #[arg(long, default_value = "egress=external")]
+    pub selector: String,
+    /// Keep running and re-apply the decision whenever the labels change
+    /// (a native sidecar), instead of applying it once.
+    #[arg(long)]
+    pub follow: bool,
 }
 
 #[derive(Args, Clone, Debug)]

@@ -1,18 +1,118 @@
-//! `egress-agent join`: run once in a worker pod's network namespace (an
-//! init container). Creates the VXLAN device to the gateway's Service
-//! address, keeps the cluster's own CIDRs (and the tunnel's outer packets)
-//! on eth0, and points the default route into the tunnel. Fail closed: with
-//! no gateway answering, external traffic goes nowhere rather than out of
-//! the node with the node's address. Idempotent.
-use std::{net::Ipv4Addr, process::Command};
+//! `egress-agent join`: in a worker pod's network namespace (an init
+//! container, and optionally a native sidecar with `--follow`). Creates the
+//! VXLAN device to the gateway's Service address, keeps the cluster's own
+//! CIDRs (and the tunnel's outer packets) on eth0, and points the default
+//! route into the tunnel. Fail closed: with no gateway answering, external
+//! traffic goes nowhere rather than out of the node with the node's
+//! address. Idempotent.
+//!
+//! With `--labels-file` (the pod's labels through the Downward API) the
+//! label decides: a pod that does not match `--selector` leaves instead,
+//! which removes the tunnel and restores direct egress. That makes removing
+//! the label a rollback, for running pods too when `--follow` is on.
+use std::{
+    net::{Ipv4Addr, ToSocketAddrs},
+    path::Path,
+    process::Command,
+    time::Duration,
+};
 
 use anyhow::{bail, Context, Result};
 use egress_common::config::{TUNNEL_GATEWAY_IP, TUNNEL_GATEWAY_MAC, TUNNEL_OVERHEAD};
 use serde_json::Value;
 
-use crate::{cli::JoinArgs, netdev};
+use crate::{cli::JoinArgs, netdev, pods::selector::LabelSelector};
+
+/// How often `--follow` re-reads the labels file. The kubelet refreshes it
+/// on its own period (about a minute), which dominates the delay.
+const FOLLOW_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decision {
+    Join,
+    Leave,
+}
 
 pub fn run(args: JoinArgs) -> Result<()> {
+    let selector = LabelSelector::parse(&args.selector)
+        .map_err(|e| anyhow::anyhow!("invalid --selector {:?}: {e}", args.selector))?;
+    if !args.follow {
+        return apply(&args, decide(&args, &selector)?);
+    }
+    // A sidecar: errors are reported and retried, never fatal; the pod's
+    // routing stays as it was until the next attempt succeeds.
+    let mut applied: Option<Decision> = None;
+    loop {
+        match decide(&args, &selector) {
+            Ok(decision) if Some(decision) != applied => match apply(&args, decision) {
+                Ok(()) => applied = Some(decision),
+                Err(err) => eprintln!("egress-agent: error: {err:#} (retrying)"),
+            },
+            Ok(_) => {}
+            Err(err) => eprintln!("egress-agent: error: {err:#} (retrying)"),
+        }
+        std::thread::sleep(FOLLOW_INTERVAL);
+    }
+}
+
+/// Join unless the labels file says the pod is not selected.
+fn decide(args: &JoinArgs, selector: &LabelSelector) -> Result<Decision> {
+    let Some(path) = &args.labels_file else { return Ok(Decision::Join) };
+    let labels = read_labels_file(path)?;
+    Ok(if selector.matches(&labels) { Decision::Join } else { Decision::Leave })
+}
+
+/// Parses the Downward API's `metadata.labels` file: one `key="value"` a line.
+fn read_labels_file(path: &Path) -> Result<std::collections::BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read --labels-file {}: mount metadata.labels there with a downwardAPI volume",
+            path.display()
+        )
+    })?;
+    let mut labels = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Some((key, quoted)) = line.split_once('=') else {
+            bail!("--labels-file {}: {line:?} is not key=\"value\"", path.display());
+        };
+        let value = quoted
+            .trim()
+            .trim_start_matches('"')
+            .trim_end_matches('"')
+            .replace("\\\"", "\"")
+            .replace("\\\\", "\\");
+        labels.insert(key.trim().to_string(), value);
+    }
+    Ok(labels)
+}
+
+fn apply(args: &JoinArgs, decision: Decision) -> Result<()> {
+    match decision {
+        Decision::Join => join(args),
+        Decision::Leave => leave(args),
+    }
+}
+
+/// The gateway Service's address: an IPv4 address as given, or the first
+/// IPv4 address its DNS name resolves to.
+fn resolve_gateway(gateway: &str) -> Result<Ipv4Addr> {
+    if let Ok(ip) = gateway.parse() {
+        return Ok(ip);
+    }
+    let addrs = (gateway, 0)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve --gateway {gateway:?}: is the gateway Service deployed?"))?;
+    addrs
+        .filter_map(|a| match a {
+            std::net::SocketAddr::V4(v4) => Some(*v4.ip()),
+            _ => None,
+        })
+        .next()
+        .with_context(|| format!("--gateway {gateway:?} has no IPv4 address"))
+}
+
+fn join(args: &JoinArgs) -> Result<()> {
+    let gateway = resolve_gateway(&args.gateway)?;
     let cluster_cidrs: Vec<(Ipv4Addr, u8)> =
         args.cluster_cidrs.iter().map(|c| netdev::parse_cidr(c)).collect::<Result<_>>()?;
     if cluster_cidrs.is_empty() {
@@ -26,7 +126,7 @@ pub fn run(args: JoinArgs) -> Result<()> {
     let eth_mtu = link_mtu(eth)?;
     let node_gateway = node_gateway(eth)?;
 
-    ensure_vxlan_device(&args, pod_ip)?;
+    ensure_vxlan_device(args, gateway, pod_ip)?;
     ip(&["link", "set", &args.device, "mtu", &(eth_mtu - TUNNEL_OVERHEAD as u32).to_string(), "up"])?;
     let next_hop = Ipv4Addr::from(TUNNEL_GATEWAY_IP).to_string();
     let mac = TUNNEL_GATEWAY_MAC.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
@@ -35,7 +135,7 @@ pub fn run(args: JoinArgs) -> Result<()> {
     // The tunnel's own outer packets, and the cluster, stay on eth0.
     // `onlink`: CNIs like Calico give pods a /32 and a next hop outside it.
     let via = node_gateway.to_string();
-    let vip = format!("{}/32", args.gateway);
+    let vip = format!("{gateway}/32");
     ip(&["route", "replace", &vip, "via", &via, "dev", eth, "onlink"])?;
     for (addr, len) in &cluster_cidrs {
         ip(&["route", "replace", &format!("{addr}/{len}"), "via", &via, "dev", eth, "onlink"])?;
@@ -53,12 +153,31 @@ pub fn run(args: JoinArgs) -> Result<()> {
         &pod_ip.to_string(),
     ])?;
     println!(
-        "joined: external traffic of {pod_ip} goes through {} to {} (VNI {}, port {}); {} cluster CIDRs stay on {eth}",
+        "joined: external traffic of {pod_ip} goes through {} to {gateway} (VNI {}, port {}); {} cluster CIDRs stay on {eth}",
         args.device,
-        args.gateway,
         args.vni,
         args.vxlan_port,
         cluster_cidrs.len()
+    );
+    Ok(())
+}
+
+/// Undoes `join`: the default route goes back to the node via eth0 first
+/// (so there is no moment without one), then the tunnel device goes. The
+/// routes to the cluster CIDRs stay: they are the same as the default's.
+/// Nothing to do when there is no tunnel device; the gateway is not needed.
+fn leave(args: &JoinArgs) -> Result<()> {
+    let eth = &args.interface;
+    if ip_json(&["link", "show", "dev", &args.device]).is_err() {
+        println!("not joined: the pod's labels do not match {:?}; egress stays direct", args.selector);
+        return Ok(());
+    }
+    let via = node_gateway(eth)?.to_string();
+    ip(&["route", "replace", "default", "via", &via, "dev", eth, "onlink"])?;
+    ip(&["link", "del", &args.device])?;
+    println!(
+        "left: the pod's labels no longer match {:?}; external traffic goes directly via {eth}",
+        args.selector
     );
     Ok(())
 }
@@ -115,14 +234,14 @@ fn tunnel_device_mac(pod_ip: Ipv4Addr) -> String {
 }
 
 /// Creates the VXLAN device, or re-creates it if it exists with other settings.
-fn ensure_vxlan_device(args: &JoinArgs, pod_ip: Ipv4Addr) -> Result<()> {
+fn ensure_vxlan_device(args: &JoinArgs, gateway: Ipv4Addr, pod_ip: Ipv4Addr) -> Result<()> {
     let mac = tunnel_device_mac(pod_ip);
     let existing = ip_json(&["-d", "link", "show", "dev", &args.device]).ok();
     if let Some(link) = existing.as_ref().and_then(|l| l.get(0)) {
         let data = &link["linkinfo"]["info_data"];
         let same = link["linkinfo"]["info_kind"] == "vxlan"
             && data["id"].as_u64() == Some(args.vni as u64)
-            && data["remote"].as_str() == Some(&args.gateway.to_string())
+            && data["remote"].as_str() == Some(&gateway.to_string())
             && data["port"].as_u64() == Some(args.vxlan_port as u64)
             && link["address"].as_str() == Some(mac.as_str());
         if same {
@@ -143,7 +262,7 @@ fn ensure_vxlan_device(args: &JoinArgs, pod_ip: Ipv4Addr) -> Result<()> {
         "id",
         &args.vni.to_string(),
         "remote",
-        &args.gateway.to_string(),
+        &gateway.to_string(),
         "local",
         &pod_ip.to_string(),
         "dev",

@@ -1,6 +1,8 @@
 //! `egress-agent join` on its own: the routes and device it leaves in a pod
 //! namespace, on pod networks other than the bridge one the cluster uses.
 use egress_tests::{agent::agent_binary, netns, require_root, Netns};
+use std::time::Duration;
+
 use serde_json::Value;
 
 /// A pod namespace shaped like Calico's: a /32 address and a link-local
@@ -113,4 +115,101 @@ fn join_refuses_bad_input_with_one_line() {
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.contains("10.50.0.0/33"), "{err}");
     assert!(routes(&pod).iter().any(|r| r["dst"] == "default" && r["dev"] == "eth0"), "nothing changed");
+}
+
+/// Writes a Downward API `metadata.labels` file (`key="value"` lines).
+fn write_labels(path: &std::path::Path, labels: &[(&str, &str)]) {
+    let text: String = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+fn labels_file() -> egress_tests::util::TempDir {
+    egress_tests::util::TempDir::new("join-labels").unwrap()
+}
+
+fn join_with_labels(pod: &Netns, labels: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let bin = agent_binary().unwrap_or_else(|e| panic!("{e:#}"));
+    let mut args =
+        vec![bin.to_str().unwrap(), "join", "--gateway", "10.96.0.10", "--cluster-cidr", "10.50.0.0/16"];
+    args.extend(["--labels-file", labels.to_str().unwrap(), "--selector", "egress=external"]);
+    args.extend(extra);
+    pod.exec(&args).unwrap_or_else(|e| panic!("join failed: {e:#}"))
+}
+
+#[test]
+fn the_label_decides_join_or_leave() {
+    let (_node, pod) = calico_style_pod();
+    let dir = labels_file();
+    let labels = dir.path().join("labels");
+
+    // Unlabeled: nothing changes, and the gateway is not even resolved (an
+    // unresolvable name must not keep unlabeled pods from starting).
+    write_labels(&labels, &[("app", "web")]);
+    let bin = agent_binary().unwrap();
+    let out = pod
+        .exec(&[
+            bin.to_str().unwrap(),
+            "join",
+            "--gateway",
+            "no-such-gateway.invalid",
+            "--labels-file",
+            labels.to_str().unwrap(),
+        ])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not joined"));
+    assert_eq!(route(&routes(&pod), "default")["dev"], "eth0");
+    assert!(pod.ip(&["link", "show", "egress0"]).is_err(), "no tunnel device for an unlabeled pod");
+
+    // Labeled: joined.
+    write_labels(&labels, &[("app", "web"), ("egress", "external")]);
+    join_with_labels(&pod, &labels, &[]);
+    assert_eq!(route(&routes(&pod), "default")["dev"], "egress0");
+
+    // The label removed: the next run leaves, and the default route goes
+    // back to the node before the device is deleted.
+    write_labels(&labels, &[("app", "web")]);
+    let out = join_with_labels(&pod, &labels, &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("left"), "{out:?}");
+    let r = routes(&pod);
+    let default = route(&r, "default");
+    assert_eq!((default["dev"].as_str(), default["gateway"].as_str()), (Some("eth0"), Some("169.254.1.1")));
+    assert!(pod.ip(&["link", "show", "egress0"]).is_err(), "tunnel device removed");
+}
+
+#[test]
+fn follow_moves_a_running_pod_onto_and_off_the_gateway() {
+    let (_node, pod) = calico_style_pod();
+    let dir = labels_file();
+    let labels = dir.path().join("labels");
+    write_labels(&labels, &[("app", "web")]);
+    let bin = agent_binary().unwrap();
+    let args = [
+        bin.to_str().unwrap(),
+        "join",
+        "--gateway",
+        "10.96.0.10",
+        "--cluster-cidr",
+        "10.50.0.0/16",
+        "--labels-file",
+        labels.to_str().unwrap(),
+        "--follow",
+    ];
+    let _sidecar = egress_tests::Daemon::spawn(&pod, "join-follow", &args).unwrap();
+    let default_dev = || routes(&pod).iter().find(|r| r["dst"] == "default").map(|r| r["dev"].clone());
+    let wait_for = |dev: &str| {
+        let via_dev = || Ok(default_dev().is_some_and(|d| d == dev).then_some(()));
+        egress_tests::util::wait_for(
+            &format!("the default route via {dev}"),
+            Duration::from_secs(15),
+            Duration::from_millis(200),
+            via_dev,
+        )
+        .unwrap_or_else(|e| panic!("{e:#}; now {:?}", default_dev()))
+    };
+    wait_for("eth0");
+    write_labels(&labels, &[("app", "web"), ("egress", "external")]);
+    wait_for("egress0");
+    write_labels(&labels, &[("app", "web")]);
+    wait_for("eth0");
+    assert!(pod.ip(&["link", "show", "egress0"]).is_err(), "tunnel device removed on rollback");
 }

@@ -16,10 +16,9 @@ use std::sync::OnceLock;
 use egress_tests::util::workspace_root;
 use serde_json::Value;
 
-/// The gateway container's capabilities, exactly. BPF and NET_ADMIN load and
-/// attach the TC program; PERFMON is there until the program verifies
-/// without the verifier's Spectre v1 bypass (see gateway-deployment.yaml).
-const GATEWAY_CAPABILITIES: &[&str] = &["BPF", "NET_ADMIN", "PERFMON"];
+/// The gateway container's capabilities, exactly: BPF and NET_ADMIN load and
+/// attach the TC program (the agent is tested with exactly these).
+const GATEWAY_CAPABILITIES: &[&str] = &["BPF", "NET_ADMIN"];
 /// The label that makes a pod a client, everywhere it is used.
 const CLIENT_LABEL: (&str, &str) = ("egress", "external");
 /// Kustomizations that must exist, so a rename can't quietly shrink what is checked.
