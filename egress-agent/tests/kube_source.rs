@@ -183,6 +183,11 @@ async fn a_dropped_watch_resumes_without_losing_events() {
     server.apply_pod(&FakePod::labeled("apps", "web", ip(1)));
     let mut w = watch_with(&server, selection(&[], None)).await;
     expect_clients(&mut w, &[ip(1)], CATCH_UP).await;
+    let start = Instant::now();
+    while server.open_watches() == 0 {
+        assert!(start.elapsed() < CATCH_UP, "the watch never opened: {:?}", server.requests());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     server.drop_watches();
     // The watch is re-opened from where it was, with no full list (a relist
@@ -221,6 +226,24 @@ async fn gone_410_relists_and_removes_what_vanished_meanwhile() {
 
     expect_clients(&mut w, &[ip(2), ip(3)], CATCH_UP).await;
     assert!(w.health.relists.load(Ordering::Relaxed) >= 2, "410 must lead to a full list");
+}
+
+#[tokio::test]
+async fn gone_410_as_an_http_status_relists_too() {
+    let server = FakeApiServer::start().unwrap();
+    server.set_gone_as_status(true);
+    server.apply_pod(&FakePod::labeled("apps", "web", ip(1)));
+    let mut w = watch_with(&server, selection(&[], None)).await;
+    expect_clients(&mut w, &[ip(1)], CATCH_UP).await;
+
+    server.set_outage(true);
+    server.delete_pod("apps", "web");
+    server.apply_pod(&FakePod::labeled("apps", "api", ip(2)));
+    server.expire_history();
+    server.set_outage(false);
+
+    expect_clients(&mut w, &[ip(2)], CATCH_UP).await;
+    assert!(w.health.relists.load(Ordering::Relaxed) >= 2, "a 410 status must lead to a full list");
 }
 
 #[tokio::test]

@@ -68,6 +68,9 @@ struct Store {
     /// Watches from versions older than this get 410 Gone.
     compacted_at: u64,
     outage: bool,
+    /// Answer an expired watch with an HTTP 410 status instead of a 200
+    /// carrying a 410 ERROR event (API servers do both).
+    gone_as_status: bool,
     next_uid: u64,
     /// `METHOD path?query` of every request, in order.
     requests: Vec<String>,
@@ -76,6 +79,17 @@ struct Store {
 struct Shared {
     store: Mutex<Store>,
     signals: broadcast::Sender<Signal>,
+    /// Watches currently streaming (subscribed to `signals`).
+    open_watches: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a watch as open for as long as it lives.
+struct OpenWatch(Arc<Shared>);
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.open_watches.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A pod as the tests describe it.
@@ -139,10 +153,12 @@ impl FakeApiServer {
                 history: Vec::new(),
                 compacted_at: 0,
                 outage: false,
+                gone_as_status: false,
                 next_uid: 1,
                 requests: Vec::new(),
             }),
             signals,
+            open_watches: Default::default(),
         });
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = Router::new()
@@ -247,12 +263,20 @@ impl FakeApiServer {
     /// gets `410 Gone`, and open watches are sent 410 and closed, so every
     /// client must list again.
     pub fn expire_history(&self) {
-        {
+        let as_status = {
             let mut store = self.lock();
             store.compacted_at = store.resource_version + 1;
             store.history.clear();
-        }
-        let _ = self.shared.signals.send(Signal::Gone);
+            store.gone_as_status
+        };
+        // With 410 as a status, open watches just end; the resumed one gets it.
+        let _ = self.shared.signals.send(if as_status { Signal::Drop } else { Signal::Gone });
+    }
+
+    /// From now on, say `410 Gone` as an HTTP status rather than as a watch
+    /// ERROR event.
+    pub fn set_gone_as_status(&self, on: bool) {
+        self.lock().gone_as_status = on;
     }
 
     /// While on, every request fails with 503 and open watches are dropped.
@@ -261,6 +285,11 @@ impl FakeApiServer {
         if on {
             self.drop_watches();
         }
+    }
+
+    /// How many watch streams are open now.
+    pub fn open_watches(&self) -> usize {
+        self.shared.open_watches.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// `GET path?query` of every request so far.
@@ -450,6 +479,9 @@ fn watch(shared: Arc<Shared>, scope: Scope, q: ListParams) -> Response {
         let store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
         if from != 0 && from < store.compacted_at {
             let message = format!("too old resource version: {from} ({})", store.compacted_at);
+            if store.gone_as_status {
+                return status_response(StatusCode::GONE, "Expired", &message);
+            }
             let _ = tx.unbounded_send(line(
                 json!({ "type": "ERROR", "object": status_json(410, "Expired", &message) }),
             ));
@@ -458,7 +490,10 @@ fn watch(shared: Arc<Shared>, scope: Scope, q: ListParams) -> Response {
         }
     }
 
+    shared.open_watches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let open = OpenWatch(shared.clone());
     tokio::spawn(async move {
+        let _open = open;
         let mut sent_up_to = from;
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);

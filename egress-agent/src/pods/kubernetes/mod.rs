@@ -118,19 +118,14 @@ impl PodSource for KubeSource {
                 .into_iter()
                 .enumerate()
                 .map(|(i, api)| {
-                    watcher(api, pod_config.clone())
-                        .backoff(WatchBackoff::default())
-                        .map(move |ev| Update::Pods(i, ev))
-                        .boxed()
+                    relisting_watcher(api, pod_config.clone()).map(move |ev| Update::Pods(i, ev)).boxed()
                 })
                 .collect();
             if let Some(selector) = &namespace_selector {
                 let config =
                     watcher::Config::default().labels(&selector.to_string()).timeout(WATCH_TIMEOUT_S);
                 let api: Api<Namespace> = Api::all(self.client.clone());
-                streams.push(
-                    watcher(api, config).backoff(WatchBackoff::default()).map(Update::Namespaces).boxed(),
-                );
+                streams.push(relisting_watcher(api, config).map(Update::Namespaces).boxed());
             }
             let mut index = PodIndex::new(
                 streams.len() - namespace_selector.is_some() as usize,
@@ -168,6 +163,53 @@ impl PodSource for KubeSource {
             }
         })
     }
+}
+
+type WatchEvents<K> = BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
+
+/// A kube-runtime watcher with our backoff that starts over from a full
+/// list when a server answers a resumed watch with an HTTP `410 Gone`
+/// status. kube-runtime re-lists after a 410 sent as a watch ERROR event
+/// (what kube-apiserver usually does) but would retry the expired version
+/// forever after a 410 status, never seeing the cluster again.
+fn relisting_watcher<K>(api: Api<K>, config: watcher::Config) -> WatchEvents<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    enum Run<K> {
+        Start,
+        Restart,
+        Running(WatchEvents<K>),
+    }
+    futures::stream::unfold(Run::Start, move |run| {
+        let (api, config) = (api.clone(), config.clone());
+        async move {
+            let mut events = match run {
+                Run::Running(events) => events,
+                Run::Start | Run::Restart => {
+                    if matches!(run, Run::Restart) {
+                        // A server that answers every watch with 410 must
+                        // not be listed in a tight loop.
+                        tokio::time::sleep(backoff::MAX_DELAY / 5).await;
+                    }
+                    watcher(api, config).backoff(WatchBackoff::default()).boxed()
+                }
+            };
+            let event = events.next().await?;
+            let next =
+                if event.as_ref().is_err_and(is_gone_status) { Run::Restart } else { Run::Running(events) };
+            Some((event, next))
+        }
+    })
+    .boxed()
+}
+
+fn is_gone_status(err: &watcher::Error) -> bool {
+    matches!(
+        err,
+        watcher::Error::WatchStartFailed(kube::Error::Api(status)) | watcher::Error::WatchFailed(kube::Error::Api(status))
+            if status.code == 410
+    )
 }
 
 /// Folds one update into the index and the health record; returns whether
