@@ -77,6 +77,8 @@ pub fn account(client_id: u32, direction: Direction, segments: u64, bytes: u64) 
 }
 
 /// How many packets `ctx` is on the wire: a GSO super-packet is `gso_segs`.
+/// Read it before `bpf_skb_adjust_room`, which sets a GSO packet's
+/// `gso_segs` to 0 for the stack to recompute.
 #[inline(always)]
 pub fn wire_segments(ctx: &aya_ebpf::programs::TcContext) -> u64 {
     let segments = unsafe { (*ctx.skb.skb).gso_segs };

@@ -90,9 +90,12 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv4Header) -> Ver
         return Verdict::Drop(Counter::DropRewriteFailed);
     }
     let bytes = (ctx.len() - ETH_HLEN as u32) as u64;
+    // Before the tunnel is pushed: bpf_skb_adjust_room zeroes a GSO
+    // packet's gso_segs, which would count it as one packet.
+    let segments = wire_segments(ctx);
     match push_tunnel(ctx, cfg, &entry) {
         Ok(()) => {
-            account(entry.client_id, Direction::ToClient, wire_segments(ctx), bytes);
+            account(entry.client_id, Direction::ToClient, segments, bytes);
             Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToClient }
         }
         Err(reason) => Verdict::Drop(reason),

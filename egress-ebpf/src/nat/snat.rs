@@ -102,8 +102,11 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
     };
 
     snat_v4_rewrite_headers(ctx, cfg, &inner.ip, ports.src_port_be, nat_port_be)?;
+    // Before the tunnel goes: bpf_skb_adjust_room zeroes a GSO packet's
+    // gso_segs ("to be recomputed"), which would count it as one packet.
+    let segments = wire_segments(ctx);
     strip_tunnel(ctx)?;
-    account(client_id, Direction::ToRemote, wire_segments(ctx), (ctx.len() - ETH_HLEN as u32) as u64);
+    account(client_id, Direction::ToRemote, segments, (ctx.len() - ETH_HLEN as u32) as u64);
     Ok(())
 }
 
