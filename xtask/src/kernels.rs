@@ -2,7 +2,14 @@
 //! booted under qemu by the shared kernel-matrix tool. There, the packet
 //! scenarios run against the real 6.1 verifier and helpers, and the agent
 //! attaches (netlink clsact, not TCX), reports status and detaches on
-//! SIGTERM.
+//! SIGTERM, holding exactly the gateway container's capabilities
+//! (NET_ADMIN and BPF), while `status` runs with none; without NET_ADMIN
+//! it must refuse to start.
+//!
+//! The VM's userland has only busybox's `setpriv`, which cannot limit the
+//! bounding set (and for uid 0 the bounding set is what decides the
+//! capabilities after exec), so the host's util-linux `setpriv` is copied
+//! in, with its libraries.
 use std::{path::PathBuf, process::Command};
 
 use anyhow::{bail, Context, Result};
@@ -10,7 +17,8 @@ use anyhow::{bail, Context, Result};
 use crate::run::{status, workspace_root};
 
 /// egress-agent's BPF_PROG_TEST_RUN test files, run inside the VM.
-const PACKET_SCENARIOS: &[&str] = &["prog_snat", "prog_rev_nat", "prog_drops", "prog_sweep"];
+const PACKET_SCENARIOS: &[&str] =
+    &["prog_snat", "prog_rev_nat", "prog_drops", "prog_sweep", "prog_accounting"];
 
 /// The kernel package; override with EGRESS_TEST_KERNEL.
 const DEFAULT_KERNEL: &str = "linux-image-6.1.0-56-amd64";
@@ -44,6 +52,27 @@ fn packet_scenario_binaries() -> Result<Vec<PathBuf>> {
     Ok(binaries)
 }
 
+/// The host's util-linux `setpriv` (busybox's has no `--bounding-set`).
+fn util_linux_setpriv() -> Result<PathBuf> {
+    let path = egress_tests::tools::which("setpriv")
+        .context("setpriv (util-linux) not found: it restricts the agent's capabilities in the VM")?;
+    let path = std::fs::canonicalize(&path)?;
+    let version = Command::new(&path).arg("--version").output().context("running setpriv --version")?;
+    if !String::from_utf8_lossy(&version.stdout).contains("util-linux") {
+        bail!("{} is not util-linux's setpriv (no --bounding-set?)", path.display());
+    }
+    Ok(path)
+}
+
+/// `setpriv` arguments leaving exactly `caps` (setpriv's names) to uid 0:
+/// inheritable, ambient and bounding sets, and no-new-privs.
+fn only_caps(setpriv: &std::path::Path, caps: &[&str]) -> String {
+    let set =
+        std::iter::once("-all".to_string()).chain(caps.iter().map(|c| format!("+{c}"))).collect::<Vec<_>>();
+    let set = set.join(",");
+    format!("{} --inh-caps={set} --ambient-caps={set} --bounding-set={set} --no-new-privs", setpriv.display())
+}
+
 pub fn run(agent: &std::path::Path) -> Result<()> {
     let Some(tool) = kernel_matrix_tool() else {
         println!(
@@ -62,26 +91,51 @@ pub fn run(agent: &std::path::Path) -> Result<()> {
     for b in &binaries {
         script.push_str(&format!("{} --test-threads=1\n", b.display()));
     }
-    // The kernel-matrix guest has veth1 (10.99.0.2) in netns `peer`.
+    // The kernel-matrix guest has veth1 (10.99.0.2) in netns `peer`. The
+    // agent runs there as the gateway container does: uid 0 with NET_ADMIN
+    // and BPF only. `status` gets no capabilities: it asks the agent over
+    // HTTP (127.0.0.1:9090, so `peer` needs its loopback up). The tc filter
+    // checks apply before 6.6; from 6.6 on the agent attaches with TCX,
+    // which `tc filter show` does not list (EGRESS_TEST_KERNEL may be newer).
+    let setpriv = util_linux_setpriv()?;
     script.push_str(&format!(
-        "ip netns exec peer {agent} gateway --interface veth1 --pods-file {pods} 2>{log} &\n\
+        "case $(uname -r) in [1-5].*|6.[0-5].*) tcx=0 ;; *) tcx=1 ;; esac\n\
+         ip -n peer link set lo up\n\
+         ip netns exec peer {gateway_caps} {agent} gateway --interface veth1 --pods-file {pods} 2>{log} &\n\
          pid=$!\n\
          for i in 1 2 3 4 5 6 7 8 9 10; do grep -q ready {log} && break; sleep 1; done\n\
-         grep ready {log} || {{ cat {log}; exit 1; }}\n\
-         ip netns exec peer {agent} status --interface veth1\n\
-         ip netns exec peer tc filter show dev veth1 ingress | grep -q egress_gateway\n\
+         grep ready {log} || {{ echo 'the agent did not get ready with NET_ADMIN+BPF only:'; cat {log}; exit 1; }}\n\
+         for set in CapInh CapPrm CapEff CapBnd CapAmb; do\n\
+           v=$(awk -v s=$set: '$1 == s {{ print $2 }}' /proc/$pid/status)\n\
+           echo \"agent $set $v\"\n\
+           [ \"$v\" = 0000008000001000 ] || {{ echo \"agent $set is $v, not NET_ADMIN+BPF\"; exit 1; }}\n\
+         done\n\
+         grep '^NoNewPrivs:.*1' /proc/$pid/status\n\
+         ip netns exec peer {no_caps} {agent} status --interface veth1\n\
+         ip netns exec peer {no_caps} {agent} status --interface veth1 --json | grep -q '\"10.99.0.1\"'\n\
+         [ $tcx = 1 ] || ip netns exec peer tc filter show dev veth1 ingress | grep -q egress_gateway\n\
          kill -TERM $pid; wait $pid\n\
-         if ip netns exec peer tc filter show dev veth1 ingress | grep -q egress_gateway; then echo 'filter left behind'; exit 1; fi\n\
-         echo 'attach, status, detach: ok'\n",
+         if [ $tcx = 0 ] && ip netns exec peer tc filter show dev veth1 ingress | grep -q egress_gateway; then echo 'filter left behind'; exit 1; fi\n\
+         echo 'attach, status, detach with NET_ADMIN+BPF only (status with none): ok'\n\
+         if ip netns exec peer timeout 30 {bpf_only} {agent} gateway --interface veth1 --pods-file {pods} 2>{neg}; then\n\
+           echo 'the agent started without NET_ADMIN'; exit 1\n\
+         fi\n\
+         tail -n 1 {neg}\n\
+         tail -n 1 {neg} | grep -q '^egress-agent: error:' || {{ cat {neg}; exit 1; }}\n\
+         echo 'without NET_ADMIN: refused with one line: ok'\n",
         agent = agent.display(),
         pods = pods.display(),
         log = work.join("agent.log").display(),
+        neg = work.join("agent-bpf-only.log").display(),
+        gateway_caps = only_caps(&setpriv, &["net_admin", "bpf"]),
+        no_caps = only_caps(&setpriv, &[]),
+        bpf_only = only_caps(&setpriv, &["bpf"]),
     ));
     let script_path = work.join("run.sh");
     std::fs::write(&script_path, script)?;
     let mut cmd = Command::new("bash");
     cmd.arg(&tool).arg(&kernel);
-    for path in binaries.iter().chain([agent.to_path_buf(), pods, script_path.clone()].iter()) {
+    for path in binaries.iter().chain([agent.to_path_buf(), pods, script_path.clone(), setpriv].iter()) {
         cmd.arg("--copy").arg(path);
     }
     cmd.arg("--shell-cmd").arg(format!("sh {}", script_path.display())).env("TIMEOUT", "180");

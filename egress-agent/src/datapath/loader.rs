@@ -44,7 +44,20 @@ impl Datapath {
             maps.add_excluded(*addr, *len)?;
         }
         let mut datapath = Datapath { ebpf, maps };
-        datapath.program()?.load().context("the kernel verifier refused the program")?;
+        datapath.program()?.load().map_err(|err| {
+            // EPERM is a capability check, not the verifier (which says
+            // EACCES or EINVAL): say which capabilities, not "refused".
+            let not_permitted = matches!(
+                &err,
+                aya::programs::ProgramError::LoadError { io_error, .. }
+                    if io_error.raw_os_error() == Some(libc::EPERM)
+            );
+            anyhow::Error::new(err).context(if not_permitted {
+                "the kernel did not allow loading the program: a TC classifier needs CAP_BPF and CAP_NET_ADMIN"
+            } else {
+                "the kernel verifier refused the program"
+            })
+        })?;
         Ok(datapath)
     }
 
