@@ -27,8 +27,8 @@ pub struct FlowTuple {
     pub protocol: u8,
     /// Padding as two scalars, not `[u8; 3]`: zeroing a 3-byte array compiles
     /// to a memset loop whose variable stack offset the verifier refuses
-    /// without CAP_PERFMON (Spectre v1 hardening), and the gateway runs with
-    /// NET_ADMIN and BPF only.
+    /// without CAP_PERFMON (Spectre v1 hardening). One step towards loading
+    /// without PERFMON, which 6.18 already allows.
     pub _pad0: u8,
     pub _pad1: u16,
 }

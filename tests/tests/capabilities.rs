@@ -1,6 +1,6 @@
-//! Least privilege, proven: the gateway container gets exactly NET_ADMIN and
-//! BPF (deploy/base/gateway-deployment.yaml, pinned by manifests.rs), so the
-//! real agent must load, attach, serve and detach with only those two, and
+//! Least privilege, proven: the gateway container gets exactly NET_ADMIN, BPF
+//! and PERFMON (deploy/base/gateway-deployment.yaml, pinned by manifests.rs),
+//! so the real agent must load, attach, serve and detach with only those, and
 //! `egress-agent status` (what an operator runs with `kubectl exec`) must
 //! work with none at all. The agent runs under `setpriv` with inheritable,
 //! ambient and bounding sets limited and no-new-privs, as uid 0 like the
@@ -20,7 +20,10 @@ const GATEWAY_ADDR: &str = "10.77.0.2/24";
 const CLIENT: &str = "10.77.0.9";
 /// Capability numbers (linux/capability.h).
 const CAP_NET_ADMIN: u32 = 12;
+const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
+/// The gateway container's capabilities, as setpriv names them.
+const GATEWAY_CAPS: &[&str] = &["net_admin", "bpf", "perfmon"];
 
 /// `setpriv` leaving exactly `caps` (names as setpriv spells them, e.g.
 /// `net_admin`): inheritable, ambient and bounding sets, so that uid 0's
@@ -91,24 +94,23 @@ fn binary() -> PathBuf {
 }
 
 #[test]
-fn gateway_runs_with_net_admin_and_bpf_only_and_status_needs_no_capabilities() {
+fn gateway_runs_with_the_containers_capabilities_only_and_status_needs_none() {
     let ns = pod_namespace();
     let pods = pods_file();
     let agent = binary();
     let mut gateway =
-        Daemon::spawn(&ns, "egress-agent", &gateway_argv(&["net_admin", "bpf"], &agent, pods.path()))
-            .unwrap();
+        Daemon::spawn(&ns, "egress-agent", &gateway_argv(GATEWAY_CAPS, &agent, pods.path())).unwrap();
     gateway.wait_for_line("its ready line", READY_TIMEOUT, is_ready_line).unwrap();
 
-    // The restriction took: the agent holds NET_ADMIN and BPF and nothing
-    // else in every set, cannot gain more, and is still uid 0.
+    // The restriction took: the agent holds NET_ADMIN, BPF and PERFMON and
+    // nothing else in every set, cannot gain more, and is still uid 0.
     let pid = gateway.pid().unwrap();
     let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let exactly = (1u64 << CAP_NET_ADMIN) | (1u64 << CAP_BPF);
+    let exactly = (1u64 << CAP_NET_ADMIN) | (1u64 << CAP_BPF) | (1u64 << CAP_PERFMON);
     for (set, value) in capabilities(&proc_status) {
         assert_eq!(
             value, exactly,
-            "{set} of the running agent is {value:#x}, not NET_ADMIN+BPF ({exactly:#x})"
+            "{set} of the running agent is {value:#x}, not NET_ADMIN+BPF+PERFMON ({exactly:#x})"
         );
     }
     assert!(proc_status.lines().any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"])), "no-new-privs set");
@@ -156,7 +158,7 @@ fn gateway_runs_with_net_admin_and_bpf_only_and_status_needs_no_capabilities() {
         text(&ns.exec(&["curl", "-sS", "--max-time", "5", "http://127.0.0.1:9090/metrics"]).unwrap().stdout);
     assert!(metrics.lines().any(|l| l == "egress_ready 1"), "egress_ready 1 in /metrics:\n{metrics}");
 
-    // Detaching on SIGTERM works with the same two capabilities.
+    // Detaching on SIGTERM works with the same capabilities.
     let exit = gateway.stop().unwrap();
     assert!(exit.success(), "the agent exits 0 on SIGTERM, got {exit}; its output:\n{}", gateway.log());
 }
@@ -171,10 +173,10 @@ fn gateway_without_net_admin_refuses_to_start_with_one_line() {
     let agent = binary();
     // `timeout`: an agent that started after all would otherwise run forever.
     let mut argv = vec!["timeout".to_string(), "30".into()];
-    argv.extend(gateway_argv(&["bpf"], &agent, pods.path()));
+    argv.extend(gateway_argv(&["bpf", "perfmon"], &agent, pods.path()));
     let out: Output = ns.output(&argv).unwrap();
     let stderr = text(&out.stderr);
-    assert!(!out.status.success(), "the agent started with BPF alone; its output:\n{stderr}");
+    assert!(!out.status.success(), "the agent started without NET_ADMIN; its output:\n{stderr}");
     assert_ne!(out.status.code(), Some(124), "the agent ran until `timeout` stopped it:\n{stderr}");
     let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
     assert!(last.starts_with("egress-agent: error:"), "last line of stderr: {last:?}; all of it:\n{stderr}");

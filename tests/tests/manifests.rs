@@ -17,8 +17,9 @@ use egress_tests::util::workspace_root;
 use serde_json::Value;
 
 /// The gateway container's capabilities, exactly: BPF and NET_ADMIN load and
-/// attach the TC program (the agent is tested with exactly these).
-const GATEWAY_CAPABILITIES: &[&str] = &["BPF", "NET_ADMIN"];
+/// attach the TC program, PERFMON lets it pass the verifier on kernels
+/// before 6.18 (the agent is tested with exactly these, see capabilities.rs).
+const GATEWAY_CAPABILITIES: &[&str] = &["BPF", "NET_ADMIN", "PERFMON"];
 /// The label that makes a pod a client, everywhere it is used.
 const CLIENT_LABEL: (&str, &str) = ("egress", "external");
 /// Kustomizations that must exist, so a rename can't quietly shrink what is checked.

@@ -92,8 +92,8 @@ pub fn run(agent: &std::path::Path) -> Result<()> {
         script.push_str(&format!("{} --test-threads=1\n", b.display()));
     }
     // The kernel-matrix guest has veth1 (10.99.0.2) in netns `peer`. The
-    // agent runs there as the gateway container does: uid 0 with NET_ADMIN
-    // and BPF only. `status` gets no capabilities: it asks the agent over
+    // agent runs there as the gateway container does: uid 0 with NET_ADMIN,
+    // BPF and PERFMON only. `status` gets no capabilities: it asks the agent over
     // HTTP (127.0.0.1:9090, so `peer` needs its loopback up). The tc filter
     // checks apply before 6.6; from 6.6 on the agent attaches with TCX,
     // which `tc filter show` does not list (EGRESS_TEST_KERNEL may be newer).
@@ -104,11 +104,11 @@ pub fn run(agent: &std::path::Path) -> Result<()> {
          ip netns exec peer {gateway_caps} {agent} gateway --interface veth1 --pods-file {pods} 2>{log} &\n\
          pid=$!\n\
          for i in 1 2 3 4 5 6 7 8 9 10; do grep -q ready {log} && break; sleep 1; done\n\
-         grep ready {log} || {{ echo 'the agent did not get ready with NET_ADMIN+BPF only:'; cat {log}; exit 1; }}\n\
+         grep ready {log} || {{ echo 'the agent did not get ready with NET_ADMIN+BPF+PERFMON only:'; cat {log}; exit 1; }}\n\
          for set in CapInh CapPrm CapEff CapBnd CapAmb; do\n\
            v=$(awk -v s=$set: '$1 == s {{ print $2 }}' /proc/$pid/status)\n\
            echo \"agent $set $v\"\n\
-           [ \"$v\" = 0000008000001000 ] || {{ echo \"agent $set is $v, not NET_ADMIN+BPF\"; exit 1; }}\n\
+           [ \"$v\" = 000000c000001000 ] || {{ echo \"agent $set is $v, not NET_ADMIN+BPF+PERFMON\"; exit 1; }}\n\
          done\n\
          grep '^NoNewPrivs:.*1' /proc/$pid/status\n\
          ip netns exec peer {no_caps} {agent} status --interface veth1\n\
@@ -116,20 +116,28 @@ pub fn run(agent: &std::path::Path) -> Result<()> {
          [ $tcx = 1 ] || ip netns exec peer tc filter show dev veth1 ingress | grep -q egress_gateway\n\
          kill -TERM $pid; wait $pid\n\
          if [ $tcx = 0 ] && ip netns exec peer tc filter show dev veth1 ingress | grep -q egress_gateway; then echo 'filter left behind'; exit 1; fi\n\
-         echo 'attach, status, detach with NET_ADMIN+BPF only (status with none): ok'\n\
+         echo 'attach, status, detach with NET_ADMIN+BPF+PERFMON only (status with none): ok'\n\
          if ip netns exec peer timeout 30 {bpf_only} {agent} gateway --interface veth1 --pods-file {pods} 2>{neg}; then\n\
            echo 'the agent started without NET_ADMIN'; exit 1\n\
          fi\n\
          tail -n 1 {neg}\n\
          tail -n 1 {neg} | grep -q '^egress-agent: error:' || {{ cat {neg}; exit 1; }}\n\
-         echo 'without NET_ADMIN: refused with one line: ok'\n",
+         echo 'without NET_ADMIN: refused with one line: ok'\n\
+         if ip netns exec peer timeout 20 {no_perfmon} {agent} gateway --interface veth1 --pods-file {pods} 2>{neg}; [ $? = 124 ]; then\n\
+           echo 'without PERFMON: this kernel accepts the program'\n\
+         else\n\
+           tail -n 1 {neg}\n\
+           tail -n 1 {neg} | grep -q 'add PERFMON' || {{ cat {neg}; exit 1; }}\n\
+           echo 'without PERFMON: refused, saying to add it: ok'\n\
+         fi\n",
         agent = agent.display(),
         pods = pods.display(),
         log = work.join("agent.log").display(),
         neg = work.join("agent-bpf-only.log").display(),
-        gateway_caps = only_caps(&setpriv, &["net_admin", "bpf"]),
+        gateway_caps = only_caps(&setpriv, &["net_admin", "bpf", "perfmon"]),
         no_caps = only_caps(&setpriv, &[]),
-        bpf_only = only_caps(&setpriv, &["bpf"]),
+        bpf_only = only_caps(&setpriv, &["bpf", "perfmon"]),
+        no_perfmon = only_caps(&setpriv, &["net_admin", "bpf"]),
     ));
     let script_path = work.join("run.sh");
     std::fs::write(&script_path, script)?;

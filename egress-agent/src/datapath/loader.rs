@@ -45,18 +45,28 @@ impl Datapath {
         }
         let mut datapath = Datapath { ebpf, maps };
         datapath.program()?.load().map_err(|err| {
+            let errno = match &err {
+                aya::programs::ProgramError::LoadError { io_error, .. } => io_error.raw_os_error(),
+                _ => None,
+            };
             // EPERM is a capability check, not the verifier (which says
             // EACCES or EINVAL): say which capabilities, not "refused".
-            let not_permitted = matches!(
-                &err,
-                aya::programs::ProgramError::LoadError { io_error, .. }
-                    if io_error.raw_os_error() == Some(libc::EPERM)
-            );
-            anyhow::Error::new(err).context(if not_permitted {
-                "the kernel did not allow loading the program: a TC classifier needs CAP_BPF and CAP_NET_ADMIN"
-            } else {
-                "the kernel verifier refused the program"
-            })
+            if errno == Some(libc::EPERM) {
+                return anyhow::Error::new(err).context(
+                    "the kernel did not allow loading the program: a TC classifier needs CAP_BPF and CAP_NET_ADMIN",
+                );
+            }
+            // Without CAP_PERFMON the verifier also checks speculative
+            // paths and stack spills more strictly; on kernels before 6.18
+            // that refuses this program. Say what to add, in one line; the
+            // verifier's own output is at debug level.
+            if errno == Some(libc::EACCES) && !has_effective_capability(CAP_PERFMON) {
+                tracing::debug!("verifier output: {err:#}");
+                return anyhow::anyhow!(
+                    "the kernel verifier refused the program without CAP_PERFMON: add PERFMON to the container's capabilities (with BPF and NET_ADMIN)"
+                );
+            }
+            anyhow::Error::new(err).context("the kernel verifier refused the program")
         })?;
         Ok(datapath)
     }
@@ -96,4 +106,17 @@ fn raise_memlock_limit() {
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
         tracing::debug!("could not raise RLIMIT_MEMLOCK; fine on 5.11+");
     }
+}
+
+/// `CAP_PERFMON` (linux/capability.h).
+const CAP_PERFMON: u32 = 38;
+
+/// Whether this process has `cap` in its effective set (/proc/self/status).
+fn has_effective_capability(cap: u32) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << cap) != 0)
 }
