@@ -54,18 +54,6 @@ fn inner_len(tunnel_packet: &[u8]) -> u64 {
     ipv4_total_len(tunnel_packet, 14 + TUNNEL_OVERHEAD)
 }
 
-/// Sends `l4` from CLIENT_IP; returns the NAT port (or echo id) it got.
-fn open(h: &mut Harness, l4: L4, payload: &[u8]) -> u16 {
-    let out = h.run(&from_client(l4, payload));
-    assert_eq!(out.action, TC_ACT_REDIRECT);
-    let ip = ipv4_at(&out.packet, 14);
-    if ip.protocol == 1 {
-        icmp_id(&ip.l4)
-    } else {
-        ports(&ip.l4).0
-    }
-}
-
 fn syn_ack(src: u16, dst: u16) -> L4 {
     L4::Tcp { src, dst, syn: true, ack: true, fin: false, rst: false }
 }
@@ -86,7 +74,7 @@ fn a_snated_packet_adds_one_packet_and_its_inner_ipv4_length_to_to_remote() {
 #[test]
 fn a_reply_adds_to_to_client_of_the_same_client_id() {
     let mut h = Harness::default();
-    let nat_port = open(&mut h, tcp_syn(40_000, 443), b"hello");
+    let nat_port = open_flow(&mut h, tcp_syn(40_000, 443), b"hello");
     let reply = from_remote(syn_ack(443, nat_port), b"world, longer");
     let reply_len = IPV4_HLEN + TCP_HLEN + 13;
     assert_eq!(ipv4_total_len(&reply, 14), reply_len, "the test's own packet");
@@ -105,13 +93,13 @@ fn a_reply_adds_to_to_client_of_the_same_client_id() {
 fn packets_of_every_protocol_add_up_exactly() {
     let mut h = Harness::default();
     let mut expected = traffic(0, 0, 0, 0);
-    let tcp_port = open(&mut h, tcp_syn(40_000, 443), b"");
+    let tcp_port = open_flow(&mut h, tcp_syn(40_000, 443), b"");
     expected.to_remote_packets += 1;
     expected.to_remote_bytes += IPV4_HLEN + TCP_HLEN;
-    let udp_port = open(&mut h, L4::Udp { src: 5353, dst: 53 }, b"query");
+    let udp_port = open_flow(&mut h, L4::Udp { src: 5353, dst: 53 }, b"query");
     expected.to_remote_packets += 1;
     expected.to_remote_bytes += IPV4_HLEN + UDP_HLEN + 5;
-    let echo_id = open(&mut h, L4::EchoRequest { id: 777 }, b"ping ping");
+    let echo_id = open_flow(&mut h, L4::EchoRequest { id: 777 }, b"ping ping");
     expected.to_remote_packets += 1;
     expected.to_remote_bytes += IPV4_HLEN + ICMP_ECHO_HLEN + 9;
 
@@ -139,7 +127,7 @@ fn packets_of_every_protocol_add_up_exactly() {
 #[test]
 fn another_client_s_counters_stay_zero() {
     let mut h = Harness::default();
-    let nat_port = open(&mut h, tcp_syn(40_000, 443), b"hello");
+    let nat_port = open_flow(&mut h, tcp_syn(40_000, 443), b"hello");
     assert_eq!(h.run(&from_remote(syn_ack(443, nat_port), b"world")).action, TC_ACT_REDIRECT);
     assert_eq!(traffic_of(&h, SECOND_CLIENT_ID), traffic(0, 0, 0, 0));
 
@@ -181,7 +169,7 @@ fn dropped_packets_from_clients_add_nothing() {
 #[test]
 fn dropped_replies_add_nothing() {
     let mut h = Harness::default();
-    let nat_port = open(&mut h, L4::Udp { src: 5353, dst: 53 }, b"query");
+    let nat_port = open_flow(&mut h, L4::Udp { src: 5353, dst: 53 }, b"query");
     // Nobody asked from this remote port.
     assert_dropped_unaccounted(
         &mut h,
@@ -217,7 +205,7 @@ fn a_client_under_a_reused_id_starts_from_zero() {
     table.apply(&mut h.datapath.maps, &first).unwrap();
     let id = table.clients()[&CLIENT_IP].id;
 
-    let nat_port = open(&mut h, tcp_syn(40_000, 443), b"hello");
+    let nat_port = open_flow(&mut h, tcp_syn(40_000, 443), b"hello");
     assert_eq!(h.run(&from_remote(syn_ack(443, nat_port), b"world")).action, TC_ACT_REDIRECT);
     assert_eq!(traffic_of(&h, id), traffic(1, IPV4_HLEN + TCP_HLEN + 5, 1, IPV4_HLEN + TCP_HLEN + 5));
 

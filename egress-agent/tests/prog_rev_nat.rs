@@ -4,22 +4,10 @@ mod common;
 use common::*;
 use egress_common::{config::TUNNEL_GATEWAY_MAC, conntrack::FlowState};
 
-/// Sends a SYN from the client and returns the NAT port it got.
-fn open(h: &mut Harness, l4: L4) -> u16 {
-    let out = h.run(&from_client(l4, b""));
-    assert_eq!(out.action, TC_ACT_REDIRECT);
-    let ip = ipv4_at(&out.packet, 14);
-    if ip.protocol == 1 {
-        icmp_id(&ip.l4)
-    } else {
-        ports(&ip.l4).0
-    }
-}
-
 #[test]
 fn tcp_reply_is_reverse_natted_and_encapsulated_to_the_client() {
     let mut h = Harness::default();
-    let nat_port = open(&mut h, tcp_syn(40_000, 443));
+    let nat_port = open_flow(&mut h, tcp_syn(40_000, 443), b"");
     let syn_ack = L4::Tcp { src: 443, dst: nat_port, syn: true, ack: true, fin: false, rst: false };
     let reply = from_remote(syn_ack, b"world");
     let out = h.run(&reply);
@@ -55,7 +43,7 @@ fn tcp_reply_is_reverse_natted_and_encapsulated_to_the_client() {
 #[test]
 fn udp_reply_returns_to_the_client_port() {
     let mut h = Harness::default();
-    let nat_port = open(&mut h, L4::Udp { src: 5353, dst: 53 });
+    let nat_port = open_flow(&mut h, L4::Udp { src: 5353, dst: 53 }, b"");
     let out = h.run(&from_remote(L4::Udp { src: 53, dst: nat_port }, b"answer"));
     assert_eq!(out.action, TC_ACT_REDIRECT);
     let inner = ipv4_at(&out.packet, 64);
@@ -66,7 +54,7 @@ fn udp_reply_returns_to_the_client_port() {
 #[test]
 fn echo_reply_returns_with_the_original_identifier() {
     let mut h = Harness::default();
-    let nat_id = open(&mut h, L4::EchoRequest { id: 777 });
+    let nat_id = open_flow(&mut h, L4::EchoRequest { id: 777 }, b"");
     let out = h.run(&from_remote(L4::EchoReply { id: nat_id }, b"ping"));
     assert_eq!(out.action, TC_ACT_REDIRECT);
     let inner = ipv4_at(&out.packet, 64);
@@ -76,7 +64,7 @@ fn echo_reply_returns_with_the_original_identifier() {
 #[test]
 fn reply_from_another_remote_port_has_no_mapping() {
     let mut h = Harness::default();
-    let nat_port = open(&mut h, tcp_syn(40_000, 443));
+    let nat_port = open_flow(&mut h, tcp_syn(40_000, 443), b"");
     let stranger = L4::Tcp { src: 444, dst: nat_port, syn: true, ack: true, fin: false, rst: false };
     assert_eq!(h.run(&from_remote(stranger, b"")).action, TC_ACT_SHOT);
     assert_eq!(h.counter("drop_no_mapping"), 1);
@@ -85,7 +73,7 @@ fn reply_from_another_remote_port_has_no_mapping() {
 #[test]
 fn evicted_reply_half_is_restored_from_the_original() {
     let mut h = Harness::default();
-    let nat_port = open(&mut h, tcp_syn(40_000, 443));
+    let nat_port = open_flow(&mut h, tcp_syn(40_000, 443), b"");
     let reply_key = h.datapath.maps.ct_reply.keys().next().unwrap().unwrap();
     h.datapath.maps.ct_reply.remove(&reply_key).unwrap();
     // Age the original half so the next packet refreshes (and repairs) it.

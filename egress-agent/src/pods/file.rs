@@ -92,13 +92,10 @@ impl PodSource for FileSource {
                         });
                     }
                     Err(err) => {
-                        health.errors.fetch_add(1, Ordering::Relaxed);
-                        health.set_state(SourceState::Retrying);
                         // Keep the last good list; say so once per distinct error.
                         let text = format!("{err:#}");
-                        if last_error.as_deref() != Some(&text) {
+                        if health.record_error(&mut last_error, text.clone()) {
                             tracing::warn!("keeping the current client list: {text}");
-                            last_error = Some(text);
                         }
                     }
                 }

@@ -105,6 +105,17 @@ impl SourceHealth {
     pub fn set_state(&self, state: SourceState) {
         self.state.store(state as u8, Ordering::Relaxed);
     }
+
+    /// Records a failed attempt: the client list is kept and the source
+    /// retries. Returns whether `error` differs from the previous one, so
+    /// that each distinct error is logged once, not once per retry.
+    pub fn record_error(&self, last_error: &mut Option<String>, error: String) -> bool {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.set_state(SourceState::Retrying);
+        let new = last_error.as_deref() != Some(error.as_str());
+        *last_error = Some(error);
+        new
+    }
 }
 
 pub fn unix_now_s() -> u64 {

@@ -237,3 +237,17 @@ pub fn ports(l4: &[u8]) -> (u16, u16) {
 pub fn icmp_id(l4: &[u8]) -> u16 {
     u16::from_be_bytes([l4[4], l4[5]])
 }
+
+/// Sends `l4` with `payload` from CLIENT_IP, expects it forwarded, and
+/// returns the NAT port (or echo identifier) the flow got.
+#[allow(dead_code)] // not every scenario file opens flows
+pub fn open_flow(h: &mut Harness, l4: L4, payload: &[u8]) -> u16 {
+    let out = h.run(&from_client(l4, payload));
+    assert_eq!(out.action, TC_ACT_REDIRECT);
+    let ip = ipv4_at(&out.packet, 14);
+    if ip.protocol == 1 {
+        icmp_id(&ip.l4)
+    } else {
+        ports(&ip.l4).0
+    }
+}

@@ -240,15 +240,11 @@ fn apply(
             changed
         }
         Err(err) => {
-            // The allow-list stays as it is; kube-runtime retries with
-            // exponential backoff (and re-lists after 410 Gone). Log each
-            // distinct error once, not once per retry.
-            health.errors.fetch_add(1, Ordering::Relaxed);
-            health.set_state(SourceState::Retrying);
-            let text = format!("{err}");
-            if last_error.as_deref() != Some(&text) {
+            // The allow-list stays as it is; the watcher retries with
+            // backoff (and re-lists after 410 Gone).
+            let text = err.to_string();
+            if health.record_error(last_error, text.clone()) {
                 tracing::warn!("watching {what}: {text}; keeping the current client list and retrying");
-                *last_error = Some(text);
             }
             false
         }
