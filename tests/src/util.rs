@@ -68,6 +68,20 @@ impl TempDir {
     }
 }
 
+/// Removes every [`TempDir`] of this process (for the Ctrl-C cleanup, where
+/// no destructor runs).
+pub fn remove_temp_dirs_of_this_process() {
+    let prefix = format!("egress-tests-{}-", std::process::id());
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         if std::thread::panicking() {

@@ -4,8 +4,10 @@
 //! - `build`: build-ebpf plus the release agent (the object embedded).
 //! - `demo`: a namespace "cluster" on this machine, traffic through the gateway.
 //! - `test`: everything CI runs (installs the Debian packages it needs).
+//! - `bench`: direct egress, a Linux gateway and ours, side by side.
 //! - `image`: the container image (docker or podman).
 //! - `kind-test`: the manifests end to end in a kind cluster.
+mod bench;
 mod demo;
 mod engine;
 mod image;
@@ -39,6 +41,24 @@ enum Task {
         #[arg(last = true)]
         filter: Vec<String>,
     },
+    /// Benchmark direct egress, a plain-Linux gateway and the eBPF gateway side by side.
+    Bench {
+        /// Rounds; the path order rotates every round and the table shows medians [default: 5, --smoke: 1].
+        #[arg(long)]
+        rounds: Option<u32>,
+        /// Seconds per throughput, connection-rate and UDP run [default: 10, --smoke: 1.5].
+        #[arg(long)]
+        secs: Option<f64>,
+        /// Paths to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "direct,linux,ebpf")]
+        paths: Vec<String>,
+        /// Write every sample, the medians and the ratios to this JSON file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+        /// One short round (about 1.5 s per run): checks that everything works; rough numbers.
+        #[arg(long)]
+        smoke: bool,
+    },
     /// Build the container image (deploy/Dockerfile) with docker or podman.
     Image {
         /// Image reference to tag the build with.
@@ -63,6 +83,9 @@ fn main() {
         Task::Build => toolchain::build_all(),
         Task::Demo => demo::run(),
         Task::Test { filter } => test::run(&filter),
+        Task::Bench { rounds, secs, paths, json, smoke } => {
+            bench::run(&bench::Options { rounds, secs, paths, json, smoke })
+        }
         Task::Image { tag } => image::run(&tag),
         Task::KindTest { skip_if_missing, keep } => kind::run(&kind::Options { skip_if_missing, keep }),
     };
