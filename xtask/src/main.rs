@@ -5,6 +5,7 @@
 //! - `demo`: a namespace "cluster" on this machine, traffic through the gateway.
 //! - `test`: everything CI runs (installs the Debian packages it needs).
 //! - `bench`: direct egress, a Linux gateway and ours, side by side.
+//! - `bench-micro`: the program timed with BPF_PROG_TEST_RUN, conntrack at scale, agent memory.
 //! - `image`: the container image (docker or podman).
 //! - `kind-test`: the manifests end to end in a kind cluster.
 mod bench;
@@ -13,6 +14,7 @@ mod engine;
 mod image;
 mod kernels;
 mod kind;
+mod microbench;
 mod run;
 mod test;
 mod toolchain;
@@ -59,6 +61,21 @@ enum Task {
         #[arg(long)]
         smoke: bool,
     },
+    /// Micro-benchmarks: the program with BPF_PROG_TEST_RUN, conntrack at 10k/100k/1M flows, agent memory.
+    BenchMicro {
+        /// Also write the table to this JSON file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+        /// A short smoke run (seconds): checks that everything works; rough numbers.
+        #[arg(long)]
+        quick: bool,
+        /// Rounds of everything; the table shows medians and ranges [default: 3, --quick: 1].
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Only these parts (repeatable): paths, scale, agent.
+        #[arg(long)]
+        only: Vec<String>,
+    },
     /// Build the container image (deploy/Dockerfile) with docker or podman.
     Image {
         /// Image reference to tag the build with.
@@ -85,6 +102,9 @@ fn main() {
         Task::Test { filter } => test::run(&filter),
         Task::Bench { rounds, secs, paths, json, smoke } => {
             bench::run(&bench::Options { rounds, secs, paths, json, smoke })
+        }
+        Task::BenchMicro { json, quick, rounds, only } => {
+            microbench::run(&microbench::Options { json, quick, rounds, only })
         }
         Task::Image { tag } => image::run(&tag),
         Task::KindTest { skip_if_missing, keep } => kind::run(&kind::Options { skip_if_missing, keep }),
