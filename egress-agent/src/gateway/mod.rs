@@ -111,10 +111,7 @@ async fn serve(settings: Settings) -> Result<()> {
                     Ok(n) => tracing::debug!(flows = n, "expired flows removed"),
                     Err(err) => tracing::warn!("conntrack sweep: {err:#}"),
                 }
-                match DatapathSample::take(&datapath.maps, &clients, &settings.datapath_config) {
-                    Ok(sample) => *metrics.sample.lock().unwrap_or_else(|p| p.into_inner()) = sample,
-                    Err(err) => tracing::warn!("reading the datapath for metrics: {err:#}"),
-                }
+                metrics.refresh(&datapath.maps, &clients, &settings.datapath_config);
                 health.loop_alive();
             }
         }
@@ -122,11 +119,7 @@ async fn serve(settings: Settings) -> Result<()> {
             // A failed update keeps what the maps hold and is retried.
             match clients.apply(&mut datapath.maps, &snapshot) {
                 Ok(()) => {
-                    if let Ok(sample) =
-                        DatapathSample::take(&datapath.maps, &clients, &settings.datapath_config)
-                    {
-                        *metrics.sample.lock().unwrap_or_else(|p| p.into_inner()) = sample;
-                    }
+                    metrics.refresh_clients(&datapath.maps, &clients);
                     if !health.ready.swap(true, Ordering::Relaxed) {
                         tracing::info!(
                             clients = snapshot.len(),

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::Result;
-use egress_common::{config::GatewayConfig, counters::Counter, maps::ClientTraffic};
+use egress_common::{config::GatewayConfig, maps::ClientTraffic};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
@@ -45,6 +45,7 @@ pub struct ClientSample {
 }
 
 impl DatapathSample {
+    /// Everything: walks the conntrack map, so it is taken once per sweep.
     pub fn take(maps: &DatapathMaps, clients: &ClientTable, cfg: &GatewayConfig) -> Result<DatapathSample> {
         let flows = conntrack::flows(maps)?;
         let mut flows_by_protocol: BTreeMap<&'static str, u64> =
@@ -54,26 +55,31 @@ impl DatapathSample {
             *flows_by_protocol.entry(conntrack::protocol_name(flow.protocol)).or_default() += 1;
             *per_destination.entry((flow.remote_ip_be, flow.remote_port_be, flow.protocol)).or_default() += 1;
         }
-        let clients = clients
-            .clients()
-            .iter()
-            .map(|(ip, client)| {
-                Ok(ClientSample {
-                    ip: *ip,
-                    identity: client.identity.clone(),
-                    traffic: maps.client_traffic(client.id)?,
-                })
-            })
-            .collect::<Result<_>>()?;
         Ok(DatapathSample {
             flows_by_protocol,
             nat_bindings: flows.len() as u64,
             nat_ports_used_max: per_destination.values().copied().max().unwrap_or(0),
             nat_ports_per_destination: (cfg.nat_port_max - cfg.nat_port_min) as u64 + 1,
             counters: maps.counter_totals()?,
-            clients,
+            clients: client_samples(maps, clients)?,
         })
     }
+}
+
+/// The clients and their traffic: one lookup per client, cheap enough to
+/// take whenever the client list changes.
+fn client_samples(maps: &DatapathMaps, clients: &ClientTable) -> Result<Vec<ClientSample>> {
+    clients
+        .clients()
+        .iter()
+        .map(|(ip, client)| {
+            Ok(ClientSample {
+                ip: *ip,
+                identity: client.identity.clone(),
+                traffic: maps.client_traffic(client.id)?,
+            })
+        })
+        .collect()
 }
 
 /// Everything a scrape reports.
@@ -85,16 +91,32 @@ pub struct GatewayMetrics {
 }
 
 impl GatewayMetrics {
+    /// After a sweep: a whole new sample.
+    pub fn refresh(&self, maps: &DatapathMaps, clients: &ClientTable, cfg: &GatewayConfig) {
+        match DatapathSample::take(maps, clients, cfg) {
+            Ok(sample) => *self.lock_sample() = sample,
+            Err(err) => tracing::warn!("reading the datapath for metrics: {err:#}"),
+        }
+    }
+
+    /// After the client list changed: only the clients, without walking the
+    /// conntrack map (seconds at a million flows) in the loop that applies
+    /// the next change. Flows follow at the next sweep.
+    pub fn refresh_clients(&self, maps: &DatapathMaps, clients: &ClientTable) {
+        match client_samples(maps, clients) {
+            Ok(samples) => self.lock_sample().clients = samples,
+            Err(err) => tracing::warn!("reading the clients' traffic for metrics: {err:#}"),
+        }
+    }
+
+    fn lock_sample(&self) -> std::sync::MutexGuard<'_, DatapathSample> {
+        self.sample.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn registry(self: &Arc<Self>) -> Registry {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(self.clone()));
         registry
-    }
-}
-
-impl std::fmt::Debug for SourceHealth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SourceHealth").field("state", &self.state()).finish()
     }
 }
 
@@ -162,7 +184,7 @@ impl Collector for GatewayMetrics {
             ConstCounter::new(source.errors.load(Ordering::Relaxed)),
         )?;
 
-        let sample = self.sample.lock().unwrap_or_else(|p| p.into_inner());
+        let sample = self.lock_sample();
         single(
             e,
             "egress_clients",
@@ -250,7 +272,6 @@ impl Collector for GatewayMetrics {
             MetricType::Counter,
             per_client(|t| (t.to_remote_bytes, t.to_client_bytes)),
         )?;
-        debug_assert!(Counter::ALL.len() == sample.counters.len() || sample.counters.is_empty());
         Ok(())
     }
 }

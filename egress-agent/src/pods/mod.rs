@@ -80,7 +80,7 @@ impl SourceState {
 }
 
 /// Shared between the source (writer), readiness and metrics (readers).
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct SourceHealth {
     /// A complete client list has been published at least once.
     pub synced: AtomicBool,
