@@ -89,7 +89,8 @@ pub fn create_binding(cfg: &GatewayConfig, template: &NatEntry) -> Result<NatEnt
         if attempt >= retries {
             break;
         }
-        let nat_port = candidate_port(cfg.nat_port_min, cfg.nat_port_max, random, attempt);
+        let fresh = unsafe { bpf_get_prandom_u32() };
+        let nat_port = candidate_port(cfg.nat_port_min, cfg.nat_port_max, random, fresh, attempt);
         entry.nat_port_be = nat_port.to_be();
         if CT_REPLY.insert(&entry.reply_tuple(cfg.gateway_ip_be), &entry, BPF_NOEXIST as u64).is_ok() {
             bound = true;
