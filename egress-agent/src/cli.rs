@@ -80,6 +80,10 @@ pub struct GatewayArgs {
     /// Seconds between sweeps that remove expired flows.
     #[arg(long, default_value_t = 10)]
     pub gc_interval_s: u64,
+    /// Send uploads straight out instead of re-aggregating them with GRO
+    /// on a veth pair inside the pod (see docs/benchmarks.md).
+    #[arg(long)]
+    pub no_gro_stage: bool,
 }
 
 #[derive(Args, Clone, Debug)]

@@ -13,7 +13,6 @@
 use std::{
     net::{Ipv4Addr, ToSocketAddrs},
     path::Path,
-    process::Command,
     time::Duration,
 };
 
@@ -21,7 +20,11 @@ use anyhow::{bail, Context, Result};
 use egress_common::config::{TUNNEL_GATEWAY_IP, TUNNEL_GATEWAY_MAC, TUNNEL_OVERHEAD};
 use serde_json::Value;
 
-use crate::{cli::JoinArgs, netdev, pods::selector::LabelSelector};
+use crate::{
+    cli::JoinArgs,
+    netdev::{self, ip},
+    pods::selector::LabelSelector,
+};
 
 /// How often `--follow` re-reads the labels file. The kubelet refreshes it
 /// on its own period (about a minute), which dominates the delay.
@@ -180,18 +183,6 @@ fn leave(args: &JoinArgs) -> Result<()> {
         args.selector
     );
     Ok(())
-}
-
-/// Runs `ip ARGS`, failing with its stderr.
-fn ip(args: &[&str]) -> Result<String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running `ip` (iproute2 must be installed in the image)")?;
-    if !out.status.success() {
-        bail!("`ip {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn ip_json(args: &[&str]) -> Result<Value> {

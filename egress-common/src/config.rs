@@ -1,10 +1,10 @@
 //! The datapath's configuration, written by the agent into the one-slot
 //! `CONFIG` array before the program is attached.
 
-/// Version of this layout and of the map value types (3: `NatEntry` gained
-/// `client_id`); bumped whenever one changes so an agent never adopts a
-/// program whose maps it would misread.
-pub const CONFIG_LAYOUT_VERSION: u32 = 3;
+/// Version of this layout and of the map value types (4: `gro_ifindex`, and
+/// `NatEntry::upload_route`); bumped whenever one changes so an agent never
+/// adopts a program whose maps it would misread.
+pub const CONFIG_LAYOUT_VERSION: u32 = 4;
 
 /// The fixed inner MAC the workers use for their tunnel next hop
 /// (`TUNNEL_GATEWAY_IP`). Locally administered, so it can never clash with a NIC.
@@ -60,6 +60,10 @@ pub struct GatewayConfig {
     /// MTU of the attached interface: a reply that would exceed it once
     /// encapsulated is dropped and counted (0 = unknown, not checked).
     pub mtu: u32,
+    /// The GRO stage's sending end (a veth pair inside the gateway pod, see
+    /// `egress_common::gro`), or 0 when the stage is off.
+    pub gro_ifindex: u32,
+    pub _pad1: u32,
 }
 
 impl GatewayConfig {
@@ -71,4 +75,4 @@ impl GatewayConfig {
 }
 
 // The layout is shared with the kernel byte for byte: no implicit padding.
-const _: () = assert!(core::mem::size_of::<GatewayConfig>() == 64);
+const _: () = assert!(core::mem::size_of::<GatewayConfig>() == 72);

@@ -100,7 +100,11 @@ pub struct NatEntry {
     /// The client's [`crate::maps::ClientInfo::client_id`]: replies are
     /// accounted to it without another map lookup.
     pub client_id: u32,
-    pub _pad: u32,
+    /// How the client's packets of this flow leave the gateway: an
+    /// [`UploadRoute`], kept per flow so its packets are never reordered.
+    pub upload_route: u8,
+    pub _pad0: u8,
+    pub _pad1: u16,
 }
 
 impl NatEntry {

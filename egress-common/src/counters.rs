@@ -43,6 +43,11 @@ counters! {
     /// A binding whose other half had been taken by a newer one: the flow
     /// got a new NAT port (never two flows on one).
     FlowRebound = 6 => "flow_rebound",
+    /// A translated client packet sent into the GRO stage (`egress_common::gro`).
+    GroStageIn = 7 => "gro_stage_in",
+    /// A packet out of the GRO stage, sent out of eth0: with `gro_stage_in`
+    /// it shows how many segments GRO merged into one.
+    GroStageOut = 8 => "gro_stage_out",
 
     /// Tunnel packet whose outer source is not an allowed client.
     DropUnknownClient = 16 => "drop_unknown_client",

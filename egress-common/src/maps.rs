@@ -18,6 +18,8 @@ pub const COUNTERS: &str = "COUNTERS";
 
 /// The classifier's name in the object (and in `bpftool prog`).
 pub const PROGRAM: &str = "egress_gateway";
+/// The classifier on the GRO stage's receiving end (`crate::gro`).
+pub const GRO_STAGE_PROGRAM: &str = "egress_gro_stage";
 
 /// Default sizes; the agent may override the conntrack size at load time.
 pub const CLIENTS_MAX: u32 = 16_384;

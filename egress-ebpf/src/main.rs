@@ -6,11 +6,15 @@
 //!   SNAT to the gateway's address, send out (`egress::from_client`);
 //! - replies to `gateway_ip` on a NAT port: reverse the NAT, encapsulate back
 //!   to the client's worker, send out (`ingress::from_remote`).
+//!
+//! A second classifier, `egress_gro_stage`, sends on what the GRO stage
+//! (`egress_common::gro`) re-aggregated from a client's upload.
 #![no_std]
 #![no_main]
 
 mod conntrack;
 mod csum;
+mod gro_stage;
 mod headers;
 mod maps;
 mod nat;
@@ -25,6 +29,14 @@ use verdict::Verdict;
 #[classifier]
 pub fn egress_gateway(ctx: TcContext) -> i32 {
     let verdict = classify(&ctx);
+    verdict::apply(verdict, &ctx)
+}
+
+/// On the GRO stage's receiving end (`egress_common::gro`), when the agent
+/// sets the stage up.
+#[classifier]
+pub fn egress_gro_stage(ctx: TcContext) -> i32 {
+    let verdict = gro_stage::forward(&ctx);
     verdict::apply(verdict, &ctx)
 }
 

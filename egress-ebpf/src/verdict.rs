@@ -1,7 +1,7 @@
 //! The one place a path's outcome becomes a TC action and a counter.
 use aya_ebpf::{
     bindings::{TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC},
-    helpers::generated::bpf_redirect_neigh,
+    helpers::generated::{bpf_redirect, bpf_redirect_neigh},
     programs::TcContext,
 };
 use egress_common::counters::Counter;
@@ -16,6 +16,11 @@ pub enum Verdict {
         ifindex: u32,
         counter: Counter,
     },
+    /// A translated client packet for the GRO stage's sending end
+    /// (`egress_common::gro`); the stage's own classifier sends it on.
+    ToGroStage {
+        ifindex: u32,
+    },
     Drop(Counter),
 }
 
@@ -29,6 +34,19 @@ pub fn apply(verdict: Verdict, _ctx: &TcContext) -> i32 {
         Verdict::Drop(reason) => {
             maps::count(reason);
             TC_ACT_SHOT
+        }
+        Verdict::ToGroStage { ifindex } => {
+            // Plain redirect: the veth pair needs no next-hop MAC, and GRO
+            // merges only packets whose Ethernet headers match, as these do.
+            let ret = unsafe { bpf_redirect(ifindex, 0) };
+            if ret == TC_ACT_REDIRECT as i64 {
+                maps::count(Counter::ForwardedToRemote);
+                maps::count(Counter::GroStageIn);
+                TC_ACT_REDIRECT
+            } else {
+                maps::count(Counter::DropRedirectFailed);
+                TC_ACT_SHOT
+            }
         }
         Verdict::Redirect { ifindex, counter } => {
             // bpf_redirect_neigh (5.10+) does the FIB lookup and neighbour

@@ -88,3 +88,63 @@ fn bulk_tcp_survives_software_segmentation_on_the_uplink() {
     let forwarded = s.counter("forwarded_to_remote").unwrap();
     assert!(forwarded > 1000, "the transfer went through the gateway ({forwarded} packets)");
 }
+
+/// Whether `dev` exists in the gateway pod.
+fn gateway_has_link(s: &egress_tests::EgressSetup, dev: &str) -> bool {
+    s.cluster.gateway().ns.exec(&["ip", "link", "show", "dev", dev]).is_ok()
+}
+
+/// A cross-node upload reaches the gateway as MTU-sized tunnel packets (the
+/// gateway node's bridge segments them). The GRO stage must merge them
+/// again, deliver them intact, and leave the pod as it found it.
+#[test]
+fn gro_stage_merges_a_cross_node_upload() {
+    let mut s = start(options());
+    assert!(gateway_has_link(&s, "egressgro-rx"), "the agent set up the GRO stage");
+    let _iperf = clients::start_iperf3_server(s.cluster.outside(), s.server_ip()).unwrap();
+    let outside = s.cluster.outside();
+    let csum_before = nstat(outside, "TcpInCsumErrors");
+    let t = clients::iperf3(&s.pod("w1").ns, s.server_ip(), SECONDS, false).unwrap();
+    let (into, out_of) = (s.counter("gro_stage_in").unwrap(), s.counter("gro_stage_out").unwrap());
+    eprintln!("cross-node upload: {} ; gro_stage_in {into}, gro_stage_out {out_of}", mbit(t.bits_per_second));
+    assert!(t.bits_per_second > MIN_BITS_PER_SECOND, "{}", mbit(t.bits_per_second));
+    assert_eq!(nstat(outside, "TcpInCsumErrors"), csum_before, "merged segments with bad TCP checksums");
+    assert!(into > 10_000, "the upload's segments went through the stage ({into})");
+    // Without GRO every segment would come out on its own (out == in).
+    assert!(
+        out_of * 4 < into,
+        "GRO merged at least 4 segments per packet on average ({into} in, {out_of} out)"
+    );
+    s.agent.terminate().unwrap();
+    assert!(!gateway_has_link(&s, "egressgro-tx"), "the agent removed the GRO stage on exit");
+}
+
+/// The same-node worker's tunnel packets arrive as GSO packets already:
+/// they go straight out, and so do short request/response exchanges.
+#[test]
+fn gro_stage_leaves_gso_and_small_packets_alone() {
+    let s = start(options());
+    let _iperf = clients::start_iperf3_server(s.cluster.outside(), s.server_ip()).unwrap();
+    let t = clients::iperf3(&s.pod("w3").ns, s.server_ip(), SECONDS, false).unwrap();
+    assert!(t.bits_per_second > MIN_BITS_PER_SECOND, "{}", mbit(t.bits_per_second));
+    for _ in 0..20 {
+        s.curl_from("w1", OK_TIMEOUT).unwrap();
+    }
+    let (into, forwarded) = (s.counter("gro_stage_in").unwrap(), s.counter("forwarded_to_remote").unwrap());
+    eprintln!("same-node upload and requests: forwarded_to_remote {forwarded}, gro_stage_in {into}");
+    assert!(forwarded > 1000, "the traffic went through the gateway ({forwarded})");
+    // A flow may send a few full segments before its first GSO packet.
+    assert!(into * 20 < forwarded, "only a few packets took the stage ({into} of {forwarded})");
+}
+
+/// `--no-gro-stage`: no pair in the pod, nothing sent into it, uploads work.
+#[test]
+fn no_gro_stage_sends_everything_straight_out() {
+    let s = start(egress_tests::GatewayOptions { extra_args: vec!["--no-gro-stage".into()], ..options() });
+    assert!(!gateway_has_link(&s, "egressgro-rx"));
+    let _iperf = clients::start_iperf3_server(s.cluster.outside(), s.server_ip()).unwrap();
+    let t = clients::iperf3(&s.pod("w1").ns, s.server_ip(), SECONDS, false).unwrap();
+    assert!(t.bits_per_second > MIN_BITS_PER_SECOND, "{}", mbit(t.bits_per_second));
+    assert_eq!(s.counter("gro_stage_in").unwrap(), 0);
+    assert!(s.counter("forwarded_to_remote").unwrap() > 1000);
+}

@@ -114,8 +114,11 @@ pub fn run(agent: &std::path::Path) -> Result<()> {
          ip netns exec peer {no_caps} {agent} status --interface veth1\n\
          ip netns exec peer {no_caps} {agent} status --interface veth1 --json | grep -q '\"10.99.0.1\"'\n\
          [ $tcx = 1 ] || ip netns exec peer tc filter show dev veth1 ingress | grep -q egress_gateway\n\
+         ip -n peer link show dev egressgro-rx >/dev/null || {{ echo 'no GRO stage'; exit 1; }}\n\
+         [ $tcx = 1 ] || ip netns exec peer tc filter show dev egressgro-rx ingress | grep -q egress_gro_stage\n\
          kill -TERM $pid; wait $pid\n\
          if [ $tcx = 0 ] && ip netns exec peer tc filter show dev veth1 ingress | grep -q egress_gateway; then echo 'filter left behind'; exit 1; fi\n\
+         if ip -n peer link show dev egressgro-rx >/dev/null 2>&1; then echo 'GRO stage left behind'; exit 1; fi\n\
          echo 'attach, status, detach with NET_ADMIN+BPF+PERFMON only (status with none): ok'\n\
          if ip netns exec peer timeout 30 {bpf_only} {agent} gateway --interface veth1 --pods-file {pods} 2>{neg}; then\n\
            echo 'the agent started without NET_ADMIN'; exit 1\n\

@@ -68,34 +68,51 @@ impl Datapath {
             }
             anyhow::Error::new(err).context("the kernel verifier refused the program")
         })?;
+        datapath
+            .classifier(names::GRO_STAGE_PROGRAM)?
+            .load()
+            .context("the kernel verifier refused the GRO stage's program")?;
         Ok(datapath)
     }
 
-    /// The classifier, for attaching or for BPF_PROG_TEST_RUN.
+    /// The main classifier, for attaching or for BPF_PROG_TEST_RUN.
     pub fn program(&mut self) -> Result<&mut SchedClassifier> {
+        self.classifier(names::PROGRAM)
+    }
+
+    fn classifier(&mut self, name: &str) -> Result<&mut SchedClassifier> {
         Ok(self
             .ebpf
-            .program_mut(names::PROGRAM)
-            .context("program missing from the eBPF object")?
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the eBPF object"))?
             .try_into()?)
     }
 
     /// Attaches to `interface`'s TC ingress. Configuration is written
     /// before this, so no packet ever meets an unconfigured program.
     pub fn attach(&mut self, interface: &str) -> Result<()> {
+        self.attach_classifier(names::PROGRAM, interface)
+    }
+
+    /// Attaches the GRO stage's classifier to the stage's receiving end.
+    pub fn attach_gro_stage(&mut self, interface: &str) -> Result<()> {
+        self.attach_classifier(names::GRO_STAGE_PROGRAM, interface)
+    }
+
+    fn attach_classifier(&mut self, name: &str, interface: &str) -> Result<()> {
         // Kernels before 6.6 attach through the clsact qdisc; it may exist.
         if let Err(e) = tc::qdisc_add_clsact(interface) {
             tracing::debug!("clsact qdisc on {interface}: {e} (already present is fine)");
         }
         // A netlink filter outlives a killed agent (a TCX link does not): a
         // leftover one would see every packet first, with its stale maps.
-        match tc::qdisc_detach_program(interface, TcAttachType::Ingress, names::PROGRAM) {
-            Ok(()) => tracing::warn!("removed a leftover {} filter from {interface}", names::PROGRAM),
+        match tc::qdisc_detach_program(interface, TcAttachType::Ingress, name) {
+            Ok(()) => tracing::warn!("removed a leftover {name} filter from {interface}"),
             Err(e) => tracing::debug!("no leftover netlink filter on {interface}: {e}"),
         }
-        self.program()?
+        self.classifier(name)?
             .attach(interface, TcAttachType::Ingress)
-            .with_context(|| format!("attaching to {interface} ingress"))?;
+            .with_context(|| format!("attaching {name} to {interface} ingress"))?;
         Ok(())
     }
 }

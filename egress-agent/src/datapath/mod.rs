@@ -2,5 +2,6 @@
 //! (`loader`), and typed access to its maps (`maps`), whether we loaded it
 //! or found it already running (`status`).
 pub mod conntrack;
+pub mod gro_stage;
 pub mod loader;
 pub mod maps;

@@ -15,7 +15,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use self::settings::{Settings, SourceSettings};
 use crate::{
     cli::GatewayArgs,
-    datapath::{conntrack, loader::Datapath},
+    datapath::{
+        conntrack,
+        gro_stage::{self, GroStage},
+        loader::Datapath,
+    },
     netdev,
     observe::{
         self,
@@ -49,7 +53,7 @@ async fn open_source(settings: &SourceSettings) -> Result<(Box<dyn PodSource>, O
     })
 }
 
-async fn serve(settings: Settings) -> Result<()> {
+async fn serve(mut settings: Settings) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let (source, first) = open_source(&settings.source).await?;
@@ -73,12 +77,21 @@ async fn serve(settings: Settings) -> Result<()> {
         &settings.excluded,
         settings.ebpf_object.as_deref(),
     )?;
+    // After the load, whose errors say which capability is missing.
+    let gro_stage = if settings.gro_stage { Some(GroStage::create(settings.interface.mtu)?) } else { None };
+    if let Some(stage) = &gro_stage {
+        settings.datapath_config.gro_ifindex = stage.tx_ifindex;
+        datapath.maps.write_config(&settings.datapath_config)?;
+        // The stage's end first: the main program may send into it at once.
+        datapath.attach_gro_stage(gro_stage::RX)?;
+    }
     datapath.attach(&settings.interface.name)?;
     tracing::info!(
         interface = %settings.interface.name,
         gateway_ip = %settings.interface.ipv4,
         source = %source.describe(),
         metrics = %settings.metrics_addr,
+        gro_stage = gro_stage.is_some(),
         "datapath attached; waiting for the client list"
     );
 
@@ -137,5 +150,6 @@ async fn serve(settings: Settings) -> Result<()> {
     source_task.abort();
     http_task.abort();
     drop(datapath);
+    drop(gro_stage);
     Ok(())
 }

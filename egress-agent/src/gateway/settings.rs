@@ -32,6 +32,8 @@ pub struct Settings {
     pub datapath_config: GatewayConfig,
     pub source: SourceSettings,
     pub metrics_addr: SocketAddr,
+    /// Whether to set up the GRO stage (`egress_common::gro`).
+    pub gro_stage: bool,
 }
 
 pub fn parse_port_range(text: &str) -> Result<(u16, u16)> {
@@ -94,6 +96,9 @@ impl Settings {
             udp_timeout_s: args.udp_timeout_s,
             icmp_timeout_s: args.icmp_timeout_s,
             mtu: interface.mtu,
+            // Set once the stage exists (`gateway::serve`).
+            gro_ifindex: 0,
+            _pad1: 0,
         };
         Ok(Settings {
             interface,
@@ -104,6 +109,7 @@ impl Settings {
             datapath_config,
             source,
             metrics_addr,
+            gro_stage: !args.no_gro_stage,
         })
     }
 }

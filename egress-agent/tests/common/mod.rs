@@ -50,6 +50,8 @@ pub fn config(nat_ports: (u16, u16)) -> GatewayConfig {
         udp_timeout_s: DEFAULT_UDP_TIMEOUT_S,
         icmp_timeout_s: DEFAULT_ICMP_TIMEOUT_S,
         mtu: 1500,
+        gro_ifindex: 0,
+        _pad1: 0,
     }
 }
 

@@ -5,6 +5,7 @@ use egress_common::{
     config::GatewayConfig,
     conntrack::{FlowState, FlowTuple, NatEntry, PROTO_TCP},
     counters::Counter,
+    gro::UploadRoute,
 };
 
 use crate::{
@@ -23,13 +24,15 @@ const INNER_L4_OFF: usize = INNER_IP_OFF + IPV4_HLEN;
 #[inline(always)]
 pub fn from_client(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> Verdict {
     match snat_v4_process(ctx, cfg, outer) {
-        Ok(()) => Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToRemote },
+        Ok(UploadRoute::GroStage) => Verdict::ToGroStage { ifindex: cfg.gro_ifindex },
+        Ok(_) => Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToRemote },
         Err(reason) => Verdict::Drop(reason),
     }
 }
 
+/// Translates the packet in place; the route says where it goes next.
 #[inline(always)]
-fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> Result<(), Counter> {
+fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> Result<UploadRoute, Counter> {
     // Only labeled pods may use the tunnel at all.
     let Some(client) = (unsafe { CLIENTS.get(&outer.src_be) }) else {
         return Err(Counter::DropUnknownClient);
@@ -65,7 +68,7 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
             entry.state
         };
         if conntrack::touch(cfg, Half::Original, ptr, state, now) {
-            Some(entry.nat_port_be)
+            Some((entry.nat_port_be, ptr))
         } else {
             // Our reply tuple went to a newer binding: start over with a
             // new NAT port rather than share that flow's 5-tuple.
@@ -74,8 +77,16 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
             None
         }
     });
+    // A new flow's first packet always goes straight out (its route is
+    // still undecided).
+    let mut route = UploadRoute::Direct;
     let nat_port_be = match bound {
-        Some(port) => port,
+        Some((port, ptr)) => {
+            if cfg.gro_ifindex != 0 && tuple.protocol == PROTO_TCP {
+                route = gro_route(ctx, unsafe { &mut *ptr }, inner.ip.total_len);
+            }
+            port
+        }
         None => {
             let template = NatEntry {
                 client_ip_be: inner.ip.src_be,
@@ -95,7 +106,9 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
                 tunnel_gateway_mac: inner.tunnel_gateway_mac,
                 last_seen_ns: now,
                 client_id,
-                _pad: 0,
+                upload_route: UploadRoute::Undecided as u8,
+                _pad0: 0,
+                _pad1: 0,
             };
             conntrack::create_binding(cfg, &template)?.nat_port_be
         }
@@ -107,7 +120,23 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
     let segments = wire_segments(ctx);
     strip_tunnel(ctx)?;
     account(client_id, Direction::ToRemote, segments, (ctx.len() - ETH_HLEN as u32) as u64);
-    Ok(())
+    Ok(route)
+}
+
+/// Where this packet of an established TCP flow goes, moving the flow's
+/// route on as `UploadRoute::next` says (written only when it changes).
+#[inline(always)]
+fn gro_route(ctx: &TcContext, entry: &mut NatEntry, ip_total_len: u16) -> UploadRoute {
+    let is_gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
+    let (next, via_stage) = UploadRoute::from_u8(entry.upload_route).next(is_gso, ip_total_len);
+    if next as u8 != entry.upload_route {
+        entry.upload_route = next as u8;
+    }
+    if via_stage {
+        UploadRoute::GroStage
+    } else {
+        UploadRoute::Direct
+    }
 }
 
 /// Source address -> gateway, source port (or echo identifier) -> NAT port,

@@ -1,0 +1,88 @@
+//! The GRO stage's veth pair inside the gateway pod (`egress_common::gro`):
+//! translated upload segments go into `TX`, the kernel's GRO merges them on
+//! `RX`, and the `egress_gro_stage` classifier on `RX` sends the merged
+//! packets out of the attached interface. Nothing outside the pod changes.
+use anyhow::{bail, Context, Result};
+
+use crate::netdev::{self, ip};
+
+/// The sending end: no TSO, or veth would skip GRO for what it sends.
+pub const TX: &str = "egressgro-tx";
+/// The receiving end: GRO on, and the `egress_gro_stage` classifier.
+pub const RX: &str = "egressgro-rx";
+
+/// The pair, deleted again on drop.
+pub struct GroStage {
+    pub tx_ifindex: u32,
+}
+
+impl GroStage {
+    /// Creates the pair afresh (a leftover from a killed agent is replaced),
+    /// with `mtu` on both ends so every packet eth0 can carry fits.
+    pub fn create(mtu: u32) -> Result<GroStage> {
+        let _ = ip(&["link", "del", TX]);
+        let mtu = mtu.to_string();
+        ip(&["link", "add", TX, "mtu", &mtu, "type", "veth", "peer", "name", RX, "mtu", &mtu])
+            .context("creating the GRO stage's veth pair (or run with --no-gro-stage)")?;
+        let stage = GroStage { tx_ifindex: netdev::ifindex(TX)? };
+        for end in [TX, RX] {
+            // No IPv6 link-local address: the pod's stack has no reason to
+            // send anything into the pair.
+            ip(&["link", "set", "dev", end, "addrgenmode", "none"])?;
+        }
+        set_offload(TX, ETHTOOL_STSO, false)?;
+        for end in [TX, RX] {
+            ip(&["link", "set", "dev", end, "up"])?;
+        }
+        // veth turns on its NAPI (and so GRO) only while both ends are up.
+        set_offload(RX, ETHTOOL_SGRO, true)?;
+        Ok(stage)
+    }
+}
+
+impl Drop for GroStage {
+    fn drop(&mut self) {
+        if let Err(e) = ip(&["link", "del", TX]) {
+            tracing::warn!("removing the GRO stage: {e:#}");
+        }
+    }
+}
+
+// linux/ethtool.h and linux/sockios.h: the single-feature ioctls, which every
+// kernel we support still takes.
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_STSO: u32 = 0x1f;
+const ETHTOOL_SGRO: u32 = 0x2c;
+
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+#[repr(C)]
+struct IfreqData {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    data: *mut EthtoolValue,
+    _union_rest: [u8; 16],
+}
+
+/// `ethtool -K DEV tso|gro on|off`.
+fn set_offload(dev: &str, cmd: u32, on: bool) -> Result<()> {
+    let mut value = EthtoolValue { cmd, data: on as u32 };
+    let mut req = IfreqData { name: [0; libc::IFNAMSIZ], data: &mut value, _union_rest: [0; 16] };
+    for (dst, src) in req.name.iter_mut().zip(dev.as_bytes().iter().take(libc::IFNAMSIZ - 1)) {
+        *dst = *src as libc::c_char;
+    }
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("opening a socket for ethtool");
+    }
+    let ret = unsafe { libc::ioctl(fd, SIOCETHTOOL as _, &mut req) };
+    let err = std::io::Error::last_os_error();
+    unsafe { libc::close(fd) };
+    if ret != 0 {
+        bail!("setting an offload (ethtool command {cmd:#x}) on {dev}: {err}");
+    }
+    Ok(())
+}
