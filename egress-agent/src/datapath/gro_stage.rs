@@ -17,13 +17,19 @@ pub struct GroStage {
 }
 
 impl GroStage {
-    /// Creates the pair afresh (a leftover from a killed agent is replaced),
-    /// with `mtu` on both ends so every packet eth0 can carry fits.
+    /// Creates the pair, with `mtu` on both ends so every packet eth0 can
+    /// carry fits. A pair left by a killed agent is kept and set up again:
+    /// a program that agent left attached may still be sending into it.
     pub fn create(mtu: u32) -> Result<GroStage> {
-        let _ = ip(&["link", "del", TX]);
         let mtu = mtu.to_string();
-        ip(&["link", "add", TX, "mtu", &mtu, "type", "veth", "peer", "name", RX, "mtu", &mtu])
-            .context("creating the GRO stage's veth pair (or run with --no-gro-stage)")?;
+        if netdev::ifindex(RX).is_err() || netdev::ifindex(TX).is_err() {
+            remove_leftover();
+            ip(&["link", "add", TX, "mtu", &mtu, "type", "veth", "peer", "name", RX, "mtu", &mtu])
+                .context("creating the GRO stage's veth pair (or run with --no-gro-stage)")?;
+        }
+        for end in [TX, RX] {
+            ip(&["link", "set", "dev", end, "mtu", &mtu])?;
+        }
         let stage = GroStage { tx_ifindex: netdev::ifindex(TX)? };
         for end in [TX, RX] {
             // No IPv6 link-local address: the pod's stack has no reason to
@@ -37,6 +43,16 @@ impl GroStage {
         // veth turns on its NAPI (and so GRO) only while both ends are up.
         set_offload(RX, ETHTOOL_SGRO, true)?;
         Ok(stage)
+    }
+}
+
+/// Deletes a pair a killed agent left behind, if any (with the stage off,
+/// once the new program no longer sends into it).
+pub fn remove_leftover() {
+    if netdev::ifindex(TX).is_ok() {
+        if let Err(e) = ip(&["link", "del", TX]) {
+            tracing::warn!("removing a leftover GRO stage: {e:#}");
+        }
     }
 }
 
