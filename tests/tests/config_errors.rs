@@ -1,0 +1,82 @@
+//! Configuration a user can get wrong is refused at start: a non-zero exit
+//! and one line on stderr that names the mistake, before the agent touches
+//! the kernel (no program loaded, no device created).
+
+use std::time::Duration;
+
+use egress_tests::agent::agent_binary;
+use egress_tests::netns::unique_prefix;
+use egress_tests::scenario::PodsFile;
+use egress_tests::{require_root, Netns};
+
+/// A gateway pod's namespace: `eth0` with an address, `bare0` without one.
+fn pod_namespace() -> Netns {
+    if let Err(e) = require_root() {
+        panic!("{e:#}");
+    }
+    let ns = Netns::create(&format!("{}-cfg", unique_prefix())).unwrap();
+    ns.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]).unwrap();
+    ns.ip(&["addr", "add", "10.78.0.2/24", "dev", "eth0"]).unwrap();
+    ns.ip(&["link", "add", "bare0", "type", "veth", "peer", "name", "peer1"]).unwrap();
+    for dev in ["eth0", "peer0", "bare0", "peer1"] {
+        ns.ip(&["link", "set", dev, "up"]).unwrap();
+    }
+    ns
+}
+
+/// Runs `egress-agent gateway ARGS` and returns its stderr, checking that
+/// it failed within seconds with exactly one line.
+fn refused(ns: &Netns, args: &[&str]) -> String {
+    let agent = agent_binary().unwrap();
+    let mut argv = vec!["timeout".to_string(), "20".into(), agent.display().to_string(), "gateway".into()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let started = std::time::Instant::now();
+    let out = ns.output(&argv).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert!(!out.status.success(), "`gateway {}` started; stderr: {stderr}", args.join(" "));
+    assert_ne!(out.status.code(), Some(124), "`gateway {}` hung instead of refusing", args.join(" "));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line for `gateway {}`, got:\n{stderr}", args.join(" "));
+    assert!(lines[0].starts_with("egress-agent: error: "), "{stderr}");
+    stderr
+}
+
+#[test]
+fn bad_configuration_is_refused_with_one_line() {
+    let ns = pod_namespace();
+    let pods_file = PodsFile::create().unwrap();
+    let pods = pods_file.path().to_str().unwrap().to_string();
+    let bad_pods = pods_file.path().with_file_name("bad-pods.txt");
+    std::fs::write(&bad_pods, "10.0.0.1 ok\nnot-an-address worker\n").unwrap();
+    let bad_pods = bad_pods.to_str().unwrap().to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--pods-file", &pods, "--exclude-cidr", "10.0.0.0/33"], "invalid CIDR \"10.0.0.0/33\""),
+        (&["--pods-file", &pods, "--exclude-cidr", "fd00::/8"], "invalid CIDR"),
+        (&["--pods-file", &pods, "--nat-ports", "30000-40000"], "overlaps this pod's ephemeral ports"),
+        (&["--pods-file", &pods, "--nat-ports", "40000-30000"], "invalid --nat-ports"),
+        (&["--pods-file", &pods, "--vxlan-port", "20000"], "inside --nat-ports"),
+        (&["--pods-file", &pods, "--vni", "0"], "invalid --vni"),
+        (&["--pods-file", &pods, "--metrics-addr", "everywhere"], "invalid --metrics-addr"),
+        (&["--pods-file", &pods, "--interface", "nope0"], "interface nope0 not found"),
+        (&["--pods-file", &pods, "--interface", "bare0"], "interface bare0 has no IPv4 address"),
+        (&["--pods-file", "/nonexistent/pods.txt"], "/nonexistent/pods.txt"),
+        (&["--pods-file", "/"], "cannot read pods file /"),
+        (&["--pods-file", &bad_pods], "line 2: \"not-an-address\" is not an IPv4 address"),
+        (&["--selector", "tier in (web"], "invalid --selector"),
+        (&["--selector", ""], "--selector is empty"),
+        (&["--namespace-selector", "a=b=c"], "invalid --namespace-selector"),
+    ];
+    for (args, expected) in cases {
+        let stderr = refused(&ns, args);
+        eprintln!("gateway {}\n    {stderr}", args.join(" "));
+        assert!(
+            stderr.contains(expected),
+            "`gateway {}`: expected {expected:?} in {stderr:?}",
+            args.join(" ")
+        );
+    }
+    // Nothing was set up on the way to refusing.
+    let links = ns.ip(&["-o", "link", "show"]).unwrap();
+    assert!(!String::from_utf8_lossy(&links.stdout).contains("egressgro"), "no GRO stage left behind");
+}
