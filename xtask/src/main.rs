@@ -6,6 +6,7 @@
 //! - `test`: everything CI runs (installs the Debian packages it needs).
 //! - `bench`: direct egress, a Linux gateway and ours, side by side.
 //! - `bench-micro`: the program timed with BPF_PROG_TEST_RUN, conntrack at scale, agent memory.
+//! - `soak`: ten minutes of mixed traffic; flows must expire, memory stay flat.
 //! - `image`: the container image (docker or podman).
 //! - `kind-test`: the manifests end to end in a kind cluster.
 mod bench;
@@ -16,6 +17,7 @@ mod kernels;
 mod kind;
 mod microbench;
 mod run;
+mod soak;
 mod test;
 mod toolchain;
 
@@ -76,6 +78,12 @@ enum Task {
         #[arg(long)]
         only: Vec<String>,
     },
+    /// Mixed traffic for minutes; then every flow must expire and the agent's memory stay flat.
+    Soak {
+        /// How long the traffic runs.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+    },
     /// Build the container image (deploy/Dockerfile) with docker or podman.
     Image {
         /// Image reference to tag the build with.
@@ -106,6 +114,7 @@ fn main() {
         Task::BenchMicro { json, quick, rounds, only } => {
             microbench::run(&microbench::Options { json, quick, rounds, only })
         }
+        Task::Soak { minutes } => soak::run(minutes),
         Task::Image { tag } => image::run(&tag),
         Task::KindTest { skip_if_missing, keep } => kind::run(&kind::Options { skip_if_missing, keep }),
     };
