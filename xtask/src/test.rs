@@ -1,7 +1,8 @@
 //! `cargo xtask test`: what CI runs. Unit tests, BPF_PROG_TEST_RUN packet
 //! scenarios and namespace integration tests all run against the real
 //! kernel, so this needs root; it installs the packages it needs. A full
-//! run (no filter) then repeats the packet scenarios on Linux 6.1, and runs
+//! run (no filter) then repeats the packet scenarios on Linux 6.1, runs a
+//! one-round smoke of `cargo xtask bench`, and runs
 //! the kind end-to-end test where docker and kind exist (saying plainly
 //! that it skipped it elsewhere).
 use std::process::Command;
@@ -9,7 +10,7 @@ use std::process::Command;
 use anyhow::{bail, Result};
 
 use crate::{
-    kernels, kind,
+    bench, kernels, kind,
     run::{is_root, status, workspace_root},
     toolchain,
 };
@@ -33,6 +34,16 @@ pub fn run(filter: &[String]) -> Result<()> {
     )?;
     if filter.is_empty() {
         kernels::run(&agent)?;
+        // The benchmark's smoke: one short round of every measurement, so a
+        // change that breaks `cargo xtask bench` shows here. It asserts no
+        // timing; it fails only when a measurement cannot be taken.
+        bench::run(&bench::Options {
+            rounds: None,
+            secs: None,
+            paths: ["direct", "linux", "ebpf"].map(String::from).to_vec(),
+            json: None,
+            smoke: true,
+        })?;
         kind::run(&kind::Options { skip_if_missing: true, keep: false })?;
     }
     Ok(())
