@@ -118,8 +118,19 @@ fn nat_ports_exhausted_for_one_destination_only() {
         assert_eq!(h.run(&from_client(tcp_syn(client_port, 80), b"")).action, TC_ACT_REDIRECT);
     }
     assert_dropped(&mut h, &from_client(tcp_syn(1002, 80), b""), "drop_nat_ports_exhausted");
+    assert_dropped(&mut h, &from_client(tcp_syn(1003, 80), b""), "drop_nat_ports_exhausted");
     // Endpoint-dependent: another remote port still has both NAT ports free.
     assert_eq!(h.run(&from_client(tcp_syn(1002, 81), b"")).action, TC_ACT_REDIRECT);
+    // Counted for the destination that ran out, and only for it.
+    let exhausted: Vec<(String, u64)> = h
+        .datapath
+        .maps
+        .nat_exhausted()
+        .unwrap()
+        .iter()
+        .map(|(d, n)| (egress_agent::observe::exhaustion::describe(d), *n))
+        .collect();
+    assert_eq!(exhausted, vec![(format!("{REMOTE_IP}:80/tcp"), 2)]);
 }
 
 #[test]

@@ -169,6 +169,18 @@ impl NatEntry {
         now_ns > self.last_seen_ns && now_ns - self.last_seen_ns > self.idle_timeout_ns(cfg)
     }
 
+    /// The destination whose NAT ports this binding takes one of.
+    #[inline(always)]
+    pub fn nat_destination(&self) -> crate::maps::NatDestination {
+        let remote_port_be = if self.protocol == PROTO_ICMP { 0 } else { self.remote_port_be };
+        crate::maps::NatDestination {
+            remote_ip_be: self.remote_ip_be,
+            remote_port_be,
+            protocol: self.protocol,
+            _pad: 0,
+        }
+    }
+
     /// The tuple the remote's replies carry, given the gateway's address.
     #[inline(always)]
     pub fn reply_tuple(&self, gateway_ip_be: u32) -> FlowTuple {

@@ -48,6 +48,10 @@ counters! {
     /// A packet out of the GRO stage, sent out of eth0: with `gro_stage_in`
     /// it shows how many segments GRO merged into one.
     GroStageOut = 8 => "gro_stage_out",
+    /// An ICMP error about a client's flow (unreachable, fragmentation
+    /// needed, time exceeded) translated and sent to the client; also
+    /// counted in `forwarded_to_client`.
+    IcmpErrorToClient = 9 => "icmp_error_to_client",
 
     /// Tunnel packet whose outer source is not an allowed client.
     DropUnknownClient = 16 => "drop_unknown_client",

@@ -13,6 +13,9 @@ pub const CT_ORIGINAL: &str = "CT_ORIGINAL";
 pub const CT_REPLY: &str = "CT_REPLY";
 /// `PerCpuArray<ClientTraffic>` indexed by client id (0 is never used).
 pub const CLIENT_TRAFFIC: &str = "CLIENT_TRAFFIC";
+/// `LruPerCpuHashMap<NatDestination, u64>`: new flows dropped because every
+/// NAT port towards that destination was bound.
+pub const NAT_EXHAUSTED: &str = "NAT_EXHAUSTED";
 /// `PerCpuArray<u64>` indexed by [`crate::counters::Counter`].
 pub const COUNTERS: &str = "COUNTERS";
 
@@ -25,6 +28,9 @@ pub const GRO_STAGE_PROGRAM: &str = "egress_gro_stage";
 pub const CLIENTS_MAX: u32 = 16_384;
 pub const EXCLUDED_DESTINATIONS_MAX: u32 = 1_024;
 pub const CT_MAX_DEFAULT: u32 = 131_072;
+/// Destinations whose NAT port exhaustion is remembered (the LRU forgets
+/// the quietest first).
+pub const NAT_EXHAUSTED_MAX: u32 = 1_024;
 
 /// Client ids run from 1 to this; CLIENT_TRAFFIC has one more slot.
 pub const CLIENT_ID_MAX: u32 = CLIENTS_MAX;
@@ -48,4 +54,16 @@ pub struct ClientTraffic {
     pub to_remote_bytes: u64,
     pub to_client_packets: u64,
     pub to_client_bytes: u64,
+}
+
+/// A destination as NAT ports are allocated: each (address, port, protocol)
+/// has the whole `--nat-ports` range to itself (endpoint-dependent mapping).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct NatDestination {
+    pub remote_ip_be: u32,
+    /// 0 for ICMP echo.
+    pub remote_port_be: u16,
+    pub protocol: u8,
+    pub _pad: u8,
 }

@@ -15,7 +15,7 @@ use egress_common::{
 
 use crate::{
     headers::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    maps::{count, CT_ORIGINAL, CT_REPLY},
+    maps::{count, count_nat_exhausted, CT_ORIGINAL, CT_REPLY},
 };
 
 const NS_PER_S: u64 = 1_000_000_000;
@@ -98,6 +98,7 @@ pub fn create_binding(cfg: &GatewayConfig, template: &NatEntry) -> Result<NatEnt
         }
     }
     if !bound {
+        count_nat_exhausted(&entry.nat_destination());
         return Err(Counter::DropNatPortsExhausted);
     }
     let original = entry.original_tuple();

@@ -3,13 +3,16 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use egress_common::{
     config::{GatewayConfig, CONFIG_LAYOUT_VERSION},
     conntrack::{FlowTuple, NatEntry},
     counters::{Counter, COUNTER_SLOTS},
-    maps::{ClientInfo, ClientTraffic, CLIENTS_MAX, CLIENT_ID_MAX, CT_MAX_DEFAULT, EXCLUDED_DESTINATIONS_MAX},
+    maps::{
+        ClientInfo, ClientTraffic, CLIENTS_MAX, CLIENT_ID_MAX, CT_MAX_DEFAULT, EXCLUDED_DESTINATIONS_MAX,
+        NatDestination, NAT_EXHAUSTED_MAX,
+    },
 };
 
 #[map]
@@ -34,6 +37,9 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 #[map]
 pub static CLIENT_TRAFFIC: PerCpuArray<ClientTraffic> = PerCpuArray::with_max_entries(CLIENT_ID_MAX + 1, 0);
 
+#[map]
+pub static NAT_EXHAUSTED: LruPerCpuHashMap<NatDestination, u64> = LruPerCpuHashMap::with_max_entries(NAT_EXHAUSTED_MAX, 0);
+
 /// The configuration, once the agent has written a layout we understand.
 #[inline(always)]
 pub fn config() -> Option<&'static GatewayConfig> {
@@ -49,6 +55,19 @@ pub fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // Per-CPU slot: no other writer, a plain add is exact.
         unsafe { *slot += 1 };
+    }
+}
+
+/// A new flow to `destination` found no free NAT port: counted per
+/// destination, so the agent can say which one ran out.
+#[inline(always)]
+pub fn count_nat_exhausted(destination: &NatDestination) {
+    match NAT_EXHAUSTED.get_ptr_mut(destination) {
+        // Per-CPU value: no other writer.
+        Some(slot) => unsafe { *slot += 1 },
+        None => {
+            let _ = NAT_EXHAUSTED.insert(destination, &1, 0);
+        }
     }
 }
 

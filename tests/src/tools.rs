@@ -28,6 +28,7 @@ pub const TOOLS: &[Tool] = &[
     Tool { command: "ping", package: "iputils-ping" },
     Tool { command: "nc", package: "netcat-openbsd" },
     Tool { command: "ethtool", package: "ethtool" },
+    Tool { command: "traceroute", package: "traceroute" },
 ];
 
 /// Finds `command` on `PATH` (plus the sbin directories, which a non-login

@@ -4,14 +4,14 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use anyhow::{anyhow, Context, Result};
 use aya::maps::{
     lpm_trie::{Key, LpmTrie},
-    Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues,
+    Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues,
 };
 use egress_common::{
     config::GatewayConfig,
     conntrack::{FlowTuple, NatEntry},
     counters::Counter,
     maps as names,
-    maps::{ClientInfo, ClientTraffic},
+    maps::{ClientInfo, ClientTraffic, NatDestination},
 };
 
 pub struct DatapathMaps {
@@ -22,6 +22,7 @@ pub struct DatapathMaps {
     pub ct_reply: HashMap<MapData, FlowTuple, NatEntry>,
     pub counters: PerCpuArray<MapData, u64>,
     pub client_traffic: PerCpuArray<MapData, ClientTraffic>,
+    pub nat_exhausted: PerCpuHashMap<MapData, NatDestination, u64>,
 }
 
 impl DatapathMaps {
@@ -38,6 +39,7 @@ impl DatapathMaps {
             ct_reply: get(names::CT_REPLY)?.try_into().context(names::CT_REPLY)?,
             counters: get(names::COUNTERS)?.try_into().context(names::COUNTERS)?,
             client_traffic: get(names::CLIENT_TRAFFIC)?.try_into().context(names::CLIENT_TRAFFIC)?,
+            nat_exhausted: get(names::NAT_EXHAUSTED)?.try_into().context(names::NAT_EXHAUSTED)?,
         })
     }
 
@@ -102,6 +104,17 @@ impl DatapathMaps {
 }
 
 impl DatapathMaps {
+    /// New flows dropped for want of a NAT port, by destination, summed over
+    /// all CPUs (the destinations the LRU still remembers).
+    pub fn nat_exhausted(&self) -> Result<BTreeMap<NatDestination, u64>> {
+        let mut out = BTreeMap::new();
+        for item in self.nat_exhausted.iter() {
+            let (destination, per_cpu) = item.context("reading NAT_EXHAUSTED")?;
+            out.insert(destination, per_cpu.iter().sum());
+        }
+        Ok(out)
+    }
+
     /// A client's traffic summed over all CPUs.
     pub fn client_traffic(&self, client_id: u32) -> Result<ClientTraffic> {
         let per_cpu = self

@@ -23,6 +23,7 @@ use crate::{
     netdev,
     observe::{
         self,
+        exhaustion::ExhaustionLog,
         metrics::{DatapathSample, GatewayMetrics},
         Health,
     },
@@ -86,6 +87,9 @@ async fn serve(mut settings: Settings) -> Result<()> {
         datapath.attach_gro_stage(gro_stage::RX)?;
     }
     datapath.attach(&settings.interface.name)?;
+    if gro_stage.is_none() {
+        gro_stage::remove_leftover();
+    }
     tracing::info!(
         interface = %settings.interface.name,
         gateway_ip = %settings.interface.ipv4,
@@ -103,6 +107,7 @@ async fn serve(mut settings: Settings) -> Result<()> {
     updates_rx.mark_changed();
     let source_task = tokio::spawn(source.run(updates_tx, source_health));
     let mut gc = tokio::time::interval(gc_interval);
+    let mut exhaustion = ExhaustionLog::default();
 
     loop {
         tokio::select! {
@@ -125,6 +130,14 @@ async fn serve(mut settings: Settings) -> Result<()> {
                     Err(err) => tracing::warn!("conntrack sweep: {err:#}"),
                 }
                 metrics.refresh(&datapath.maps, &clients, &settings.datapath_config);
+                match datapath.maps.nat_exhausted() {
+                    Ok(totals) => {
+                        for line in exhaustion.new_lines(&totals, &settings.datapath_config) {
+                            tracing::warn!("{line}");
+                        }
+                    }
+                    Err(err) => tracing::warn!("reading NAT exhaustion: {err:#}"),
+                }
                 health.loop_alive();
             }
         }

@@ -8,7 +8,10 @@ use std::{
 };
 
 use anyhow::Result;
-use egress_common::{config::GatewayConfig, maps::ClientTraffic};
+use egress_common::{
+    config::GatewayConfig,
+    maps::{ClientTraffic, NatDestination},
+};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
@@ -35,6 +38,8 @@ pub struct DatapathSample {
     pub nat_ports_per_destination: u64,
     pub counters: Vec<(&'static str, u64)>,
     pub clients: Vec<ClientSample>,
+    /// New flows dropped for want of a NAT port, by destination.
+    pub nat_exhausted: BTreeMap<NatDestination, u64>,
 }
 
 #[derive(Debug)]
@@ -62,6 +67,7 @@ impl DatapathSample {
             nat_ports_per_destination: (cfg.nat_port_max - cfg.nat_port_min) as u64 + 1,
             counters: maps.counter_totals()?,
             clients: client_samples(maps, clients)?,
+            nat_exhausted: maps.nat_exhausted()?,
         })
     }
 }
@@ -218,6 +224,16 @@ impl Collector for GatewayMetrics {
             "egress_nat_ports_per_destination",
             "NAT ports available towards each destination (the --nat-ports range)",
             ConstGauge::new(sample.nat_ports_per_destination as i64),
+        )?;
+
+        family(
+            e,
+            "egress_nat_ports_exhausted",
+            "New flows dropped because every NAT port towards the destination (address:port/protocol) was bound",
+            MetricType::Counter,
+            sample.nat_exhausted.iter().map(|(destination, dropped)| {
+                (vec![("destination", super::exhaustion::describe(destination))], ConstCounter::new(*dropped))
+            }),
         )?;
 
         let is_drop = |name: &str| name.starts_with("drop_");

@@ -1,6 +1,7 @@
 //! What the gateway tells its operators: `/healthz`, `/readyz` and
 //! Prometheus text `/metrics` on `--metrics-addr`, and `/status` (what
 //! `egress-agent status` prints) from the loop that owns the maps.
+pub mod exhaustion;
 pub mod metrics;
 mod server;
 

@@ -7,6 +7,7 @@ use egress_common::{
     counters::Counter,
 };
 
+use super::icmp_error;
 use crate::{
     conntrack::{self, Half},
     csum,
@@ -29,8 +30,15 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv4Header) -> Ver
     if !matches!(ip.protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP) {
         return Verdict::NotOurs;
     }
-    // Truncated or untranslatable (ICMP other than echo reply): the pod's
-    // stack deals with it, as it would without us.
+    if ip.protocol == IPPROTO_ICMP {
+        if let Ok(icmp_type) = ctx.load::<u8>(L4_OFF) {
+            if icmp_error::is_translated_error(icmp_type) {
+                return icmp_error::from_remote(ctx, cfg, ip);
+            }
+        }
+    }
+    // Truncated or untranslatable (other ICMP): the pod's stack deals with
+    // it, as it would without us.
     let Ok(Some(ports)) = load_l4(ctx, L4_OFF, ip.protocol) else {
         return Verdict::NotOurs;
     };
