@@ -134,6 +134,7 @@ fn join(args: &JoinArgs) -> Result<()> {
     let next_hop = Ipv4Addr::from(TUNNEL_GATEWAY_IP).to_string();
     let mac = TUNNEL_GATEWAY_MAC.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
     ip(&["neigh", "replace", &next_hop, "lladdr", &mac, "dev", &args.device, "nud", "permanent"])?;
+    warn_if_reverse_path_filtering(&args.device);
 
     // The tunnel's own outer packets, and the cluster, stay on eth0.
     // `onlink`: CNIs like Calico give pods a /32 and a next hop outside it.
@@ -163,6 +164,28 @@ fn join(args: &JoinArgs) -> Result<()> {
         cluster_cidrs.len()
     );
     Ok(())
+}
+
+/// ICMP errors from cluster addresses (the gateway's node when a link
+/// behind it is narrower, say) come in through the tunnel while the route
+/// back to their source is eth0, and the tunnel device has no address:
+/// Linux's reverse-path filter drops them in strict and in loose mode alike
+/// (`fib_validate_source`: no address on the device). Errors from outside
+/// the cluster are unaffected. The sysctl is the pod's (inherited from the
+/// node when the pod was made): say so rather than change it.
+fn warn_if_reverse_path_filtering(device: &str) {
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{name}/rp_filter"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let effective = read("all").max(read(device));
+    if effective != 0 {
+        eprintln!(
+            "egress-agent: warning: reverse-path filtering is on in this pod (rp_filter={effective}): ICMP errors from cluster addresses through the tunnel (a node's fragmentation-needed) are dropped; set net.ipv4.conf.all.rp_filter=0 in the pod to receive them"
+        );
+    }
 }
 
 /// Undoes `join`: the default route goes back to the node via eth0 first

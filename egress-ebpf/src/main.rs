@@ -63,6 +63,13 @@ fn classify(ctx: &TcContext) -> Verdict {
     if outer.has_options() || outer.is_fragment() {
         return untranslatable(ctx, cfg, &outer);
     }
+    // A header claiming more than arrived (truncated on the way, or forged):
+    // translated, it would leave as a packet whose length lies. 0 is a BIG
+    // TCP super-packet's (over 64 KiB); Ethernet padding makes a frame
+    // longer than its IP length, never shorter.
+    if outer.total_len != 0 && outer.total_len as u32 > ctx.len() - ETH_HLEN as u32 {
+        return Verdict::Drop(Counter::DropMalformed);
+    }
     let l4 = ETH_HLEN + outer.header_len();
     if outer.protocol == IPPROTO_UDP {
         if let Ok(ports) = ctx.load::<[u8; 4]>(l4) {

@@ -73,7 +73,7 @@ impl Harness {
             "packet-scenario tests load eBPF programs: run them as root (cargo xtask test)"
         );
         let mut datapath =
-            Datapath::load(&config(nat_ports), 4096, &[EXCLUDED_CIDR], None).expect("load program");
+            Datapath::load(&config(nat_ports), 4096, &[EXCLUDED_CIDR], None, &mut Default::default()).expect("load program");
         datapath.maps.add_client(CLIENT_IP, 1).unwrap();
         datapath.maps.add_client(SECOND_CLIENT_IP, 2).unwrap();
         Harness { datapath }
@@ -84,13 +84,18 @@ impl Harness {
     }
 
     pub fn run(&mut self, packet: &[u8]) -> Outcome {
+        self.try_run(packet).expect("BPF_PROG_TEST_RUN")
+    }
+
+    /// [`Harness::run`], with the kernel's refusal as an error.
+    pub fn try_run(&mut self, packet: &[u8]) -> Result<Outcome, aya::programs::ProgramError> {
         let mut out = vec![0u8; packet.len() + 256];
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(packet);
         opts.data_out = Some(&mut out);
-        let result = self.datapath.program().unwrap().test_run(opts).expect("BPF_PROG_TEST_RUN");
+        let result = self.datapath.program().unwrap().test_run(opts)?;
         out.truncate(result.data_size_out as usize);
-        Outcome { action: result.return_value, packet: out }
+        Ok(Outcome { action: result.return_value, packet: out })
     }
 
     pub fn counter(&self, name: &str) -> u64 {

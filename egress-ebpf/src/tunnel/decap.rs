@@ -40,6 +40,10 @@ pub fn parse_tunnel(ctx: &TcContext, cfg: &GatewayConfig) -> Result<InnerFrame, 
     if !ip.is_v4() || (ip.version_ihl & 0x0f) < 5 || (ip.total_len as usize) < IPV4_HLEN {
         return Err(Counter::DropMalformed);
     }
+    // The inner packet must be all there (see `classify` on the outer one).
+    if ip.total_len as u32 > ctx.len().saturating_sub(INNER_IP_OFF as u32) {
+        return Err(Counter::DropMalformed);
+    }
     if ip.has_options() {
         return Err(Counter::DropIpOptions);
     }
