@@ -20,6 +20,12 @@ pub enum Command {
     Join(JoinArgs),
     /// Show live flows and counters of the gateway in this network namespace.
     Status(StatusArgs),
+    /// Hold the datapath's links and maps so that it outlives an agent
+    /// restart (a native sidecar of the gateway pod; needs no capabilities).
+    Keep(KeepArgs),
+    /// Take the datapath off the interface now (rollback): the state keeper
+    /// lets go, a running agent detaches and exits, leftovers are removed.
+    Detach(DetachArgs),
 }
 
 #[derive(Args, Clone, Debug)]
@@ -84,6 +90,28 @@ pub struct GatewayArgs {
     /// on a veth pair inside the pod (see docs/benchmarks.md).
     #[arg(long)]
     pub no_gro_stage: bool,
+    /// The state keeper's socket (`egress-agent keep`): the datapath is
+    /// handed to it, and taken back from it at start, so a restarted agent
+    /// carries on with the running program's flows.
+    #[arg(long, value_name = "PATH")]
+    pub keeper_socket: Option<PathBuf>,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct KeepArgs {
+    /// Where to listen (a volume shared with the gateway container).
+    #[arg(long, value_name = "PATH", default_value = crate::keeper::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct DetachArgs {
+    /// The state keeper's socket, if one runs.
+    #[arg(long, value_name = "PATH", default_value = crate::keeper::DEFAULT_SOCKET)]
+    pub keeper_socket: PathBuf,
+    /// The interface the gateway is attached to.
+    #[arg(long, default_value = "eth0")]
+    pub interface: String,
 }
 
 #[derive(Args, Clone, Debug)]

@@ -2,8 +2,10 @@
 //! packet-scenario tests to load the real program the same way the agent does.
 pub mod cli;
 pub mod datapath;
+pub mod detach;
 pub mod gateway;
 pub mod join;
+pub mod keeper;
 pub mod netdev;
 pub mod observe;
 pub mod pods;

@@ -5,8 +5,10 @@
 //! - `join`: inside a worker pod (init container), send everything but the
 //!   cluster's own traffic through a VXLAN tunnel to the gateway.
 //! - `status`: show the live flows and counters of this pod's gateway.
+//! - `keep`: hold the datapath across agent restarts (a sidecar).
+//! - `detach`: take the datapath off the interface (rollback).
 use clap::Parser;
-use egress_agent::{cli, gateway, join, status};
+use egress_agent::{cli, detach, gateway, join, keeper, status};
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
@@ -24,6 +26,8 @@ fn main() -> std::process::ExitCode {
         cli::Command::Gateway(args) => gateway::run(args),
         cli::Command::Join(args) => join::run(args),
         cli::Command::Status(args) => status::run(args),
+        cli::Command::Keep(args) => keeper::server::run(args),
+        cli::Command::Detach(args) => detach::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -35,6 +35,9 @@ pub struct GatewayOptions {
     pub agent_binary: Option<PathBuf>,
     /// The echo server binary; `None` means [`clients::echo_server_binary`].
     pub echo_server: Option<PathBuf>,
+    /// Run `egress-agent keep` in the gateway pod before the agent, and
+    /// give the agent `--keeper-socket` (as the Deployment's sidecar does).
+    pub state_keeper: bool,
 }
 
 impl Default for GatewayOptions {
@@ -48,6 +51,7 @@ impl Default for GatewayOptions {
             extra_args: Vec::new(),
             agent_binary: None,
             echo_server: None,
+            state_keeper: false,
         }
     }
 }
@@ -97,6 +101,33 @@ impl PodsFile {
     }
 }
 
+/// `egress-agent keep` in the gateway pod, its socket in a directory of
+/// its own (the emptyDir of the Deployment).
+#[derive(Debug)]
+pub struct StateKeeper {
+    pub daemon: Daemon,
+    pub socket: PathBuf,
+    _dir: TempDir,
+}
+
+impl StateKeeper {
+    pub fn start(ns: &crate::netns::Netns, agent_binary: &std::path::Path) -> Result<StateKeeper> {
+        let dir = TempDir::new("keeper")?;
+        let socket = dir.path().join("keeper.sock");
+        let argv = [
+            agent_binary.display().to_string(),
+            "keep".into(),
+            "--socket".into(),
+            socket.display().to_string(),
+        ];
+        let mut daemon = Daemon::spawn(ns, "egress-agent keep", &argv)?;
+        daemon.wait_for_line("the keeper's listening line", Duration::from_secs(10), |l| {
+            l.contains("listening")
+        })?;
+        Ok(StateKeeper { daemon, socket, _dir: dir })
+    }
+}
+
 /// A cluster with the echo server, the gateway agent and joined workers.
 /// Dropping it stops the agent first (SIGTERM), then the servers, then
 /// deletes the namespaces.
@@ -104,10 +135,13 @@ impl PodsFile {
 pub struct EgressSetup {
     // Field order is drop order.
     pub agent: Agent,
+    pub keeper: Option<StateKeeper>,
     pub echo: Daemon,
     pub pods_file: PodsFile,
     pub cluster: Cluster,
     pub agent_binary: PathBuf,
+    /// What the agent was started with (to start another the same way).
+    pub agent_args: GatewayArgs,
 }
 
 impl EgressSetup {
@@ -136,9 +170,16 @@ impl EgressSetup {
         let mut args = GatewayArgs::new(pods_file.path());
         args.exclude_cidrs = opts.exclude_cidrs.clone();
         args.extra = opts.extra_args.clone();
+        let keeper = match opts.state_keeper {
+            true => Some(StateKeeper::start(&cluster.gateway().ns, &agent_binary)?),
+            false => None,
+        };
+        if let Some(keeper) = &keeper {
+            args.extra.extend(["--keeper-socket".into(), keeper.socket.display().to_string()]);
+        }
         let agent = Agent::start_gateway(&cluster.gateway().ns, &agent_binary, &args)?;
 
-        let setup = EgressSetup { agent, echo, pods_file, cluster, agent_binary };
+        let setup = EgressSetup { agent, keeper, echo, pods_file, cluster, agent_binary, agent_args: args };
         for name in &opts.joined {
             setup.join(name)?;
         }

@@ -380,6 +380,50 @@ fn the_gateway_is_one_pod_with_only_its_capabilities() {
     assert!(checked >= 3, "the gateway Deployment was found in only {checked} renderings");
 }
 
+/// The state keeper is a native sidecar with no capability, and the agent
+/// hands the datapath to it over the socket on the volume they share.
+#[test]
+fn the_state_keeper_is_a_sidecar_without_capabilities_sharing_the_socket() {
+    let mut checked = 0;
+    for r in rendered() {
+        let Some(gw) = r.gateway() else { continue };
+        checked += 1;
+        let keeper = pod_spec(gw)["initContainers"]
+            .as_array()
+            .and_then(|all| all.iter().find(|c| c["name"] == "state-keeper"))
+            .unwrap_or_else(|| panic!("{}: no state-keeper init container", r.name));
+        assert_eq!(keeper["restartPolicy"], "Always", "{}: the keeper must be a native sidecar", r.name);
+        let sc = &keeper["securityContext"];
+        assert!(strings(&sc["capabilities"]["add"]).is_empty(), "{}: the keeper needs no capability", r.name);
+        assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"], "{}: the keeper drops all", r.name);
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{}: keeper allowPrivilegeEscalation", r.name);
+        let keeper_args = expanded_args(r, gw, keeper);
+        assert_eq!(
+            keeper_args.first().map(String::as_str),
+            Some("keep"),
+            "{}: keeper args {keeper_args:?}",
+            r.name
+        );
+        let socket = one_flag(&keeper_args, "--socket", "the keeper's socket");
+        let agent = container(gw, "agent");
+        let agent_socket =
+            one_flag(&expanded_args(r, gw, agent), "--keeper-socket", "the agent's keeper socket");
+        assert_eq!(agent_socket, socket, "{}: the agent and the keeper name one socket", r.name);
+        let mount_of = |c: &Value| -> Vec<(String, String)> {
+            c["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| socket.starts_with(m["mountPath"].as_str().unwrap_or("-")))
+                .map(|m| (m["name"].as_str().unwrap_or("").to_string(), m["mountPath"].to_string()))
+                .collect()
+        };
+        assert!(!mount_of(keeper).is_empty(), "{}: the keeper's socket is not on a volume", r.name);
+        assert_eq!(mount_of(keeper), mount_of(agent), "{}: the socket's volume is not shared", r.name);
+    }
+    assert!(checked >= 3, "the gateway Deployment was found in only {checked} renderings");
+}
+
 #[test]
 fn gateway_probes_are_healthz_and_readyz_on_the_metrics_port() {
     for r in rendered() {

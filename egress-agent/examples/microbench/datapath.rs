@@ -13,7 +13,8 @@ use crate::common::{self, CLIENT_IP, EXCLUDED_CIDR};
 /// CIDR set. `object` replaces the embedded object (to time a variant).
 pub fn fresh(conntrack_size: u32, object: Option<&Path>) -> Result<Datapath> {
     let cfg = common::config((DEFAULT_NAT_PORT_MIN, DEFAULT_NAT_PORT_MAX));
-    let mut datapath = Datapath::load(&cfg, conntrack_size, &[EXCLUDED_CIDR], object)?;
+    let mut datapath =
+        Datapath::load(&cfg, conntrack_size, &[EXCLUDED_CIDR], object, &mut Default::default())?;
     datapath.maps.add_client(CLIENT_IP, 1)?;
     Ok(datapath)
 }

@@ -47,12 +47,22 @@ impl GroStage {
 }
 
 /// Deletes a pair a killed agent left behind, if any (with the stage off,
-/// once the new program no longer sends into it).
-pub fn remove_leftover() {
-    if netdev::ifindex(TX).is_ok() {
-        if let Err(e) = ip(&["link", "del", TX]) {
-            tracing::warn!("removing a leftover GRO stage: {e:#}");
-        }
+/// once the new program no longer sends into it). Says whether there was one.
+pub fn remove_leftover() -> bool {
+    if netdev::ifindex(TX).is_err() {
+        return false;
+    }
+    if let Err(e) = ip(&["link", "del", TX]) {
+        tracing::warn!("removing a leftover GRO stage: {e:#}");
+    }
+    true
+}
+
+impl GroStage {
+    /// Leaves the pair for the program the state keeper keeps attached,
+    /// which sends into it.
+    pub fn leave_in_place(self) {
+        std::mem::forget(self);
     }
 }
 

@@ -1,31 +1,69 @@
 //! Loading the embedded object, configuring it and attaching it to the
-//! interface's TC ingress hook.
+//! interface's TC ingress hook; or taking over the maps and links a previous
+//! agent left with the state keeper, so its flows carry on.
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
 use anyhow::{Context, Result};
 use aya::{
+    maps::{Map, MapData, MapInfo},
     programs::{tc, SchedClassifier, TcAttachType},
     Ebpf, EbpfLoader,
 };
 use egress_common::{config::GatewayConfig, maps as names};
 
-use super::maps::DatapathMaps;
+use super::{maps::DatapathMaps, tcx};
+use crate::keeper::Held;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egress-ebpf.o"));
 
-/// A loaded and configured datapath. Dropping it detaches the program (if
-/// attached) and unloads it.
+/// The maps that hold state worth keeping across agent restarts: all of
+/// them (the object's global-data maps are rebuilt with each load).
+const STATE_MAPS: [&str; 8] = [
+    names::CONFIG,
+    names::CLIENTS,
+    names::EXCLUDED_DESTINATIONS,
+    names::CT_ORIGINAL,
+    names::CT_REPLY,
+    names::COUNTERS,
+    names::CLIENT_TRAFFIC,
+    names::NAT_EXHAUSTED,
+];
+
+/// The programs attached to a TC ingress hook, each by its own link.
+pub const ATTACHED_PROGRAMS: [&str; 2] = [names::GRO_STAGE_PROGRAM, names::PROGRAM];
+
+fn map_key(name: &str) -> String {
+    format!("map:{name}")
+}
+
+fn link_key(name: &str) -> String {
+    format!("link:{name}")
+}
+
+/// A loaded and configured datapath. Dropping it detaches the program
+/// (unless the state keeper holds its links too) and unloads it.
 pub struct Datapath {
     ebpf: Ebpf,
     pub maps: DatapathMaps,
+    /// Duplicates of the state maps' descriptors, for the state keeper.
+    map_fds: Vec<(&'static str, OwnedFd)>,
+    /// TCX links by program name (none on kernels attached through netlink).
+    links: Vec<(&'static str, OwnedFd)>,
+    /// The maps were a previous agent's: flows, clients and counters went on.
+    pub adopted: bool,
 }
 
 impl Datapath {
     /// Loads and verifies the program and writes `cfg` and the excluded
-    /// CIDRs, without attaching it anywhere yet.
+    /// CIDRs, without attaching it anywhere yet. Maps in `previous` (a
+    /// previous agent's, from the state keeper) are used instead of new
+    /// ones when their layout is this build's.
     pub fn load(
         cfg: &GatewayConfig,
         conntrack_size: u32,
         excluded: &[(std::net::Ipv4Addr, u8)],
         object_override: Option<&std::path::Path>,
+        previous: &mut Held,
     ) -> Result<Datapath> {
         raise_memlock_limit();
         let override_bytes = match object_override {
@@ -33,17 +71,40 @@ impl Datapath {
             None => None,
         };
         let object = override_bytes.as_deref().unwrap_or(OBJECT);
+        let previous_maps = take_previous_maps(previous);
+        // A conntrack table cannot be resized: the one carried over keeps
+        // its size until a detach.
+        let ct_size = match previous_maps.iter().find(|(name, _, _)| *name == names::CT_ORIGINAL) {
+            Some((_, _, info)) if info.max_entries() != conntrack_size => {
+                tracing::warn!(
+                    "keeping the running datapath's conntrack size {} (--conntrack-size {conntrack_size} applies after `egress-agent detach`)",
+                    info.max_entries()
+                );
+                info.max_entries()
+            }
+            _ => conntrack_size,
+        };
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(names::CT_ORIGINAL, conntrack_size)
-            .map_max_entries(names::CT_REPLY, conntrack_size)
+            .map_max_entries(names::CT_ORIGINAL, ct_size)
+            .map_max_entries(names::CT_REPLY, ct_size)
             .load(object)
             .context("loading the eBPF object (is this a BPF-capable kernel, and do we have CAP_BPF/CAP_NET_ADMIN?)")?;
+        let adopted = !previous_maps.is_empty() && substitute_maps(&ebpf, &previous_maps)?;
+        drop(previous_maps);
+        let mut map_fds = Vec::new();
+        for name in STATE_MAPS {
+            let map = ebpf.map(name).with_context(|| format!("map {name} missing from the eBPF object"))?;
+            let fd = state_map_data(map)
+                .with_context(|| format!("map {name} is of an unexpected type"))?
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()?;
+            map_fds.push((name, fd));
+        }
         let mut maps = DatapathMaps::from_maps(|name| ebpf.take_map(name))?;
         maps.write_config(cfg)?;
-        for (addr, len) in excluded {
-            maps.add_excluded(*addr, *len)?;
-        }
-        let mut datapath = Datapath { ebpf, maps };
+        maps.set_excluded(excluded)?;
+        let mut datapath = Datapath { ebpf, maps, map_fds, links: Vec::new(), adopted };
         datapath.program()?.load().map_err(|err| {
             let errno = match &err {
                 aya::programs::ProgramError::LoadError { io_error, .. } => io_error.raw_os_error(),
@@ -90,30 +151,160 @@ impl Datapath {
 
     /// Attaches to `interface`'s TC ingress. Configuration is written
     /// before this, so no packet ever meets an unconfigured program.
-    pub fn attach(&mut self, interface: &str) -> Result<()> {
-        self.attach_classifier(names::PROGRAM, interface)
+    pub fn attach(&mut self, interface: &str, previous: &mut Held) -> Result<()> {
+        self.attach_classifier(names::PROGRAM, interface, previous)
     }
 
     /// Attaches the GRO stage's classifier to the stage's receiving end.
-    pub fn attach_gro_stage(&mut self, interface: &str) -> Result<()> {
-        self.attach_classifier(names::GRO_STAGE_PROGRAM, interface)
+    pub fn attach_gro_stage(&mut self, interface: &str, previous: &mut Held) -> Result<()> {
+        self.attach_classifier(names::GRO_STAGE_PROGRAM, interface, previous)
     }
 
-    fn attach_classifier(&mut self, name: &str, interface: &str) -> Result<()> {
-        // Kernels before 6.6 attach through the clsact qdisc; it may exist.
+    /// On 6.6+ a TCX link: the previous agent's, with this program swapped
+    /// in atomically, or a new one. Before 6.6 a netlink filter.
+    fn attach_classifier(&mut self, name: &'static str, interface: &str, previous: &mut Held) -> Result<()> {
+        let ifindex = crate::netdev::ifindex(interface)?;
+        let prog = self.classifier(name)?.fd()?.as_fd().try_clone_to_owned()?;
+        if let Some(link) = previous.take(&link_key(name)) {
+            if matches!(tcx::ingress_ifindex(link.as_fd()), Ok(Some(i)) if i == ifindex) {
+                tcx::replace_program(link.as_fd(), prog.as_fd()).with_context(|| {
+                    format!("replacing the program of the running {name} link on {interface}")
+                })?;
+                tracing::info!(
+                    "took over the running {name} link on {interface}; its program replaced by this build's"
+                );
+                self.links.push((name, link));
+                return Ok(());
+            }
+            tracing::warn!("the state keeper's {name} link is not attached to {interface}: attaching anew");
+        }
+        match tcx::attach_ingress(prog.as_fd(), ifindex) {
+            Ok(link) => {
+                self.links.push((name, link));
+                Ok(())
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.attach_with_netlink(name, interface),
+            Err(e) => Err(e).with_context(|| format!("attaching {name} to {interface} ingress (TCX)")),
+        }
+    }
+
+    /// Kernels before 6.6: the clsact qdisc and a netlink filter.
+    fn attach_with_netlink(&mut self, name: &str, interface: &str) -> Result<()> {
         if let Err(e) = tc::qdisc_add_clsact(interface) {
             tracing::debug!("clsact qdisc on {interface}: {e} (already present is fine)");
         }
         // A netlink filter outlives a killed agent (a TCX link does not): a
-        // leftover one would see every packet first, with its stale maps.
-        match tc::qdisc_detach_program(interface, TcAttachType::Ingress, name) {
-            Ok(()) => tracing::warn!("removed a leftover {name} filter from {interface}"),
-            Err(e) => tracing::debug!("no leftover netlink filter on {interface}: {e}"),
-        }
+        // leftover one would see every packet first.
+        remove_netlink_filter(interface, name);
         self.classifier(name)?
             .attach(interface, TcAttachType::Ingress)
             .with_context(|| format!("attaching {name} to {interface} ingress"))?;
         Ok(())
+    }
+
+    /// Everything the state keeper should hold: the state maps and the
+    /// TCX links.
+    pub fn state_objects(&self) -> Vec<(String, BorrowedFd<'_>)> {
+        let maps = self.map_fds.iter().map(|(name, fd)| (map_key(name), fd.as_fd()));
+        let links = self.links.iter().map(|(name, fd)| (link_key(name), fd.as_fd()));
+        maps.chain(links).collect()
+    }
+}
+
+/// Removes a netlink filter of `program` from `interface`'s ingress, if
+/// there is one (left by a killed agent on a kernel before 6.6).
+pub fn remove_netlink_filter(interface: &str, program: &str) -> bool {
+    match tc::qdisc_detach_program(interface, TcAttachType::Ingress, program) {
+        Ok(()) => {
+            tracing::warn!("removed a leftover {program} filter from {interface}");
+            true
+        }
+        Err(e) => {
+            tracing::debug!("no netlink filter of {program} on {interface}: {e}");
+            false
+        }
+    }
+}
+
+/// The state maps among `previous`, with what the kernel says of each;
+/// empty unless all of them are there.
+fn take_previous_maps(previous: &mut Held) -> Vec<(&'static str, MapData, MapInfo)> {
+    let mut out = Vec::new();
+    for name in STATE_MAPS {
+        let Some(fd) = previous.take(&map_key(name)) else { return Vec::new() };
+        let data = match MapData::from_fd(fd) {
+            Ok(data) => data,
+            Err(e) => {
+                tracing::warn!(
+                    "the state keeper's {name} is not a usable map ({e}): starting with empty maps"
+                );
+                return Vec::new();
+            }
+        };
+        match data.info() {
+            Ok(info) => out.push((name, data, info)),
+            Err(e) => {
+                tracing::warn!("reading the state keeper's {name} ({e}): starting with empty maps");
+                return Vec::new();
+            }
+        }
+    }
+    out
+}
+
+/// Points the freshly loaded object at the previous maps, when every one
+/// has this build's layout: the object's instructions name each map by the
+/// descriptor number its new map got at load, and the kernel resolves those
+/// numbers only when the program itself is loaded, so making each number
+/// refer to the previous map (dup3 over it) binds the program to the
+/// previous maps and frees the new ones. Returns false, and changes
+/// nothing, if any layout differs (a build whose state format changed).
+fn substitute_maps(ebpf: &Ebpf, previous: &[(&'static str, MapData, MapInfo)]) -> Result<bool> {
+    let mut pairs = Vec::new();
+    for (name, data, info) in previous {
+        let fresh = ebpf
+            .map(name)
+            .and_then(state_map_data)
+            .with_context(|| format!("map {name} missing from the eBPF object"))?;
+        let fresh_info = fresh.info()?;
+        let layout = |i: &MapInfo| {
+            (
+                i.map_type().map(|t| format!("{t:?}")).ok(),
+                i.key_size(),
+                i.value_size(),
+                i.max_entries(),
+                i.map_flags(),
+            )
+        };
+        if layout(info) != layout(&fresh_info) {
+            tracing::warn!(
+                "the running datapath's {name} differs from this build's (type, key, value, entries, flags: {:?} vs {:?}): starting with empty maps, its flows are lost",
+                layout(info),
+                layout(&fresh_info)
+            );
+            return Ok(false);
+        }
+        pairs.push((data.fd().as_fd().as_raw_fd(), fresh.fd().as_fd().as_raw_fd()));
+    }
+    for (previous_fd, fresh_fd) in pairs {
+        if unsafe { libc::dup3(previous_fd, fresh_fd, libc::O_CLOEXEC) } < 0 {
+            return Err(std::io::Error::last_os_error()).context("taking over a previous map (dup3)");
+        }
+    }
+    Ok(true)
+}
+
+/// The map behind a state map's handle (the map types the object uses).
+fn state_map_data(map: &Map) -> Option<&MapData> {
+    match map {
+        Map::Array(m)
+        | Map::HashMap(m)
+        | Map::LruHashMap(m)
+        | Map::LpmTrie(m)
+        | Map::PerCpuArray(m)
+        | Map::PerCpuHashMap(m)
+        | Map::PerCpuLruHashMap(m) => Some(m),
+        _ => None,
     }
 }
 

@@ -88,6 +88,26 @@ impl DatapathMaps {
         self.excluded.insert(&key, 1, 0).with_context(|| format!("adding excluded CIDR {addr}/{prefix_len}"))
     }
 
+    /// Makes the excluded CIDRs exactly `wanted` (a map carried over from a
+    /// previous agent may hold others): the new ones go in before the old
+    /// ones go, so nothing meant to be excluded is ever let through.
+    pub fn set_excluded(&mut self, wanted: &[(Ipv4Addr, u8)]) -> Result<()> {
+        for (addr, len) in wanted {
+            self.add_excluded(*addr, *len)?;
+        }
+        let present: Vec<Key<u32>> =
+            self.excluded.keys().collect::<Result<_, _>>().context("reading EXCLUDED_DSTS")?;
+        for key in present {
+            let cidr = (Ipv4Addr::from(u32::from_be(key.data())), key.prefix_len() as u8);
+            if !wanted.contains(&cidr) {
+                self.excluded
+                    .remove(&key)
+                    .with_context(|| format!("removing excluded CIDR {}/{}", cidr.0, cidr.1))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Counter totals over all CPUs, by name.
     pub fn counter_totals(&self) -> Result<Vec<(&'static str, u64)>> {
         Counter::ALL

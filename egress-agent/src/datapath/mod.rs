@@ -5,3 +5,4 @@ pub mod conntrack;
 pub mod gro_stage;
 pub mod loader;
 pub mod maps;
+pub mod tcx;

@@ -1,6 +1,7 @@
 //! `egress-agent gateway`: attach the datapath, keep its client list equal to
 //! the pod source's, sweep expired flows, serve health and metrics, exit
 //! cleanly on SIGTERM/SIGINT.
+mod handover;
 pub mod reconcile;
 mod settings;
 
@@ -12,7 +13,10 @@ use std::{
 use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 
-use self::settings::{Settings, SourceSettings};
+use self::{
+    handover::{Handover, KeeperEvent},
+    settings::{Settings, SourceSettings},
+};
 use crate::{
     cli::GatewayArgs,
     datapath::{
@@ -72,11 +76,14 @@ async fn serve(mut settings: Settings) -> Result<()> {
     let http = observe::serve(settings.metrics_addr, health.clone(), metrics.registry(), status_tx).await?;
     let http_task = tokio::spawn(http);
 
+    let mut handover = Handover::new(settings.keeper_socket.as_deref());
+    let mut previous = handover.take_previous();
     let mut datapath = Datapath::load(
         &settings.datapath_config,
         settings.conntrack_size,
         &settings.excluded,
         settings.ebpf_object.as_deref(),
+        &mut previous,
     )?;
     // After the load, whose errors say which capability is missing.
     let gro_stage = if settings.gro_stage { Some(GroStage::create(settings.interface.mtu)?) } else { None };
@@ -84,9 +91,11 @@ async fn serve(mut settings: Settings) -> Result<()> {
         settings.datapath_config.gro_ifindex = stage.tx_ifindex;
         datapath.maps.write_config(&settings.datapath_config)?;
         // The stage's end first: the main program may send into it at once.
-        datapath.attach_gro_stage(gro_stage::RX)?;
+        datapath.attach_gro_stage(gro_stage::RX, &mut previous)?;
     }
-    datapath.attach(&settings.interface.name)?;
+    datapath.attach(&settings.interface.name, &mut previous)?;
+    // Whatever of the previous datapath was not taken over goes now.
+    drop(previous);
     if gro_stage.is_none() {
         gro_stage::remove_leftover();
     }
@@ -96,10 +105,18 @@ async fn serve(mut settings: Settings) -> Result<()> {
         source = %source.describe(),
         metrics = %settings.metrics_addr,
         gro_stage = gro_stage.is_some(),
+        flows_carried_over = datapath.adopted,
         "datapath attached; waiting for the client list"
     );
+    let mut detach_requested = matches!(handover.hand_over(&datapath), Some(KeeperEvent::Detach));
 
-    let mut clients = reconcile::ClientTable::default();
+    // Carried-over clients keep forwarding until the first snapshot says
+    // who they are.
+    let mut clients = if datapath.adopted {
+        reconcile::ClientTable::carried_over(&datapath.maps)?
+    } else {
+        reconcile::ClientTable::default()
+    };
     // A snapshot that failed to apply, retried at every sweep until it
     // succeeds or a newer one replaces it.
     let mut pending: Option<ClientSnapshot> = None;
@@ -109,10 +126,13 @@ async fn serve(mut settings: Settings) -> Result<()> {
     let mut gc = tokio::time::interval(gc_interval);
     let mut exhaustion = ExhaustionLog::default();
 
-    loop {
+    while !detach_requested {
         tokio::select! {
-            _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching and exiting"); break; }
-            _ = sigint.recv() => { tracing::info!("SIGINT: detaching and exiting"); break; }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: exiting"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: exiting"); break; }
+            event = handover.next_event() => {
+                detach_requested = matches!(event, KeeperEvent::Detach);
+            }
             changed = updates_rx.changed() => {
                 if changed.is_err() {
                     anyhow::bail!("the pod source stopped unexpectedly");
@@ -138,6 +158,9 @@ async fn serve(mut settings: Settings) -> Result<()> {
                     }
                     Err(err) => tracing::warn!("reading NAT exhaustion: {err:#}"),
                 }
+                if let Some(KeeperEvent::Detach) = handover.hand_over(&datapath) {
+                    detach_requested = true;
+                }
                 health.loop_alive();
             }
         }
@@ -162,6 +185,20 @@ async fn serve(mut settings: Settings) -> Result<()> {
     }
     source_task.abort();
     http_task.abort();
+    if detach_requested {
+        tracing::info!("egress-agent detach: detaching and exiting");
+    } else if handover.holding() {
+        // The keeper's links keep the program attached for the next agent.
+        tracing::info!(
+            "leaving the datapath running: the state keeper holds it (`egress-agent detach` removes it)"
+        );
+        if let Some(stage) = gro_stage {
+            stage.leave_in_place();
+        }
+        return Ok(());
+    } else {
+        tracing::info!("detaching");
+    }
     drop(datapath);
     drop(gro_stage);
     Ok(())

@@ -16,10 +16,13 @@ pub struct Client {
     /// Index of its traffic counters in CLIENT_TRAFFIC.
     pub id: u32,
     pub identity: ClientIdentity,
+    /// Taken over from a previous agent's map, identity unknown until the
+    /// first snapshot names the pod that holds the address now.
+    pub carried_over: bool,
 }
 
 /// The clients written to CLIENTS. It starts empty, like the freshly loaded
-/// map it mirrors.
+/// map it mirrors, or from the map a previous agent filled.
 #[derive(Default)]
 pub struct ClientTable {
     clients: BTreeMap<Ipv4Addr, Client>,
@@ -33,13 +36,30 @@ impl ClientTable {
         &self.clients
     }
 
+    /// The table of a CLIENTS map carried over from a previous agent: the
+    /// same ids, so flows and traffic counters go on.
+    pub fn carried_over(maps: &DatapathMaps) -> Result<ClientTable> {
+        let ids = maps.client_ids()?;
+        let next_id = ids.values().copied().max().unwrap_or(0);
+        let taken: std::collections::BTreeSet<u32> = ids.values().copied().collect();
+        let free_ids = (1..=next_id).filter(|id| !taken.contains(id)).collect();
+        let clients = ids
+            .into_iter()
+            .map(|(ip, id)| (ip, Client { id, identity: ClientIdentity::default(), carried_over: true }))
+            .collect();
+        Ok(ClientTable { clients, free_ids, next_id })
+    }
+
     pub fn apply(&mut self, maps: &mut DatapathMaps, desired: &ClientSnapshot) -> Result<()> {
         // Gone, or the address now belongs to another pod: either way the
         // old holder's flows must not carry over to whoever has it now.
         let gone: Vec<Ipv4Addr> = self
             .clients
             .iter()
-            .filter(|(ip, client)| desired.get(ip) != Some(&client.identity))
+            .filter(|(ip, client)| match desired.get(ip) {
+                None => true,
+                Some(identity) => !client.carried_over && identity != &client.identity,
+            })
             .map(|(ip, _)| *ip)
             .collect();
         for ip in gone {
@@ -50,7 +70,12 @@ impl ClientTable {
             tracing::info!(client = %ip, identity = %client.identity, flows, "client removed");
         }
         for (ip, identity) in desired {
-            if self.clients.contains_key(ip) {
+            if let Some(client) = self.clients.get_mut(ip) {
+                if client.carried_over {
+                    client.identity = identity.clone();
+                    client.carried_over = false;
+                    tracing::info!(client = %ip, identity = %identity, "client carried over");
+                }
                 continue;
             }
             let id = self.allocate_id()?;
@@ -58,7 +83,7 @@ impl ClientTable {
                 self.free_ids.push(id);
                 return Err(err);
             }
-            self.clients.insert(*ip, Client { id, identity: identity.clone() });
+            self.clients.insert(*ip, Client { id, identity: identity.clone(), carried_over: false });
             tracing::info!(client = %ip, identity = %identity, "client added");
         }
         Ok(())

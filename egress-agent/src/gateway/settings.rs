@@ -34,6 +34,7 @@ pub struct Settings {
     pub metrics_addr: SocketAddr,
     /// Whether to set up the GRO stage (`egress_common::gro`).
     pub gro_stage: bool,
+    pub keeper_socket: Option<std::path::PathBuf>,
 }
 
 pub fn parse_port_range(text: &str) -> Result<(u16, u16)> {
@@ -110,6 +111,7 @@ impl Settings {
             source,
             metrics_addr,
             gro_stage: !args.no_gro_stage,
+            keeper_socket: args.keeper_socket.clone(),
         })
     }
 }

@@ -73,7 +73,8 @@ impl Harness {
             "packet-scenario tests load eBPF programs: run them as root (cargo xtask test)"
         );
         let mut datapath =
-            Datapath::load(&config(nat_ports), 4096, &[EXCLUDED_CIDR], None, &mut Default::default()).expect("load program");
+            Datapath::load(&config(nat_ports), 4096, &[EXCLUDED_CIDR], None, &mut Default::default())
+                .expect("load program");
         datapath.maps.add_client(CLIENT_IP, 1).unwrap();
         datapath.maps.add_client(SECOND_CLIENT_IP, 2).unwrap();
         Harness { datapath }

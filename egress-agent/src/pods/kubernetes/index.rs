@@ -73,6 +73,10 @@ impl<T: PartialEq> WatchedSet<T> {
     pub fn len(&self) -> usize {
         self.live.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
 }
 
 /// `namespace/name`, or just the name for cluster-scoped objects (Namespaces).

@@ -1,0 +1,148 @@
+//! Hitless agent restart with the state keeper (`egress-agent keep`): the
+//! agent is killed with SIGKILL in the middle of a TCP stream and a steady
+//! UDP exchange; the keeper's links keep the program forwarding, and the
+//! next agent takes the links and maps over (its own program swapped in, as
+//! a newer build's would be), so both flows go on with their NAT bindings.
+//! And `egress-agent detach` takes the datapath off for a rollback.
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use common::*;
+use egress_tests::{agent::Agent, clients, EgressSetup, GatewayOptions};
+
+fn with_keeper() -> GatewayOptions {
+    GatewayOptions { state_keeper: true, ..options() }
+}
+
+/// Bytes per interval in an `iperf3 -J` report.
+fn interval_bytes(report: &serde_json::Value) -> Vec<u64> {
+    report["intervals"]
+        .as_array()
+        .map(|all| all.iter().filter_map(|i| i["sum"]["bytes"].as_u64()).collect())
+        .unwrap_or_default()
+}
+
+fn kill_agent(s: &EgressSetup) {
+    let pid = s.agent.pid().expect("the agent runs");
+    // SAFETY: kill(2) on the agent we started, not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+}
+
+fn start_agent_again(s: &EgressSetup) -> Agent {
+    Agent::start_gateway(&s.cluster.gateway().ns, &s.agent_binary, &s.agent_args)
+        .unwrap_or_else(|e| panic!("restarting the agent: {e:#}"))
+}
+
+#[test]
+fn kill_9_during_a_stream_and_a_udp_exchange_loses_no_flow() {
+    let mut s = start(with_keeper());
+    let server = s.server_ip();
+    let _iperf = clients::start_iperf3_server(s.cluster.outside(), server).unwrap();
+    let drops_before = drop_total(&s);
+
+    let stop = AtomicBool::new(false);
+    let mut restarted = None;
+    let (stream, udp) = std::thread::scope(|scope| {
+        let stream = scope.spawn(|| {
+            let out = s
+                .pod("w3")
+                .ns
+                .output(&["iperf3", "-c", &server.to_string(), "-t", "10", "-i", "0.5", "-J"])
+                .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("iperf3 -J output")
+        });
+        // One UDP flow (one socket): a datagram every 20 ms, each echoed.
+        let udp = scope.spawn(|| {
+            let sock = clients::udp_socket(&s.pod("w1").ns).unwrap();
+            let (mut sent, mut lost, mut nat_ports) = (0u32, 0u32, BTreeSet::new());
+            while !stop.load(Ordering::Relaxed) {
+                sent += 1;
+                match clients::udp_echo_on(&sock, s.udp_server(), Duration::from_secs(1)) {
+                    Ok(reply) => {
+                        nat_ports.insert(reply.port);
+                    }
+                    Err(_) => lost += 1,
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (sent, lost, nat_ports)
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        let killed = Instant::now();
+        kill_agent(&s);
+        // The program forwards alone for a while, then a new agent comes.
+        std::thread::sleep(Duration::from_secs(2));
+        restarted = Some(start_agent_again(&s));
+        eprintln!("agent back {:?} after the kill", killed.elapsed());
+        let stream = stream.join().expect("stream thread");
+        stop.store(true, Ordering::Relaxed);
+        (stream, udp.join().expect("udp thread"))
+    });
+
+    s.agent = restarted.expect("restarted");
+    let log = s.agent.log();
+    assert!(log.contains("took over the running egress_gateway link"), "the new agent reattached:\n{log}");
+    assert!(log.contains("flows_carried_over=true"), "the new agent started from empty maps:\n{log}");
+
+    let intervals = interval_bytes(&stream);
+    eprintln!("TCP bytes per 0.5 s: {intervals:?}");
+    assert!(
+        stream.get("error").is_none(),
+        "iperf3 failed: {} (bytes per 0.5 s: {intervals:?})",
+        stream["error"]
+    );
+    assert!(intervals.len() >= 19, "iperf3 reported {} intervals, not 20", intervals.len());
+    assert!(
+        intervals.iter().all(|b| *b > 0),
+        "the stream stalled for a whole interval around the restart: {intervals:?}"
+    );
+
+    let (sent, lost, nat_ports) = udp;
+    eprintln!("UDP: {sent} sent, {lost} unanswered, NAT ports seen {nat_ports:?}");
+    assert!(sent > 300, "only {sent} datagrams sent");
+    assert_eq!(lost, 0, "datagrams lost across the restart");
+    assert_eq!(nat_ports.len(), 1, "the UDP flow was rebound (its binding was lost): {nat_ports:?}");
+    assert_eq!(drop_total(&s), drops_before, "packets dropped across the restart");
+}
+
+#[test]
+fn detach_takes_the_datapath_off_and_a_new_agent_starts_empty() {
+    let mut s = start(with_keeper());
+    s.curl_from("w1", OK_TIMEOUT).expect("w1 egresses before the detach");
+    let keeper = s.keeper.as_ref().expect("keeper").socket.display().to_string();
+    let binary = s.agent_binary.display().to_string();
+    let out = s.cluster.gateway().ns.output(&[&binary, "detach", "--keeper-socket", &keeper]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "detach failed: {text}");
+    assert!(text.contains("let go of"), "{text}");
+
+    // The running agent was told, let go and exited by itself, cleanly.
+    eventually("the agent exits after the detach", OK_TIMEOUT, || s.agent.check_running().is_err());
+    let status = s.agent.terminate().unwrap();
+    assert!(status.success(), "agent exit status {status}:\n{}", s.agent.log());
+    assert!(s.agent.log().contains("egress-agent detach: detaching"), "{}", s.agent.log());
+
+    // Nothing forwards: the hook is empty, not frozen with old maps.
+    assert!(s.curl_from("w1", DROP_TIMEOUT).is_err(), "w1 still egresses after the detach");
+    let status = s.cluster.gateway().ns.output(&[&binary, "status", "--agent-addr", "127.0.0.1:1"]).unwrap();
+    assert!(
+        !status.status.success(),
+        "a datapath is still attached: {}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+
+    // A new agent starts from empty maps and works.
+    s.agent = start_agent_again(&s);
+    assert!(s.agent.log().contains("flows_carried_over=false"), "{}", s.agent.log());
+    s.curl_from("w1", OK_TIMEOUT).expect("w1 egresses with the new agent");
+}
+
+fn drop_total(s: &EgressSetup) -> u64 {
+    let status = s.status().unwrap();
+    status.counters.iter().filter(|(n, _)| n.starts_with("drop_")).map(|(_, v)| *v).sum()
+}
