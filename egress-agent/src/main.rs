@@ -12,6 +12,15 @@ use egress_agent::{cli, detach, gateway, join, keeper, status};
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    if matches!(cli.command, cli::Command::Status(_)) {
+        // `egress-agent status | head` should stop quietly, as any Unix
+        // tool does, not panic on the closed pipe (Rust ignores SIGPIPE).
+        // Only there: the gateway's sockets must never kill it.
+        // SAFETY: restoring the default disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -111,9 +111,21 @@ pub struct StateKeeper {
 }
 
 impl StateKeeper {
-    pub fn start(ns: &crate::netns::Netns, agent_binary: &std::path::Path) -> Result<StateKeeper> {
+    pub fn start(ns: &crate::netns::Netns, agent_binary: &Path) -> Result<StateKeeper> {
         let dir = TempDir::new("keeper")?;
         let socket = dir.path().join("keeper.sock");
+        let daemon = Self::spawn(ns, agent_binary, &socket)?;
+        Ok(StateKeeper { daemon, socket, _dir: dir })
+    }
+
+    /// A new keeper on the same socket (the sidecar restarted).
+    pub fn restart(&mut self, ns: &crate::netns::Netns, agent_binary: &Path) -> Result<()> {
+        let _ = self.daemon.stop();
+        self.daemon = Self::spawn(ns, agent_binary, &self.socket)?;
+        Ok(())
+    }
+
+    fn spawn(ns: &crate::netns::Netns, agent_binary: &Path, socket: &Path) -> Result<Daemon> {
         let argv = [
             agent_binary.display().to_string(),
             "keep".into(),
@@ -124,7 +136,7 @@ impl StateKeeper {
         daemon.wait_for_line("the keeper's listening line", Duration::from_secs(10), |l| {
             l.contains("listening")
         })?;
-        Ok(StateKeeper { daemon, socket, _dir: dir })
+        Ok(daemon)
     }
 }
 

@@ -29,6 +29,7 @@ pub const TOOLS: &[Tool] = &[
     Tool { command: "nc", package: "netcat-openbsd" },
     Tool { command: "ethtool", package: "ethtool" },
     Tool { command: "traceroute", package: "traceroute" },
+    Tool { command: "conntrack", package: "conntrack" },
 ];
 
 /// Finds `command` on `PATH` (plus the sbin directories, which a non-login

@@ -385,6 +385,86 @@ impl Cluster {
         Ok(())
     }
 
+    /// What kube-proxy does when a Service's endpoints change: the VIP of
+    /// `s` is spread over `backends` (each new flow picks one at random, as
+    /// kube-proxy's iptables mode does), replacing the single DNAT rule of
+    /// [`Cluster::add_service`], and the conntrack entries of flows that were
+    /// DNATed to a backend in `gone` are deleted, so their next packet picks
+    /// a live backend (kube-proxy clears UDP entries of removed endpoints).
+    pub fn set_service_backends(
+        &self,
+        s: &ServiceConfig,
+        backends: &[Ipv4Addr],
+        gone: &[Ipv4Addr],
+    ) -> Result<()> {
+        let chain = format!("SVC-{:08X}", u32::from(s.vip));
+        let (vip, port) = (s.vip.to_string(), s.port.to_string());
+        let service_match = ["-d", vip.as_str(), "-p", s.protocol.as_str(), "--dport", port.as_str()];
+        let iptables = |ns: &Netns, args: &[&str]| {
+            let mut full = vec!["iptables", "-w", "10", "-t", "nat"];
+            full.extend_from_slice(args);
+            ns.output(&full)
+        };
+        for node in &self.nodes {
+            // The chain may exist already (a second change): empty it.
+            iptables(&node.ns, &["-N", &chain])?;
+            node.ns.exec(&["iptables", "-w", "10", "-t", "nat", "-F", &chain])?;
+            let jump: Vec<&str> = service_match.iter().copied().chain(["-j", chain.as_str()]).collect();
+            let mut check = vec!["-C", "PREROUTING"];
+            check.extend(&jump);
+            if !iptables(&node.ns, &check)?.status.success() {
+                let mut insert = vec!["-I", "PREROUTING", "1"];
+                insert.extend(&jump);
+                let mut full = vec!["iptables", "-w", "10", "-t", "nat"];
+                full.extend(insert);
+                node.ns.exec(&full)?;
+            }
+            for (i, backend) in backends.iter().enumerate() {
+                let to = format!("{backend}:{}", s.backend_port);
+                let probability = format!("{:.5}", 1.0 / (backends.len() - i) as f64);
+                // DNAT to a port needs the protocol in the rule itself.
+                let mut rule = vec![
+                    "iptables",
+                    "-w",
+                    "10",
+                    "-t",
+                    "nat",
+                    "-A",
+                    chain.as_str(),
+                    "-p",
+                    s.protocol.as_str(),
+                ];
+                if i + 1 < backends.len() {
+                    rule.extend([
+                        "-m",
+                        "statistic",
+                        "--mode",
+                        "random",
+                        "--probability",
+                        probability.as_str(),
+                    ]);
+                }
+                rule.extend(["-j", "DNAT", "--to-destination", to.as_str()]);
+                node.ns.exec(&rule)?;
+            }
+            for backend in gone {
+                // Exit status 1 when there was nothing to delete.
+                let ip = backend.to_string();
+                node.ns.output(&[
+                    "conntrack",
+                    "-D",
+                    "-p",
+                    &s.protocol,
+                    "--orig-dst",
+                    &vip,
+                    "--reply-src",
+                    &ip,
+                ])?;
+            }
+        }
+        Ok(())
+    }
+
     /// Adds a pod on node `node` with the lowest free address of the node's
     /// pod CIDR (from .2 up).
     pub fn add_pod(&mut self, node: usize, name: &str) -> Result<Pod> {

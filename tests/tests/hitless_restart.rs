@@ -13,10 +13,12 @@ use std::{
 };
 
 use common::*;
-use egress_tests::{agent::Agent, clients, EgressSetup, GatewayOptions};
+use egress_tests::{agent::Agent, clients, topology::PodConfig, EgressSetup, GatewayOptions};
 
+/// The standard setup with the state keeper, and a sweep (so a hand-over)
+/// every second.
 fn with_keeper() -> GatewayOptions {
-    GatewayOptions { state_keeper: true, ..options() }
+    GatewayOptions { state_keeper: true, extra_args: vec!["--gc-interval-s".into(), "1".into()], ..options() }
 }
 
 /// Bytes per interval in an `iperf3 -J` report.
@@ -86,7 +88,9 @@ fn kill_9_during_a_stream_and_a_udp_exchange_loses_no_flow() {
 
     s.agent = restarted.expect("restarted");
     let log = s.agent.log();
-    assert!(log.contains("took over the running egress_gateway link"), "the new agent reattached:\n{log}");
+    let (before, after) =
+        replaced_program_ids(&log).unwrap_or_else(|| panic!("the new agent reattached:\n{log}"));
+    assert_ne!(before, after, "the running link kept the old program");
     assert!(log.contains("flows_carried_over=true"), "the new agent started from empty maps:\n{log}");
 
     let intervals = interval_bytes(&stream);
@@ -140,6 +144,104 @@ fn detach_takes_the_datapath_off_and_a_new_agent_starts_empty() {
     s.agent = start_agent_again(&s);
     assert!(s.agent.log().contains("flows_carried_over=false"), "{}", s.agent.log());
     s.curl_from("w1", OK_TIMEOUT).expect("w1 egresses with the new agent");
+}
+
+/// The program ids in "took over the running egress_gateway link on eth0:
+/// program id A replaced by this build's, id B".
+fn replaced_program_ids(log: &str) -> Option<(u32, u32)> {
+    let line = log.lines().find(|l| l.contains("took over the running egress_gateway link"))?;
+    let after_id = |marker: &str| -> Option<u32> {
+        let rest = &line[line.find(marker)? + marker.len()..];
+        rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    Some((after_id("program id ")?, after_id("build's, id ")?))
+}
+
+#[test]
+fn a_second_agent_supersedes_the_first_which_exits_without_detaching() {
+    let mut s = start(with_keeper());
+    let mut args = s.agent_args.clone();
+    args.extra.extend(["--metrics-addr".into(), "127.0.0.1:9091".into()]);
+    let second = Agent::start_gateway(&s.cluster.gateway().ns, &s.agent_binary, &args)
+        .unwrap_or_else(|e| panic!("starting a second agent: {e:#}"));
+    assert!(second.log().contains("took over the running egress_gateway link"), "{}", second.log());
+    // The first learns at its next hand-over (every second here).
+    eventually("the first agent exits", OK_TIMEOUT, || s.agent.check_running().is_err());
+    let status = s.agent.terminate().unwrap();
+    assert!(!status.success(), "superseded is an error exit");
+    assert!(s.agent.log().contains("another agent took this gateway's datapath over"), "{}", s.agent.log());
+    assert!(!s.agent.log().contains("egress-agent detach: detaching"), "{}", s.agent.log());
+    s.agent = second;
+    s.curl_from("w1", OK_TIMEOUT).expect("w1 egresses through the second agent");
+    s.curl_from("w3", OK_TIMEOUT).expect("w3 egresses through the second agent");
+}
+
+#[test]
+fn a_restarted_keeper_gets_the_datapath_back_for_the_next_agent() {
+    let mut s = start(with_keeper());
+    let mut keeper = s.keeper.take().expect("keeper");
+    let asked = Instant::now();
+    let status = keeper.daemon.stop().unwrap();
+    assert!(status.success(), "the keeper's exit on SIGTERM: {status}");
+    assert!(asked.elapsed() < Duration::from_secs(2), "the keeper took {:?} to stop", asked.elapsed());
+    // The agent holds its own links: nothing changes for the clients.
+    s.curl_from("w1", OK_TIMEOUT).expect("w1 egresses without the keeper");
+    eventually("the agent notices", OK_TIMEOUT, || s.agent.log().contains("the state keeper went away"));
+
+    // The sidecar comes back: the agent hands the datapath over again at
+    // its next sweep (one second here), and a killed agent's successor
+    // takes it from the new keeper.
+    keeper.restart(&s.cluster.gateway().ns, &s.agent_binary).unwrap();
+    eventually("the new keeper holds the datapath", OK_TIMEOUT, || {
+        keeper.daemon.log().contains("holding the datapath")
+    });
+    s.agent.check_running().unwrap();
+    s.keeper = Some(keeper);
+    kill_agent(&s);
+    s.agent = start_agent_again(&s);
+    assert!(replaced_program_ids(&s.agent.log()).is_some(), "{}", s.agent.log());
+    s.curl_from("w1", OK_TIMEOUT).expect("w1 egresses after the restarts");
+}
+
+#[test]
+fn an_address_that_changed_pods_while_no_agent_ran_loses_its_flows() {
+    let mut s = start(with_keeper());
+    let (w1, w3) = (s.pod("w1").ip, s.pod("w3").ip);
+    clients::udp_echo(&s.pod("w1").ns, s.udp_server(), OK_TIMEOUT).unwrap();
+    clients::udp_echo(&s.pod("w3").ns, s.udp_server(), OK_TIMEOUT).unwrap();
+    kill_agent(&s);
+    // While no agent runs, w1's address goes to another pod; w3 stays.
+    s.pods_file.write(&[(w1, "another-pod"), (w3, "w3")]).unwrap();
+    s.agent = start_agent_again(&s);
+    let log = s.agent.log();
+    let removed = log.lines().find(|l| l.contains("client removed") && l.contains(&format!("client={w1}")));
+    assert!(removed.is_some_and(|l| l.contains("flows=1")), "w1's flow was not forgotten:\n{log}");
+    assert!(!log.lines().any(|l| l.contains("client removed") && l.contains(&format!("client={w3}"))), "{log}");
+    let status = s.status().unwrap();
+    assert_eq!(status.flows_of(w1, "udp").count(), 0, "the old pod's flow survived");
+    assert_eq!(status.flows_of(w3, "udp").count(), 1, "w3's flow was lost");
+}
+
+#[test]
+fn a_gateway_refuses_another_gateways_datapath_from_a_shared_keeper() {
+    let mut s = start(with_keeper());
+    let first = s.cluster.gateway().clone();
+    let port_range =
+        s.cluster.config().pods.iter().find(|p| p.name == first.name).and_then(|p| p.local_port_range);
+    let ip = s.cluster.node(first.node).pod_cidr.host(20).unwrap();
+    let other = s
+        .cluster
+        .add_pod_with(PodConfig { name: "gw2".into(), node: first.node, ip, local_port_range: port_range })
+        .unwrap();
+    // Same flags, same keeper socket, another pod.
+    let err = Agent::start_gateway(&other.ns, &s.agent_binary, &s.agent_args)
+        .expect_err("a second gateway took over the first one's datapath");
+    let text = format!("{err:#}");
+    assert!(text.contains("the state keeper holds another gateway's datapath"), "{text}");
+    // The first gateway is untouched, also after its next hand-overs.
+    std::thread::sleep(Duration::from_secs(2));
+    s.agent.check_running().unwrap();
+    s.curl_from("w1", OK_TIMEOUT).expect("w1 still egresses through the first gateway");
 }
 
 fn drop_total(s: &EgressSetup) -> u64 {

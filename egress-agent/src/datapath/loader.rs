@@ -57,7 +57,8 @@ impl Datapath {
     /// Loads and verifies the program and writes `cfg` and the excluded
     /// CIDRs, without attaching it anywhere yet. Maps in `previous` (a
     /// previous agent's, from the state keeper) are used instead of new
-    /// ones when their layout is this build's.
+    /// ones when they are this gateway's and their layout is this build's;
+    /// its links are left in `previous` only when they are this gateway's.
     pub fn load(
         cfg: &GatewayConfig,
         conntrack_size: u32,
@@ -71,7 +72,7 @@ impl Datapath {
             None => None,
         };
         let object = override_bytes.as_deref().unwrap_or(OBJECT);
-        let previous_maps = take_previous_maps(previous);
+        let previous_maps = take_previous_datapath(previous, cfg)?;
         // A conntrack table cannot be resized: the one carried over keeps
         // its size until a detach.
         let ct_size = match previous_maps.iter().find(|(name, _, _)| *name == names::CT_ORIGINAL) {
@@ -101,9 +102,7 @@ impl Datapath {
                 .try_clone_to_owned()?;
             map_fds.push((name, fd));
         }
-        let mut maps = DatapathMaps::from_maps(|name| ebpf.take_map(name))?;
-        maps.write_config(cfg)?;
-        maps.set_excluded(excluded)?;
+        let maps = DatapathMaps::from_maps(|name| ebpf.take_map(name))?;
         let mut datapath = Datapath { ebpf, maps, map_fds, links: Vec::new(), adopted };
         datapath.program()?.load().map_err(|err| {
             let errno = match &err {
@@ -133,7 +132,17 @@ impl Datapath {
             .classifier(names::GRO_STAGE_PROGRAM)?
             .load()
             .context("the kernel verifier refused the GRO stage's program")?;
+        // Only now: carried-over maps are still the running program's, and
+        // a program this build failed to load must not change them.
+        datapath.maps.write_config(cfg)?;
+        datapath.maps.set_excluded(excluded)?;
         Ok(datapath)
+    }
+
+    /// Whether the program is attached through TCX links (which the state
+    /// keeper can hold), rather than netlink filters (kernels before 6.6).
+    pub fn has_links(&self) -> bool {
+        !self.links.is_empty()
     }
 
     /// The main classifier, for attaching or for BPF_PROG_TEST_RUN.
@@ -166,17 +175,29 @@ impl Datapath {
         let ifindex = crate::netdev::ifindex(interface)?;
         let prog = self.classifier(name)?.fd()?.as_fd().try_clone_to_owned()?;
         if let Some(link) = previous.take(&link_key(name)) {
-            if matches!(tcx::ingress_ifindex(link.as_fd()), Ok(Some(i)) if i == ifindex) {
-                tcx::replace_program(link.as_fd(), prog.as_fd()).with_context(|| {
-                    format!("replacing the program of the running {name} link on {interface}")
-                })?;
-                tracing::info!(
-                    "took over the running {name} link on {interface}; its program replaced by this build's"
-                );
-                self.links.push((name, link));
-                return Ok(());
+            match tcx::ingress_link(link.as_fd()) {
+                Ok(Some(running)) if running.ifindex == ifindex => {
+                    let ours = self.classifier(name)?.info()?.id();
+                    tcx::replace_program(link.as_fd(), prog.as_fd()).with_context(|| {
+                        format!("replacing the program of the running {name} link on {interface}")
+                    })?;
+                    let now = tcx::ingress_link(link.as_fd())?.map(|l| l.prog_id);
+                    if now != Some(ours) {
+                        anyhow::bail!(
+                            "the running {name} link on {interface} runs program {now:?} after being given {ours}"
+                        );
+                    }
+                    tracing::info!(
+                        "took over the running {name} link on {interface}: program id {} replaced by this build's, id {ours}",
+                        running.prog_id
+                    );
+                    self.links.push((name, link));
+                    return Ok(());
+                }
+                _ => tracing::warn!(
+                    "the state keeper's {name} link is not attached to {interface}: attaching anew"
+                ),
             }
-            tracing::warn!("the state keeper's {name} link is not attached to {interface}: attaching anew");
         }
         match tcx::attach_ingress(prog.as_fd(), ifindex) {
             Ok(link) => {
@@ -227,7 +248,63 @@ pub fn remove_netlink_filter(interface: &str, program: &str) -> bool {
 }
 
 /// The state maps among `previous`, with what the kernel says of each;
-/// empty unless all of them are there.
+/// empty unless all of them are there, are this gateway's (its CONFIG names
+/// this network namespace and interface) and have this build's layout
+/// version. Links are left in `previous` only if they are this gateway's.
+/// Fails if they are another gateway's: two gateways share a keeper socket.
+fn take_previous_datapath(
+    previous: &mut Held,
+    ours: &GatewayConfig,
+) -> Result<Vec<(&'static str, MapData, MapInfo)>> {
+    if previous.is_empty() {
+        return Ok(Vec::new());
+    }
+    let maps = take_previous_maps(previous);
+    let config =
+        maps.iter().find(|(name, _, _)| *name == names::CONFIG).and_then(|(_, data, _)| read_config(data));
+    let Some(config) = config else {
+        // Not even the identity can be read: use nothing, links included
+        // (ours are attached anew; the keeper lets go of its own at our
+        // first hand-over).
+        for name in ATTACHED_PROGRAMS {
+            previous.take(&link_key(name));
+        }
+        if !maps.is_empty() {
+            tracing::warn!(
+                "the state keeper's CONFIG is not this build's: starting with empty maps, its flows are lost"
+            );
+        }
+        return Ok(Vec::new());
+    };
+    if config.netns_inode != ours.netns_inode || config.ifindex != ours.ifindex {
+        anyhow::bail!(
+            "the state keeper holds another gateway's datapath (network namespace {}, interface {}; this is {} and {}): give each gateway pod its own keeper socket",
+            config.netns_inode,
+            config.ifindex,
+            ours.netns_inode,
+            ours.ifindex
+        );
+    }
+    if config.layout_version != ours.layout_version {
+        tracing::warn!(
+            "the running datapath's state is layout version {}, this build's is {}: starting with empty maps, its flows are lost",
+            config.layout_version,
+            ours.layout_version
+        );
+        return Ok(Vec::new());
+    }
+    Ok(maps)
+}
+
+/// The CONFIG value in a previous CONFIG map, if it has this build's size
+/// (read through a second descriptor: the typed handle takes its map).
+fn read_config(data: &MapData) -> Option<GatewayConfig> {
+    let second = MapData::from_fd(data.fd().as_fd().try_clone_to_owned().ok()?).ok()?;
+    let config: aya::maps::Array<MapData, GatewayConfig> = Map::Array(second).try_into().ok()?;
+    config.get(&0, 0).ok()
+}
+
+/// The state maps among `previous`; empty unless all of them are there.
 fn take_previous_maps(previous: &mut Held) -> Vec<(&'static str, MapData, MapInfo)> {
     let mut out = Vec::new();
     for name in STATE_MAPS {

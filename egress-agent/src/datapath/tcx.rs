@@ -88,9 +88,17 @@ struct InfoByFd {
     info: u64,
 }
 
-/// The interface a TCX ingress link is attached to, if `link` is one; a
-/// link whose device went away reports ifindex 0.
-pub fn ingress_ifindex(link: BorrowedFd<'_>) -> io::Result<Option<u32>> {
+/// A TCX ingress link as the kernel describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IngressLink {
+    /// 0 once the device went away.
+    pub ifindex: u32,
+    /// The program attached through it.
+    pub prog_id: u32,
+}
+
+/// What `link` is, if it is a TCX ingress link.
+pub fn ingress_link(link: BorrowedFd<'_>) -> io::Result<Option<IngressLink>> {
     let mut info = LinkInfo::default();
     let mut attr = InfoByFd {
         bpf_fd: link.as_raw_fd() as u32,
@@ -98,6 +106,6 @@ pub fn ingress_ifindex(link: BorrowedFd<'_>) -> io::Result<Option<u32>> {
         info: &mut info as *mut LinkInfo as u64,
     };
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    Ok((info.link_type == BPF_LINK_TYPE_TCX && info.tcx_attach_type == BPF_TCX_INGRESS)
-        .then_some(info.tcx_ifindex))
+    let is_tcx_ingress = info.link_type == BPF_LINK_TYPE_TCX && info.tcx_attach_type == BPF_TCX_INGRESS;
+    Ok(is_tcx_ingress.then_some(IngressLink { ifindex: info.tcx_ifindex, prog_id: info.prog_id }))
 }

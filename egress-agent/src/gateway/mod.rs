@@ -78,6 +78,7 @@ async fn serve(mut settings: Settings) -> Result<()> {
 
     let mut handover = Handover::new(settings.keeper_socket.as_deref());
     let mut previous = handover.take_previous();
+    let known_clients = handover::previous_identities(&mut previous);
     let mut datapath = Datapath::load(
         &settings.datapath_config,
         settings.conntrack_size,
@@ -108,15 +109,14 @@ async fn serve(mut settings: Settings) -> Result<()> {
         flows_carried_over = datapath.adopted,
         "datapath attached; waiting for the client list"
     );
-    let mut detach_requested = matches!(handover.hand_over(&datapath), Some(KeeperEvent::Detach));
-
     // Carried-over clients keep forwarding until the first snapshot says
     // who they are.
     let mut clients = if datapath.adopted {
-        reconcile::ClientTable::carried_over(&datapath.maps)?
+        reconcile::ClientTable::carried_over(&datapath.maps, &known_clients)?
     } else {
         reconcile::ClientTable::default()
     };
+    let mut keeper_event = handover.hand_over(&datapath, &clients);
     // A snapshot that failed to apply, retried at every sweep until it
     // succeeds or a newer one replaces it.
     let mut pending: Option<ClientSnapshot> = None;
@@ -126,12 +126,14 @@ async fn serve(mut settings: Settings) -> Result<()> {
     let mut gc = tokio::time::interval(gc_interval);
     let mut exhaustion = ExhaustionLog::default();
 
-    while !detach_requested {
+    while keeper_event.is_none() {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: exiting"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: exiting"); break; }
             event = handover.next_event() => {
-                detach_requested = matches!(event, KeeperEvent::Detach);
+                if !matches!(event, KeeperEvent::Gone) {
+                    keeper_event = Some(event);
+                }
             }
             changed = updates_rx.changed() => {
                 if changed.is_err() {
@@ -158,9 +160,7 @@ async fn serve(mut settings: Settings) -> Result<()> {
                     }
                     Err(err) => tracing::warn!("reading NAT exhaustion: {err:#}"),
                 }
-                if let Some(KeeperEvent::Detach) = handover.hand_over(&datapath) {
-                    detach_requested = true;
-                }
+                keeper_event = handover.hand_over(&datapath, &clients);
                 health.loop_alive();
             }
         }
@@ -169,6 +169,8 @@ async fn serve(mut settings: Settings) -> Result<()> {
             match clients.apply(&mut datapath.maps, &snapshot) {
                 Ok(()) => {
                     metrics.refresh_clients(&datapath.maps, &clients);
+                    // The next agent must know who holds each address.
+                    keeper_event = handover.hand_over(&datapath, &clients);
                     if !health.ready.swap(true, Ordering::Relaxed) {
                         tracing::info!(
                             clients = snapshot.len(),
@@ -185,19 +187,28 @@ async fn serve(mut settings: Settings) -> Result<()> {
     }
     source_task.abort();
     http_task.abort();
-    if detach_requested {
-        tracing::info!("egress-agent detach: detaching and exiting");
-    } else if handover.holding() {
-        // The keeper's links keep the program attached for the next agent.
-        tracing::info!(
-            "leaving the datapath running: the state keeper holds it (`egress-agent detach` removes it)"
-        );
-        if let Some(stage) = gro_stage {
-            stage.leave_in_place();
+    match keeper_event {
+        Some(KeeperEvent::Detach) => tracing::info!("egress-agent detach: detaching and exiting"),
+        Some(KeeperEvent::Superseded) => {
+            // The newer agent runs this datapath now, GRO stage included.
+            if let Some(stage) = gro_stage {
+                stage.leave_in_place();
+            }
+            anyhow::bail!(
+                "another agent took this gateway's datapath over from the state keeper: exiting without detaching"
+            );
         }
-        return Ok(());
-    } else {
-        tracing::info!("detaching");
+        _ if handover.keeps_it_attached(&datapath) => {
+            // The keeper's links keep the program attached for the next agent.
+            tracing::info!(
+                "leaving the datapath running: the state keeper holds it (`egress-agent detach` removes it)"
+            );
+            if let Some(stage) = gro_stage {
+                stage.leave_in_place();
+            }
+            return Ok(());
+        }
+        _ => tracing::info!("detaching"),
     }
     drop(datapath);
     drop(gro_stage);

@@ -37,15 +37,28 @@ impl ClientTable {
     }
 
     /// The table of a CLIENTS map carried over from a previous agent: the
-    /// same ids, so flows and traffic counters go on.
-    pub fn carried_over(maps: &DatapathMaps) -> Result<ClientTable> {
+    /// same ids, so flows and traffic counters go on. `known` are the
+    /// identities that agent recorded: with one, an address the first
+    /// snapshot gives to another pod loses its flows as usual; without one
+    /// (a client added just before the previous agent died), the first
+    /// snapshot's identity is taken as it is.
+    pub fn carried_over(
+        maps: &DatapathMaps,
+        known: &BTreeMap<Ipv4Addr, ClientIdentity>,
+    ) -> Result<ClientTable> {
         let ids = maps.client_ids()?;
         let next_id = ids.values().copied().max().unwrap_or(0);
         let taken: std::collections::BTreeSet<u32> = ids.values().copied().collect();
         let free_ids = (1..=next_id).filter(|id| !taken.contains(id)).collect();
         let clients = ids
             .into_iter()
-            .map(|(ip, id)| (ip, Client { id, identity: ClientIdentity::default(), carried_over: true }))
+            .map(|(ip, id)| {
+                let client = match known.get(&ip) {
+                    Some(identity) => Client { id, identity: identity.clone(), carried_over: false },
+                    None => Client { id, identity: ClientIdentity::default(), carried_over: true },
+                };
+                (ip, client)
+            })
             .collect();
         Ok(ClientTable { clients, free_ids, next_id })
     }

@@ -9,12 +9,20 @@
 //! over a Unix socket (SCM_RIGHTS) on a volume the two containers share.
 //!
 //! Protocol, one seqpacket message each way, text plus descriptors:
-//! - `GET` → `HELD name…` with the descriptors in that order;
-//! - `PUT name…` + descriptors → `OK` (they replace what was held), or
-//!   `DETACH` after a `DROP` that no `GET` has followed (the agent that
-//!   was told to detach must not hand the datapath back);
+//! - `GET` → `HELD epoch name…` with the descriptors in that order (the
+//!   epoch counts claims);
+//! - `CLAIM epoch` → `OWNER new-epoch` if nobody claimed since the caller's
+//!   `GET` (an agent claims once it has checked and attached what it got),
+//!   else `SUPERSEDED`;
+//! - `PUT epoch name…` + descriptors → `OK` (they replace what was held);
+//!   `SUPERSEDED` if another agent has claimed the datapath since; `UNKNOWN`
+//!   for an epoch an earlier keeper gave (the keeper restarted: claim
+//!   again; `CLAIM` answers the same to such an epoch); `DETACH`
+//!   after a `DROP` that no claim has followed (the agent that was told to
+//!   detach must not hand the datapath back);
 //! - `WATCH` → nothing until a `DROP`, then `DETACH`;
-//! - `DROP` → `DROPPED n`: everything is closed and watchers are told.
+//! - `DROP` → `DROPPED objects agents`: everything is closed and the
+//!   watching agents are told.
 pub mod server;
 pub mod wire;
 
@@ -35,9 +43,11 @@ pub struct Keeper {
     path: PathBuf,
 }
 
-/// What the keeper held, by name.
+/// What the keeper held, by name, and the epoch that makes the caller its
+/// owner (none when there was no keeper to ask).
 #[derive(Default)]
 pub struct Held {
+    pub epoch: Option<u64>,
     objects: Vec<(String, OwnedFd)>,
 }
 
@@ -62,7 +72,33 @@ pub enum Deposit {
     Kept,
     /// `egress-agent detach` ran: the caller must let go and exit.
     Detach,
+    /// Another agent has taken the datapath since: the caller must exit
+    /// without detaching.
+    Superseded,
+    /// The keeper restarted since the caller's claim: claim again.
+    Unknown,
 }
+
+/// The keeper's answer to a claim.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    Owner(u64),
+    Superseded,
+    /// The epoch came from an earlier keeper: `GET` and claim again.
+    Unknown,
+}
+
+/// The keeper's answer to a `DROP`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Dropped {
+    pub objects: usize,
+    /// Running agents told to detach (they clean up after themselves).
+    pub agents: usize,
+}
+
+/// How long a request may take: a keeper that hangs must not freeze the
+/// agent's loop.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Keeper {
     pub fn new(path: &Path) -> Keeper {
@@ -76,6 +112,7 @@ impl Keeper {
     fn request(&self, text: &str, fds: &[BorrowedFd<'_>]) -> Result<(String, Vec<OwnedFd>)> {
         let sock = wire::connect(&self.path)
             .with_context(|| format!("connecting to the state keeper at {}", self.path.display()))?;
+        wire::set_timeout(&sock, REQUEST_TIMEOUT)?;
         wire::send(&sock, text, fds).context("sending to the state keeper")?;
         match wire::recv(&sock, true).context("reading the state keeper's answer")? {
             Some(reply) => Ok(reply),
@@ -88,35 +125,59 @@ impl Keeper {
     /// Takes duplicates of everything the keeper holds (it keeps its own).
     pub fn fetch(&self) -> Result<Held> {
         let (text, fds) = self.request("GET", &[])?;
-        let names: Vec<String> = match text.strip_prefix("HELD") {
-            Some(rest) => rest.split_whitespace().map(str::to_string).collect(),
-            None => bail!("unexpected answer from the state keeper: {text:?}"),
+        let mut words = text.split_whitespace();
+        let epoch = match (words.next(), words.next().and_then(|e| e.parse().ok())) {
+            (Some("HELD"), Some(epoch)) => epoch,
+            _ => bail!("unexpected answer from the state keeper: {text:?}"),
         };
+        let names: Vec<String> = words.map(str::to_string).collect();
         if names.len() != fds.len() {
             bail!("the state keeper named {} objects but sent {} descriptors", names.len(), fds.len());
         }
-        Ok(Held { objects: names.into_iter().zip(fds).collect() })
+        Ok(Held { epoch: Some(epoch), objects: names.into_iter().zip(fds).collect() })
     }
 
-    /// Hands the keeper duplicates of `objects`, replacing what it held.
-    pub fn deposit(&self, objects: &[(&str, BorrowedFd<'_>)]) -> Result<Deposit> {
+    /// Hands the keeper duplicates of `objects`, replacing what it held,
+    /// as the owner of `epoch` (from [`Keeper::fetch`]).
+    pub fn deposit(&self, epoch: u64, objects: &[(&str, BorrowedFd<'_>)]) -> Result<Deposit> {
         let names: Vec<&str> = objects.iter().map(|(name, _)| *name).collect();
         let fds: Vec<BorrowedFd<'_>> = objects.iter().map(|(_, fd)| fd.as_fd()).collect();
-        let (text, _) = self.request(&format!("PUT {}", names.join(" ")), &fds)?;
+        let (text, _) = self.request(&format!("PUT {epoch} {}", names.join(" ")), &fds)?;
         match text.as_str() {
             "OK" => Ok(Deposit::Kept),
             "DETACH" => Ok(Deposit::Detach),
+            "SUPERSEDED" => Ok(Deposit::Superseded),
+            "UNKNOWN" => Ok(Deposit::Unknown),
             other => bail!("the state keeper refused the datapath: {other}"),
         }
     }
 
+    /// Becomes the datapath's owner, if nobody has since the `GET` that
+    /// returned `seen`.
+    pub fn claim(&self, seen: u64) -> Result<Claim> {
+        let (text, _) = self.request(&format!("CLAIM {seen}"), &[])?;
+        match text.split_whitespace().collect::<Vec<_>>().as_slice() {
+            ["OWNER", epoch] => {
+                Ok(Claim::Owner(epoch.parse().with_context(|| format!("bad epoch in {text:?}"))?))
+            }
+            ["SUPERSEDED"] => Ok(Claim::Superseded),
+            ["UNKNOWN"] => Ok(Claim::Unknown),
+            _ => bail!("unexpected answer from the state keeper: {text:?}"),
+        }
+    }
+
     /// Makes the keeper close everything it holds and tell its watchers.
-    /// Returns how many objects it let go.
-    pub fn drop_all(&self) -> Result<usize> {
+    pub fn drop_all(&self) -> Result<Dropped> {
         let (text, _) = self.request("DROP", &[])?;
-        text.strip_prefix("DROPPED ")
-            .and_then(|n| n.parse().ok())
-            .with_context(|| format!("unexpected answer from the state keeper: {text:?}"))
+        let mut words = text.split_whitespace();
+        match (
+            words.next(),
+            words.next().and_then(|n| n.parse().ok()),
+            words.next().and_then(|n| n.parse().ok()),
+        ) {
+            (Some("DROPPED"), Some(objects), Some(agents)) => Ok(Dropped { objects, agents }),
+            _ => bail!("unexpected answer from the state keeper: {text:?}"),
+        }
     }
 
     /// A connection on which the keeper says `DETACH` after a `DROP`.

@@ -44,6 +44,29 @@ pub fn connect(path: &Path) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Bounds every send and receive on `sock` by `timeout`.
+pub fn set_timeout(sock: &OwnedFd, timeout: std::time::Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    for option in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        let ret = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                &tv as *const libc::timeval as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if ret != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Listens on `path`, replacing a socket file a previous keeper left.
 pub fn listen(path: &Path) -> io::Result<OwnedFd> {
     let (addr, len) = sockaddr(path)?;
@@ -81,7 +104,8 @@ pub fn send(sock: &OwnedFd, text: &str, fds: &[BorrowedFd<'_>]) -> io::Result<()
     let mut iov = libc::iovec { iov_base: text.as_ptr() as *mut libc::c_void, iov_len: text.len() };
     let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
     let space = unsafe { libc::CMSG_SPACE(std::mem::size_of_val(raw.as_slice()) as u32) } as usize;
-    let mut control = vec![0u8; space.max(1)];
+    // u64s: the buffer must be aligned for `cmsghdr`.
+    let mut control = vec![0u64; space.div_ceil(8).max(1)];
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
@@ -108,7 +132,7 @@ pub fn recv(sock: &OwnedFd, wait: bool) -> io::Result<Option<(String, Vec<OwnedF
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
     let space = unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) } as usize;
-    let mut control = vec![0u8; space];
+    let mut control = vec![0u64; space.div_ceil(8)];
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
