@@ -227,6 +227,22 @@ impl EgressSetup {
         self.cluster.pod(name)
     }
 
+    /// Another gateway pod beside the first (same node, same ephemeral
+    /// port range, so the same agent flags fit it), at host `host` of the
+    /// node's pod CIDR. No agent is started in it.
+    pub fn add_gateway_pod(&mut self, name: &str, host: u32) -> Result<Pod> {
+        let first = self.cluster.gateway().clone();
+        let port_range =
+            self.cluster.config().pods.iter().find(|p| p.name == first.name).and_then(|p| p.local_port_range);
+        let ip = self.cluster.node(first.node).pod_cidr.host(host)?;
+        self.cluster.add_pod_with(crate::topology::PodConfig {
+            name: name.into(),
+            node: first.node,
+            ip,
+            local_port_range: port_range,
+        })
+    }
+
     pub fn gateway_ip(&self) -> Ipv4Addr {
         self.cluster.gateway().ip
     }

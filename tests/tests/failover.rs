@@ -42,14 +42,7 @@ fn ready(pod: &Pod) -> bool {
 
 /// A second gateway pod on the first one's node, same flags, same clients.
 fn second_replica(s: &mut EgressSetup) -> (Pod, Agent) {
-    let first = s.cluster.gateway().clone();
-    let port_range =
-        s.cluster.config().pods.iter().find(|p| p.name == first.name).and_then(|p| p.local_port_range);
-    let ip = s.cluster.node(first.node).pod_cidr.host(20).unwrap();
-    let pod = s
-        .cluster
-        .add_pod_with(PodConfig { name: "gw2".into(), node: first.node, ip, local_port_range: port_range })
-        .unwrap();
+    let pod = s.add_gateway_pod("gw2", 20).unwrap();
     let agent = Agent::start_gateway(&pod.ns, &s.agent_binary, &s.agent_args)
         .unwrap_or_else(|e| panic!("starting the second replica: {e:#}"));
     (pod, agent)

@@ -13,7 +13,7 @@ use std::{
 };
 
 use common::*;
-use egress_tests::{agent::Agent, clients, topology::PodConfig, EgressSetup, GatewayOptions};
+use egress_tests::{agent::Agent, clients, EgressSetup, GatewayOptions};
 
 /// The standard setup with the state keeper, and a sweep (so a hand-over)
 /// every second.
@@ -216,7 +216,10 @@ fn an_address_that_changed_pods_while_no_agent_ran_loses_its_flows() {
     let log = s.agent.log();
     let removed = log.lines().find(|l| l.contains("client removed") && l.contains(&format!("client={w1}")));
     assert!(removed.is_some_and(|l| l.contains("flows=1")), "w1's flow was not forgotten:\n{log}");
-    assert!(!log.lines().any(|l| l.contains("client removed") && l.contains(&format!("client={w3}"))), "{log}");
+    assert!(
+        !log.lines().any(|l| l.contains("client removed") && l.contains(&format!("client={w3}"))),
+        "{log}"
+    );
     let status = s.status().unwrap();
     assert_eq!(status.flows_of(w1, "udp").count(), 0, "the old pod's flow survived");
     assert_eq!(status.flows_of(w3, "udp").count(), 1, "w3's flow was lost");
@@ -225,14 +228,7 @@ fn an_address_that_changed_pods_while_no_agent_ran_loses_its_flows() {
 #[test]
 fn a_gateway_refuses_another_gateways_datapath_from_a_shared_keeper() {
     let mut s = start(with_keeper());
-    let first = s.cluster.gateway().clone();
-    let port_range =
-        s.cluster.config().pods.iter().find(|p| p.name == first.name).and_then(|p| p.local_port_range);
-    let ip = s.cluster.node(first.node).pod_cidr.host(20).unwrap();
-    let other = s
-        .cluster
-        .add_pod_with(PodConfig { name: "gw2".into(), node: first.node, ip, local_port_range: port_range })
-        .unwrap();
+    let other = s.add_gateway_pod("gw2", 20).unwrap();
     // Same flags, same keeper socket, another pod.
     let err = Agent::start_gateway(&other.ns, &s.agent_binary, &s.agent_args)
         .expect_err("a second gateway took over the first one's datapath");
