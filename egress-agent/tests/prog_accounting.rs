@@ -159,8 +159,12 @@ fn dropped_packets_from_clients_add_nothing() {
     // Dropped after the client, and so its id, is known.
     let excluded = tunnel(CLIENT_IP, VNI, &inner(CLIENT_IP, "192.0.2.55".parse().unwrap(), 64));
     assert_dropped_unaccounted(&mut h, &excluded, "drop_excluded_destination");
+    // Expired here: answered with time exceeded, but not traffic.
     let expiring = tunnel(CLIENT_IP, VNI, &inner(CLIENT_IP, REMOTE_IP, 1));
-    assert_dropped_unaccounted(&mut h, &expiring, "drop_ttl_exceeded");
+    let before = all_traffic(&h);
+    assert_eq!(h.run(&expiring).action, TC_ACT_REDIRECT, "answered");
+    assert_eq!(h.counter("drop_ttl_exceeded"), 1);
+    assert!(all_traffic(&h) == before, "an expired packet added to a client's traffic");
     let wrong_vni = tunnel(CLIENT_IP, VNI + 1, &inner(CLIENT_IP, REMOTE_IP, 64));
     assert_dropped_unaccounted(&mut h, &wrong_vni, "drop_bad_vni");
     assert!(all_traffic(&h).iter().all(|t| *t == ClientTraffic::default()), "every slot still zero");

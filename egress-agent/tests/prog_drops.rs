@@ -20,6 +20,16 @@ fn inner(src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, ttl: u8, l4: L4) -> V
     frame(CLIENT_MAC, TUNNEL_GATEWAY_MAC, src, dst, ttl, l4, b"data")
 }
 
+fn inner_with_payload(
+    src: std::net::Ipv4Addr,
+    dst: std::net::Ipv4Addr,
+    ttl: u8,
+    l4: L4,
+    payload: &[u8],
+) -> Vec<u8> {
+    frame(CLIENT_MAC, TUNNEL_GATEWAY_MAC, src, dst, ttl, l4, payload)
+}
+
 #[test]
 fn unlisted_client() {
     let mut h = Harness::default();
@@ -104,11 +114,43 @@ fn unsupported_inner_protocols() {
     assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &echo_reply_from_client), "drop_unsupported_protocol");
 }
 
+/// A client packet whose TTL runs out here goes no further, and the client
+/// gets ICMP time exceeded from the gateway through the tunnel, quoting it.
 #[test]
-fn ttl_that_would_expire() {
+fn ttl_that_would_expire_is_answered_with_time_exceeded() {
     let mut h = Harness::default();
-    let p = tunnel(CLIENT_IP, VNI, &inner(CLIENT_IP, REMOTE_IP, 1, tcp_syn(1, 2)));
-    assert_dropped(&mut h, &p, "drop_ttl_exceeded");
+    for (ttl, l4) in [(1, L4::Udp { src: 33_434, dst: 33_435 }), (0, tcp_syn(40_000, 80))] {
+        let expiring = inner(CLIENT_IP, REMOTE_IP, ttl, l4);
+        let (dropped, answered) = (h.counter("drop_ttl_exceeded"), h.counter("icmp_error_to_client"));
+        let out = h.run(&tunnel(CLIENT_IP, VNI, &expiring));
+        assert_eq!(out.action, TC_ACT_REDIRECT, "TTL {ttl}: answered");
+        assert_eq!(h.counter("drop_ttl_exceeded"), dropped + 1, "the packet itself goes no further");
+        assert_eq!(h.counter("icmp_error_to_client"), answered + 1);
+        assert_eq!(h.counter("forwarded_to_remote"), 0);
+        assert!(h.flows().is_empty(), "no flow for an expired packet");
+
+        // Outer: gateway -> the worker, VXLAN to its tunnel device.
+        let outer = ipv4_at(&out.packet, 14);
+        assert_eq!((outer.src, outer.dst, outer.protocol), (GATEWAY_IP, CLIENT_IP, 17));
+        assert_eq!(ports(&outer.l4), (VXLAN_PORT, VXLAN_PORT));
+        assert_eq!(&outer.l4[16..22], &CLIENT_MAC);
+        // Inner: time exceeded in transit, from the gateway, quoting the
+        // whole expired packet as it arrived (ipv4_at checks every checksum).
+        let answer = ipv4_at(&out.packet, 14 + 50);
+        assert_eq!((answer.src, answer.dst, answer.protocol), (GATEWAY_IP, CLIENT_IP, 1));
+        assert_eq!((answer.l4[0], answer.l4[1]), (11, 0), "type 11 code 0");
+        assert_eq!(&answer.l4[8..], &expiring[14..], "the quote");
+    }
+    // An odd length, to check the checksum's last byte.
+    let odd = inner_with_payload(CLIENT_IP, REMOTE_IP, 1, L4::Udp { src: 33_436, dst: 33_437 }, &[7; 33]);
+    let out = h.run(&tunnel(CLIENT_IP, VNI, &odd));
+    assert_eq!(out.action, TC_ACT_REDIRECT);
+    assert_eq!(&ipv4_at(&out.packet, 64).l4[8..], &odd[14..]);
+    // A packet too big to quote whole within 576 bytes is only dropped.
+    let big = inner_with_payload(CLIENT_IP, REMOTE_IP, 1, L4::Udp { src: 33_438, dst: 33_439 }, &[7; 600]);
+    let answered = h.counter("icmp_error_to_client");
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &big), "drop_ttl_exceeded");
+    assert_eq!(h.counter("icmp_error_to_client"), answered);
 }
 
 #[test]

@@ -10,8 +10,8 @@ use egress_common::{
     conntrack::{FlowTuple, NatEntry},
     counters::{Counter, COUNTER_SLOTS},
     maps::{
-        ClientInfo, ClientTraffic, CLIENTS_MAX, CLIENT_ID_MAX, CT_MAX_DEFAULT, EXCLUDED_DESTINATIONS_MAX,
-        NatDestination, NAT_EXHAUSTED_MAX,
+        ClientInfo, ClientTraffic, NatDestination, CLIENTS_MAX, CLIENT_ID_MAX, CT_MAX_DEFAULT,
+        EXCLUDED_DESTINATIONS_MAX, NAT_EXHAUSTED_MAX,
     },
 };
 
@@ -38,7 +38,8 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 pub static CLIENT_TRAFFIC: PerCpuArray<ClientTraffic> = PerCpuArray::with_max_entries(CLIENT_ID_MAX + 1, 0);
 
 #[map]
-pub static NAT_EXHAUSTED: LruPerCpuHashMap<NatDestination, u64> = LruPerCpuHashMap::with_max_entries(NAT_EXHAUSTED_MAX, 0);
+pub static NAT_EXHAUSTED: LruPerCpuHashMap<NatDestination, u64> =
+    LruPerCpuHashMap::with_max_entries(NAT_EXHAUSTED_MAX, 0);
 
 /// The configuration, once the agent has written a layout we understand.
 #[inline(always)]

@@ -1,6 +1,6 @@
 //! ICMP errors from beyond the gateway reach the client: path MTU discovery
 //! through a narrower link behind the gateway (a bulk upload completes), and
-//! traceroute from a worker shows the hops behind the gateway.
+//! traceroute from a worker shows the gateway and the hops behind it.
 mod common;
 
 use common::*;
@@ -60,15 +60,26 @@ fn traceroute_from_a_worker_shows_the_hops_behind_the_gateway() {
     let s = start(options());
     let server = s.server_ip().to_string();
     let node = s.cluster.node(s.cluster.gateway().node);
-    let out = s.pod("w1").ns.output(&["traceroute", "-n", "-q", "1", "-w", "1", "-m", "5", &server]).unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    eprintln!("{text}");
-    let hops: Vec<&str> = text.lines().skip(1).map(|l| l.split_whitespace().nth(1).unwrap_or("")).collect();
-    // 1: the gateway (its own hop: the packet expires there, unanswered);
-    // 2: the gateway's node, answering with time exceeded; 3: the server,
-    // answering with port unreachable. Both answers went to the gateway's
-    // address and were translated back through the tunnel.
-    assert_eq!(hops.get(1).copied(), Some(node.bridge_ip.to_string().as_str()), "hop 2 is the node");
-    assert_eq!(hops.last().copied(), Some(server.as_str()), "the trace reaches the server");
-    assert!(s.counter("icmp_error_to_client").unwrap() >= 2);
+    // w1 on another node, w3 on the gateway's own.
+    for worker in ["w1", "w3"] {
+        let out =
+            s.pod(worker).ns.output(&["traceroute", "-n", "-q", "1", "-w", "1", "-m", "5", &server]).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        eprintln!("{worker}: {text}");
+        let hops: Vec<&str> =
+            text.lines().skip(1).map(|l| l.split_whitespace().nth(1).unwrap_or("")).collect();
+        // 1: the gateway, answering itself with time exceeded through the
+        // tunnel; 2: the gateway's node, answering with time exceeded; 3:
+        // the server, answering with port unreachable. The last two answers
+        // went to the gateway's address and were translated back.
+        let gateway = s.gateway_ip().to_string();
+        assert_eq!(hops.first().copied(), Some(gateway.as_str()), "{worker}: hop 1 is the gateway");
+        assert_eq!(
+            hops.get(1).copied(),
+            Some(node.bridge_ip.to_string().as_str()),
+            "{worker}: hop 2 is the node"
+        );
+        assert_eq!(hops.last().copied(), Some(server.as_str()), "{worker}: the trace reaches the server");
+    }
+    assert!(s.counter("icmp_error_to_client").unwrap() >= 6);
 }

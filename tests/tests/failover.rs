@@ -21,12 +21,7 @@ use std::{
 };
 
 use common::*;
-use egress_tests::{
-    agent::Agent,
-    clients,
-    topology::{Pod, PodConfig},
-    EgressSetup,
-};
+use egress_tests::{agent::Agent, clients, topology::Pod, EgressSetup};
 
 const PROBE_PERIOD: Duration = Duration::from_secs(1);
 const FAILURE_THRESHOLD: u32 = 2;

@@ -91,7 +91,8 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
     if cfg.mtu != 0 && ctx.len() - ETH_HLEN as u32 + TUNNEL_OVERHEAD as u32 > cfg.mtu {
         return Verdict::Drop(Counter::DropTooBigForTunnel);
     }
-    if rewrite(ctx, outer, &quoted, entry.client_ip_be, nat_port_be, entry.client_port_be, port_off).is_err() {
+    if rewrite(ctx, outer, &quoted, entry.client_ip_be, nat_port_be, entry.client_port_be, port_off).is_err()
+    {
         return Verdict::Drop(Counter::DropRewriteFailed);
     }
     let bytes = (ctx.len() - ETH_HLEN as u32) as u64;

@@ -12,27 +12,40 @@ use crate::{
     conntrack::{self, Half},
     csum,
     headers::{
-        load_l4, Ipv4Header, ETH_HLEN, ICMP_ECHO_REQUEST, ICMP_ID_OFF, IPPROTO_ICMP, IPV4_HLEN, IP_SRC_OFF, TCP_SYN,
+        load_l4, Ipv4Header, ETH_HLEN, ICMP_ECHO_REQUEST, ICMP_ID_OFF, IPPROTO_ICMP, IPV4_HLEN, IP_SRC_OFF,
+        TCP_SYN,
     },
     maps::{account, count, wire_segments, Direction, CLIENTS, CT_ORIGINAL, EXCLUDED_DSTS},
+    nat::time_exceeded,
     tunnel::decap::{parse_tunnel, strip_tunnel, INNER_IP_OFF},
     verdict::Verdict,
 };
 
 const INNER_L4_OFF: usize = INNER_IP_OFF + IPV4_HLEN;
 
+/// What became of a client's packet.
+enum Sent {
+    /// Translated; the route says where it goes next.
+    Out(UploadRoute),
+    /// Its TTL ran out here: it became the gateway's time-exceeded answer.
+    TimeExceeded,
+}
+
 #[inline(always)]
 pub fn from_client(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> Verdict {
     match snat_v4_process(ctx, cfg, outer) {
-        Ok(UploadRoute::GroStage) => Verdict::ToGroStage { ifindex: cfg.gro_ifindex },
-        Ok(_) => Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToRemote },
+        Ok(Sent::Out(UploadRoute::GroStage)) => Verdict::ToGroStage { ifindex: cfg.gro_ifindex },
+        Ok(Sent::Out(_)) => Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToRemote },
+        Ok(Sent::TimeExceeded) => {
+            Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::IcmpErrorToClient }
+        }
         Err(reason) => Verdict::Drop(reason),
     }
 }
 
-/// Translates the packet in place; the route says where it goes next.
+/// Translates the packet in place.
 #[inline(always)]
-fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> Result<UploadRoute, Counter> {
+fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> Result<Sent, Counter> {
     // Only labeled pods may use the tunnel at all.
     let Some(client) = (unsafe { CLIENTS.get(&outer.src_be) }) else {
         return Err(Counter::DropUnknownClient);
@@ -44,7 +57,7 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
         return Err(Counter::DropSpoofedInnerSource);
     }
     if inner.ip.ttl <= 1 {
-        return Err(Counter::DropTtlExceeded);
+        return time_exceeded::answer(ctx, cfg, outer, &inner).map(|()| Sent::TimeExceeded);
     }
     if EXCLUDED_DSTS.get(Key::new(32, inner.ip.dst_be)).is_some() {
         return Err(Counter::DropExcludedDestination);
@@ -58,7 +71,13 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
         return Err(Counter::DropUnsupportedProtocol);
     }
 
-    let tuple = FlowTuple::new(inner.ip.src_be, inner.ip.dst_be, ports.src_port_be, ports.dst_port_be, inner.ip.protocol);
+    let tuple = FlowTuple::new(
+        inner.ip.src_be,
+        inner.ip.dst_be,
+        ports.src_port_be,
+        ports.dst_port_be,
+        inner.ip.protocol,
+    );
     let now = conntrack::now_ns();
     let bound = conntrack::lookup(cfg, Half::Original, &tuple, now).and_then(|ptr| {
         let entry = unsafe { &*ptr };
@@ -120,7 +139,7 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
     let segments = wire_segments(ctx);
     strip_tunnel(ctx)?;
     account(client_id, Direction::ToRemote, segments, (ctx.len() - ETH_HLEN as u32) as u64);
-    Ok(route)
+    Ok(Sent::Out(route))
 }
 
 /// Where this packet of an established TCP flow goes, moving the flow's

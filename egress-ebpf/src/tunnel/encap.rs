@@ -69,7 +69,36 @@ pub fn push_tunnel(ctx: &TcContext, cfg: &GatewayConfig, entry: &NatEntry) -> Re
         | encap_l2_len(ETH_HLEN as u64);
     ctx.adjust_room(TUNNEL_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, flags)
         .map_err(|_| Counter::DropRewriteFailed)?;
+    write_tunnel_header(ctx, cfg, &TunnelTarget::of(entry))
+}
 
+/// Who a packet is tunnelled back to: the worker pod's address and its
+/// tunnel device's MAC, and the MAC it sends to (the tunnel next hop's).
+pub struct TunnelTarget {
+    pub outer_ip_be: u32,
+    pub client_mac: [u8; 6],
+    pub tunnel_gateway_mac: [u8; 6],
+}
+
+impl TunnelTarget {
+    #[inline(always)]
+    pub fn of(entry: &NatEntry) -> TunnelTarget {
+        TunnelTarget {
+            outer_ip_be: entry.client_outer_ip_be,
+            client_mac: entry.client_mac,
+            tunnel_gateway_mac: entry.tunnel_gateway_mac,
+        }
+    }
+}
+
+/// Writes the tunnel headers into the 50 bytes after the Ethernet header,
+/// sized for the packet as it is now.
+#[inline(always)]
+pub fn write_tunnel_header(
+    ctx: &TcContext,
+    cfg: &GatewayConfig,
+    target: &TunnelTarget,
+) -> Result<(), Counter> {
     let outer_ip_len = (ctx.len() - ETH_HLEN as u32) as u16;
     let header = TunnelHeader {
         ip_version_ihl: 0x45,
@@ -84,11 +113,11 @@ pub fn push_tunnel(ctx: &TcContext, cfg: &GatewayConfig, entry: &NatEntry) -> Re
             OUTER_TTL,
             IPPROTO_UDP,
             u32::from_be(cfg.gateway_ip_be),
-            u32::from_be(entry.client_outer_ip_be),
+            u32::from_be(target.outer_ip_be),
         )
         .to_be(),
         ip_src_be: cfg.gateway_ip_be,
-        ip_dst_be: entry.client_outer_ip_be,
+        ip_dst_be: target.outer_ip_be,
         udp_src_port_be: cfg.vxlan_port_be,
         udp_dst_port_be: cfg.vxlan_port_be,
         udp_len_be: (outer_ip_len - IPV4_HLEN as u16).to_be(),
@@ -96,8 +125,8 @@ pub fn push_tunnel(ctx: &TcContext, cfg: &GatewayConfig, entry: &NatEntry) -> Re
         udp_csum_be: 0,
         vxlan_flags_be: VXLAN_FLAGS_VNI.to_be(),
         vxlan_vni_be: (cfg.vni << 8).to_be(),
-        inner_dst_mac: entry.client_mac,
-        inner_src_mac: entry.tunnel_gateway_mac,
+        inner_dst_mac: target.client_mac,
+        inner_src_mac: target.tunnel_gateway_mac,
         inner_ethertype_be: ETH_P_IP.to_be(),
     };
     ctx.store(ETH_HLEN, &header, 0).map_err(|_| Counter::DropRewriteFailed)

@@ -1,0 +1,135 @@
+//! A client's packet whose TTL runs out at the gateway is answered as a
+//! router answers it: ICMP time exceeded (RFC 792) from the gateway's
+//! address, quoting the packet's IPv4 header and first 8 bytes, sent back
+//! through the tunnel. traceroute from a worker then shows the gateway as
+//! its first hop instead of a `*`.
+//!
+//! The packet is rebuilt in place, 28 bytes more in front of it. Its tail
+//! stays: the whole expired packet is quoted (RFC 1812 asks for as much as
+//! fits in 576 bytes). The tail cannot be cut: the kernel refuses
+//! `bpf_skb_change_tail` on a packet that came out of a tunnel device,
+//! which is what a worker on the gateway's node sends.
+//!
+//! ```text
+//! in:  [eth][outer IPv4 | UDP | VXLAN | inner eth: 50][inner IPv4 | L4 ...]
+//! out: [eth][outer IPv4 | UDP | VXLAN | inner eth: 50][IPv4][ICMP][inner IPv4 | L4 ...]
+//! ```
+use aya_ebpf::{bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, programs::TcContext};
+use egress_common::{config::GatewayConfig, counters::Counter};
+
+use crate::{
+    csum::ipv4_header_checksum,
+    headers::{Ipv4Header, ETH_HLEN, IPPROTO_ICMP, IPV4_HLEN, TUNNEL_OVERHEAD},
+    maps::count,
+    tunnel::{
+        decap::{InnerFrame, INNER_IP_OFF},
+        encap::{write_tunnel_header, TunnelTarget},
+    },
+};
+
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_HLEN: usize = 8;
+/// The largest packet quoted whole: the answer's IPv4 packet then stays
+/// within 576 bytes (RFC 1812), and within any tunnel MTU.
+const MAX_QUOTE: usize = 576 - IPV4_HLEN - ICMP_HLEN;
+const ANSWER_IP_OFF: usize = ETH_HLEN + TUNNEL_OVERHEAD;
+/// What the answer adds in front of the expired packet.
+const GROWTH: usize = IPV4_HLEN + ICMP_HLEN;
+const ANSWER_TTL: u8 = 64;
+
+/// The answer's IPv4 and ICMP headers, exactly as on the wire.
+#[repr(C, packed)]
+struct Answer {
+    ip_version_ihl: u8,
+    ip_tos: u8,
+    ip_total_len_be: u16,
+    ip_id_be: u16,
+    ip_frag_off_be: u16,
+    ip_ttl: u8,
+    ip_protocol: u8,
+    ip_csum_be: u16,
+    ip_src_be: u32,
+    ip_dst_be: u32,
+    icmp_type: u8,
+    icmp_code: u8,
+    icmp_csum_be: u16,
+    icmp_unused: u32,
+}
+
+/// Turns the expired packet into its answer. On success the packet has
+/// been counted (`drop_ttl_exceeded`: it goes no further) and the answer is
+/// ready to be sent out of the attached interface; an error leaves a packet
+/// only fit to be dropped.
+#[inline(always)]
+pub fn answer(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header, inner: &InnerFrame) -> Result<(), Counter> {
+    let quote_len = inner.ip.total_len as usize;
+    // A GSO super-packet would have to be answered once per segment, and a
+    // large packet would make a large answer: both rare (probes are small),
+    // both only dropped.
+    if quote_len > MAX_QUOTE || unsafe { (*ctx.skb.skb).gso_size } != 0 {
+        return Err(Counter::DropTtlExceeded);
+    }
+    let icmp_csum = icmp_checksum(ctx, quote_len)?;
+    ctx.adjust_room(GROWTH as i32, BPF_ADJ_ROOM_MAC, 0).map_err(|_| Counter::DropRewriteFailed)?;
+    let total_len = (GROWTH + quote_len) as u16;
+    let answer = Answer {
+        ip_version_ihl: 0x45,
+        ip_tos: 0,
+        ip_total_len_be: total_len.to_be(),
+        ip_id_be: 0,
+        ip_frag_off_be: 0,
+        ip_ttl: ANSWER_TTL,
+        ip_protocol: IPPROTO_ICMP,
+        ip_csum_be: ipv4_header_checksum(
+            total_len,
+            ANSWER_TTL,
+            IPPROTO_ICMP,
+            u32::from_be(cfg.gateway_ip_be),
+            u32::from_be(inner.ip.src_be),
+        )
+        .to_be(),
+        ip_src_be: cfg.gateway_ip_be,
+        ip_dst_be: inner.ip.src_be,
+        icmp_type: ICMP_TIME_EXCEEDED,
+        icmp_code: 0,
+        icmp_csum_be: icmp_csum.to_be(),
+        icmp_unused: 0,
+    };
+    ctx.store(ANSWER_IP_OFF, &answer, 0).map_err(|_| Counter::DropRewriteFailed)?;
+    let target = TunnelTarget {
+        outer_ip_be: outer.src_be,
+        client_mac: inner.client_mac,
+        tunnel_gateway_mac: inner.tunnel_gateway_mac,
+    };
+    write_tunnel_header(ctx, cfg, &target)?;
+    count(Counter::DropTtlExceeded);
+    Ok(())
+}
+
+/// The checksum of a time-exceeded message (type 11, code 0, unused zero)
+/// quoting the `len` bytes of the inner packet, read four at a time.
+#[inline(always)]
+fn icmp_checksum(ctx: &TcContext, len: usize) -> Result<u16, Counter> {
+    let mut sum: u32 = (ICMP_TIME_EXCEEDED as u32) << 8;
+    let mut off = 0;
+    for _ in 0..MAX_QUOTE / 4 {
+        if off + 4 > len {
+            break;
+        }
+        let word: [u8; 4] = ctx.load(INNER_IP_OFF + off).map_err(|_| Counter::DropMalformed)?;
+        sum += u16::from_be_bytes([word[0], word[1]]) as u32 + u16::from_be_bytes([word[2], word[3]]) as u32;
+        off += 4;
+    }
+    if off + 2 <= len {
+        let half: [u8; 2] = ctx.load(INNER_IP_OFF + off).map_err(|_| Counter::DropMalformed)?;
+        sum += u16::from_be_bytes(half) as u32;
+        off += 2;
+    }
+    if off < len {
+        let byte: u8 = ctx.load(INNER_IP_OFF + off).map_err(|_| Counter::DropMalformed)?;
+        sum += (byte as u32) << 8;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    Ok(!(sum as u16))
+}
