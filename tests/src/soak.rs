@@ -34,6 +34,8 @@ pub struct SoakReport {
     /// Short connections completed, and failed.
     pub connections: u64,
     pub connection_errors: u64,
+    /// What the first failed short connection said (empty if none).
+    pub first_connection_error: String,
     /// Bytes of the long stream.
     pub stream_bytes: u64,
     /// UDP flows opened (one request/answer each), and unanswered.
@@ -63,11 +65,16 @@ impl SoakReport {
         let (first, last) = self.rss_first_and_last_kib();
         let peak_bindings = self.samples.iter().map(|s| s.2).max().unwrap_or(0);
         format!(
-            "soak of {:.0} s: {} short connections ({} failed), long stream {:.1} GB, {} UDP flows ({} unanswered); \
+            "soak of {:.0} s: {} short connections ({} failed{}), long stream {:.1} GB, {} UDP flows ({} unanswered); \
              NAT bindings peak {peak_bindings}, {} at stop, {} after {} s; agent RSS {:.1} MiB early, {:.1} MiB late; drops: {}",
             self.secs,
             self.connections,
             self.connection_errors,
+            if self.first_connection_error.is_empty() {
+                String::new()
+            } else {
+                format!(", the first: {}", self.first_connection_error)
+            },
             self.stream_bytes as f64 / 1e9,
             self.udp_flows,
             self.udp_errors,
@@ -103,6 +110,7 @@ pub fn run(options: GatewayOptions, duration: Duration, sample_every: Duration) 
     let stop = AtomicBool::new(false);
     let (connections, connection_errors) = (AtomicU64::new(0), AtomicU64::new(0));
     let (udp_flows, udp_errors) = (AtomicU64::new(0), AtomicU64::new(0));
+    let first_connection_error = std::sync::Mutex::new(String::new());
     let started = Instant::now();
     let mut samples = Vec::new();
     let stream = std::thread::scope(|scope| -> Result<clients::Throughput> {
@@ -125,6 +133,12 @@ pub fn run(options: GatewayOptions, duration: Duration, sample_every: Duration) 
                 )?;
                 connections.fetch_add(r.connections, Ordering::Relaxed);
                 connection_errors.fetch_add(r.errors, Ordering::Relaxed);
+                if r.errors > 0 {
+                    let mut first = first_connection_error.lock().unwrap_or_else(|e| e.into_inner());
+                    if first.is_empty() {
+                        *first = r.first_error.clone();
+                    }
+                }
             }
             Ok(())
         });
@@ -161,6 +175,7 @@ pub fn run(options: GatewayOptions, duration: Duration, sample_every: Duration) 
         secs,
         connections: connections.into_inner(),
         connection_errors: connection_errors.into_inner(),
+        first_connection_error: first_connection_error.into_inner().unwrap_or_else(|e| e.into_inner()),
         stream_bytes: stream.bytes_received,
         udp_flows: udp_flows.into_inner(),
         udp_errors: udp_errors.into_inner(),
