@@ -362,25 +362,8 @@ impl Cluster {
         let to = format!("{}:{}", backend.ip, s.backend_port);
         let (vip, port) = (s.vip.to_string(), s.port.to_string());
         for node in &self.nodes {
-            node.ns.exec(&[
-                "iptables",
-                "-w",
-                "10",
-                "-t",
-                "nat",
-                "-A",
-                "PREROUTING",
-                "-d",
-                &vip,
-                "-p",
-                &s.protocol,
-                "--dport",
-                &port,
-                "-j",
-                "DNAT",
-                "--to-destination",
-                &to,
-            ])?;
+            let rule = ["-A", "PREROUTING", "-d", &vip, "-p", &s.protocol, "--dport", &port];
+            nat_rule(&node.ns, &[&rule[..], &["-j", "DNAT", "--to-destination", &to]].concat())?;
         }
         Ok(())
     }
@@ -399,41 +382,20 @@ impl Cluster {
     ) -> Result<()> {
         let chain = format!("SVC-{:08X}", u32::from(s.vip));
         let (vip, port) = (s.vip.to_string(), s.port.to_string());
-        let service_match = ["-d", vip.as_str(), "-p", s.protocol.as_str(), "--dport", port.as_str()];
-        let iptables = |ns: &Netns, args: &[&str]| {
-            let mut full = vec!["iptables", "-w", "10", "-t", "nat"];
-            full.extend_from_slice(args);
-            ns.output(&full)
-        };
+        let jump = ["PREROUTING", "-d", &vip, "-p", &s.protocol, "--dport", &port, "-j", &chain];
         for node in &self.nodes {
             // The chain may exist already (a second change): empty it.
-            iptables(&node.ns, &["-N", &chain])?;
-            node.ns.exec(&["iptables", "-w", "10", "-t", "nat", "-F", &chain])?;
-            let jump: Vec<&str> = service_match.iter().copied().chain(["-j", chain.as_str()]).collect();
-            let mut check = vec!["-C", "PREROUTING"];
-            check.extend(&jump);
-            if !iptables(&node.ns, &check)?.status.success() {
-                let mut insert = vec!["-I", "PREROUTING", "1"];
-                insert.extend(&jump);
-                let mut full = vec!["iptables", "-w", "10", "-t", "nat"];
-                full.extend(insert);
-                node.ns.exec(&full)?;
+            let _ = nat_rule(&node.ns, &["-N", &chain]);
+            nat_rule(&node.ns, &["-F", &chain])?;
+            // First in PREROUTING, so the single DNAT rule never matches.
+            if nat_rule(&node.ns, &[&["-C"], &jump[..]].concat()).is_err() {
+                nat_rule(&node.ns, &[&["-I", "PREROUTING", "1"], &jump[1..]].concat())?;
             }
             for (i, backend) in backends.iter().enumerate() {
                 let to = format!("{backend}:{}", s.backend_port);
                 let probability = format!("{:.5}", 1.0 / (backends.len() - i) as f64);
                 // DNAT to a port needs the protocol in the rule itself.
-                let mut rule = vec![
-                    "iptables",
-                    "-w",
-                    "10",
-                    "-t",
-                    "nat",
-                    "-A",
-                    chain.as_str(),
-                    "-p",
-                    s.protocol.as_str(),
-                ];
+                let mut rule = vec!["-A", chain.as_str(), "-p", s.protocol.as_str()];
                 if i + 1 < backends.len() {
                     rule.extend([
                         "-m",
@@ -445,7 +407,7 @@ impl Cluster {
                     ]);
                 }
                 rule.extend(["-j", "DNAT", "--to-destination", to.as_str()]);
-                node.ns.exec(&rule)?;
+                nat_rule(&node.ns, &rule)?;
             }
             for backend in gone {
                 // Exit status 1 when there was nothing to delete.
@@ -654,4 +616,11 @@ fn set_bridge_netfilter(ns: &Netns, on: bool) -> Result<()> {
         }
     }
     ns.sysctls(&[("net.bridge.bridge-nf-call-iptables", if on { "1" } else { "0" })])
+}
+
+/// `iptables -t nat ARGS` in `ns` (waiting for the xtables lock).
+fn nat_rule(ns: &Netns, args: &[&str]) -> Result<std::process::Output> {
+    let mut full = vec!["iptables", "-w", "10", "-t", "nat"];
+    full.extend_from_slice(args);
+    ns.exec(&full)
 }

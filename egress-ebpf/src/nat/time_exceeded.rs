@@ -18,8 +18,7 @@ use aya_ebpf::{bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, programs::TcContex
 use egress_common::{config::GatewayConfig, counters::Counter};
 
 use crate::{
-    csum::ipv4_header_checksum,
-    headers::{Ipv4Header, ETH_HLEN, IPPROTO_ICMP, IPV4_HLEN, TUNNEL_OVERHEAD},
+    headers::{Ipv4Header, Ipv4Wire, ETH_HLEN, IPPROTO_ICMP, IPV4_HLEN, TUNNEL_OVERHEAD},
     maps::count,
     tunnel::{
         decap::{InnerFrame, INNER_IP_OFF},
@@ -40,16 +39,7 @@ const ANSWER_TTL: u8 = 64;
 /// The answer's IPv4 and ICMP headers, exactly as on the wire.
 #[repr(C, packed)]
 struct Answer {
-    ip_version_ihl: u8,
-    ip_tos: u8,
-    ip_total_len_be: u16,
-    ip_id_be: u16,
-    ip_frag_off_be: u16,
-    ip_ttl: u8,
-    ip_protocol: u8,
-    ip_csum_be: u16,
-    ip_src_be: u32,
-    ip_dst_be: u32,
+    ip: Ipv4Wire,
     icmp_type: u8,
     icmp_code: u8,
     icmp_csum_be: u16,
@@ -61,7 +51,12 @@ struct Answer {
 /// ready to be sent out of the attached interface; an error leaves a packet
 /// only fit to be dropped.
 #[inline(always)]
-pub fn answer(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header, inner: &InnerFrame) -> Result<(), Counter> {
+pub fn answer(
+    ctx: &TcContext,
+    cfg: &GatewayConfig,
+    outer: &Ipv4Header,
+    inner: &InnerFrame,
+) -> Result<(), Counter> {
     let quote_len = inner.ip.total_len as usize;
     // A GSO super-packet would have to be answered once per segment, and a
     // large packet would make a large answer: both rare (probes are small),
@@ -73,23 +68,7 @@ pub fn answer(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header, inner: &
     ctx.adjust_room(GROWTH as i32, BPF_ADJ_ROOM_MAC, 0).map_err(|_| Counter::DropRewriteFailed)?;
     let total_len = (GROWTH + quote_len) as u16;
     let answer = Answer {
-        ip_version_ihl: 0x45,
-        ip_tos: 0,
-        ip_total_len_be: total_len.to_be(),
-        ip_id_be: 0,
-        ip_frag_off_be: 0,
-        ip_ttl: ANSWER_TTL,
-        ip_protocol: IPPROTO_ICMP,
-        ip_csum_be: ipv4_header_checksum(
-            total_len,
-            ANSWER_TTL,
-            IPPROTO_ICMP,
-            u32::from_be(cfg.gateway_ip_be),
-            u32::from_be(inner.ip.src_be),
-        )
-        .to_be(),
-        ip_src_be: cfg.gateway_ip_be,
-        ip_dst_be: inner.ip.src_be,
+        ip: Ipv4Wire::new(total_len, ANSWER_TTL, IPPROTO_ICMP, cfg.gateway_ip_be, inner.ip.src_be),
         icmp_type: ICMP_TIME_EXCEEDED,
         icmp_code: 0,
         icmp_csum_be: icmp_csum.to_be(),

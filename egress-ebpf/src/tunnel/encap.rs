@@ -8,10 +8,7 @@ use aya_ebpf::{
 };
 use egress_common::{config::GatewayConfig, conntrack::NatEntry, counters::Counter};
 
-use crate::{
-    csum::ipv4_header_checksum,
-    headers::{ETH_HLEN, ETH_P_IP, IPPROTO_UDP, IPV4_HLEN, TUNNEL_OVERHEAD},
-};
+use crate::headers::{Ipv4Wire, ETH_HLEN, ETH_P_IP, IPPROTO_UDP, IPV4_HLEN, TUNNEL_OVERHEAD};
 
 const OUTER_TTL: u8 = 64;
 /// VXLAN flags word with the "VNI present" bit (RFC 7348).
@@ -27,16 +24,7 @@ const fn encap_l2_len(len: u64) -> u64 {
 /// (packed: 50 bytes, no padding, every multi-byte field big-endian).
 #[repr(C, packed)]
 struct TunnelHeader {
-    ip_version_ihl: u8,
-    ip_tos: u8,
-    ip_total_len_be: u16,
-    ip_id_be: u16,
-    ip_frag_off_be: u16,
-    ip_ttl: u8,
-    ip_protocol: u8,
-    ip_csum_be: u16,
-    ip_src_be: u32,
-    ip_dst_be: u32,
+    ip: Ipv4Wire,
     udp_src_port_be: u16,
     udp_dst_port_be: u16,
     udp_len_be: u16,
@@ -101,23 +89,7 @@ pub fn write_tunnel_header(
 ) -> Result<(), Counter> {
     let outer_ip_len = (ctx.len() - ETH_HLEN as u32) as u16;
     let header = TunnelHeader {
-        ip_version_ihl: 0x45,
-        ip_tos: 0,
-        ip_total_len_be: outer_ip_len.to_be(),
-        ip_id_be: 0,
-        ip_frag_off_be: 0,
-        ip_ttl: OUTER_TTL,
-        ip_protocol: IPPROTO_UDP,
-        ip_csum_be: ipv4_header_checksum(
-            outer_ip_len,
-            OUTER_TTL,
-            IPPROTO_UDP,
-            u32::from_be(cfg.gateway_ip_be),
-            u32::from_be(target.outer_ip_be),
-        )
-        .to_be(),
-        ip_src_be: cfg.gateway_ip_be,
-        ip_dst_be: target.outer_ip_be,
+        ip: Ipv4Wire::new(outer_ip_len, OUTER_TTL, IPPROTO_UDP, cfg.gateway_ip_be, target.outer_ip_be),
         udp_src_port_be: cfg.vxlan_port_be,
         udp_dst_port_be: cfg.vxlan_port_be,
         udp_len_be: (outer_ip_len - IPV4_HLEN as u16).to_be(),

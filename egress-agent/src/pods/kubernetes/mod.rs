@@ -77,10 +77,11 @@ impl KubeSource {
     }
 }
 
-/// One event from any of the watchers.
+/// One event from any of the watchers (boxed: a Pod or a watcher error is
+/// kilobytes, and the stream moves every update).
 enum Update {
-    Pods(usize, Result<watcher::Event<Pod>, watcher::Error>),
-    Namespaces(Result<watcher::Event<Namespace>, watcher::Error>),
+    Pods(usize, Box<Result<watcher::Event<Pod>, watcher::Error>>),
+    Namespaces(Box<Result<watcher::Event<Namespace>, watcher::Error>>),
 }
 
 impl PodSource for KubeSource {
@@ -118,14 +119,17 @@ impl PodSource for KubeSource {
                 .into_iter()
                 .enumerate()
                 .map(|(i, api)| {
-                    relisting_watcher(api, pod_config.clone()).map(move |ev| Update::Pods(i, ev)).boxed()
+                    relisting_watcher(api, pod_config.clone())
+                        .map(move |ev| Update::Pods(i, Box::new(ev)))
+                        .boxed()
                 })
                 .collect();
             if let Some(selector) = &namespace_selector {
                 let config =
                     watcher::Config::default().labels(&selector.to_string()).timeout(WATCH_TIMEOUT_S);
                 let api: Api<Namespace> = Api::all(self.client.clone());
-                streams.push(relisting_watcher(api, config).map(Update::Namespaces).boxed());
+                streams
+                    .push(relisting_watcher(api, config).map(|ev| Update::Namespaces(Box::new(ev))).boxed());
             }
             let mut index = PodIndex::new(
                 streams.len() - namespace_selector.is_some() as usize,
@@ -221,16 +225,20 @@ fn apply(
     last_error: &mut Option<String>,
 ) -> bool {
     let (what, result) = match update {
-        Update::Pods(i, Ok(event)) => {
-            note_progress(&event, health);
-            ("pods", Ok(index.apply_pod_event(i, event)))
-        }
-        Update::Namespaces(Ok(event)) => {
-            note_progress(&event, health);
-            ("namespaces", Ok(index.apply_namespace_event(event)))
-        }
-        Update::Pods(_, Err(err)) => ("pods", Err(err)),
-        Update::Namespaces(Err(err)) => ("namespaces", Err(err)),
+        Update::Pods(i, event) => match *event {
+            Ok(event) => {
+                note_progress(&event, health);
+                ("pods", Ok(index.apply_pod_event(i, event)))
+            }
+            Err(err) => ("pods", Err(err)),
+        },
+        Update::Namespaces(event) => match *event {
+            Ok(event) => {
+                note_progress(&event, health);
+                ("namespaces", Ok(index.apply_namespace_event(event)))
+            }
+            Err(err) => ("namespaces", Err(err)),
+        },
     };
     match result {
         Ok(changed) => {
