@@ -85,13 +85,20 @@ pub fn decrement_ttl(ctx: &TcContext, ip_off: usize, ttl: u8, protocol: u8) -> R
 /// over a stack buffer costs the verifier far more than these adds.
 #[inline(always)]
 pub fn ipv4_header_checksum(total_len: u16, ttl: u8, protocol: u8, src: u32, dst: u32) -> u16 {
-    let mut sum: u32 = 0x4500
+    let sum: u32 = 0x4500
         + total_len as u32
         + (((ttl as u32) << 8) | protocol as u32)
         + (src >> 16)
         + (src & 0xffff)
         + (dst >> 16)
         + (dst & 0xffff);
+    fold(sum)
+}
+
+/// The Internet checksum of a 32-bit sum of 16-bit words: the carries
+/// folded back in, then the one's complement.
+#[inline(always)]
+pub fn fold(mut sum: u32) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)

@@ -203,6 +203,18 @@ impl Agent {
     pub fn pid(&self) -> Option<u32> {
         self.daemon.pid()
     }
+
+    /// `kill -9`: the agent dies on the spot, with no chance to clean up
+    /// (what a crash or an OOM kill does). Not waited for.
+    pub fn kill_hard(&self) -> Result<()> {
+        let pid = self.pid().context("the agent was already stopped")?;
+        // SAFETY: kill(2) on our own child's pid, which is not reaped yet
+        // (the Daemon reaps it when stopped or dropped).
+        if unsafe { libc::kill(pid as i32, libc::SIGKILL) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("sending SIGKILL to the agent");
+        }
+        Ok(())
+    }
 }
 
 /// Whether a log line announces readiness: the word `ready` (not `readyz`,

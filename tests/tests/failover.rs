@@ -118,9 +118,7 @@ fn when_a_replica_dies_new_connections_from_every_client_work_again() {
 
     // gw dies: its agent is killed, its program goes with it (no state
     // keeper), and its pod stays, black-holing what the Service sends it.
-    let pid = s.agent.pid().unwrap();
-    // SAFETY: kill(2) on the agent we started, not yet reaped.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    s.agent.kill_hard().unwrap();
     let killed = Instant::now();
 
     let removed = Mutex::new(None::<Instant>);

@@ -29,12 +29,6 @@ fn interval_bytes(report: &serde_json::Value) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-fn kill_agent(s: &EgressSetup) {
-    let pid = s.agent.pid().expect("the agent runs");
-    // SAFETY: kill(2) on the agent we started, not yet reaped.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
-}
-
 fn start_agent_again(s: &EgressSetup) -> Agent {
     Agent::start_gateway(&s.cluster.gateway().ns, &s.agent_binary, &s.agent_args)
         .unwrap_or_else(|e| panic!("restarting the agent: {e:#}"))
@@ -76,7 +70,7 @@ fn kill_9_during_a_stream_and_a_udp_exchange_loses_no_flow() {
         });
         std::thread::sleep(Duration::from_secs(3));
         let killed = Instant::now();
-        kill_agent(&s);
+        s.agent.kill_hard().unwrap();
         // The program forwards alone for a while, then a new agent comes.
         std::thread::sleep(Duration::from_secs(2));
         restarted = Some(start_agent_again(&s));
@@ -197,7 +191,7 @@ fn a_restarted_keeper_gets_the_datapath_back_for_the_next_agent() {
     });
     s.agent.check_running().unwrap();
     s.keeper = Some(keeper);
-    kill_agent(&s);
+    s.agent.kill_hard().unwrap();
     s.agent = start_agent_again(&s);
     assert!(replaced_program_ids(&s.agent.log()).is_some(), "{}", s.agent.log());
     s.curl_from("w1", OK_TIMEOUT).expect("w1 egresses after the restarts");
@@ -209,7 +203,7 @@ fn an_address_that_changed_pods_while_no_agent_ran_loses_its_flows() {
     let (w1, w3) = (s.pod("w1").ip, s.pod("w3").ip);
     clients::udp_echo(&s.pod("w1").ns, s.udp_server(), OK_TIMEOUT).unwrap();
     clients::udp_echo(&s.pod("w3").ns, s.udp_server(), OK_TIMEOUT).unwrap();
-    kill_agent(&s);
+    s.agent.kill_hard().unwrap();
     // While no agent runs, w1's address goes to another pod; w3 stays.
     s.pods_file.write(&[(w1, "another-pod"), (w3, "w3")]).unwrap();
     s.agent = start_agent_again(&s);

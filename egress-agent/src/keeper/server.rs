@@ -22,7 +22,7 @@ struct State {
     /// `first_epoch..=epoch` was given by an earlier keeper, and its agent
     /// is told to claim again (`UNKNOWN`), not that it was superseded.
     first_epoch: u64,
-    /// A `DROP` came and no agent has started (`GET`) since.
+    /// A `DROP` came and no agent has claimed the datapath since.
     detached: bool,
     watchers: Vec<OwnedFd>,
 }

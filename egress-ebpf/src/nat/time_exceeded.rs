@@ -18,6 +18,7 @@ use aya_ebpf::{bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, programs::TcContex
 use egress_common::{config::GatewayConfig, counters::Counter};
 
 use crate::{
+    csum,
     headers::{Ipv4Header, Ipv4Wire, ETH_HLEN, IPPROTO_ICMP, IPV4_HLEN, TUNNEL_OVERHEAD},
     maps::count,
     tunnel::{
@@ -108,7 +109,5 @@ fn icmp_checksum(ctx: &TcContext, len: usize) -> Result<u16, Counter> {
         let byte: u8 = ctx.load(INNER_IP_OFF + off).map_err(|_| Counter::DropMalformed)?;
         sum += (byte as u32) << 8;
     }
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    Ok(!(sum as u16))
+    Ok(csum::fold(sum))
 }
