@@ -402,7 +402,10 @@ async fn serve(
     q: ListParams,
     uri: axum::http::Uri,
 ) -> Response {
-    {
+    // Subscribed under the store lock, before the outage check: a signal
+    // sent by `set_outage` or `expire_history` after this request got in
+    // must reach its watch, or that watch would outlive the outage.
+    let signals = {
         let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
         store.requests.push(format!("GET {uri}"));
         if store.outage {
@@ -412,14 +415,15 @@ async fn serve(
                 "the server is unavailable",
             );
         }
-    }
+        shared.signals.subscribe()
+    };
     let selector = match Selector::parse(q.label_selector.as_deref().unwrap_or("")) {
         Ok(s) => s,
         Err(msg) => return status_response(StatusCode::BAD_REQUEST, "BadRequest", &msg),
     };
     let scope = Scope { kind, namespace, selector };
     if matches!(q.watch.as_deref(), Some("true") | Some("1")) {
-        watch(shared, scope, q)
+        watch(shared, signals, scope, q)
     } else {
         list(&shared, &scope)
     }
@@ -467,12 +471,16 @@ fn event_for(scope: &Scope, change: &Change) -> Option<Value> {
     Some(json!({ "type": kind, "object": object }))
 }
 
-fn watch(shared: Arc<Shared>, scope: Scope, q: ListParams) -> Response {
+fn watch(
+    shared: Arc<Shared>,
+    mut signals: broadcast::Receiver<Signal>,
+    scope: Scope,
+    q: ListParams,
+) -> Response {
     let (tx, rx) = mpsc::unbounded::<Result<String, std::io::Error>>();
     let from: u64 = q.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
     let timeout = Duration::from_secs(q.timeout_seconds.unwrap_or(1800));
     let bookmarks = q.allow_watch_bookmarks.unwrap_or(false);
-    let mut signals = shared.signals.subscribe();
     let line = |v: Value| Ok::<_, std::io::Error>(format!("{v}\n"));
 
     {
