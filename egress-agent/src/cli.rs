@@ -76,6 +76,10 @@ pub struct GatewayArgs {
     pub tcp_established_timeout_s: u32,
     #[arg(long, default_value_t = DEFAULT_TCP_CLOSING_TIMEOUT_S)]
     pub tcp_closing_timeout_s: u32,
+    /// How long a closed TCP flow keeps its NAT port when the remote closed
+    /// first and so holds TIME_WAIT on it (Linux servers: 60 s).
+    #[arg(long, default_value_t = DEFAULT_TCP_TIME_WAIT_TIMEOUT_S)]
+    pub tcp_time_wait_timeout_s: u32,
     #[arg(long, default_value_t = DEFAULT_UDP_TIMEOUT_S)]
     pub udp_timeout_s: u32,
     #[arg(long, default_value_t = DEFAULT_ICMP_TIMEOUT_S)]

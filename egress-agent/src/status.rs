@@ -83,6 +83,7 @@ pub fn collect(maps: &DatapathMaps, interface: &str) -> Result<Status> {
                 FlowState::SynSent => "syn-sent",
                 FlowState::Open => "open",
                 FlowState::Closing => "closing",
+                FlowState::TimeWait => "time-wait",
                 FlowState::HalfClosedByClient => "fin-client",
                 FlowState::HalfClosedByRemote => "fin-remote",
             }

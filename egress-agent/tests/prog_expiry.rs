@@ -6,7 +6,8 @@
 mod common;
 
 use common::*;
-use egress_common::conntrack::FlowState;
+use egress_agent::datapath::conntrack::sweep_expired;
+use egress_common::{config::DEFAULT_TCP_TIME_WAIT_TIMEOUT_S, conntrack::FlowState};
 
 /// The default harness with 1 s UDP, ICMP and closing timeouts (TCP
 /// established keeps its two hours).
@@ -78,6 +79,62 @@ fn udp_icmp_and_closing_tcp_bindings_expire_in_the_datapath_alone() {
     let created = h.counter("flow_created");
     assert_eq!(h.run(&from_client(L4::Udp { src: 5000, dst: 53 }, b"again")).action, TC_ACT_REDIRECT);
     assert_eq!(h.counter("flow_created"), created + 1);
+}
+
+/// A TCP flow closed by both sides, the remote's FIN first when
+/// `remote_first`; returns its NAT port.
+fn closed_flow(h: &mut Harness, client_port: u16, remote_first: bool) -> u16 {
+    let nat_port = open_flow(h, tcp_syn(client_port, 80), b"");
+    h.run(&from_remote(tcp(80, nat_port, true, true, false), b""));
+    let (client_fin, remote_fin) =
+        (from_client(tcp_fin(client_port, 80), b""), from_remote(tcp_fin(80, nat_port), b""));
+    let order = if remote_first { [remote_fin, client_fin] } else { [client_fin, remote_fin] };
+    for packet in order {
+        assert_eq!(h.run(&packet).action, TC_ACT_REDIRECT);
+    }
+    nat_port
+}
+
+#[test]
+fn a_nat_port_the_remote_holds_in_time_wait_outlives_the_closing_timeout() {
+    // Closing 1 s, TIME_WAIT the default 120 s.
+    let mut h = harness();
+    let time_wait = closed_flow(&mut h, 40_000, true);
+    let closing = closed_flow(&mut h, 40_001, false);
+    let state_of = |h: &Harness, nat_port: u16| {
+        h.flows().iter().find(|f| u16::from_be(f.nat_port_be) == nat_port).map(|f| f.state)
+    };
+    assert_eq!(state_of(&h, time_wait), Some(FlowState::TimeWait as u8), "the remote closed first");
+    assert_eq!(state_of(&h, closing), Some(FlowState::Closing as u8), "the client closed first");
+    // An RST (the client's answer to a late segment) does not free a port the
+    // remote may still hold in TIME_WAIT.
+    let rst = L4::Tcp { src: 40_000, dst: 80, syn: false, ack: false, fin: false, rst: true };
+    h.run(&from_client(rst, b""));
+    assert_eq!(state_of(&h, time_wait), Some(FlowState::TimeWait as u8));
+
+    age_all(&mut h, 5);
+    // The remote's TIME_WAIT retransmits its FIN: it still reaches the client.
+    assert_eq!(h.run(&from_remote(tcp_fin(80, time_wait), b"")).action, TC_ACT_REDIRECT);
+    assert_eq!(
+        h.run(&from_remote(tcp_fin(80, closing), b"")).action,
+        TC_ACT_SHOT,
+        "past the closing timeout"
+    );
+    age_all(&mut h, 5);
+    let now = egress_agent::netdev::monotonic_ns();
+    assert_eq!(sweep_expired(&mut h.datapath.maps, now).unwrap(), 0, "the closing flow is already gone");
+    assert_eq!(state_of(&h, time_wait), Some(FlowState::TimeWait as u8), "the sweep keeps the held port");
+
+    // The same client port opening again gets the same NAT port: the remote
+    // accepts it in TIME_WAIT, as that client's timestamps only grow.
+    assert_eq!(open_flow(&mut h, tcp_syn(40_000, 80), b""), time_wait);
+    assert_eq!(state_of(&h, time_wait), Some(FlowState::SynSent as u8));
+
+    // Past the TIME_WAIT timeout the port is released.
+    closed_flow(&mut h, 40_002, true);
+    age_all(&mut h, DEFAULT_TCP_TIME_WAIT_TIMEOUT_S as u64 + 1);
+    let now = egress_agent::netdev::monotonic_ns();
+    assert_eq!(sweep_expired(&mut h.datapath.maps, now).unwrap(), 2);
 }
 
 #[test]

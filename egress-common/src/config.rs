@@ -1,10 +1,10 @@
 //! The datapath's configuration, written by the agent into the one-slot
 //! `CONFIG` array before the program is attached.
 
-/// Version of this layout and of the map value types (4: `gro_ifindex`, and
-/// `NatEntry::upload_route`); bumped whenever one changes so an agent never
+/// Version of this layout and of the map value types (5:
+/// `tcp_time_wait_timeout_s` and `FlowState::TimeWait`); bumped whenever one changes so an agent never
 /// adopts a program whose maps it would misread.
-pub const CONFIG_LAYOUT_VERSION: u32 = 4;
+pub const CONFIG_LAYOUT_VERSION: u32 = 5;
 
 /// The fixed inner MAC the workers use for their tunnel next hop
 /// (`TUNNEL_GATEWAY_IP`). Locally administered, so it can never clash with a NIC.
@@ -31,6 +31,10 @@ pub const DEFAULT_PORT_RETRIES: u32 = 16;
 pub const DEFAULT_TCP_SYN_TIMEOUT_S: u32 = 60;
 pub const DEFAULT_TCP_ESTABLISHED_TIMEOUT_S: u32 = 7_440;
 pub const DEFAULT_TCP_CLOSING_TIMEOUT_S: u32 = 30;
+/// How long a NAT port stays bound after the remote closed first: above
+/// Linux's fixed 60 s TIME_WAIT and equal to its conntrack's TIME_WAIT
+/// timeout, which also covers stacks that wait 2 × 60 s.
+pub const DEFAULT_TCP_TIME_WAIT_TIMEOUT_S: u32 = 120;
 pub const DEFAULT_UDP_TIMEOUT_S: u32 = 60;
 pub const DEFAULT_ICMP_TIMEOUT_S: u32 = 30;
 
@@ -63,7 +67,8 @@ pub struct GatewayConfig {
     /// The GRO stage's sending end (a veth pair inside the gateway pod, see
     /// `egress_common::gro`), or 0 when the stage is off.
     pub gro_ifindex: u32,
-    pub _pad1: u32,
+    /// See `FlowState::TimeWait`.
+    pub tcp_time_wait_timeout_s: u32,
 }
 
 impl GatewayConfig {

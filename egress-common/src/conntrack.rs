@@ -54,12 +54,20 @@ pub enum FlowState {
     SynSent = 0,
     /// TCP: the remote answered; UDP/ICMP: any flow.
     Open = 1,
-    /// TCP: FINs from both sides, or an RST.
+    /// TCP: FINs from both sides with the client's first, or an RST. The
+    /// client holds TIME_WAIT on its own tuple; the remote holds nothing.
     Closing = 2,
     /// TCP: the client sent FIN; the remote may still be sending.
     HalfClosedByClient = 3,
     /// TCP: the remote sent FIN; the client may still be sending.
     HalfClosedByRemote = 4,
+    /// TCP: FINs from both sides with the remote's first (an HTTP server
+    /// closing with `Connection: close`). The remote holds TIME_WAIT on the
+    /// NAT port's tuple, so the port stays bound to this flow for
+    /// `tcp_time_wait_timeout_s`: handed to another client meanwhile, that
+    /// client's SYN carries unrelated TCP timestamps and the remote refuses
+    /// it (PAWS), which costs the client a retransmitted SYN.
+    TimeWait = 5,
 }
 
 impl FlowState {
@@ -69,6 +77,7 @@ impl FlowState {
             2 => FlowState::Closing,
             3 => FlowState::HalfClosedByClient,
             4 => FlowState::HalfClosedByRemote,
+            5 => FlowState::TimeWait,
             _ => FlowState::Open,
         }
     }
@@ -144,6 +153,7 @@ impl NatEntry {
         let syn = load(&cfg.tcp_syn_timeout_s);
         let established = load(&cfg.tcp_established_timeout_s);
         let closing = load(&cfg.tcp_closing_timeout_s);
+        let time_wait = load(&cfg.tcp_time_wait_timeout_s);
         let udp = load(&cfg.udp_timeout_s);
         let icmp = load(&cfg.icmp_timeout_s);
         let seconds = match self.protocol {
@@ -155,6 +165,7 @@ impl NatEntry {
                     established
                 }
                 FlowState::Closing => closing,
+                FlowState::TimeWait => time_wait,
             },
             PROTO_UDP => udp,
             _ => icmp,

@@ -117,26 +117,35 @@ pub fn create_binding(cfg: &GatewayConfig, template: &NatEntry) -> Result<NatEnt
 
 /// The TCP state after a packet with `flags` in the given direction. Each
 /// side's FIN is tracked on its own: a half-closed flow may still carry data
-/// the other way, so only both FINs (or an RST) make it `Closing`.
+/// the other way, so only both FINs (or an RST) close it: `TimeWait` when
+/// the remote's FIN came first (the remote then holds TIME_WAIT on the NAT
+/// port's tuple), `Closing` otherwise.
 #[inline(always)]
 pub fn next_tcp_state(state: u8, flags: u8, half: Half) -> u8 {
     const CLOSING: u8 = FlowState::Closing as u8;
+    const TIME_WAIT: u8 = FlowState::TimeWait as u8;
+    const BY_CLIENT: u8 = FlowState::HalfClosedByClient as u8;
+    const BY_REMOTE: u8 = FlowState::HalfClosedByRemote as u8;
+    let closed = state == CLOSING || state == TIME_WAIT;
     if flags & TCP_RST != 0 {
-        return CLOSING;
+        // An RST does not end the remote's TIME_WAIT everywhere (RFC 1337):
+        // the port stays held.
+        return if state == TIME_WAIT { TIME_WAIT } else { CLOSING };
     }
     if flags & TCP_FIN != 0 {
-        let (own, other) = match half {
-            Half::Original => (FlowState::HalfClosedByClient as u8, FlowState::HalfClosedByRemote as u8),
-            Half::Reply => (FlowState::HalfClosedByRemote as u8, FlowState::HalfClosedByClient as u8),
+        return match half {
+            _ if closed => state,
+            Half::Original if state == BY_REMOTE => TIME_WAIT,
+            Half::Original => BY_CLIENT,
+            Half::Reply if state == BY_CLIENT => CLOSING,
+            Half::Reply => BY_REMOTE,
         };
-        return if state == other || state == CLOSING { CLOSING } else { own };
     }
     match half {
         // A fresh SYN on a closed tuple is the client reusing its port: the
-        // binding starts over (and keeps its NAT port).
-        Half::Original if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 && state == CLOSING => {
-            FlowState::SynSent as u8
-        }
+        // binding starts over (and keeps its NAT port; the remote accepts it
+        // in TIME_WAIT, as the client's timestamps on one tuple only grow).
+        Half::Original if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 && closed => FlowState::SynSent as u8,
         Half::Reply if state == FlowState::SynSent as u8 => FlowState::Open as u8,
         _ => state,
     }

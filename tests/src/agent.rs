@@ -267,6 +267,8 @@ pub struct Flow {
     /// `tcp`, `udp` or `icmp`.
     pub protocol: String,
     pub nat_port: u16,
+    /// As `status` names it: `syn-sent`, `open`, `time-wait`, ...
+    pub state: String,
 }
 
 /// The parsed `status --json` output.
@@ -352,6 +354,7 @@ impl Flow {
                 .ok_or_else(|| anyhow!("flow has no protocol: {v}"))?
                 .to_ascii_lowercase(),
             nat_port: port("nat_port")?,
+            state: v.get("state").and_then(Value::as_str).unwrap_or_default().to_string(),
         })
     }
 }

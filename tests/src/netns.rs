@@ -65,6 +65,23 @@ impl Netns {
 
     /// Like [`Netns::exec`] but returns the output whatever the exit status
     /// (for commands expected to fail, e.g. a curl that must time out).
+    /// Every TcpExt counter of this namespace's TCP stack: its
+    /// /proc/net/netstat holds a line of names and then a line of values.
+    pub fn tcp_ext_counters(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        let out = self.output(&["cat", "/proc/net/netstat"])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+        let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+            anyhow::bail!("no TcpExt lines in /proc/net/netstat of {}", self.name());
+        };
+        Ok(names
+            .split_whitespace()
+            .skip(1)
+            .zip(values.split_whitespace().skip(1))
+            .filter_map(|(n, v)| Some((n.to_string(), v.parse().ok()?)))
+            .collect())
+    }
+
     pub fn output<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<Output> {
         let mut cmd = self.command(args);
         cmd.stdin(Stdio::null()).output().with_context(|| format!("running {}", describe(&cmd)))

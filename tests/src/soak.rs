@@ -16,17 +16,27 @@ use crate::load::{conn_rate, start_conn_server, CONN_RATE_PORT, CONN_RATE_PORTS}
 use crate::scenario::{EgressSetup, GatewayOptions};
 
 /// The gateway's idle timeouts during a soak, short so that the table must
-/// empty within seconds of the traffic stopping (established TCP keeps its
-/// default: the long stream is idle never, and ends with FINs).
+/// empty soon after the traffic stops (established TCP keeps its default:
+/// the long stream is idle never, and ends with FINs). TIME_WAIT is the
+/// exception: the server closes first and holds TIME_WAIT for Linux's 60 s,
+/// which its timer wheel may end up to 12.5 % late (61 s still let a few
+/// dozen SYNs in ten minutes be refused), and a NAT port released sooner
+/// has its next client's SYN refused (PAWS).
 pub const SOAK_TIMEOUTS: &[(&str, &str)] = &[
     ("--tcp-syn-timeout-s", "5"),
     ("--tcp-closing-timeout-s", "3"),
+    ("--tcp-time-wait-timeout-s", "70"),
     ("--udp-timeout-s", "3"),
     ("--icmp-timeout-s", "3"),
     ("--gc-interval-s", "1"),
+    // Room for every port held in TIME_WAIT at SHORT_CONNECTION_RATE.
+    ("--conntrack-size", "262144"),
 ];
 /// Longest of those, plus sweeps: when the table must be empty.
-const DRAIN: Duration = Duration::from_secs(5 + 3);
+const DRAIN: Duration = Duration::from_secs(70 + 3);
+/// Short connections per second: 70 s of them held in TIME_WAIT is at most
+/// 140k bindings, 8.75k NAT ports per server port (of 22.5k).
+const SHORT_CONNECTION_RATE: f64 = 2000.0;
 
 #[derive(Clone, Debug)]
 pub struct SoakReport {
@@ -48,7 +58,30 @@ pub struct SoakReport {
     pub bindings_after_drain: u64,
     /// Datapath drops during the soak, by counter.
     pub drops: Vec<(String, u64)>,
+    /// The TCP stacks' own trouble counters, non-zero ones only, as
+    /// `server:Name` or `client:Name`: what to read when a short connection
+    /// failed without any datapath drop (a full accept queue, a SYN the
+    /// server's TIME_WAIT refused, a retransmitted SYN).
+    pub tcp_trouble: Vec<(String, u64)>,
 }
+
+/// TcpExt counters (/proc/net/netstat) that explain a slow or failed
+/// connection on a path where the gateway dropped nothing.
+const TCP_TROUBLE_COUNTERS: &[&str] = &[
+    "ListenOverflows",
+    "ListenDrops",
+    "PAWSActive",
+    "PAWSEstab",
+    "PAWSTimewait",
+    "TCPTimeWaitOverflow",
+    "TCPSYNChallenge",
+    "TCPChallengeACK",
+    "TCPSynRetrans",
+    "TCPAbortOnTimeout",
+    "TCPAbortOnData",
+    "TCPAbortOnClose",
+    "TCPAbortFailed",
+];
 
 impl SoakReport {
     /// Agent RSS: the highest in the first third after warm-up, and the
@@ -66,7 +99,7 @@ impl SoakReport {
         let peak_bindings = self.samples.iter().map(|s| s.2).max().unwrap_or(0);
         format!(
             "soak of {:.0} s: {} short connections ({} failed{}), long stream {:.1} GB, {} UDP flows ({} unanswered); \
-             NAT bindings peak {peak_bindings}, {} at stop, {} after {} s; agent RSS {:.1} MiB early, {:.1} MiB late; drops: {}",
+             NAT bindings peak {peak_bindings}, {} at stop, {} after {} s; agent RSS {:.1} MiB early, {:.1} MiB late; drops: {}; TCP trouble counters: {}",
             self.secs,
             self.connections,
             self.connection_errors,
@@ -83,11 +116,8 @@ impl SoakReport {
             DRAIN.as_secs(),
             first as f64 / 1024.0,
             last as f64 / 1024.0,
-            if self.drops.is_empty() {
-                "none".to_string()
-            } else {
-                self.drops.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(", ")
-            }
+            counter_list(&self.drops),
+            counter_list(&self.tcp_trouble),
         )
     }
 }
@@ -130,6 +160,7 @@ pub fn run(options: GatewayOptions, duration: Duration, sample_every: Duration) 
                     CONN_RATE_PORTS,
                     4,
                     left,
+                    Some(SHORT_CONNECTION_RATE),
                 )?;
                 connections.fetch_add(r.connections, Ordering::Relaxed);
                 connection_errors.fetch_add(r.errors, Ordering::Relaxed);
@@ -165,6 +196,14 @@ pub fn run(options: GatewayOptions, duration: Duration, sample_every: Duration) 
     let bindings_at_stop = s.status()?.flows.len() as u64;
     std::thread::sleep(DRAIN);
     let status = s.status()?;
+    let mut tcp_trouble = Vec::new();
+    for (side, ns) in [("server", &outside), ("client", &s.pod("w1").ns)] {
+        for (name, value) in ns.tcp_ext_counters()? {
+            if value > 0 && TCP_TROUBLE_COUNTERS.contains(&name.as_str()) {
+                tcp_trouble.push((format!("{side}:{name}"), value));
+            }
+        }
+    }
     let drops = status
         .counters
         .iter()
@@ -183,7 +222,15 @@ pub fn run(options: GatewayOptions, duration: Duration, sample_every: Duration) 
         bindings_at_stop,
         bindings_after_drain: status.flows.len() as u64,
         drops,
+        tcp_trouble,
     })
+}
+
+fn counter_list(counters: &[(String, u64)]) -> String {
+    if counters.is_empty() {
+        return "none".to_string();
+    }
+    counters.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(", ")
 }
 
 /// VmRSS of `pid` in KiB.

@@ -99,7 +99,7 @@ impl Settings {
             mtu: interface.mtu,
             // Set once the stage exists (`gateway::serve`).
             gro_ifindex: 0,
-            _pad1: 0,
+            tcp_time_wait_timeout_s: args.tcp_time_wait_timeout_s,
         };
         Ok(Settings {
             interface,

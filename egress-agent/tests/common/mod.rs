@@ -51,7 +51,7 @@ pub fn config(nat_ports: (u16, u16)) -> GatewayConfig {
         icmp_timeout_s: DEFAULT_ICMP_TIMEOUT_S,
         mtu: 1500,
         gro_ifindex: 0,
-        _pad1: 0,
+        tcp_time_wait_timeout_s: DEFAULT_TCP_TIME_WAIT_TIMEOUT_S,
     }
 }
 

@@ -8,7 +8,7 @@
 //!   close`. A fixed pool of accept threads per port, so starting a thread is
 //!   not part of every connection. Prints `conn-rate ready` on stderr once
 //!   it listens.
-//! - `conn-rate run --connect ADDR:PORT [--ports N] [--workers K] [--secs T] [--timeout-ms MS]`:
+//! - `conn-rate run --connect ADDR:PORT [--ports N] [--workers K] [--secs T] [--timeout-ms MS] [--rate R]`:
 //!   K threads each loop connect → write the request → read to EOF for T
 //!   seconds, spreading the connections over the N ports, then one JSON
 //!   line on stdout:
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use egress_tests::load::flags::Flags;
 
 const USAGE: &str = "usage: conn-rate serve --bind ADDR:PORT [--ports N] [--threads N]
-       conn-rate run --connect ADDR:PORT [--ports N] [--workers K] [--secs T] [--timeout-ms MS]";
+       conn-rate run --connect ADDR:PORT [--ports N] [--workers K] [--secs T] [--timeout-ms MS] [--rate R]";
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
 /// A server connection that sends nothing for this long is dropped.
 const SERVER_IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +44,7 @@ fn main() {
             flags.get("workers", 8usize).max(1),
             Duration::from_secs_f64(flags.get("secs", 10.0)),
             Duration::from_millis(flags.get("timeout-ms", 2000)),
+            flags.get("rate", 0.0f64),
         ),
         other => flags.fail_usage(&format!("unknown mode {other:?}")),
     }
@@ -101,7 +102,10 @@ fn answer(mut stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
     // Dropping the stream closes it: the server sends the first FIN.
 }
 
-fn run(targets: Vec<SocketAddr>, workers: usize, duration: Duration, timeout: Duration) {
+/// `rate`: connections per second started in total, 0 for as many as the
+/// workers manage (each worker keeps its share of the pace).
+fn run(targets: Vec<SocketAddr>, workers: usize, duration: Duration, timeout: Duration, rate: f64) {
+    let pace = (rate > 0.0).then(|| Duration::from_secs_f64(workers as f64 / rate));
     let targets = Arc::new(targets);
     let stop = Arc::new(AtomicBool::new(false));
     let first_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
@@ -116,6 +120,10 @@ fn run(targets: Vec<SocketAddr>, workers: usize, duration: Duration, timeout: Du
                 // Each worker starts at another port and moves on by one.
                 let mut next = worker;
                 while !stop.load(Ordering::Relaxed) {
+                    if let Some(pace) = pace {
+                        let due = start + pace.mul_f64((next - worker) as f64);
+                        thread::sleep(due.saturating_duration_since(Instant::now()));
+                    }
                     let target = targets[next % targets.len()];
                     next += 1;
                     match one_request(target, timeout) {

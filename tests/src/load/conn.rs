@@ -46,8 +46,16 @@ pub fn start_conn_server(ns: &Netns, first: SocketAddrV4, ports: u16) -> Result<
 }
 
 /// `conn-rate run` from `ns` against `ports` ports from `first`, with
-/// `workers` concurrent clients for `secs` seconds.
-pub fn conn_rate(ns: &Netns, first: SocketAddrV4, ports: u16, workers: usize, secs: f64) -> Result<ConnRate> {
+/// `workers` concurrent clients for `secs` seconds, at `rate` connections
+/// per second in total if given, else as fast as they go.
+pub fn conn_rate(
+    ns: &Netns,
+    first: SocketAddrV4,
+    ports: u16,
+    workers: usize,
+    secs: f64,
+    rate: Option<f64>,
+) -> Result<ConnRate> {
     let binary = load_binary("conn-rate")?.display().to_string();
     let out = ns.output(&[
         binary.as_str(),
@@ -60,6 +68,8 @@ pub fn conn_rate(ns: &Netns, first: SocketAddrV4, ports: u16, workers: usize, se
         &workers.to_string(),
         "--secs",
         &secs.to_string(),
+        "--rate",
+        &rate.unwrap_or(0.0).to_string(),
     ])?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {

@@ -20,7 +20,8 @@ pub const CONN_ERRORS: Metric = Metric::lower("conn_errors", "failed connections
 
 pub fn measure(testbed: &Testbed, path: EgressPath, settings: &Settings) -> Result<Vec<Sample>> {
     let target = SocketAddrV4::new(testbed.server_ip(), CONN_RATE_PORT);
-    let result = load::conn_rate(testbed.worker(path), target, CONN_RATE_PORTS, WORKERS, settings.secs)?;
+    let result =
+        load::conn_rate(testbed.worker(path), target, CONN_RATE_PORTS, WORKERS, settings.secs, None)?;
     if result.errors > 0 {
         eprintln!("    {}: {} failed connections, first: {}", path.name(), result.errors, result.first_error);
     }
