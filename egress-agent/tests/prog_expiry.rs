@@ -2,7 +2,9 @@
 //! expired UDP, ICMP and closing-TCP bindings (an unsolicited packet to
 //! their old NAT port is dropped, a new packet starts a new binding), keeps
 //! a live TCP flow, and a full conntrack table evicts its least recently
-//! used flows so that new flows always start. No sweep runs here.
+//! used flows so that new flows always start. A flow whose remote closed
+//! first keeps its NAT port past the closing timeout, in the datapath and
+//! through the agent's sweep (the one test here that runs a sweep).
 mod common;
 
 use common::*;

@@ -2,8 +2,9 @@
 //! `CONFIG` array before the program is attached.
 
 /// Version of this layout and of the map value types (5:
-/// `tcp_time_wait_timeout_s` and `FlowState::TimeWait`); bumped whenever one changes so an agent never
-/// adopts a program whose maps it would misread.
+/// `tcp_time_wait_timeout_s` and `FlowState::TimeWait`); bumped whenever
+/// one changes so an agent never adopts a program whose maps it would
+/// misread.
 pub const CONFIG_LAYOUT_VERSION: u32 = 5;
 
 /// The fixed inner MAC the workers use for their tunnel next hop

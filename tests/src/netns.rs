@@ -63,12 +63,10 @@ impl Netns {
         run_checked(&mut self.command(args)).with_context(|| format!("in netns {}", self.name))
     }
 
-    /// Like [`Netns::exec`] but returns the output whatever the exit status
-    /// (for commands expected to fail, e.g. a curl that must time out).
     /// Every TcpExt counter of this namespace's TCP stack: its
     /// /proc/net/netstat holds a line of names and then a line of values.
     pub fn tcp_ext_counters(&self) -> Result<std::collections::BTreeMap<String, u64>> {
-        let out = self.output(&["cat", "/proc/net/netstat"])?;
+        let out = self.exec(&["cat", "/proc/net/netstat"])?;
         let text = String::from_utf8_lossy(&out.stdout);
         let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
         let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
@@ -82,6 +80,8 @@ impl Netns {
             .collect())
     }
 
+    /// Like [`Netns::exec`] but returns the output whatever the exit status
+    /// (for commands expected to fail, e.g. a curl that must time out).
     pub fn output<S: AsRef<OsStr>>(&self, args: &[S]) -> Result<Output> {
         let mut cmd = self.command(args);
         cmd.stdin(Stdio::null()).output().with_context(|| format!("running {}", describe(&cmd)))
