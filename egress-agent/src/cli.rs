@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use egress_common::config::*;
 
+/// Where the agent serves the flow list, and where `status` asks for it.
+pub const DEFAULT_STATUS_ADDR: &str = "127.0.0.1:9091";
+
 #[derive(Parser)]
 #[command(name = "egress-agent", version, about = "eBPF egress SNAT gateway for Kubernetes pods")]
 pub struct Cli {
@@ -48,9 +51,15 @@ pub struct GatewayArgs {
     /// Only pods in namespaces whose labels match this selector are clients.
     #[arg(long, value_name = "SELECTOR")]
     pub namespace_selector: Option<String>,
-    /// Where /metrics, /healthz and /readyz are served.
+    /// Where /metrics, /healthz and /readyz are served (to the kubelet and
+    /// Prometheus; nothing there names a flow).
     #[arg(long, default_value = "0.0.0.0:9090")]
     pub metrics_addr: String,
+    /// Where `egress-agent status` reads the flows (who talks to whom, NAT
+    /// ports): a loopback address, so only processes inside the gateway
+    /// pod (`kubectl exec`) can read them.
+    #[arg(long, default_value = DEFAULT_STATUS_ADDR)]
+    pub status_addr: String,
     /// Destination CIDR never to NAT (repeatable); such packets are dropped.
     #[arg(long = "exclude-cidr", value_name = "CIDR")]
     pub exclude_cidrs: Vec<String>,
@@ -70,6 +79,11 @@ pub struct GatewayArgs {
     /// Size of each conntrack half (flows held at once).
     #[arg(long, default_value_t = egress_common::maps::CT_MAX_DEFAULT)]
     pub conntrack_size: u32,
+    /// Flows one client pod may hold at once; beyond it, its new flows
+    /// replace its own ended or unreplied ones, or are refused; nobody
+    /// else's are touched [default: an eighth of --conntrack-size].
+    #[arg(long, value_name = "N")]
+    pub max_flows_per_client: Option<u32>,
     #[arg(long, default_value_t = DEFAULT_TCP_SYN_TIMEOUT_S)]
     pub tcp_syn_timeout_s: u32,
     #[arg(long, default_value_t = DEFAULT_TCP_ESTABLISHED_TIMEOUT_S)]
@@ -90,8 +104,9 @@ pub struct GatewayArgs {
     /// Seconds between sweeps that remove expired flows.
     #[arg(long, default_value_t = 10)]
     pub gc_interval_s: u64,
-    /// Send uploads straight out instead of re-aggregating them with GRO
-    /// on a veth pair inside the pod (see docs/benchmarks.md).
+    /// No veth pair inside the pod: uploads go straight out instead of
+    /// being re-aggregated with GRO (docs/benchmarks.md), and replies too
+    /// big for one tunnel packet are dropped instead of being resegmented.
     #[arg(long)]
     pub no_gro_stage: bool,
     /// The state keeper's socket (`egress-agent keep`): the datapath is
@@ -159,8 +174,7 @@ pub struct StatusArgs {
     /// The interface the gateway is attached to.
     #[arg(long, default_value = "eth0")]
     pub interface: String,
-    /// The agent's --metrics-addr as seen from this pod; `status` asks the
-    /// agent there first.
-    #[arg(long, default_value = "127.0.0.1:9090")]
+    /// The agent's --status-addr; `status` asks the agent there first.
+    #[arg(long, default_value = DEFAULT_STATUS_ADDR)]
     pub agent_addr: String,
 }

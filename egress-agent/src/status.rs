@@ -24,6 +24,9 @@ pub struct Flow {
     protocol: String,
     nat_port: u16,
     state: String,
+    /// Whether the remote has answered: until then the flow is short-lived
+    /// and the first to go when the table is full.
+    replied: bool,
     idle_s: u64,
 }
 
@@ -88,6 +91,7 @@ pub fn collect(maps: &DatapathMaps, interface: &str) -> Result<Status> {
                 FlowState::HalfClosedByRemote => "fin-remote",
             }
             .to_string(),
+            replied: e.seen_reply(),
             idle_s: now.saturating_sub(e.last_seen_ns) / 1_000_000_000,
         })
         .collect();
@@ -106,8 +110,8 @@ pub fn collect(maps: &DatapathMaps, interface: &str) -> Result<Status> {
     })
 }
 
-/// Asks the running agent, which owns the maps, then falls back to opening
-/// them by id. The agent is the normal path: looking up another process's
+/// Asks the running agent on its loopback `--status-addr` (so this works
+/// only inside the gateway pod), then falls back to opening the maps by id. The agent is the normal path: looking up another process's
 /// BPF objects by id needs CAP_SYS_ADMIN, which the gateway container
 /// does not have.
 pub fn run(args: StatusArgs) -> Result<()> {
@@ -120,7 +124,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
             match from_maps {
                 Ok(status) => status,
                 Err(maps_err) => bail!(
-                    "no gateway answered at {} ({http_err:#}) and its maps could not be read ({maps_err:#}): is `egress-agent gateway` running in this pod? (pass --agent-addr if its --metrics-addr is not the default)",
+                    "no gateway answered at {} ({http_err:#}) and its maps could not be read ({maps_err:#}): is `egress-agent gateway` running in this pod? (pass --agent-addr if its --status-addr is not the default)",
                     args.agent_addr
                 ),
             }

@@ -2,7 +2,7 @@
 mod common;
 
 use common::*;
-use egress_common::conntrack::{FlowState, PROTO_TCP};
+use egress_common::{conntrack::FlowState, ip::IPPROTO_TCP};
 
 #[test]
 fn tcp_syn_is_decapsulated_and_source_natted() {
@@ -26,7 +26,7 @@ fn tcp_syn_is_decapsulated_and_source_natted() {
     let f = flows[0];
     assert_eq!(u16::from_be(f.nat_port_be), sport);
     assert_eq!(u16::from_be(f.client_port_be), 40_000);
-    assert_eq!(f.protocol, PROTO_TCP);
+    assert_eq!(f.protocol, IPPROTO_TCP);
     assert_eq!(f.state, FlowState::SynSent as u8);
     assert_eq!(f.client_mac, CLIENT_MAC);
     assert_eq!(h.reply_entries(), 1, "both halves of the binding exist");
@@ -127,7 +127,8 @@ fn rst_closes_at_once() {
 
 #[test]
 fn a_flow_whose_nat_port_was_taken_is_rebound_never_shared() {
-    // Two NAT ports; flow A takes one, then loses its reply half (LRU).
+    // Two NAT ports; flow A takes one, then loses its reply half (as while
+    // the agent's sweep removes a binding's halves one after the other).
     let mut h = Harness::new((20_000, 20_001));
     let a_port = ports(&ipv4_at(&h.run(&from_client(tcp_syn(1000, 80), b"")).packet, 14).l4).0;
     let a_reply = h.datapath.maps.ct_reply.keys().next().unwrap().unwrap();

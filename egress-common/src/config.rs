@@ -1,11 +1,12 @@
 //! The datapath's configuration, written by the agent into the one-slot
 //! `CONFIG` array before the program is attached.
 
-/// Version of this layout and of the map value types (5:
-/// `tcp_time_wait_timeout_s` and `FlowState::TimeWait`); bumped whenever
-/// one changes so an agent never adopts a program whose maps it would
-/// misread.
-pub const CONFIG_LAYOUT_VERSION: u32 = 5;
+/// Version of this layout and of the map value types (6: conntrack halves
+/// that never evict on their own, `NatEntry::flags` and `created_ns`,
+/// per-client flow counts and refusals, `max_flows_per_client`,
+/// `resegment_ifindex`); bumped whenever one changes so an agent never
+/// adopts a program whose maps it would misread.
+pub const CONFIG_LAYOUT_VERSION: u32 = 6;
 
 /// The fixed inner MAC the workers use for their tunnel next hop
 /// (`TUNNEL_GATEWAY_IP`). Locally administered, so it can never clash with a NIC.
@@ -18,6 +19,22 @@ pub const TUNNEL_GATEWAY_IP: [u8; 4] = [169, 254, 42, 1];
 /// (20) + UDP (8) + VXLAN (8) + inner Ethernet (14). The worker's tunnel MTU
 /// is eth0's minus this.
 pub const TUNNEL_OVERHEAD: usize = 50;
+
+/// The outer IPv4 total length of a tunnel packet that carries
+/// `inner_ip_len` bytes of IPv4, or None when it would not fit the 16-bit
+/// field: a GRO aggregate longer than 65,485 bytes, which must be cut into
+/// segments before it can be encapsulated. Never a wrapped length: the
+/// node would trim the packet to it and lose the rest.
+#[inline(always)]
+pub fn tunnel_outer_ip_len(inner_ip_len: u32) -> Option<u16> {
+    // Outer IPv4, UDP, VXLAN and the inner Ethernet header, then the packet.
+    let outer_ip = inner_ip_len as u64 + TUNNEL_OVERHEAD as u64;
+    if outer_ip > u16::MAX as u64 {
+        None
+    } else {
+        Some(outer_ip as u16)
+    }
+}
 
 pub const DEFAULT_VXLAN_PORT: u16 = 4789;
 pub const DEFAULT_VNI: u32 = 4242;
@@ -38,6 +55,17 @@ pub const DEFAULT_TCP_CLOSING_TIMEOUT_S: u32 = 30;
 pub const DEFAULT_TCP_TIME_WAIT_TIMEOUT_S: u32 = 120;
 pub const DEFAULT_UDP_TIMEOUT_S: u32 = 60;
 pub const DEFAULT_ICMP_TIMEOUT_S: u32 = 30;
+/// No timeout may be shorter: the datapath refreshes a flow's timestamp at
+/// most once a second, so a shorter one could expire a busy flow.
+pub const MIN_TIMEOUT_S: u32 = 2;
+
+/// A client's share of the conntrack table when `--max-flows-per-client`
+/// is not given: an eighth, so one labeled pod can never fill it, and
+/// (at the default 131,072 flows) 16,384 flows, below the 22,528 NAT ports
+/// a single destination has.
+pub const fn default_max_flows_per_client(conntrack_size: u32) -> u32 {
+    conntrack_size / 8
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +98,14 @@ pub struct GatewayConfig {
     pub gro_ifindex: u32,
     /// See `FlowState::TimeWait`.
     pub tcp_time_wait_timeout_s: u32,
+    /// Bindings one client may hold at once; its further new flows are
+    /// refused (`drop_client_flow_limit`), nobody else's.
+    pub max_flows_per_client: u32,
+    /// Where a reply too big to be encapsulated as one packet (a GRO
+    /// aggregate over 65,485 bytes) is sent to be cut into segments: the
+    /// sending end of a veth pair inside the pod without TSO, whose other
+    /// end runs `egress_resegmented`. 0: no such pair; the reply is dropped.
+    pub resegment_ifindex: u32,
 }
 
 impl GatewayConfig {
@@ -81,4 +117,18 @@ impl GatewayConfig {
 }
 
 // The layout is shared with the kernel byte for byte: no implicit padding.
-const _: () = assert!(core::mem::size_of::<GatewayConfig>() == 72);
+const _: () = assert!(core::mem::size_of::<GatewayConfig>() == 80);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outer_lengths_never_wrap() {
+        assert_eq!(tunnel_outer_ip_len(1450), Some(1500));
+        assert_eq!(tunnel_outer_ip_len(65_485), Some(65_535));
+        assert_eq!(tunnel_outer_ip_len(65_486), None, "46 full segments and a short one");
+        assert_eq!(tunnel_outer_ip_len(65_535), None);
+        assert_eq!(tunnel_outer_ip_len(u32::MAX), None);
+    }
+}

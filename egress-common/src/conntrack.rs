@@ -3,16 +3,23 @@
 //! A binding is stored twice, like Cilium's `otuple`/`rtuple`: once under the
 //! tuple the client sends (`CT_ORIGINAL`) and once under the tuple the
 //! remote's replies carry (`CT_REPLY`). Both halves hold the same
-//! [`NatEntry`], so either one is enough to re-create the other when the LRU
-//! has evicted it.
+//! [`NatEntry`], so either one is enough to re-create the other if it went
+//! missing (the agent's sweep removes the two halves one after the other).
+//! Neither map evicts on its own: what leaves the table, and when, is
+//! decided by these rules (docs/conntrack.md).
 
-use crate::config::GatewayConfig;
+use crate::{
+    config::GatewayConfig,
+    ip::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
+};
 
 const NS_PER_S: u64 = 1_000_000_000;
 
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
+/// [`NatEntry::flags`]: the remote has answered this flow at least once.
+/// Until then the binding is "unreplied": short-lived (a TCP one lives by
+/// the SYN timeout whatever its flags, like Linux's unassured conntrack
+/// entries) and the first to go when the table is full.
+pub const FLOW_SEEN_REPLY: u8 = 0x01;
 
 /// A flow as seen in one direction. For ICMP echo the identifier takes the
 /// place of the port on the client's side (`src_port_be` in the original
@@ -50,7 +57,8 @@ impl FlowTuple {
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlowState {
-    /// TCP: only the client's SYN seen so far.
+    /// TCP: the client's packets only (a SYN, or whatever first packet that
+    /// is not an RST); the remote has not answered yet.
     SynSent = 0,
     /// TCP: the remote answered; UDP/ICMP: any flow.
     Open = 1,
@@ -112,8 +120,14 @@ pub struct NatEntry {
     /// How the client's packets of this flow leave the gateway: an
     /// [`UploadRoute`], kept per flow so its packets are never reordered.
     pub upload_route: u8,
-    pub _pad0: u8,
-    pub _pad1: u16,
+    /// [`FLOW_SEEN_REPLY`].
+    pub flags: u8,
+    pub _pad0: u16,
+    /// `bpf_ktime_get_ns()` when the binding was made. With the tuple and
+    /// the NAT port it names this binding among all the bindings a tuple
+    /// ever has: a half, or a copy read a moment ago, is acted on only if
+    /// it is still the same binding (see [`NatEntry::same_binding`]).
+    pub created_ns: u64,
 }
 
 impl NatEntry {
@@ -130,8 +144,9 @@ impl NatEntry {
     }
 
     /// Whether `other` is the other half of this same binding (same flow,
-    /// same NAT port). A half whose partner was evicted can find its tuple
-    /// taken by a newer binding; it must never act on that one.
+    /// same NAT port, made at the same moment). A half whose partner was
+    /// removed can find its tuple taken by a newer binding, possibly with
+    /// the same NAT port; it must never act on that one.
     #[inline(always)]
     pub fn same_binding(&self, other: &NatEntry) -> bool {
         self.client_ip_be == other.client_ip_be
@@ -140,6 +155,26 @@ impl NatEntry {
             && self.remote_port_be == other.remote_port_be
             && self.nat_port_be == other.nat_port_be
             && self.protocol == other.protocol
+            && self.created_ns == other.created_ns
+    }
+
+    /// Whether the remote has answered this flow.
+    #[inline(always)]
+    pub fn seen_reply(&self) -> bool {
+        self.flags & FLOW_SEEN_REPLY != 0
+    }
+
+    /// Whether a full table (or its client's full share) may take this
+    /// binding's entry for a new flow: a flow the remote never answered, a
+    /// TCP flow that has ended (both FINs, or an RST: `Closing` and
+    /// `TimeWait` only hold a closed connection's port), or one past its
+    /// timeout. A live flow that has seen replies keeps its NAT port until
+    /// it ends.
+    #[inline(always)]
+    pub fn is_evictable(&self, cfg: &GatewayConfig, now_ns: u64) -> bool {
+        let ended = self.protocol == IPPROTO_TCP
+            && (self.state == FlowState::Closing as u8 || self.state == FlowState::TimeWait as u8);
+        !self.seen_reply() || ended || self.is_expired(cfg, now_ns)
     }
 
     /// How long the flow may stay idle, by protocol and TCP state.
@@ -157,7 +192,10 @@ impl NatEntry {
         let udp = load(&cfg.udp_timeout_s);
         let icmp = load(&cfg.icmp_timeout_s);
         let seconds = match self.protocol {
-            PROTO_TCP => match FlowState::from_u8(self.state) {
+            // Unreplied, a TCP binding is a connection attempt at most,
+            // whatever the client sent (a FIN or an ACK picks nothing up).
+            IPPROTO_TCP if !self.seen_reply() => syn,
+            IPPROTO_TCP => match FlowState::from_u8(self.state) {
                 FlowState::SynSent => syn,
                 // A half-closed flow can go on streaming one way for as long
                 // as an open one.
@@ -167,7 +205,7 @@ impl NatEntry {
                 FlowState::Closing => closing,
                 FlowState::TimeWait => time_wait,
             },
-            PROTO_UDP => udp,
+            IPPROTO_UDP => udp,
             _ => icmp,
         };
         seconds as u64 * NS_PER_S
@@ -183,7 +221,7 @@ impl NatEntry {
     /// The destination whose NAT ports this binding takes one of.
     #[inline(always)]
     pub fn nat_destination(&self) -> crate::maps::NatDestination {
-        let remote_port_be = if self.protocol == PROTO_ICMP { 0 } else { self.remote_port_be };
+        let remote_port_be = if self.protocol == IPPROTO_ICMP { 0 } else { self.remote_port_be };
         crate::maps::NatDestination {
             remote_ip_be: self.remote_ip_be,
             remote_port_be,
@@ -195,10 +233,77 @@ impl NatEntry {
     /// The tuple the remote's replies carry, given the gateway's address.
     #[inline(always)]
     pub fn reply_tuple(&self, gateway_ip_be: u32) -> FlowTuple {
-        let remote_port_be = if self.protocol == PROTO_ICMP { 0 } else { self.remote_port_be };
+        let remote_port_be = if self.protocol == IPPROTO_ICMP { 0 } else { self.remote_port_be };
         FlowTuple::new(self.remote_ip_be, gateway_ip_be, remote_port_be, self.nat_port_be, self.protocol)
     }
 }
 
 const _: () = assert!(core::mem::size_of::<FlowTuple>() == 16);
-const _: () = assert!(core::mem::size_of::<NatEntry>() == 48);
+const _: () = assert!(core::mem::size_of::<NatEntry>() == 56);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> GatewayConfig {
+        GatewayConfig {
+            tcp_syn_timeout_s: 60,
+            tcp_established_timeout_s: 7_440,
+            tcp_closing_timeout_s: 30,
+            tcp_time_wait_timeout_s: 120,
+            udp_timeout_s: 60,
+            icmp_timeout_s: 30,
+            ..unsafe { core::mem::zeroed() }
+        }
+    }
+
+    fn tcp(state: FlowState, flags: u8) -> NatEntry {
+        NatEntry { protocol: IPPROTO_TCP, state: state as u8, flags, ..Default::default() }
+    }
+
+    #[test]
+    fn an_unreplied_tcp_binding_lives_by_the_syn_timeout_whatever_its_state() {
+        let cfg = config();
+        for state in [FlowState::SynSent, FlowState::Open, FlowState::HalfClosedByClient, FlowState::TimeWait]
+        {
+            assert_eq!(tcp(state, 0).idle_timeout_ns(&cfg), 60 * NS_PER_S, "{state:?}");
+        }
+        assert_eq!(tcp(FlowState::Open, FLOW_SEEN_REPLY).idle_timeout_ns(&cfg), 7_440 * NS_PER_S);
+        assert_eq!(tcp(FlowState::TimeWait, FLOW_SEEN_REPLY).idle_timeout_ns(&cfg), 120 * NS_PER_S);
+    }
+
+    #[test]
+    fn only_unreplied_ended_or_expired_bindings_are_evictable() {
+        let cfg = config();
+        let now = 10_000 * NS_PER_S;
+        let mut live = tcp(FlowState::Open, FLOW_SEEN_REPLY);
+        live.last_seen_ns = now - NS_PER_S;
+        assert!(!live.is_evictable(&cfg, now));
+        let mut unreplied = live;
+        unreplied.flags = 0;
+        assert!(unreplied.is_evictable(&cfg, now));
+        let mut idle = live;
+        idle.last_seen_ns = now - 7_441 * NS_PER_S;
+        assert!(idle.is_evictable(&cfg, now));
+        let mut udp = NatEntry { protocol: IPPROTO_UDP, flags: FLOW_SEEN_REPLY, ..Default::default() };
+        udp.last_seen_ns = now - 59 * NS_PER_S;
+        assert!(!udp.is_evictable(&cfg, now));
+        let mut closed = live;
+        closed.state = FlowState::TimeWait as u8;
+        assert!(closed.is_evictable(&cfg, now), "an ended connection only holds a port");
+        let mut half_closed = live;
+        half_closed.state = FlowState::HalfClosedByRemote as u8;
+        assert!(!half_closed.is_evictable(&cfg, now), "a half-closed flow may still carry data");
+    }
+
+    #[test]
+    fn a_binding_is_the_same_only_with_the_same_creation() {
+        let a = tcp(FlowState::Open, 0);
+        let mut b = a;
+        b.last_seen_ns = 99;
+        b.state = FlowState::Closing as u8;
+        assert!(a.same_binding(&b), "state and activity do not change a binding's identity");
+        b.created_ns = 1;
+        assert!(!a.same_binding(&b), "a newer binding of the same tuple and port is another binding");
+    }
+}

@@ -34,7 +34,8 @@ counters! {
     ForwardedToClient = 1 => "forwarded_to_client",
     /// A new NAT binding created.
     FlowCreated = 2 => "flow_created",
-    /// A binding half re-created after the LRU evicted it.
+    /// A binding half re-created from the other (the sweep removes them one
+    /// after the other).
     FlowHalfRestored = 3 => "flow_half_restored",
     /// Expired binding found by the datapath and replaced.
     FlowExpiredInDatapath = 4 => "flow_expired_in_datapath",
@@ -52,6 +53,17 @@ counters! {
     /// needed, time exceeded) translated and sent to the client; also
     /// counted in `forwarded_to_client`.
     IcmpErrorToClient = 9 => "icmp_error_to_client",
+    /// A binding that had never seen a reply, had ended (a closed TCP flow)
+    /// or had expired, removed to make room for a new flow: in a full
+    /// table, or among the client's own at its share.
+    FlowEarlyDropped = 10 => "flow_early_dropped",
+    /// A reply too big to be encapsulated as one packet (a GRO aggregate)
+    /// sent to be cut into segments, each then translated on its own.
+    ReplyResegmented = 11 => "reply_resegmented",
+    /// A client's packet expired at the gateway and was not answered with
+    /// time exceeded: the client's answer rate (6 at once, then 1 a
+    /// second, as Linux's icmp_ratelimit) was used up.
+    IcmpAnswerRateLimited = 12 => "icmp_answer_rate_limited",
 
     /// Tunnel packet whose outer source is not an allowed client.
     DropUnknownClient = 16 => "drop_unknown_client",
@@ -73,19 +85,33 @@ counters! {
     DropNatPortsExhausted = 24 => "drop_nat_ports_exhausted",
     /// Packet to a NAT port without a live binding (unsolicited inbound).
     DropNoMapping = 25 => "drop_no_mapping",
-    /// Conntrack insert failed (table full of entries the LRU would not evict).
-    DropConntrackInsert = 26 => "drop_conntrack_insert",
+    /// A new flow found the conntrack table full of live flows that have
+    /// seen replies (none unreplied, ended or expired among those sampled
+    /// to make room).
+    DropConntrackFull = 26 => "drop_conntrack_full",
     /// A kernel helper failed while rewriting (adjust_room, store, csum).
     DropRewriteFailed = 27 => "drop_rewrite_failed",
     /// The redirect back out of the interface failed.
     DropRedirectFailed = 28 => "drop_redirect_failed",
     /// The program has no configuration yet.
     DropNotConfigured = 29 => "drop_not_configured",
-    /// TTL would reach zero when forwarded.
+    /// TTL would reach zero when forwarded (a client's packet is answered
+    /// with time exceeded unless it is an ICMP error itself or the client's
+    /// answer rate is used up).
     DropTtlExceeded = 30 => "drop_ttl_exceeded",
     /// A reply that would exceed the interface MTU once encapsulated (not a
     /// GSO packet, which is segmented to fit).
     DropTooBigForTunnel = 31 => "drop_too_big_for_tunnel",
+    /// A client's TCP RST for a flow the gateway does not know: it cannot
+    /// open a connection, so it makes no binding (and holds no NAT port).
+    DropRstWithoutFlow = 32 => "drop_rst_without_flow",
+    /// A client's packet to an address never to be NATed (0/8, 127/8,
+    /// 224/4, 240/4, the gateway's own), whatever --exclude-cidr says.
+    DropMartianDestination = 33 => "drop_martian_destination",
+    /// A client's new flow while it held its share of the table
+    /// (`--max-flows-per-client`), none of its own sampled flows able to
+    /// make room.
+    DropClientFlowLimit = 34 => "drop_client_flow_limit",
 }
 
 /// Size of the counters array: room for growth without a layout change.

@@ -11,6 +11,7 @@ pub mod config;
 pub mod conntrack;
 pub mod counters;
 pub mod gro;
+pub mod ip;
 pub mod maps;
 pub mod ports;
 

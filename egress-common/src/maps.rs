@@ -7,10 +7,33 @@ pub const CONFIG: &str = "CONFIG";
 pub const CLIENTS: &str = "CLIENTS";
 /// `LpmTrie<u32 (IPv4, network order), u8>`: destinations never NATed.
 pub const EXCLUDED_DESTINATIONS: &str = "EXCLUDED_DSTS";
-/// `LruHashMap<FlowTuple, NatEntry>` keyed by the client's original tuple.
+/// `HashMap<FlowTuple, NatEntry>` keyed by the client's original tuple. A
+/// plain (preallocated) hash, not an LRU: nothing leaves it behind the
+/// datapath's back (docs/conntrack.md).
 pub const CT_ORIGINAL: &str = "CT_ORIGINAL";
-/// `LruHashMap<FlowTuple, NatEntry>` keyed by the tuple replies arrive with.
+/// `HashMap<FlowTuple, NatEntry>` keyed by the tuple replies arrive with.
 pub const CT_REPLY: &str = "CT_REPLY";
+/// `PerCpuArray<FlowTuple>`: each CPU's ring of the original tuples of the
+/// bindings it made last. When the table is full, a few slots are sampled
+/// for a binding that may make room (unreplied or expired): under a flood
+/// of flows nobody answers, those are what the rings hold.
+pub const CT_RECENT: &str = "CT_RECENT";
+/// `PerCpuArray<u32>` with one slot: where each CPU writes next in its ring.
+pub const CT_RECENT_CURSOR: &str = "CT_RECENT_CURSOR";
+/// `Array<u64>` indexed by client id: bindings the datapath made for the
+/// client minus those it removed (wrapping; updated atomically, since
+/// every CPU writes it).
+pub const CLIENT_FLOWS: &str = "CLIENT_FLOWS";
+/// `Array<u64>` indexed by client id: the client's bindings the agent
+/// removed (its sweep, a client leaving). Only the agent writes it, so the
+/// two counts never race; the client holds `CLIENT_FLOWS - CLIENT_FLOWS_SWEPT`.
+pub const CLIENT_FLOWS_SWEPT: &str = "CLIENT_FLOWS_SWEPT";
+/// `PerCpuArray<ClientRefusals>` indexed by client id.
+pub const CLIENT_REFUSALS: &str = "CLIENT_REFUSALS";
+/// `Array<u64>` indexed by client id: when the gateway may next answer the
+/// client with an ICMP error of its own (a GCRA "theoretical arrival time",
+/// `bpf_ktime_get_ns` clock).
+pub const ICMP_ANSWER_RATE: &str = "ICMP_ANSWER_RATE";
 /// `PerCpuArray<ClientTraffic>` indexed by client id (0 is never used).
 pub const CLIENT_TRAFFIC: &str = "CLIENT_TRAFFIC";
 /// `LruPerCpuHashMap<NatDestination, u64>`: new flows dropped because every
@@ -23,11 +46,16 @@ pub const COUNTERS: &str = "COUNTERS";
 pub const PROGRAM: &str = "egress_gateway";
 /// The classifier on the GRO stage's receiving end (`crate::gro`).
 pub const GRO_STAGE_PROGRAM: &str = "egress_gro_stage";
+/// The classifier on the GRO stage's sending end, which takes back the
+/// segments of a reply too big to be encapsulated whole.
+pub const RESEGMENT_PROGRAM: &str = "egress_resegmented";
 
 /// Default sizes; the agent may override the conntrack size at load time.
 pub const CLIENTS_MAX: u32 = 16_384;
 pub const EXCLUDED_DESTINATIONS_MAX: u32 = 1_024;
 pub const CT_MAX_DEFAULT: u32 = 131_072;
+/// Slots of each CPU's [`CT_RECENT`] ring.
+pub const CT_RECENT_SLOTS: u32 = 1_024;
 /// Destinations whose NAT port exhaustion is remembered (the LRU forgets
 /// the quietest first).
 pub const NAT_EXHAUSTED_MAX: u32 = 1_024;
@@ -54,6 +82,18 @@ pub struct ClientTraffic {
     pub to_remote_bytes: u64,
     pub to_client_packets: u64,
     pub to_client_bytes: u64,
+}
+
+/// New flows of one client that the datapath refused (one CPU's share).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ClientRefusals {
+    /// Refused because the client held `max_flows_per_client` bindings.
+    pub over_share: u64,
+    /// Refused because the table was full of flows that had seen replies.
+    pub table_full: u64,
+    /// Where the last refused flow was going.
+    pub last_destination: NatDestination,
 }
 
 /// A destination as NAT ports are allocated: each (address, port, protocol)

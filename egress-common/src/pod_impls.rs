@@ -2,7 +2,7 @@
 use crate::{
     config::GatewayConfig,
     conntrack::{FlowTuple, NatEntry},
-    maps::{ClientInfo, ClientTraffic, NatDestination},
+    maps::{ClientInfo, ClientRefusals, ClientTraffic, NatDestination},
 };
 
 // SAFETY: all are #[repr(C)], Copy, contain only integers and byte arrays,
@@ -13,3 +13,4 @@ unsafe impl aya::Pod for NatEntry {}
 unsafe impl aya::Pod for ClientInfo {}
 unsafe impl aya::Pod for ClientTraffic {}
 unsafe impl aya::Pod for NatDestination {}
+unsafe impl aya::Pod for ClientRefusals {}

@@ -1,21 +1,37 @@
 //! Connection tracking: lookup with expiry, pairwise creation with NAT port
 //! allocation, refresh and TCP state. The two halves are `CT_ORIGINAL`
 //! (keyed by what the client sends) and `CT_REPLY` (keyed by what replies
-//! carry); a half evicted by the LRU is re-created from the other.
+//! carry). Neither evicts on its own; a binding leaves the table only
+//! through these functions or the agent's sweep:
+//!
+//! - expired, when a packet meets it (`ct_lookup`);
+//! - to make room in a full table, or for a client at its share (then only
+//!   one of its own), and only if it never saw a reply, has ended (a closed
+//!   TCP flow) or has expired (`ct_make_room`): a live flow the remote has
+//!   answered keeps its NAT port until it ends, and a full table refuses
+//!   the new flow instead;
+//! - replaced, when its other tuple went to a newer binding (`snat`).
+//!
+//! A half missing its partner (the sweep removes one after the other) is
+//! re-created from it, never on top of a newer binding.
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
 };
 use egress_common::{
     config::GatewayConfig,
-    conntrack::{FlowState, FlowTuple, NatEntry},
+    conntrack::{FlowState, FlowTuple, NatEntry, FLOW_SEEN_REPLY},
     counters::Counter,
+    maps::CT_RECENT_SLOTS,
     ports::candidate_port,
 };
 
 use crate::{
     headers::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    maps::{count, count_nat_exhausted, CT_ORIGINAL, CT_REPLY},
+    maps::{
+        client_flow_count, client_flows_add, count, count_nat_exhausted, count_refusal, Refusal, CT_ORIGINAL,
+        CT_RECENT, CT_RECENT_CURSOR, CT_REPLY, CT_SCRATCH,
+    },
 };
 
 const NS_PER_S: u64 = 1_000_000_000;
@@ -24,67 +40,145 @@ const NS_PER_S: u64 = 1_000_000_000;
 const REFRESH_INTERVAL_NS: u64 = NS_PER_S;
 /// Upper bound for the verifier; the configured retry count is below it.
 const MAX_PORT_RETRIES: u32 = 32;
+/// Recent bindings looked at for one to make room with, when the table is
+/// full (Linux's early_drop looks at a few hash buckets in the same spirit).
+const MAKE_ROOM_SAMPLES: u32 = 16;
+
+/// `-EEXIST`, what an insert with `BPF_NOEXIST` returns for a taken key; any
+/// other failure means the map is full (`-E2BIG`) or out of memory.
+const EEXIST: i32 = 17;
+
+/// The delta that takes one from a client's flow count (wrapping add).
+const ONE_LESS: u64 = u64::MAX;
 
 #[inline(always)]
 pub fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// Which half of a binding a pointer came from.
+/// Which half of a binding a handle came from.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Half {
     Original,
     Reply,
 }
 
-/// Removes both halves of a binding, each only if it still belongs to it.
+/// A binding found in one half of the table, and the copy of it that the
+/// caller decides on.
+///
+/// The handle points into the map. The memory stays valid for this run of
+/// the program (a preallocated hash never frees its elements), but another
+/// CPU may change it, or delete it and reuse the element for another
+/// binding, at any moment. So nothing is decided on the pointer itself:
+/// [`ct_lookup`] copies the entry out and checks that the copy still
+/// belongs to the packet's tuple; writes go through [`BindingRef::touch`]
+/// and [`BindingRef::set_upload_route`], which only store small fields.
+pub struct BindingRef {
+    ptr: *mut NatEntry,
+    half: Half,
+}
+
+/// A live binding for `tuple` in `half`'s map, with a copy of it that
+/// belongs to `tuple`; an expired one is removed.
 #[inline(always)]
-pub fn remove_binding(cfg: &GatewayConfig, entry: &NatEntry) {
-    let original = entry.original_tuple();
-    if let Some(ptr) = CT_ORIGINAL.get_ptr(&original) {
-        if unsafe { &*ptr }.same_binding(entry) {
-            let _ = CT_ORIGINAL.remove(&original);
-        }
+pub fn ct_lookup(
+    cfg: &GatewayConfig,
+    half: Half,
+    tuple: &FlowTuple,
+    now: u64,
+) -> Option<(BindingRef, NatEntry)> {
+    let ptr = match half {
+        Half::Original => CT_ORIGINAL.get_ptr_mut(tuple),
+        Half::Reply => CT_REPLY.get_ptr_mut(tuple),
+    }?;
+    // SAFETY: a value pointer the map lookup just returned: valid memory for
+    // this program run (see `BindingRef`); the copy is checked below.
+    let entry = unsafe { core::ptr::read_volatile(ptr) };
+    let belongs = match half {
+        Half::Original => entry.original_tuple() == *tuple,
+        Half::Reply => entry.reply_tuple(cfg.gateway_ip_be) == *tuple,
+    };
+    if !belongs {
+        // Deleted and reused for another binding since the lookup: for this
+        // packet, the tuple has no binding.
+        return None;
     }
+    if entry.is_expired(cfg, now) {
+        count(Counter::FlowExpiredInDatapath);
+        ct_remove_binding(cfg, &entry);
+        return None;
+    }
+    Some((BindingRef { ptr, half }, entry))
+}
+
+/// Removes both halves of a binding, each only if it still belongs to it,
+/// and takes the binding off its client's count. Returns whether the
+/// original half was removed here.
+#[inline(always)]
+pub fn ct_remove_binding(cfg: &GatewayConfig, entry: &NatEntry) -> bool {
     let reply = entry.reply_tuple(cfg.gateway_ip_be);
     if let Some(ptr) = CT_REPLY.get_ptr(&reply) {
         if unsafe { &*ptr }.same_binding(entry) {
             let _ = CT_REPLY.remove(&reply);
         }
     }
-}
-
-/// A live binding for `tuple` in `half`'s map; an expired one is removed.
-#[inline(always)]
-pub fn lookup(cfg: &GatewayConfig, half: Half, tuple: &FlowTuple, now: u64) -> Option<*mut NatEntry> {
-    let ptr = match half {
-        Half::Original => CT_ORIGINAL.get_ptr_mut(tuple),
-        Half::Reply => CT_REPLY.get_ptr_mut(tuple),
-    }?;
-    let entry = unsafe { &*ptr };
-    if entry.is_expired(cfg, now) {
-        count(Counter::FlowExpiredInDatapath);
-        let copy = *entry;
-        remove_binding(cfg, &copy);
-        return None;
+    let original = entry.original_tuple();
+    let Some(ptr) = CT_ORIGINAL.get_ptr(&original) else { return false };
+    if !unsafe { &*ptr }.same_binding(entry) {
+        return false;
     }
-    Some(ptr)
+    ct_remove_original(&original, entry.client_id)
 }
 
-/// Creates a binding for `template` (everything but the NAT port filled
-/// in): tries random NAT ports until one is free for this remote endpoint
-/// (endpoint-dependent mapping), inserting the reply half first so two flows
-/// can never share a reply tuple.
+/// Removes the original half under `tuple` (a binding of `client_id`) and
+/// takes it off the client's count, if the removal was ours.
+#[inline(always)]
+pub fn ct_remove_original(tuple: &FlowTuple, client_id: u32) -> bool {
+    if CT_ORIGINAL.remove(tuple).is_err() {
+        return false;
+    }
+    client_flows_add(client_id, ONE_LESS);
+    true
+}
+
+/// Why a new binding could not be made.
+fn refuse(entry: &NatEntry, refusal: Refusal) -> Counter {
+    count_refusal(entry.client_id, refusal, &entry.nat_destination());
+    match refusal {
+        Refusal::OverShare => Counter::DropClientFlowLimit,
+        Refusal::TableFull => Counter::DropConntrackFull,
+    }
+}
+
+/// Creates a binding for `template` (everything but the NAT port and the
+/// creation time filled in): within the client's share of the table, tries
+/// random NAT ports until one is free for this remote endpoint
+/// (endpoint-dependent mapping), inserting the reply half first so two
+/// flows can never share a reply tuple.
+///
+/// A port is free only if no binding holds its reply tuple: a live flow's
+/// port is never taken, and an expired flow's only once the sweep (or a
+/// packet meeting it) removed it. When the table itself is full, one
+/// unreplied or expired binding makes room (`ct_make_room`), or the flow is
+/// refused.
 ///
 /// Each attempt is one insert and nothing else: a loop body with several
-/// ways to continue multiplies the verifier's states per iteration. Ports of
-/// expired flows are freed by the agent's sweep and by the LRU, not here.
+/// ways to continue multiplies the verifier's states per iteration.
+///
+/// Returns the flow's NAT port (network order).
 #[inline(always)]
-pub fn create_binding(cfg: &GatewayConfig, template: &NatEntry) -> Result<NatEntry, Counter> {
-    let mut entry = *template;
+pub fn ct_create_binding(cfg: &GatewayConfig, entry: &mut NatEntry, now: u64) -> Result<u16, Counter> {
+    entry.created_ns = now;
+    // At its share, a client may only replace one of its own bindings that
+    // may go (never answered, ended, expired); otherwise it is refused.
+    if client_flow_count(entry.client_id) >= cfg.max_flows_per_client as u64
+        && !ct_make_room(cfg, now, entry.client_id)
+    {
+        return Err(refuse(entry, Refusal::OverShare));
+    }
     let random = unsafe { bpf_get_prandom_u32() };
     let retries = if cfg.port_retries < MAX_PORT_RETRIES { cfg.port_retries } else { MAX_PORT_RETRIES };
-    let mut bound = false;
+    let mut inserted: Result<(), i32> = Err(-EEXIST);
     for attempt in 0..MAX_PORT_RETRIES {
         if attempt >= retries {
             break;
@@ -92,27 +186,110 @@ pub fn create_binding(cfg: &GatewayConfig, template: &NatEntry) -> Result<NatEnt
         let fresh = unsafe { bpf_get_prandom_u32() };
         let nat_port = candidate_port(cfg.nat_port_min, cfg.nat_port_max, random, fresh, attempt);
         entry.nat_port_be = nat_port.to_be();
-        if CT_REPLY.insert(&entry.reply_tuple(cfg.gateway_ip_be), &entry, BPF_NOEXIST as u64).is_ok() {
-            bound = true;
+        inserted = CT_REPLY.insert(&entry.reply_tuple(cfg.gateway_ip_be), &*entry, BPF_NOEXIST as u64);
+        if inserted != Err(-EEXIST) {
             break;
         }
     }
-    if !bound {
-        count_nat_exhausted(&entry.nat_destination());
-        return Err(Counter::DropNatPortsExhausted);
+    match inserted {
+        Ok(()) => {}
+        Err(e) if e == -EEXIST => {
+            count_nat_exhausted(&entry.nat_destination());
+            return Err(Counter::DropNatPortsExhausted);
+        }
+        // The table is full: one binding that may go makes room, and the
+        // port last tried (free of any reply tuple) is tried again.
+        Err(_) => {
+            if !ct_make_room(cfg, now, ANY_CLIENT)
+                || CT_REPLY
+                    .insert(&entry.reply_tuple(cfg.gateway_ip_be), &*entry, BPF_NOEXIST as u64)
+                    .is_err()
+            {
+                return Err(refuse(entry, Refusal::TableFull));
+            }
+        }
     }
     let original = entry.original_tuple();
-    if CT_ORIGINAL.insert(&original, &entry, BPF_NOEXIST as u64).is_err() {
-        // Another CPU created this flow between our lookup and now: give our
-        // port back and use theirs.
-        let _ = CT_REPLY.remove(&entry.reply_tuple(cfg.gateway_ip_be));
-        return match CT_ORIGINAL.get_ptr(&original) {
-            Some(theirs) => Ok(unsafe { *theirs }),
-            None => Err(Counter::DropConntrackInsert),
-        };
+    match CT_ORIGINAL.insert(&original, &*entry, BPF_NOEXIST as u64) {
+        Ok(()) => {}
+        Err(e) => {
+            // Give our port back either way.
+            let _ = CT_REPLY.remove(&entry.reply_tuple(cfg.gateway_ip_be));
+            if e != -EEXIST {
+                return Err(refuse(entry, Refusal::TableFull));
+            }
+            // Another CPU created this flow between our lookup and now: use
+            // its NAT port, if the binding is still there and still this
+            // flow's (the port read first, then the tuple checked: the
+            // stack has no room for a whole copy here).
+            let Some(theirs) = CT_ORIGINAL.get_ptr(&original) else { return Err(Counter::DropConntrackFull) };
+            let nat_port_be = unsafe { core::ptr::read_volatile(&(*theirs).nat_port_be) };
+            return if unsafe { &*theirs }.original_tuple() == original {
+                Ok(nat_port_be)
+            } else {
+                Err(Counter::DropConntrackFull)
+            };
+        }
     }
+    client_flows_add(entry.client_id, 1);
+    ct_remember_recent(&original);
     count(Counter::FlowCreated);
-    Ok(entry)
+    Ok(entry.nat_port_be)
+}
+
+/// Writes a new binding's original tuple to this CPU's ring of recent
+/// bindings (`CT_RECENT`), where `ct_make_room` looks for one that may go.
+#[inline(always)]
+fn ct_remember_recent(original: &FlowTuple) {
+    let Some(cursor) = CT_RECENT_CURSOR.get_ptr_mut(0) else { return };
+    // SAFETY: per-CPU values: this CPU is their only writer. The cursor
+    // counts every binding this CPU made (wrapping); the slot is its rest.
+    let made = unsafe { *cursor };
+    unsafe { *cursor = made.wrapping_add(1) };
+    if let Some(ring) = CT_RECENT.get_ptr_mut(made % CT_RECENT_SLOTS) {
+        unsafe { *ring = *original };
+    }
+}
+
+/// `ct_make_room`'s owner for a full table: a binding of any client.
+const ANY_CLIENT: u32 = 0;
+
+/// Removes one binding of `owner` (or of anyone: `ANY_CLIENT`; client ids
+/// start at 1) that may make room (`NatEntry::is_evictable`: never
+/// answered, ended, or past its timeout) among a few of this CPU's recent
+/// bindings: the newest eight, then eight at random. Never a live flow
+/// that has seen replies. Returns whether room was made.
+#[inline(always)]
+fn ct_make_room(cfg: &GatewayConfig, now: u64, owner: u32) -> bool {
+    let Some(cursor) = CT_RECENT_CURSOR.get(0).copied() else { return false };
+    let filled = if cursor < CT_RECENT_SLOTS { cursor } else { CT_RECENT_SLOTS };
+    if filled == 0 {
+        return false;
+    }
+    for sample in 0..MAKE_ROOM_SAMPLES {
+        // The newest bindings first (a flood's, or the client's own, when
+        // it is the one making flows), then any of the ring's at random.
+        let back = if sample < MAKE_ROOM_SAMPLES / 2 { sample } else { unsafe { bpf_get_prandom_u32() } };
+        let slot = cursor.wrapping_sub(1).wrapping_sub(back % filled) % CT_RECENT_SLOTS;
+        let Some(tuple) = CT_RECENT.get(slot).copied() else { continue };
+        let Some(ptr) = CT_ORIGINAL.get_ptr(&tuple) else { continue };
+        // One copy, decided on and removed by: the slot may be recycled for
+        // another binding meanwhile, which the removal then leaves alone.
+        // The copy lives in this CPU's scratch entry (the stack is full).
+        let Some(scratch) = CT_SCRATCH.get_ptr_mut(0) else { return false };
+        // SAFETY: a per-CPU value nothing else on this CPU uses meanwhile.
+        let victim = unsafe {
+            core::ptr::copy_nonoverlapping(ptr, scratch, 1);
+            &*scratch
+        };
+        let owned = owner == ANY_CLIENT || victim.client_id == owner;
+        if owned && victim.original_tuple() == tuple && victim.is_evictable(cfg, now) && ct_remove_binding(cfg, victim)
+        {
+            count(Counter::FlowEarlyDropped);
+            return true;
+        }
+    }
+    false
 }
 
 /// The TCP state after a packet with `flags` in the given direction. Each
@@ -151,59 +328,121 @@ pub fn next_tcp_state(state: u8, flags: u8, half: Half) -> u8 {
     }
 }
 
-/// Records activity (and a new state) on `ptr` and checks that the other
-/// half still belongs to this binding; re-creates it if the LRU evicted it.
-/// Returns false when the binding is lost: its other tuple now belongs to a
-/// newer binding, and this half must not be used.
-///
-/// The client direction checks on every packet: with its reply half gone,
-/// the NAT port could be handed to another flow, and this flow's packets
-/// must never go out on that flow's 5-tuple. Timestamps are written at most
-/// once per interval (or on a state change) to keep cache lines quiet.
+/// Writes a packet's activity into a binding's entry, if the entry (a map
+/// slot) still holds the binding `copy` was taken from.
 #[inline(always)]
-pub fn touch(cfg: &GatewayConfig, half: Half, ptr: *mut NatEntry, new_state: u8, now: u64) -> bool {
-    let entry = unsafe { &mut *ptr };
-    let write = entry.state != new_state || now >= entry.last_seen_ns + REFRESH_INTERVAL_NS;
-    if half == Half::Reply && !write {
-        return true;
+fn write_activity(slot: &mut NatEntry, copy: &NatEntry, new_state: u8, new_flags: u8, now: u64) {
+    if slot.same_binding(copy) {
+        slot.state = new_state;
+        slot.flags = new_flags;
+        slot.last_seen_ns = now;
     }
-    if write {
-        entry.state = new_state;
-        entry.last_seen_ns = now;
-    }
-    let copy = *entry;
-    let (other_tuple, other) = match half {
-        Half::Original => {
-            let t = copy.reply_tuple(cfg.gateway_ip_be);
-            (t, CT_REPLY.get_ptr_mut(&t))
+}
+
+impl BindingRef {
+    /// Records activity (and a new state) on this half and checks that the
+    /// other half still belongs to this binding; re-creates it if it went
+    /// missing. A packet of the reply half also marks the binding as
+    /// answered. Returns false when the binding is lost: its other tuple
+    /// now belongs to a newer binding, and this half must not be used.
+    ///
+    /// The client direction checks on every packet: with its reply half
+    /// gone, the NAT port could be handed to another flow, and this flow's
+    /// packets must never go out on that flow's 5-tuple. Timestamps are
+    /// written at most once per interval (or on a change) to keep cache
+    /// lines quiet.
+    #[inline(always)]
+    pub fn touch(&self, cfg: &GatewayConfig, copy: &NatEntry, new_state: u8, now: u64) -> bool {
+        let new_flags = if self.half == Half::Reply { copy.flags | FLOW_SEEN_REPLY } else { copy.flags };
+        let write = copy.state != new_state
+            || copy.flags != new_flags
+            || now >= copy.last_seen_ns + REFRESH_INTERVAL_NS;
+        if self.half == Half::Reply && !write {
+            return true;
         }
-        Half::Reply => {
-            let t = copy.original_tuple();
-            (t, CT_ORIGINAL.get_ptr_mut(&t))
+        if write {
+            // SAFETY: see `BindingRef`. Written only while the slot still
+            // holds this binding: a slot another CPU just recycled for a
+            // new binding must not get this one's state.
+            write_activity(unsafe { &mut *self.ptr }, copy, new_state, new_flags, now);
         }
-    };
-    match other {
-        Some(other) => {
+        let (other_tuple, other) = match self.half {
+            Half::Original => {
+                let t = copy.reply_tuple(cfg.gateway_ip_be);
+                (t, CT_REPLY.get_ptr_mut(&t))
+            }
+            Half::Reply => {
+                let t = copy.original_tuple();
+                (t, CT_ORIGINAL.get_ptr_mut(&t))
+            }
+        };
+        if let Some(other) = other {
             let other = unsafe { &mut *other };
-            if !other.same_binding(&copy) {
+            if !other.same_binding(copy) {
                 return false;
             }
             if write {
-                other.state = new_state;
-                other.last_seen_ns = now;
+                write_activity(other, copy, new_state, new_flags, now);
             }
-            true
+            return true;
         }
-        None => {
-            // NOEXIST: if another CPU just bound this tuple, it is theirs.
-            let restored = match half {
-                Half::Original => CT_REPLY.insert(&other_tuple, &copy, BPF_NOEXIST as u64),
-                Half::Reply => CT_ORIGINAL.insert(&other_tuple, &copy, BPF_NOEXIST as u64),
-            };
-            if restored.is_ok() {
+        self.restore(&other_tuple, copy, new_state, new_flags, now)
+    }
+
+    /// Re-creates the missing other half under `other_tuple` from this
+    /// half, as long as its slot still holds the binding `copy` was taken
+    /// from (another CPU may have recycled it). Returns false only when the
+    /// binding is lost: the slot or the tuple now holds another binding.
+    #[inline(always)]
+    fn restore(&self, other_tuple: &FlowTuple, copy: &NatEntry, new_state: u8, new_flags: u8, now: u64) -> bool {
+        // SAFETY: see `BindingRef`; inserted from in place (the stack has no
+        // room for another copy), after checking what the slot holds.
+        let this = unsafe { &*self.ptr };
+        if !this.same_binding(copy) {
+            return false;
+        }
+        // NOEXIST: if another CPU just bound this tuple, it is theirs (or
+        // it restored the same half first, which is as good).
+        let inserted = match self.half {
+            Half::Original => CT_REPLY.insert(other_tuple, this, BPF_NOEXIST as u64),
+            Half::Reply => CT_ORIGINAL.insert(other_tuple, this, BPF_NOEXIST as u64),
+        };
+        match inserted {
+            Ok(()) => {
+                if self.half == Half::Reply {
+                    client_flows_add(copy.client_id, 1);
+                }
                 count(Counter::FlowHalfRestored);
+                true
             }
-            restored.is_ok()
+            // A full table: the half stays missing for now; the flow goes
+            // on (its next packet tries again), nothing is taken from it.
+            Err(e) if e != -EEXIST => true,
+            Err(_) => {
+                let now_there = match self.half {
+                    Half::Original => CT_REPLY.get_ptr_mut(other_tuple),
+                    Half::Reply => CT_ORIGINAL.get_ptr_mut(other_tuple),
+                };
+                match now_there {
+                    Some(there) => {
+                        let there = unsafe { &mut *there };
+                        write_activity(there, copy, new_state, new_flags, now);
+                        there.same_binding(copy)
+                    }
+                    None => true,
+                }
+            }
+        }
+    }
+
+    /// Stores the flow's upload route (original half only), if the slot
+    /// still holds the binding `copy` was taken from.
+    #[inline(always)]
+    pub fn set_upload_route(&self, copy: &NatEntry, route: u8) {
+        // SAFETY: see `BindingRef`; one byte of the entry.
+        let slot = unsafe { &mut *self.ptr };
+        if self.half == Half::Original && slot.same_binding(copy) {
+            slot.upload_route = route;
         }
     }
 }

@@ -1,9 +1,11 @@
 //! Header rewrites with incremental checksum updates through the kernel's
-//! helpers (which also handle CHECKSUM_PARTIAL GSO packets correctly).
+//! helpers (which also handle CHECKSUM_PARTIAL GSO packets correctly). A
+//! helper that fails says so as `drop_rewrite_failed`.
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
     programs::TcContext,
 };
+use egress_common::counters::Counter;
 
 use crate::headers::{l4_csum_off, IPPROTO_ICMP, IPPROTO_UDP, IP_CSUM_OFF, IP_TTL_OFF};
 
@@ -33,7 +35,7 @@ pub fn rewrite_ipv4_addr(
     protocol: u8,
     old_be: u32,
     new_be: u32,
-) -> Result<(), ()> {
+) -> Result<(), Counter> {
     if protocol != IPPROTO_ICMP {
         ctx.l4_csum_replace(
             l4_off + l4_csum_off(protocol),
@@ -41,10 +43,11 @@ pub fn rewrite_ipv4_addr(
             new_be as u64,
             l4_flags(protocol, 4, true),
         )
-        .map_err(|_| ())?;
+        .map_err(|_| Counter::DropRewriteFailed)?;
     }
-    ctx.l3_csum_replace(ip_off + IP_CSUM_OFF, old_be as u64, new_be as u64, 4).map_err(|_| ())?;
-    ctx.store(ip_off + field_off, &new_be, 0).map_err(|_| ())
+    ctx.l3_csum_replace(ip_off + IP_CSUM_OFF, old_be as u64, new_be as u64, 4)
+        .map_err(|_| Counter::DropRewriteFailed)?;
+    ctx.store(ip_off + field_off, &new_be, 0).map_err(|_| Counter::DropRewriteFailed)
 }
 
 /// Rewrites a 16-bit port (or ICMP identifier) at `l4_off + field_off`.
@@ -56,7 +59,7 @@ pub fn rewrite_l4_port(
     protocol: u8,
     old_be: u16,
     new_be: u16,
-) -> Result<(), ()> {
+) -> Result<(), Counter> {
     if old_be == new_be {
         return Ok(());
     }
@@ -66,18 +69,19 @@ pub fn rewrite_l4_port(
         new_be as u64,
         l4_flags(protocol, 2, false),
     )
-    .map_err(|_| ())?;
-    ctx.store(l4_off + field_off, &new_be, 0).map_err(|_| ())
+    .map_err(|_| Counter::DropRewriteFailed)?;
+    ctx.store(l4_off + field_off, &new_be, 0).map_err(|_| Counter::DropRewriteFailed)
 }
 
 /// Forwarding is a router hop: decrement the TTL (the caller has checked it
 /// is above 1) and patch the IP checksum for the TTL/protocol word.
 #[inline(always)]
-pub fn decrement_ttl(ctx: &TcContext, ip_off: usize, ttl: u8, protocol: u8) -> Result<(), ()> {
+pub fn decrement_ttl(ctx: &TcContext, ip_off: usize, ttl: u8, protocol: u8) -> Result<(), Counter> {
     let old_word = u16::from_ne_bytes([ttl, protocol]);
     let new_word = u16::from_ne_bytes([ttl - 1, protocol]);
-    ctx.l3_csum_replace(ip_off + IP_CSUM_OFF, old_word as u64, new_word as u64, 2).map_err(|_| ())?;
-    ctx.store(ip_off + IP_TTL_OFF, &(ttl - 1), 0).map_err(|_| ())
+    ctx.l3_csum_replace(ip_off + IP_CSUM_OFF, old_word as u64, new_word as u64, 2)
+        .map_err(|_| Counter::DropRewriteFailed)?;
+    ctx.store(ip_off + IP_TTL_OFF, &(ttl - 1), 0).map_err(|_| Counter::DropRewriteFailed)
 }
 
 /// Checksum of an option-less IPv4 header with id 0 and no fragment bits,

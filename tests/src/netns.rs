@@ -63,14 +63,25 @@ impl Netns {
         run_checked(&mut self.command(args)).with_context(|| format!("in netns {}", self.name))
     }
 
-    /// Every TcpExt counter of this namespace's TCP stack: its
-    /// /proc/net/netstat holds a line of names and then a line of values.
+    /// Every TcpExt counter of this namespace's TCP stack (/proc/net/netstat).
     pub fn tcp_ext_counters(&self) -> Result<std::collections::BTreeMap<String, u64>> {
-        let out = self.exec(&["cat", "/proc/net/netstat"])?;
+        self.proc_counters("/proc/net/netstat", "TcpExt:")
+    }
+
+    /// Every Tcp counter of this namespace's TCP stack (/proc/net/snmp):
+    /// `OutSegs`, `RetransSegs`, ...
+    pub fn tcp_counters(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        self.proc_counters("/proc/net/snmp", "Tcp:")
+    }
+
+    /// The counters of `prefix` in a /proc/net file that holds a line of
+    /// names and then a line of values per prefix.
+    fn proc_counters(&self, path: &str, prefix: &str) -> Result<std::collections::BTreeMap<String, u64>> {
+        let out = self.exec(&["cat", path])?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+        let mut lines = text.lines().filter(|l| l.starts_with(prefix));
         let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
-            anyhow::bail!("no TcpExt lines in /proc/net/netstat of {}", self.name());
+            anyhow::bail!("no {prefix} lines in {path} of {}", self.name());
         };
         Ok(names
             .split_whitespace()

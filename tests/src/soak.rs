@@ -29,8 +29,10 @@ pub const SOAK_TIMEOUTS: &[(&str, &str)] = &[
     ("--udp-timeout-s", "3"),
     ("--icmp-timeout-s", "3"),
     ("--gc-interval-s", "1"),
-    // Room for every port held in TIME_WAIT at SHORT_CONNECTION_RATE.
+    // Room for every port held in TIME_WAIT at SHORT_CONNECTION_RATE, all
+    // of it for the one client that makes the short connections.
     ("--conntrack-size", "262144"),
+    ("--max-flows-per-client", "262144"),
 ];
 /// Longest of those, plus sweeps: when the table must be empty.
 const DRAIN: Duration = Duration::from_secs(70 + 3);

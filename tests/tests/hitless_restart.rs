@@ -155,7 +155,9 @@ fn replaced_program_ids(log: &str) -> Option<(u32, u32)> {
 fn a_second_agent_supersedes_the_first_which_exits_without_detaching() {
     let mut s = start(with_keeper());
     let mut args = s.agent_args.clone();
-    args.extra.extend(["--metrics-addr".into(), "127.0.0.1:9091".into()]);
+    for (flag, addr) in [("--metrics-addr", "127.0.0.1:9190"), ("--status-addr", "127.0.0.1:9191")] {
+        args.extra.extend([flag.into(), addr.into()]);
+    }
     let second = Agent::start_gateway(&s.cluster.gateway().ns, &s.agent_binary, &args)
         .unwrap_or_else(|e| panic!("starting a second agent: {e:#}"));
     assert!(second.log().contains("took over the running egress_gateway link"), "{}", second.log());
@@ -217,6 +219,25 @@ fn an_address_that_changed_pods_while_no_agent_ran_loses_its_flows() {
     let status = s.status().unwrap();
     assert_eq!(status.flows_of(w1, "udp").count(), 0, "the old pod's flow survived");
     assert_eq!(status.flows_of(w3, "udp").count(), 1, "w3's flow was lost");
+}
+
+#[test]
+fn a_restart_with_another_nat_range_starts_fresh_and_says_so() {
+    let mut s = start(with_keeper());
+    clients::udp_echo(&s.pod("w1").ns, s.udp_server(), OK_TIMEOUT).unwrap();
+    assert_eq!(s.status().unwrap().flows.len(), 1);
+    s.agent.kill_hard().unwrap();
+    // The old flow's NAT port lies outside the new range: its replies would
+    // never be recognised. The new agent must not carry it over.
+    s.agent_args.nat_ports = Some((20_000, 30_000));
+    s.agent = start_agent_again(&s);
+    let log = s.agent.log();
+    assert!(log.contains("--nat-ports changed from 10240-32767 to 20000-30000"), "{log}");
+    assert!(log.contains("starting with empty maps"), "{log}");
+    assert!(log.contains("flows_carried_over=false"), "{log}");
+    assert!(s.status().unwrap().flows.is_empty(), "a flow was carried over");
+    let reply = clients::udp_echo(&s.pod("w1").ns, s.udp_server(), OK_TIMEOUT).unwrap();
+    assert!((20_000..=30_000).contains(&reply.port), "NAT port {} outside the new range", reply.port);
 }
 
 #[test]

@@ -5,14 +5,16 @@
 //! counted as PAWSTimewait); the client waits a second and retransmits.
 //! The gateway keeps such ports for `--tcp-time-wait-timeout-s`.
 //!
-//! Both runs release ports of flows the client closed first after 1 s, and
-//! run short connections for 4 s, so NAT ports are reused within the run.
+//! Both runs release ports of flows the client closed first after 2 s (the
+//! shortest timeout the agent takes), and run short connections for 4 s,
+//! so NAT ports are reused within the run.
 
 mod common;
 
 use std::net::SocketAddrV4;
 
 use common::*;
+use egress_common::maps::CT_MAX_DEFAULT;
 use egress_tests::load::{conn_rate, start_conn_server, CONN_RATE_PORT, CONN_RATE_PORTS};
 
 /// Short connections through the gateway with `time_wait_s` as the
@@ -21,9 +23,11 @@ use egress_tests::load::{conn_rate, start_conn_server, CONN_RATE_PORT, CONN_RATE
 fn short_connections(time_wait_s: u32) -> (u64, u64, u64, u64, usize) {
     let mut opts = options();
     for (flag, value) in [
-        ("--tcp-closing-timeout-s", "1".to_string()),
+        ("--tcp-closing-timeout-s", "2".to_string()),
         ("--tcp-time-wait-timeout-s", time_wait_s.to_string()),
         ("--gc-interval-s", "1".to_string()),
+        // One client holds every port in TIME_WAIT: the whole table is its.
+        ("--max-flows-per-client", CT_MAX_DEFAULT.to_string()),
     ] {
         opts.extra_args.extend([flag.to_string(), value]);
     }
@@ -56,11 +60,11 @@ fn ports_the_server_holds_in_time_wait_are_not_reused() {
     assert!(time_wait as u64 * 10 >= connections * 9, "{time_wait} of {connections} flows held in time-wait");
 }
 
-/// The control: released after 1 s, the same ports are refused. Without it
+/// The control: released after 2 s, the same ports are refused. Without it
 /// the test above could pass on a kernel that never refuses them.
 #[test]
 fn ports_released_early_are_refused_by_the_server_s_time_wait() {
-    let (connections, _, paws, syn_retrans, _) = short_connections(1);
+    let (connections, _, paws, syn_retrans, _) = short_connections(2);
     assert!(connections > 0);
     assert!(paws > 0, "the server accepted every reused port: the test above proves nothing here");
     assert!(syn_retrans > 0);

@@ -59,8 +59,10 @@ pub fn measure(report: &mut Report, flows: u32) -> Result<()> {
     let mut args: Vec<String> = vec!["gateway".into(), "--interface".into(), "eth0".into()];
     args.extend(["--pods-file".into(), pods.path().display().to_string()]);
     args.extend(["--vni".into(), VNI.to_string(), "--gc-interval-s".into(), SWEEP_INTERVAL_S.to_string()]);
-    // The flows are SYNs nobody answers: keep them past the measurement.
+    // The flows are SYNs nobody answers: keep them past the measurement,
+    // all of them from the one client (the whole table is its share).
     args.extend(["--tcp-syn-timeout-s".into(), "3600".into()]);
+    args.extend(["--max-flows-per-client".into(), egress_common::maps::CT_MAX_DEFAULT.to_string()]);
     let mut agent = Agent::start(&gateway, &binary, &args)?;
     let pid = agent.pid().context("the agent has no pid")?;
 

@@ -9,10 +9,13 @@ use egress_common::config::{DEFAULT_NAT_PORT_MAX, DEFAULT_NAT_PORT_MIN};
 use crate::common::{self, CLIENT_IP, EXCLUDED_CIDR};
 
 /// The real program with fresh maps: default NAT ports, `conntrack_size`
-/// entries per conntrack half, `CLIENT_IP` listed, the harness's excluded
-/// CIDR set. `object` replaces the embedded object (to time a variant).
+/// entries per conntrack half (all of them for the one client: the
+/// benchmark fills the table from `CLIENT_IP`), `CLIENT_IP` listed, the
+/// harness's excluded CIDR set. `object` replaces the embedded object (to
+/// time a variant).
 pub fn fresh(conntrack_size: u32, object: Option<&Path>) -> Result<Datapath> {
-    let cfg = common::config((DEFAULT_NAT_PORT_MIN, DEFAULT_NAT_PORT_MAX));
+    let mut cfg = common::config((DEFAULT_NAT_PORT_MIN, DEFAULT_NAT_PORT_MAX));
+    cfg.max_flows_per_client = conntrack_size;
     let mut datapath =
         Datapath::load(&cfg, conntrack_size, &[EXCLUDED_CIDR], object, &mut Default::default())?;
     datapath.maps.add_client(CLIENT_IP, 1)?;

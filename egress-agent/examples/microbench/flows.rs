@@ -3,10 +3,7 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{bail, Result};
-use egress_common::{
-    config::TUNNEL_GATEWAY_MAC,
-    conntrack::{FlowTuple, PROTO_TCP},
-};
+use egress_common::{config::TUNNEL_GATEWAY_MAC, conntrack::FlowTuple, ip::IPPROTO_TCP};
 
 use crate::common::{self, CLIENT_IP, CLIENT_MAC, GATEWAY_MAC, L4, NODE_MAC, VNI};
 
@@ -78,7 +75,7 @@ impl Flow {
             u32::from(self.remote_ip).to_be(),
             self.client_port.to_be(),
             self.remote_port.to_be(),
-            PROTO_TCP,
+            IPPROTO_TCP,
         )
     }
 

@@ -1,18 +1,30 @@
 //! Userspace view of the conntrack maps: listing flows, sweeping expired
 //! ones, and forgetting a client's flows when it stops being a client.
-use std::net::Ipv4Addr;
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    os::fd::{AsFd, AsRawFd},
+};
 
 use anyhow::{Context, Result};
-use aya::maps::MapError;
-use egress_common::conntrack::{FlowTuple, NatEntry, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use aya::maps::{IterableMap, MapData, MapError};
+use egress_common::{
+    conntrack::{FlowTuple, NatEntry},
+    ip::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
+};
 
 use super::maps::DatapathMaps;
 
+type CtMap = aya::maps::HashMap<MapData, FlowTuple, NatEntry>;
+
+/// linux/bpf.h: insert only if the key is absent.
+const BPF_NOEXIST: u64 = 1;
+
 pub fn protocol_name(protocol: u8) -> &'static str {
     match protocol {
-        PROTO_TCP => "tcp",
-        PROTO_UDP => "udp",
-        PROTO_ICMP => "icmp",
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        IPPROTO_ICMP => "icmp",
         _ => "other",
     }
 }
@@ -31,48 +43,205 @@ pub fn flows(maps: &DatapathMaps) -> Result<Vec<NatEntry>> {
     Ok(out)
 }
 
-fn remove_quietly(
-    map: &mut aya::maps::HashMap<aya::maps::MapData, FlowTuple, NatEntry>,
-    key: &FlowTuple,
-) -> Result<bool> {
-    match map.remove(key) {
-        Ok(()) => Ok(true),
-        Err(MapError::KeyNotFound) => Ok(false),
-        Err(e) => Err(e).context("removing a conntrack entry"),
+/// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` (hash maps: Linux 5.14+): removes the
+/// entry under `key` and returns what it was, in one step, so what is
+/// removed is exactly what is judged. `Ok(None)`: no entry. `Err` with
+/// `EINVAL`/`ENOTSUPP`: an older kernel (the caller falls back).
+fn take(map: &CtMap, key: &FlowTuple) -> std::io::Result<Option<NatEntry>> {
+    #[repr(C)]
+    struct Attr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+    let mut value = NatEntry::default();
+    let mut attr = Attr {
+        map_fd: map.map().fd().as_fd().as_raw_fd() as u32,
+        _pad: 0,
+        key: key as *const FlowTuple as u64,
+        value: &mut value as *mut NatEntry as u64,
+        flags: 0,
+    };
+    // SAFETY: bpf(2) reads the attribute and the key, and writes exactly
+    // one value of the map's value size (NatEntry's, checked at load).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+            &mut attr,
+            std::mem::size_of::<Attr>() as u32,
+        )
+    };
+    if ret == 0 {
+        return Ok(Some(value));
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENOENT) => Ok(None),
+        _ => Err(err),
     }
 }
 
-/// Removes both halves of every binding that matches `doomed`. Returns how
-/// many bindings went. Both maps are walked so halves whose partner the LRU
-/// already evicted go too.
+/// Removes the entry under `key` only if it is still `judged`'s binding
+/// and still `doomed`; says whether it did.
 ///
-/// The walk is a snapshot while the datapath keeps working: each entry is
-/// read again just before it is deleted and kept if it changed meanwhile
-/// (refreshed, or replaced by a new binding under the same key), and a
-/// partner half is deleted only if it still belongs to the same binding.
+/// The datapath keeps working during a sweep: between the walk and now the
+/// binding may have been refreshed, or removed and replaced by a new one
+/// for the same tuple. A plain look comes first; then the entry is taken
+/// out and what was taken is looked at, so only a judged binding is ever
+/// removed, and anything else is put back at once. If a packet made an
+/// entry under the key in that moment, the put-back fails: what was taken
+/// is gone (and counted as removed; the datapath counted what it made).
+fn remove_judged(
+    map: &mut CtMap,
+    key: &FlowTuple,
+    judged: &NatEntry,
+    doomed: &impl Fn(&NatEntry) -> bool,
+) -> Result<Removal> {
+    match map.get(key, 0) {
+        Ok(now) if now.same_binding(judged) && doomed(&now) => {}
+        Ok(_) => return Ok(Removal::Kept),
+        Err(MapError::KeyNotFound) => return Ok(Removal::Gone),
+        Err(e) => return Err(e).context("reading a conntrack entry"),
+    }
+    let taken = match take(map, key) {
+        Ok(Some(taken)) => taken,
+        Ok(None) => return Ok(Removal::Gone),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(524 /* ENOTSUPP */)) => {
+            // Before 5.14: the look above, then delete (microseconds apart).
+            return match map.remove(key) {
+                Ok(()) => Ok(Removal::Removed(*judged)),
+                Err(MapError::KeyNotFound) => Ok(Removal::Gone),
+                Err(e) => Err(e).context("removing a conntrack entry"),
+            };
+        }
+        Err(e) => return Err(e).context("removing a conntrack entry (BPF_MAP_LOOKUP_AND_DELETE_ELEM)"),
+    };
+    if taken.same_binding(judged) && doomed(&taken) {
+        return Ok(Removal::Removed(taken));
+    }
+    match map.insert(key, taken, BPF_NOEXIST) {
+        Ok(()) => Ok(Removal::Kept),
+        Err(e) => {
+            tracing::debug!("a conntrack entry changed while the sweep held it and could not go back: {e}");
+            Ok(Removal::Removed(taken))
+        }
+    }
+}
+
+enum Removal {
+    /// This binding was removed (its value as it was).
+    Removed(NatEntry),
+    /// Still there, and not judged: kept.
+    Kept,
+    /// Nothing under the key any more.
+    Gone,
+}
+
+/// Removes `judged`'s binding, both halves, if the table still holds that
+/// very binding under its original tuple and `doomed` still says so of
+/// what it holds now, and takes it off its client's count. Returns whether
+/// it did (false: kept, or already gone).
+pub fn remove_binding(
+    maps: &mut DatapathMaps,
+    judged: &NatEntry,
+    doomed: impl Fn(&NatEntry) -> bool,
+) -> Result<bool> {
+    let gateway_ip_be = maps.read_config()?.gateway_ip_be;
+    let mut removed = BTreeMap::new();
+    let result = take_binding(maps, gateway_ip_be, judged, &doomed, &mut removed);
+    record_swept(maps, removed)?;
+    result
+}
+
+/// [`remove_binding`], with the removal added to `removed` (by client id)
+/// instead of the count. The reply half goes first: a reply arriving in
+/// between then finds no binding, rather than re-creating the original
+/// half of a flow that is going (the flow of a client that left, above
+/// all). Returns whether the binding went.
+fn take_binding(
+    maps: &mut DatapathMaps,
+    gateway_ip_be: u32,
+    judged: &NatEntry,
+    doomed: &impl Fn(&NatEntry) -> bool,
+    removed: &mut BTreeMap<u32, u64>,
+) -> Result<bool> {
+    let key = judged.original_tuple();
+    match maps.ct_original.get(&key, 0) {
+        Ok(now) if now.same_binding(judged) && doomed(&now) => {}
+        Ok(_) | Err(MapError::KeyNotFound) => return Ok(false),
+        Err(e) => return Err(e).context("reading CT_ORIGINAL"),
+    }
+    let reply_key = judged.reply_tuple(gateway_ip_be);
+    remove_judged(&mut maps.ct_reply, &reply_key, judged, doomed)?;
+    let Removal::Removed(gone) = remove_judged(&mut maps.ct_original, &key, judged, doomed)? else {
+        return Ok(false);
+    };
+    *removed.entry(gone.client_id).or_default() += 1;
+    Ok(true)
+}
+
+/// Tells the datapath how many bindings of each client the agent removed.
+fn record_swept(maps: &mut DatapathMaps, removed: BTreeMap<u32, u64>) -> Result<()> {
+    for (client_id, count) in removed {
+        maps.add_flows_swept(client_id, count)?;
+    }
+    Ok(())
+}
+
+/// Removes both halves of every binding that matches `doomed`. Returns how
+/// many bindings went. Both maps are walked, so a reply half whose original
+/// went first (and was not re-created) goes too; a reply half whose
+/// original is still there and still its own is left to that binding. An
+/// entry whose key is not its own binding's tuple (only a race in the
+/// datapath could leave one) goes too: nothing else would ever remove it.
+///
+/// Each binding's client is told (CLIENT_FLOWS_SWEPT), so its share of the
+/// table counts only what it holds; also for what went before an error.
 pub fn remove_where(maps: &mut DatapathMaps, doomed: impl Fn(&NatEntry) -> bool) -> Result<usize> {
     let gateway_ip_be = maps.read_config()?.gateway_ip_be;
-    let mut removed = 0;
+    let mut removed: BTreeMap<u32, u64> = BTreeMap::new();
+    let walked = walk_and_remove(maps, gateway_ip_be, &doomed, &mut removed);
+    let total = removed.values().sum::<u64>() as usize;
+    record_swept(maps, removed)?;
+    walked.map(|()| total)
+}
+
+fn walk_and_remove(
+    maps: &mut DatapathMaps,
+    gateway_ip_be: u32,
+    doomed: &impl Fn(&NatEntry) -> bool,
+    removed: &mut BTreeMap<u32, u64>,
+) -> Result<()> {
     let originals: Vec<(FlowTuple, NatEntry)> = maps.ct_original.iter().filter_map(|r| r.ok()).collect();
-    for (key, entry) in originals.iter().filter(|(_, e)| doomed(e)) {
-        if maps.ct_original.get(key, 0).ok().as_ref() != Some(entry) {
-            continue;
-        }
-        if remove_quietly(&mut maps.ct_original, key)? {
-            removed += 1;
-        }
-        let reply_key = entry.reply_tuple(gateway_ip_be);
-        if maps.ct_reply.get(&reply_key, 0).is_ok_and(|r| r.same_binding(entry)) {
-            remove_quietly(&mut maps.ct_reply, &reply_key)?;
+    for (key, entry) in &originals {
+        if *key != entry.original_tuple() {
+            if let Removal::Removed(gone) = remove_judged(&mut maps.ct_original, key, entry, &|_| true)? {
+                *removed.entry(gone.client_id).or_default() += 1;
+            }
+        } else if doomed(entry) {
+            take_binding(maps, gateway_ip_be, entry, doomed, removed)?;
         }
     }
     let replies: Vec<(FlowTuple, NatEntry)> = maps.ct_reply.iter().filter_map(|r| r.ok()).collect();
-    for (key, entry) in replies.iter().filter(|(_, e)| doomed(e)) {
-        if maps.ct_reply.get(key, 0).ok().as_ref() == Some(entry) {
-            remove_quietly(&mut maps.ct_reply, key)?;
+    for (key, entry) in &replies {
+        if *key != entry.reply_tuple(gateway_ip_be) {
+            remove_judged(&mut maps.ct_reply, key, entry, &|_| true)?;
+            continue;
+        }
+        if !doomed(entry) {
+            continue;
+        }
+        let original_lives =
+            maps.ct_original.get(&entry.original_tuple(), 0).is_ok_and(|o| o.same_binding(entry));
+        if !original_lives {
+            remove_judged(&mut maps.ct_reply, key, entry, doomed)?;
         }
     }
-    Ok(removed)
+    Ok(())
 }
 
 /// Sweeps bindings idle past their timeout. The datapath also expires

@@ -2,18 +2,29 @@
 //! translated upload segments go into `TX`, the kernel's GRO merges them on
 //! `RX`, and the `egress_gro_stage` classifier on `RX` sends the merged
 //! packets out of the attached interface. Nothing outside the pod changes.
+//!
+//! The same pair, the other way, cuts replies that are too big to be
+//! encapsulated whole (a GRO aggregate of more than 65,485 bytes): the main
+//! program sends them into `RX`, which has no TSO, so the kernel segments
+//! them as they leave it; `TX` has no GRO, so they arrive one by one, and
+//! the `egress_resegmented` classifier on `TX` translates and encapsulates
+//! each.
 use anyhow::{bail, Context, Result};
 
 use crate::netdev::{self, ip};
 
-/// The sending end: no TSO, or veth would skip GRO for what it sends.
+/// The sending end: no TSO, or veth would skip GRO for what it sends. For
+/// resegmented replies, the receiving end: no GRO, and the
+/// `egress_resegmented` classifier.
 pub const TX: &str = "egressgro-tx";
-/// The receiving end: GRO on, and the `egress_gro_stage` classifier.
+/// The receiving end: GRO on, and the `egress_gro_stage` classifier. For
+/// replies to resegment, the sending end: no TSO.
 pub const RX: &str = "egressgro-rx";
 
 /// The pair, deleted again on drop.
 pub struct GroStage {
     pub tx_ifindex: u32,
+    pub rx_ifindex: u32,
 }
 
 impl GroStage {
@@ -30,18 +41,24 @@ impl GroStage {
         for end in [TX, RX] {
             ip(&["link", "set", "dev", end, "mtu", &mtu])?;
         }
-        let stage = GroStage { tx_ifindex: netdev::ifindex(TX)? };
+        let stage = GroStage { tx_ifindex: netdev::ifindex(TX)?, rx_ifindex: netdev::ifindex(RX)? };
         for end in [TX, RX] {
             // No IPv6 link-local address: the pod's stack has no reason to
             // send anything into the pair.
             ip(&["link", "set", "dev", end, "addrgenmode", "none"])?;
         }
+        // Neither end segments in hardware: what either sends is cut into
+        // segments as it leaves (uploads are single segments anyway).
         set_offload(TX, ETHTOOL_STSO, false)?;
+        set_offload(RX, ETHTOOL_STSO, false)?;
         for end in [TX, RX] {
             ip(&["link", "set", "dev", end, "up"])?;
         }
         // veth turns on its NAPI (and so GRO) only while both ends are up.
+        // GRO on the stage's end only: on `TX` it would merge the segments
+        // of a resegmented reply back into the aggregate.
         set_offload(RX, ETHTOOL_SGRO, true)?;
+        set_offload(TX, ETHTOOL_SGRO, false)?;
         Ok(stage)
     }
 }

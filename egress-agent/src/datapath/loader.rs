@@ -6,7 +6,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use anyhow::{Context, Result};
 use aya::{
     maps::{Map, MapData, MapInfo},
-    programs::{tc, SchedClassifier, TcAttachType},
+    programs::{
+        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
+        SchedClassifier, TcAttachType,
+    },
     Ebpf, EbpfLoader,
 };
 use egress_common::{config::GatewayConfig, maps as names};
@@ -16,9 +19,10 @@ use crate::keeper::Held;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egress-ebpf.o"));
 
-/// The maps that hold state worth keeping across agent restarts: all of
-/// them (the object's global-data maps are rebuilt with each load).
-const STATE_MAPS: [&str; 8] = [
+/// The maps that hold state worth keeping across agent restarts: all but
+/// the rings of recent bindings, which only serve to find room in a full
+/// table (and the object's global-data maps, rebuilt with each load).
+const STATE_MAPS: [&str; 12] = [
     names::CONFIG,
     names::CLIENTS,
     names::EXCLUDED_DESTINATIONS,
@@ -26,11 +30,22 @@ const STATE_MAPS: [&str; 8] = [
     names::CT_REPLY,
     names::COUNTERS,
     names::CLIENT_TRAFFIC,
+    names::CLIENT_FLOWS,
+    names::CLIENT_FLOWS_SWEPT,
+    names::CLIENT_REFUSALS,
+    names::ICMP_ANSWER_RATE,
     names::NAT_EXHAUSTED,
 ];
 
 /// The programs attached to a TC ingress hook, each by its own link.
-pub const ATTACHED_PROGRAMS: [&str; 2] = [names::GRO_STAGE_PROGRAM, names::PROGRAM];
+pub const ATTACHED_PROGRAMS: [&str; 3] = [names::GRO_STAGE_PROGRAM, names::RESEGMENT_PROGRAM, names::PROGRAM];
+
+/// Below Linux 6.6 (netlink filters), every filter of ours sits at this
+/// priority and handle on its interface, so the next agent replaces it in
+/// place (one netlink request, the hook never empty) instead of removing it
+/// and adding its own.
+const NETLINK_PRIORITY: u16 = 1;
+const NETLINK_HANDLE: TcHandle = TcHandle::new(0, 1);
 
 fn map_key(name: &str) -> String {
     format!("map:{name}")
@@ -51,6 +66,8 @@ pub struct Datapath {
     links: Vec<(&'static str, OwnedFd)>,
     /// The maps were a previous agent's: flows, clients and counters went on.
     pub adopted: bool,
+    /// Entries of each conntrack half (a running table keeps its size).
+    pub conntrack_size: u32,
 }
 
 impl Datapath {
@@ -103,7 +120,8 @@ impl Datapath {
             map_fds.push((name, fd));
         }
         let maps = DatapathMaps::from_maps(|name| ebpf.take_map(name))?;
-        let mut datapath = Datapath { ebpf, maps, map_fds, links: Vec::new(), adopted };
+        let mut datapath =
+            Datapath { ebpf, maps, map_fds, links: Vec::new(), adopted, conntrack_size: ct_size };
         datapath.program()?.load().map_err(|err| {
             let errno = match &err {
                 aya::programs::ProgramError::LoadError { io_error, .. } => io_error.raw_os_error(),
@@ -132,8 +150,14 @@ impl Datapath {
             .classifier(names::GRO_STAGE_PROGRAM)?
             .load()
             .context("the kernel verifier refused the GRO stage's program")?;
+        datapath
+            .classifier(names::RESEGMENT_PROGRAM)?
+            .load()
+            .context("the kernel verifier refused the resegmentation program")?;
         // Only now: carried-over maps are still the running program's, and
-        // a program this build failed to load must not change them.
+        // a program this build failed to load must not change them. A share
+        // never exceeds the table.
+        let cfg = &GatewayConfig { max_flows_per_client: cfg.max_flows_per_client.min(ct_size), ..*cfg };
         datapath.maps.write_config(cfg)?;
         datapath.maps.set_excluded(excluded)?;
         Ok(datapath)
@@ -167,6 +191,11 @@ impl Datapath {
     /// Attaches the GRO stage's classifier to the stage's receiving end.
     pub fn attach_gro_stage(&mut self, interface: &str, previous: &mut Held) -> Result<()> {
         self.attach_classifier(names::GRO_STAGE_PROGRAM, interface, previous)
+    }
+
+    /// Attaches the resegmentation classifier to the pair's other end.
+    pub fn attach_resegment(&mut self, interface: &str, previous: &mut Held) -> Result<()> {
+        self.attach_classifier(names::RESEGMENT_PROGRAM, interface, previous)
     }
 
     /// On 6.6+ a TCX link: the previous agent's, with this program swapped
@@ -209,18 +238,52 @@ impl Datapath {
         }
     }
 
-    /// Kernels before 6.6: the clsact qdisc and a netlink filter.
+    /// Kernels before 6.6: the clsact qdisc and a netlink filter at our
+    /// fixed place. A netlink filter outlives a killed agent (a TCX link
+    /// does not): the one it left is replaced in place, so packets meet
+    /// either its program or ours, never an empty hook.
     fn attach_with_netlink(&mut self, name: &str, interface: &str) -> Result<()> {
         if let Err(e) = tc::qdisc_add_clsact(interface) {
             tracing::debug!("clsact qdisc on {interface}: {e} (already present is fine)");
         }
-        // A netlink filter outlives a killed agent (a TCX link does not): a
-        // leftover one would see every packet first.
+        let place = SchedClassifierLink::attached(
+            interface,
+            TcAttachType::Ingress,
+            NETLINK_PRIORITY,
+            NETLINK_HANDLE,
+            None,
+        )
+        .with_context(|| format!("looking up {interface}"))?;
+        match self.classifier(name)?.attach_to_link(place) {
+            Ok(_) => {
+                tracing::info!("replaced the running {name} filter on {interface} in place");
+                return Ok(());
+            }
+            Err(e) => tracing::debug!("no {name} filter at our place on {interface} to replace: {e}"),
+        }
+        // None of ours there: a filter left by a build that let the kernel
+        // pick its place (before fixed places) goes first; there is no way
+        // to replace it in place.
         remove_netlink_filter(interface, name);
+        let options = NlOptions { priority: NETLINK_PRIORITY, handle: NETLINK_HANDLE, classid: None };
         self.classifier(name)?
-            .attach(interface, TcAttachType::Ingress)
+            .attach_with_options(interface, TcAttachType::Ingress, TcAttachOptions::Netlink(options))
             .with_context(|| format!("attaching {name} to {interface} ingress"))?;
         Ok(())
+    }
+
+    /// A second set of handles on the same maps, for a reader on another
+    /// thread (the `/status` listing), so it never waits for the main loop.
+    pub fn reader_maps(&self) -> Result<DatapathMaps> {
+        let mut fds: Vec<(&'static str, OwnedFd)> = Vec::new();
+        for (name, fd) in &self.map_fds {
+            fds.push((name, fd.try_clone().context("duplicating a map descriptor")?));
+        }
+        DatapathMaps::from_maps(|wanted| {
+            let pos = fds.iter().position(|(name, _)| *name == wanted)?;
+            let (_, fd) = fds.swap_remove(pos);
+            Map::from_map_data(MapData::from_fd(fd).ok()?).ok()
+        })
     }
 
     /// Everything the state keeper should hold: the state maps and the
@@ -293,7 +356,37 @@ fn take_previous_datapath(
         );
         return Ok(Vec::new());
     }
+    if let Some(change) = tunnel_or_nat_change(&config, ours) {
+        tracing::warn!(
+            "{change} since the running datapath started: its flows cannot carry over (their NAT ports or tunnel no longer match), starting with empty maps"
+        );
+        return Ok(Vec::new());
+    }
     Ok(maps)
+}
+
+/// What changed between a running datapath's configuration and ours that
+/// its flows cannot survive: NAT ports outside the new range would never
+/// be recognised as replies, and a new VNI or tunnel port would refuse
+/// the workers' packets of the flows.
+fn tunnel_or_nat_change(running: &GatewayConfig, ours: &GatewayConfig) -> Option<String> {
+    if (running.nat_port_min, running.nat_port_max) != (ours.nat_port_min, ours.nat_port_max) {
+        return Some(format!(
+            "--nat-ports changed from {}-{} to {}-{}",
+            running.nat_port_min, running.nat_port_max, ours.nat_port_min, ours.nat_port_max
+        ));
+    }
+    if running.vni != ours.vni {
+        return Some(format!("--vni changed from {} to {}", running.vni, ours.vni));
+    }
+    if running.vxlan_port_be != ours.vxlan_port_be {
+        return Some(format!(
+            "--vxlan-port changed from {} to {}",
+            u16::from_be(running.vxlan_port_be),
+            u16::from_be(ours.vxlan_port_be)
+        ));
+    }
+    None
 }
 
 /// The CONFIG value in a previous CONFIG map, if it has this build's size

@@ -11,7 +11,7 @@ use egress_common::{
     conntrack::{FlowTuple, NatEntry},
     counters::Counter,
     maps as names,
-    maps::{ClientInfo, ClientTraffic, NatDestination},
+    maps::{ClientInfo, ClientRefusals, ClientTraffic, NatDestination},
 };
 
 pub struct DatapathMaps {
@@ -23,6 +23,9 @@ pub struct DatapathMaps {
     pub counters: PerCpuArray<MapData, u64>,
     pub client_traffic: PerCpuArray<MapData, ClientTraffic>,
     pub nat_exhausted: PerCpuHashMap<MapData, NatDestination, u64>,
+    pub client_flows: Array<MapData, u64>,
+    pub client_flows_swept: Array<MapData, u64>,
+    pub client_refusals: PerCpuArray<MapData, ClientRefusals>,
 }
 
 impl DatapathMaps {
@@ -40,6 +43,11 @@ impl DatapathMaps {
             counters: get(names::COUNTERS)?.try_into().context(names::COUNTERS)?,
             client_traffic: get(names::CLIENT_TRAFFIC)?.try_into().context(names::CLIENT_TRAFFIC)?,
             nat_exhausted: get(names::NAT_EXHAUSTED)?.try_into().context(names::NAT_EXHAUSTED)?,
+            client_flows: get(names::CLIENT_FLOWS)?.try_into().context(names::CLIENT_FLOWS)?,
+            client_flows_swept: get(names::CLIENT_FLOWS_SWEPT)?
+                .try_into()
+                .context(names::CLIENT_FLOWS_SWEPT)?,
+            client_refusals: get(names::CLIENT_REFUSALS)?.try_into().context(names::CLIENT_REFUSALS)?,
         })
     }
 
@@ -61,16 +69,19 @@ impl DatapathMaps {
         Ok(out)
     }
 
-    /// Allows `ip` as client `client_id`, whose traffic counts start at zero
-    /// (the id may have belonged to a client that left).
+    /// Allows `ip` as client `client_id`, whose traffic, refusal and flow
+    /// counts start at zero (the id may have belonged to a client that left).
     pub fn add_client(&mut self, ip: Ipv4Addr, client_id: u32) -> Result<()> {
-        let zeroes = PerCpuValues::try_from(vec![
-            ClientTraffic::default();
-            aya::util::nr_cpus().map_err(|(_, e)| e)?
-        ])?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        let reset = || format!("resetting the counters of client id {client_id}");
         self.client_traffic
-            .set(client_id, zeroes, 0)
-            .with_context(|| format!("resetting the traffic counters of client id {client_id}"))?;
+            .set(client_id, PerCpuValues::try_from(vec![ClientTraffic::default(); cpus])?, 0)
+            .with_context(reset)?;
+        self.client_refusals
+            .set(client_id, PerCpuValues::try_from(vec![ClientRefusals::default(); cpus])?, 0)
+            .with_context(reset)?;
+        self.client_flows.set(client_id, 0, 0).with_context(reset)?;
+        self.client_flows_swept.set(client_id, 0, 0).with_context(reset)?;
         self.clients
             .insert(u32::from(ip).to_be(), ClientInfo { client_id }, 0)
             .with_context(|| format!("adding client {ip} (is the CLIENTS map full?)"))
@@ -133,6 +144,42 @@ impl DatapathMaps {
             out.insert(destination, per_cpu.iter().sum());
         }
         Ok(out)
+    }
+
+    /// The bindings client `client_id` holds, as the datapath counts them
+    /// against its share (`CLIENT_FLOWS - CLIENT_FLOWS_SWEPT`).
+    pub fn client_flows(&self, client_id: u32) -> Result<u64> {
+        let made = self.client_flows.get(&client_id, 0).context("reading CLIENT_FLOWS")?;
+        let swept = self.client_flows_swept.get(&client_id, 0).context("reading CLIENT_FLOWS_SWEPT")?;
+        let held = made.wrapping_sub(swept);
+        Ok(if held > u64::MAX / 2 { 0 } else { held })
+    }
+
+    /// Records that the agent removed `removed` bindings of `client_id`
+    /// (only the agent writes this count, so a read and a write suffice).
+    pub fn add_flows_swept(&mut self, client_id: u32, removed: u64) -> Result<()> {
+        let swept = self.client_flows_swept.get(&client_id, 0).context("reading CLIENT_FLOWS_SWEPT")?;
+        self.client_flows_swept
+            .set(client_id, swept.wrapping_add(removed), 0)
+            .context("writing CLIENT_FLOWS_SWEPT")
+    }
+
+    /// A client's refused new flows, summed over all CPUs; the last
+    /// destination is any CPU's (the most recent one is not kept).
+    pub fn client_refusals(&self, client_id: u32) -> Result<ClientRefusals> {
+        let per_cpu = self
+            .client_refusals
+            .get(&client_id, 0)
+            .with_context(|| format!("reading the refusals of client id {client_id}"))?;
+        Ok(per_cpu.iter().fold(ClientRefusals::default(), |sum, cpu| ClientRefusals {
+            over_share: sum.over_share + cpu.over_share,
+            table_full: sum.table_full + cpu.table_full,
+            last_destination: if cpu.over_share + cpu.table_full > 0 {
+                cpu.last_destination
+            } else {
+                sum.last_destination
+            },
+        }))
     }
 
     /// A client's traffic summed over all CPUs.

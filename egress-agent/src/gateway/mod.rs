@@ -11,6 +11,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use egress_common::config::default_max_flows_per_client;
 use tokio::signal::unix::{signal, SignalKind};
 
 use self::{
@@ -29,10 +30,10 @@ use crate::{
         self,
         exhaustion::ExhaustionLog,
         metrics::{DatapathSample, GatewayMetrics},
-        Health,
+        refusals::RefusalLog,
+        Health, StatusSource,
     },
     pods::{file::FileSource, kubernetes::KubeSource, ClientSnapshot, PodSource, SourceHealth},
-    status,
 };
 
 pub fn run(args: GatewayArgs) -> Result<()> {
@@ -72,9 +73,9 @@ async fn serve(mut settings: Settings) -> Result<()> {
         source: source_health.clone(),
         ready: health.ready.clone(),
     });
-    let (status_tx, mut status_requests) = tokio::sync::mpsc::channel::<observe::StatusRequest>(8);
-    let http = observe::serve(settings.metrics_addr, health.clone(), metrics.registry(), status_tx).await?;
+    let http = observe::serve_metrics(settings.metrics_addr, health.clone(), metrics.registry()).await?;
     let http_task = tokio::spawn(http);
+    let status_listener = observe::bind_status(settings.status_addr).await?;
 
     let mut handover = Handover::new(settings.keeper_socket.as_deref());
     let mut previous = handover.take_previous();
@@ -86,13 +87,21 @@ async fn serve(mut settings: Settings) -> Result<()> {
         settings.ebpf_object.as_deref(),
         &mut previous,
     )?;
+    if settings.default_share && datapath.conntrack_size != settings.conntrack_size {
+        // The running table was kept, at its own size: the default share is
+        // an eighth of that one.
+        settings.datapath_config.max_flows_per_client = default_max_flows_per_client(datapath.conntrack_size);
+        datapath.maps.write_config(&settings.datapath_config)?;
+    }
     // After the load, whose errors say which capability is missing.
     let gro_stage = if settings.gro_stage { Some(GroStage::create(settings.interface.mtu)?) } else { None };
     if let Some(stage) = &gro_stage {
         settings.datapath_config.gro_ifindex = stage.tx_ifindex;
+        settings.datapath_config.resegment_ifindex = stage.rx_ifindex;
         datapath.maps.write_config(&settings.datapath_config)?;
-        // The stage's end first: the main program may send into it at once.
+        // The pair's ends first: the main program may send into it at once.
         datapath.attach_gro_stage(gro_stage::RX, &mut previous)?;
+        datapath.attach_resegment(gro_stage::TX, &mut previous)?;
     }
     datapath.attach(&settings.interface.name, &mut previous)?;
     // Whatever of the previous datapath was not taken over goes now.
@@ -109,6 +118,11 @@ async fn serve(mut settings: Settings) -> Result<()> {
         flows_carried_over = datapath.adopted,
         "datapath attached; waiting for the client list"
     );
+    let status_source = Arc::new(StatusSource {
+        maps: Mutex::new(datapath.reader_maps()?),
+        interface: settings.interface.name.clone(),
+    });
+    let status_task = tokio::spawn(observe::serve_status(status_listener, status_source));
     // Carried-over clients keep forwarding until the first snapshot says
     // who they are.
     let mut clients = if datapath.adopted {
@@ -125,6 +139,7 @@ async fn serve(mut settings: Settings) -> Result<()> {
     let source_task = tokio::spawn(source.run(updates_tx, source_health));
     let mut gc = tokio::time::interval(gc_interval);
     let mut exhaustion = ExhaustionLog::default();
+    let mut refusals = RefusalLog::default();
 
     while keeper_event.is_none() {
         tokio::select! {
@@ -141,17 +156,17 @@ async fn serve(mut settings: Settings) -> Result<()> {
                 }
                 pending = updates_rx.borrow_and_update().clone();
             }
-            Some(reply) = status_requests.recv() => {
-                let status = status::collect(&datapath.maps, &settings.interface.name).map_err(|e| format!("{e:#}"));
-                let _ = reply.send(status);
-            }
             _ = gc.tick() => {
                 match conntrack::sweep_expired(&mut datapath.maps, netdev::monotonic_ns()) {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(flows = n, "expired flows removed"),
                     Err(err) => tracing::warn!("conntrack sweep: {err:#}"),
                 }
-                metrics.refresh(&datapath.maps, &clients, &settings.datapath_config);
+                metrics.refresh(&datapath.maps, &clients, &settings.datapath_config, |samples| {
+                    for line in refusals.new_lines(samples, &settings.datapath_config) {
+                        tracing::warn!("{line}");
+                    }
+                });
                 match datapath.maps.nat_exhausted() {
                     Ok(totals) => {
                         for line in exhaustion.new_lines(&totals, &settings.datapath_config) {
@@ -187,6 +202,7 @@ async fn serve(mut settings: Settings) -> Result<()> {
     }
     source_task.abort();
     http_task.abort();
+    status_task.abort();
     match keeper_event {
         Some(KeeperEvent::Detach) => tracing::info!("egress-agent detach: detaching and exiting"),
         Some(KeeperEvent::Superseded) => {
@@ -194,6 +210,10 @@ async fn serve(mut settings: Settings) -> Result<()> {
             if let Some(stage) = gro_stage {
                 stage.leave_in_place();
             }
+            // Not even dropped: below Linux 6.6 our filters sit at the fixed
+            // place where the newer agent replaced them in place, and a drop
+            // would detach *its* filters (the process exits right after).
+            std::mem::forget(datapath);
             anyhow::bail!(
                 "another agent took this gateway's datapath over from the state keeper: exiting without detaching"
             );

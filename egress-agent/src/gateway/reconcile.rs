@@ -76,10 +76,14 @@ impl ClientTable {
             .map(|(ip, _)| *ip)
             .collect();
         for ip in gone {
+            // Off the list first (no new flows), then its flows, and only
+            // then out of our table: if removing a flow fails, the client
+            // stays here, and the next attempt removes what is left instead
+            // of leaving it to forward to the address's next owner.
             maps.remove_client(ip)?;
+            let flows = conntrack::forget_client(maps, ip)?;
             let client = self.clients.remove(&ip).expect("listed above");
             self.free_ids.push(client.id);
-            let flows = conntrack::forget_client(maps, ip)?;
             tracing::info!(client = %ip, identity = %client.identity, flows, "client removed");
         }
         for (ip, identity) in desired {

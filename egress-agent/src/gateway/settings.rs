@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{bail, Result};
 use egress_common::{
-    config::{GatewayConfig, CONFIG_LAYOUT_VERSION},
+    config::{default_max_flows_per_client, GatewayConfig, CONFIG_LAYOUT_VERSION, MIN_TIMEOUT_S},
     ports::ranges_overlap,
 };
 
@@ -27,11 +27,16 @@ pub struct Settings {
     pub interface: netdev::Interface,
     pub excluded: Vec<(Ipv4Addr, u8)>,
     pub conntrack_size: u32,
+    /// `--max-flows-per-client` was not given: the share follows the size
+    /// of the table actually used (a running one may be kept).
+    pub default_share: bool,
     pub gc_interval_s: u64,
     pub ebpf_object: Option<std::path::PathBuf>,
     pub datapath_config: GatewayConfig,
     pub source: SourceSettings,
     pub metrics_addr: SocketAddr,
+    /// Loopback only: the flow list stays inside the pod.
+    pub status_addr: SocketAddr,
     /// Whether to set up the GRO stage (`egress_common::gro`).
     pub gro_stage: bool,
     pub keeper_socket: Option<std::path::PathBuf>,
@@ -70,6 +75,15 @@ impl Settings {
         if args.conntrack_size < 1024 {
             bail!("--conntrack-size {} is too small: use at least 1024", args.conntrack_size);
         }
+        let max_flows_per_client =
+            args.max_flows_per_client.unwrap_or(default_max_flows_per_client(args.conntrack_size));
+        if max_flows_per_client == 0 || max_flows_per_client > args.conntrack_size {
+            bail!(
+                "invalid --max-flows-per-client {max_flows_per_client}: must be 1 to --conntrack-size ({})",
+                args.conntrack_size
+            );
+        }
+        check_timeouts(args)?;
         let excluded =
             args.exclude_cidrs.iter().map(|c| netdev::parse_cidr(c)).collect::<Result<Vec<_>>>()?;
         let source = source_settings(args)?;
@@ -79,6 +93,23 @@ impl Settings {
                 args.metrics_addr
             )
         })?;
+        if (nat_min..=nat_max).contains(&metrics_addr.port()) {
+            bail!(
+                "--metrics-addr port {} is inside --nat-ports {nat_min}-{nat_max}: the datapath would take scrapes and probes for replies; move one of them",
+                metrics_addr.port()
+            );
+        }
+        let status_addr: SocketAddr = args.status_addr.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "invalid --status-addr {:?}: expected ADDRESS:PORT, like 127.0.0.1:9091",
+                args.status_addr
+            )
+        })?;
+        if !status_addr.ip().is_loopback() {
+            bail!(
+                "--status-addr {status_addr} is not a loopback address: the flow list (who talks to whom, NAT ports) must stay inside the gateway pod; use 127.0.0.1:PORT"
+            );
+        }
         let interface = netdev::Interface::lookup(&args.interface)?;
         let datapath_config = GatewayConfig {
             layout_version: CONFIG_LAYOUT_VERSION,
@@ -100,20 +131,46 @@ impl Settings {
             // Set once the stage exists (`gateway::serve`).
             gro_ifindex: 0,
             tcp_time_wait_timeout_s: args.tcp_time_wait_timeout_s,
+            max_flows_per_client,
+            // Set once the resegmentation pair exists (`gateway::serve`).
+            resegment_ifindex: 0,
         };
         Ok(Settings {
             interface,
             excluded,
             conntrack_size: args.conntrack_size,
+            default_share: args.max_flows_per_client.is_none(),
             gc_interval_s: args.gc_interval_s,
             ebpf_object: args.ebpf_object.clone(),
             datapath_config,
             source,
             metrics_addr,
+            status_addr,
             gro_stage: !args.no_gro_stage,
             keeper_socket: args.keeper_socket.clone(),
         })
     }
+}
+
+/// Every idle timeout is at least `MIN_TIMEOUT_S`: the datapath refreshes a
+/// flow's timestamp at most once a second, so a shorter timeout could end
+/// a flow that is busy.
+fn check_timeouts(args: &GatewayArgs) -> Result<()> {
+    for (flag, seconds) in [
+        ("--tcp-syn-timeout-s", args.tcp_syn_timeout_s),
+        ("--tcp-established-timeout-s", args.tcp_established_timeout_s),
+        ("--tcp-closing-timeout-s", args.tcp_closing_timeout_s),
+        ("--tcp-time-wait-timeout-s", args.tcp_time_wait_timeout_s),
+        ("--udp-timeout-s", args.udp_timeout_s),
+        ("--icmp-timeout-s", args.icmp_timeout_s),
+    ] {
+        if seconds < MIN_TIMEOUT_S {
+            bail!(
+                "{flag} {seconds} is too short: flows are refreshed once a second, use at least {MIN_TIMEOUT_S}"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn source_settings(args: &GatewayArgs) -> Result<SourceSettings> {

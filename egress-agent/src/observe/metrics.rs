@@ -10,7 +10,7 @@ use std::{
 use anyhow::Result;
 use egress_common::{
     config::GatewayConfig,
-    maps::{ClientTraffic, NatDestination},
+    maps::{ClientRefusals, ClientTraffic, NatDestination},
 };
 use prometheus_client::{
     collector::Collector,
@@ -45,8 +45,13 @@ pub struct DatapathSample {
 #[derive(Debug)]
 pub struct ClientSample {
     pub ip: Ipv4Addr,
+    /// The client's id in the datapath's per-client maps.
+    pub id: u32,
     pub identity: ClientIdentity,
     pub traffic: ClientTraffic,
+    /// Bindings held, as counted against its share of the table.
+    pub flows: u64,
+    pub refusals: ClientRefusals,
 }
 
 impl DatapathSample {
@@ -72,17 +77,20 @@ impl DatapathSample {
     }
 }
 
-/// The clients and their traffic: one lookup per client, cheap enough to
-/// take whenever the client list changes.
-fn client_samples(maps: &DatapathMaps, clients: &ClientTable) -> Result<Vec<ClientSample>> {
+/// The clients, their traffic, flows and refusals: a few lookups per
+/// client, cheap enough to take whenever the client list changes.
+pub fn client_samples(maps: &DatapathMaps, clients: &ClientTable) -> Result<Vec<ClientSample>> {
     clients
         .clients()
         .iter()
         .map(|(ip, client)| {
             Ok(ClientSample {
                 ip: *ip,
+                id: client.id,
                 identity: client.identity.clone(),
                 traffic: maps.client_traffic(client.id)?,
+                flows: maps.client_flows(client.id)?,
+                refusals: maps.client_refusals(client.id)?,
             })
         })
         .collect()
@@ -97,10 +105,20 @@ pub struct GatewayMetrics {
 }
 
 impl GatewayMetrics {
-    /// After a sweep: a whole new sample.
-    pub fn refresh(&self, maps: &DatapathMaps, clients: &ClientTable, cfg: &GatewayConfig) {
+    /// After a sweep: a whole new sample. Calls `with_clients` with the
+    /// new client samples (the sweep's warning lines read them).
+    pub fn refresh(
+        &self,
+        maps: &DatapathMaps,
+        clients: &ClientTable,
+        cfg: &GatewayConfig,
+        with_clients: impl FnOnce(&[ClientSample]),
+    ) {
         match DatapathSample::take(maps, clients, cfg) {
-            Ok(sample) => *self.lock_sample() = sample,
+            Ok(sample) => {
+                with_clients(&sample.clients);
+                *self.lock_sample() = sample;
+            }
             Err(err) => tracing::warn!("reading the datapath for metrics: {err:#}"),
         }
     }
@@ -287,6 +305,32 @@ impl Collector for GatewayMetrics {
             "IPv4 bytes forwarded per client and direction, without the tunnel",
             MetricType::Counter,
             per_client(|t| (t.to_remote_bytes, t.to_client_bytes)),
+        )?;
+        let client_labels =
+            |c: &ClientSample| vec![("client", c.ip.to_string()), ("pod", c.identity.name.clone())];
+        family(
+            e,
+            "egress_client_flows",
+            "Flows each client holds, counted against its share of the table (--max-flows-per-client)",
+            MetricType::Gauge,
+            sample.clients.iter().map(|c| (client_labels(c), ConstGauge::new(c.flows as i64))),
+        )?;
+        family(
+            e,
+            "egress_client_flows_refused",
+            "New flows refused per client: over_share (it held --max-flows-per-client flows), table_full (the table was full of answered flows)",
+            MetricType::Counter,
+            sample.clients.iter().flat_map(|c| {
+                let labels = |reason: &str| {
+                    let mut labels = client_labels(c);
+                    labels.push(("reason", reason.to_string()));
+                    labels
+                };
+                [
+                    (labels("over_share"), ConstCounter::new(c.refusals.over_share)),
+                    (labels("table_full"), ConstCounter::new(c.refusals.table_full)),
+                ]
+            }),
         )?;
         Ok(())
     }

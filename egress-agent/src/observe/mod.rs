@@ -1,8 +1,10 @@
 //! What the gateway tells its operators: `/healthz`, `/readyz` and
-//! Prometheus text `/metrics` on `--metrics-addr`, and `/status` (what
-//! `egress-agent status` prints) from the loop that owns the maps.
+//! Prometheus text `/metrics` on `--metrics-addr`; `/status` (what
+//! `egress-agent status` prints) on the loopback `--status-addr`; and the
+//! warning lines of the sweep (`exhaustion`, `refusals`).
 pub mod exhaustion;
 pub mod metrics;
+pub mod refusals;
 mod server;
 
 use std::sync::{
@@ -10,7 +12,7 @@ use std::sync::{
     Arc,
 };
 
-pub use server::{serve, StatusRequest};
+pub use server::{bind_status, serve_metrics, serve_status, StatusSource};
 
 use crate::pods::{unix_now_s, SourceHealth};
 

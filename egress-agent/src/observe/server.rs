@@ -1,46 +1,82 @@
-//! The HTTP endpoints. Probes and scrapes only read shared state; nothing
-//! here can slow the datapath or the main loop.
-use std::{net::SocketAddr, sync::Arc};
+//! The HTTP endpoints, on two listeners:
+//!
+//! - `--metrics-addr` (the pod network): `/healthz`, `/readyz`, `/metrics`
+//!   for the kubelet and Prometheus. Nothing there names a flow.
+//! - `--status-addr` (loopback only): `/status`, what `egress-agent status`
+//!   prints: every flow, who talks to whom and on which NAT port, so only
+//!   processes inside the gateway pod can read it.
+//!
+//! Probes and scrapes only read shared state. A flow listing walks the
+//! conntrack map on a blocking thread through its own map handles: nothing
+//! here can slow the datapath or the loop that applies client changes.
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
 use anyhow::{Context, Result};
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Router};
 use prometheus_client::registry::Registry;
 
 use super::Health;
-use crate::status::Status;
+use crate::{datapath::maps::DatapathMaps, status};
 
-/// A `/status` request for the main loop, which owns the maps.
-pub type StatusRequest = tokio::sync::oneshot::Sender<Result<Status, String>>;
-
-struct Endpoints {
+struct Probes {
     health: Arc<Health>,
     registry: Registry,
-    status_requests: tokio::sync::mpsc::Sender<StatusRequest>,
 }
 
 /// Binds `addr` now (so a taken port fails the start with one line) and
-/// returns the task that serves it.
-pub async fn serve(
+/// returns the task that serves the probes and the metrics.
+pub async fn serve_metrics(
     addr: SocketAddr,
     health: Arc<Health>,
     registry: Registry,
-    status_requests: tokio::sync::mpsc::Sender<StatusRequest>,
 ) -> Result<impl std::future::Future<Output = ()>> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on --metrics-addr {addr}: pick a free address"))?;
-    let state = Arc::new(Endpoints { health, registry, status_requests });
+    let listener = bind(addr, "--metrics-addr").await?;
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/status", get(status))
-        .with_state(state);
+        .with_state(Arc::new(Probes { health, registry }));
     Ok(async move {
         if let Err(err) = axum::serve(listener, app).await {
             tracing::error!("metrics server stopped: {err}");
         }
     })
+}
+
+/// What `/status` reads: its own handles on the datapath's maps (one
+/// listing at a time) and the interface's name.
+pub struct StatusSource {
+    pub maps: Mutex<DatapathMaps>,
+    pub interface: String,
+}
+
+/// Binds `--status-addr` (a loopback address; the settings refuse
+/// others) early, so a taken port fails the start before the datapath
+/// loads; [`serve_status`] serves it once the maps exist.
+pub async fn bind_status(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    bind(addr, "--status-addr").await
+}
+
+/// The task that serves `/status` on `listener`.
+pub fn serve_status(
+    listener: tokio::net::TcpListener,
+    source: Arc<StatusSource>,
+) -> impl std::future::Future<Output = ()> {
+    let app = Router::new().route("/status", get(flow_status)).with_state(source);
+    async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::error!("status server stopped: {err}");
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr, flag: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {flag} {addr}: pick a free address"))
 }
 
 fn probe(result: Result<(), String>) -> (StatusCode, String) {
@@ -50,15 +86,15 @@ fn probe(result: Result<(), String>) -> (StatusCode, String) {
     }
 }
 
-async fn healthz(State(state): State<Arc<Endpoints>>) -> impl IntoResponse {
+async fn healthz(State(state): State<Arc<Probes>>) -> impl IntoResponse {
     probe(state.health.liveness())
 }
 
-async fn readyz(State(state): State<Arc<Endpoints>>) -> impl IntoResponse {
+async fn readyz(State(state): State<Arc<Probes>>) -> impl IntoResponse {
     probe(state.health.readiness())
 }
 
-async fn metrics(State(state): State<Arc<Endpoints>>) -> impl IntoResponse {
+async fn metrics(State(state): State<Arc<Probes>>) -> impl IntoResponse {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
         Ok(()) => (
@@ -77,13 +113,15 @@ async fn metrics(State(state): State<Arc<Endpoints>>) -> impl IntoResponse {
     }
 }
 
-/// The same JSON as `egress-agent status --json`.
-async fn status(State(state): State<Arc<Endpoints>>) -> axum::response::Response {
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    if state.status_requests.send(reply).await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the gateway is shutting down\n").into_response();
-    }
-    match answer.await {
+/// The same JSON as `egress-agent status --json`, read on a blocking
+/// thread (a million flows take seconds to walk).
+async fn flow_status(State(source): State<Arc<StatusSource>>) -> axum::response::Response {
+    let listing = tokio::task::spawn_blocking(move || {
+        let maps = source.maps.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        status::collect(&maps, &source.interface).map_err(|e| format!("{e:#}"))
+    })
+    .await;
+    match listing {
         Ok(Ok(status)) => axum::Json(status).into_response(),
         Ok(Err(why)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{why}\n")).into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the gateway is shutting down\n").into_response(),

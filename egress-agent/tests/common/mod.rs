@@ -52,6 +52,9 @@ pub fn config(nat_ports: (u16, u16)) -> GatewayConfig {
         mtu: 1500,
         gro_ifindex: 0,
         tcp_time_wait_timeout_s: DEFAULT_TCP_TIME_WAIT_TIMEOUT_S,
+        // The harness's table holds 4096 flows: no share unless a test sets one.
+        max_flows_per_client: 4096,
+        resegment_ifindex: 0,
     }
 }
 
@@ -72,6 +75,7 @@ impl Harness {
             unsafe { libc::geteuid() } == 0,
             "packet-scenario tests load eBPF programs: run them as root (cargo xtask test)"
         );
+        pin_to_one_cpu();
         let mut datapath =
             Datapath::load(&config(nat_ports), 4096, &[EXCLUDED_CIDR], None, &mut Default::default())
                 .expect("load program");
@@ -109,6 +113,38 @@ impl Harness {
 
     pub fn reply_entries(&self) -> usize {
         self.datapath.maps.ct_reply.keys().count()
+    }
+
+    /// Makes every binding (both halves) look last seen `secs` ago. The
+    /// clock counts from boot: in a VM that booted moments ago, first waits
+    /// until `secs` have passed since boot.
+    pub fn age_all(&mut self, secs: u64) {
+        let ago = std::time::Duration::from_secs(secs);
+        let uptime = std::time::Duration::from_nanos(egress_agent::netdev::monotonic_ns());
+        if uptime <= ago {
+            std::thread::sleep(ago - uptime + std::time::Duration::from_millis(100));
+        }
+        let then = egress_agent::netdev::monotonic_ns() - secs * 1_000_000_000;
+        for map in [&mut self.datapath.maps.ct_original, &mut self.datapath.maps.ct_reply] {
+            let entries: Vec<_> = map.iter().filter_map(|r| r.ok()).collect();
+            for (key, mut entry) in entries {
+                entry.last_seen_ns = then;
+                map.insert(key, entry, 0).unwrap();
+            }
+        }
+    }
+}
+
+/// Runs this test thread (and so BPF_PROG_TEST_RUN, which runs the
+/// program on the calling CPU) on CPU 0 only: per-CPU state, like each
+/// CPU's ring of recent bindings, then behaves as it does for the packets
+/// of one flow, which one CPU handles.
+fn pin_to_one_cpu() {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
 

@@ -1,8 +1,12 @@
 //! The two directions of the NAT: `snat` for what clients send, `rev_nat`
 //! for what remotes answer, and `icmp_error` for the errors routers send
 //! about a client's flow; `time_exceeded` is the gateway's own answer to a
-//! client's packet that expires here.
+//! client's packet that expires here. `rewrite` is the header rewrite both
+//! directions share, `to_client` the tunnel tail of everything that goes
+//! back to a client.
 pub mod icmp_error;
 pub mod rev_nat;
+pub mod rewrite;
 pub mod snat;
 pub mod time_exceeded;
+pub mod to_client;

@@ -3,25 +3,27 @@
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use egress_common::{
     config::GatewayConfig,
-    conntrack::{FlowState, FlowTuple, NatEntry, PROTO_TCP},
+    conntrack::{FlowState, FlowTuple, NatEntry},
     counters::Counter,
     gro::UploadRoute,
+    ip::is_martian_destination,
 };
 
 use crate::{
-    conntrack::{self, Half},
-    csum,
+    conntrack::{self, BindingRef, Half},
     headers::{
-        load_l4, Ipv4Header, ETH_HLEN, ICMP_ECHO_REQUEST, ICMP_ID_OFF, IPPROTO_ICMP, IPV4_HLEN, IP_SRC_OFF,
-        TCP_SYN,
+        load_l4, Ipv4Header, L4Ports, ETH_HLEN, ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, TCP_RST,
     },
-    maps::{account, count, wire_segments, Direction, CLIENTS, CT_ORIGINAL, EXCLUDED_DSTS},
-    nat::time_exceeded,
-    tunnel::decap::{parse_tunnel, strip_tunnel, INNER_IP_OFF},
+    maps::{account, count, wire_segments, Direction, CLIENTS, EXCLUDED_DSTS},
+    nat::{
+        rewrite::{nat_v4_rewrite_headers, End},
+        time_exceeded,
+    },
+    tunnel::decap::{parse_tunnel, strip_tunnel, InnerFrame, INNER_IP_OFF},
     verdict::Verdict,
 };
 
-const INNER_L4_OFF: usize = INNER_IP_OFF + IPV4_HLEN;
+const INNER_L4_OFF: usize = INNER_IP_OFF + crate::headers::IPV4_HLEN;
 
 /// What became of a client's packet.
 enum Sent {
@@ -56,8 +58,13 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
     if inner.ip.src_be != outer.src_be {
         return Err(Counter::DropSpoofedInnerSource);
     }
+    // Before anything answers it (time exceeded included): nothing about
+    // these addresses leaves the gateway.
+    if is_martian_destination(inner.ip.dst_be, cfg.gateway_ip_be) {
+        return Err(Counter::DropMartianDestination);
+    }
     if inner.ip.ttl <= 1 {
-        return time_exceeded::answer(ctx, cfg, outer, &inner).map(|()| Sent::TimeExceeded);
+        return time_exceeded::answer(ctx, cfg, outer, &inner, client_id).map(|()| Sent::TimeExceeded);
     }
     if EXCLUDED_DSTS.get(Key::new(32, inner.ip.dst_be)).is_some() {
         return Err(Counter::DropExcludedDestination);
@@ -79,61 +86,28 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
         inner.ip.protocol,
     );
     let now = conntrack::now_ns();
-    let bound = conntrack::lookup(cfg, Half::Original, &tuple, now).and_then(|ptr| {
-        let entry = unsafe { &*ptr };
-        let state = if tuple.protocol == PROTO_TCP {
-            conntrack::next_tcp_state(entry.state, ports.flags_or_type, Half::Original)
-        } else {
-            entry.state
-        };
-        if conntrack::touch(cfg, Half::Original, ptr, state, now) {
-            Some((entry.nat_port_be, ptr))
-        } else {
-            // Our reply tuple went to a newer binding: start over with a
-            // new NAT port rather than share that flow's 5-tuple.
-            let _ = CT_ORIGINAL.remove(&tuple);
-            count(Counter::FlowRebound);
-            None
-        }
-    });
     // A new flow's first packet always goes straight out (its route is
     // still undecided).
     let mut route = UploadRoute::Direct;
-    let nat_port_be = match bound {
-        Some((port, ptr)) => {
-            if cfg.gro_ifindex != 0 && tuple.protocol == PROTO_TCP {
-                route = gro_route(ctx, unsafe { &mut *ptr }, inner.ip.total_len);
+    let nat_port_be = match snat_v4_lookup(cfg, &tuple, &ports, now) {
+        Some((binding, entry)) => {
+            if cfg.gro_ifindex != 0 && tuple.protocol == IPPROTO_TCP {
+                route = gro_route(ctx, &binding, &entry, inner.ip.total_len);
             }
-            port
+            entry.nat_port_be
         }
-        None => {
-            let template = NatEntry {
-                client_ip_be: inner.ip.src_be,
-                client_outer_ip_be: outer.src_be,
-                remote_ip_be: inner.ip.dst_be,
-                client_port_be: ports.src_port_be,
-                remote_port_be: ports.dst_port_be,
-                nat_port_be: 0,
-                protocol: tuple.protocol,
-                // A TCP flow picked up mid-stream (no SYN) is already open.
-                state: if tuple.protocol == PROTO_TCP && ports.flags_or_type & TCP_SYN != 0 {
-                    FlowState::SynSent as u8
-                } else {
-                    FlowState::Open as u8
-                },
-                client_mac: inner.client_mac,
-                tunnel_gateway_mac: inner.tunnel_gateway_mac,
-                last_seen_ns: now,
-                client_id,
-                upload_route: UploadRoute::Undecided as u8,
-                _pad0: 0,
-                _pad1: 0,
-            };
-            conntrack::create_binding(cfg, &template)?.nat_port_be
-        }
+        None => snat_v4_new_mapping(cfg, outer, &inner, &tuple, &ports, client_id, now)?,
     };
 
-    snat_v4_rewrite_headers(ctx, cfg, &inner.ip, ports.src_port_be, nat_port_be)?;
+    nat_v4_rewrite_headers(
+        ctx,
+        INNER_IP_OFF,
+        &inner.ip,
+        End::Source,
+        cfg.gateway_ip_be,
+        ports.src_port_be,
+        nat_port_be,
+    )?;
     // Before the tunnel goes: bpf_skb_adjust_room zeroes a GSO packet's
     // gso_segs ("to be recomputed"), which would count it as one packet.
     let segments = wire_segments(ctx);
@@ -142,45 +116,81 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
     Ok(Sent::Out(route))
 }
 
+/// The flow's live binding, refreshed with this packet's TCP flags. None
+/// if it has none, or if its reply tuple went to a newer binding (then it
+/// starts over with a new NAT port rather than share that flow's 5-tuple).
+#[inline(always)]
+fn snat_v4_lookup(
+    cfg: &GatewayConfig,
+    tuple: &FlowTuple,
+    ports: &L4Ports,
+    now: u64,
+) -> Option<(BindingRef, NatEntry)> {
+    let (binding, entry) = conntrack::ct_lookup(cfg, Half::Original, tuple, now)?;
+    let state = if tuple.protocol == IPPROTO_TCP {
+        conntrack::next_tcp_state(entry.state, ports.flags_or_type, Half::Original)
+    } else {
+        entry.state
+    };
+    if binding.touch(cfg, &entry, state, now) {
+        return Some((binding, entry));
+    }
+    conntrack::ct_remove_original(tuple, entry.client_id);
+    count(Counter::FlowRebound);
+    None
+}
+
+/// A binding for a flow the gateway does not know yet; returns its NAT port.
+/// Only a packet that can open a connection makes one: a TCP RST makes
+/// nothing (it would hold a NAT port for nothing); any other first packet
+/// makes an unreplied binding, short-lived until the remote answers.
+#[inline(always)]
+fn snat_v4_new_mapping(
+    cfg: &GatewayConfig,
+    outer: &Ipv4Header,
+    inner: &InnerFrame,
+    tuple: &FlowTuple,
+    ports: &L4Ports,
+    client_id: u32,
+    now: u64,
+) -> Result<u16, Counter> {
+    if tuple.protocol == IPPROTO_TCP && ports.flags_or_type & TCP_RST != 0 {
+        return Err(Counter::DropRstWithoutFlow);
+    }
+    let mut entry = NatEntry {
+        client_ip_be: inner.ip.src_be,
+        client_outer_ip_be: outer.src_be,
+        remote_ip_be: inner.ip.dst_be,
+        client_port_be: ports.src_port_be,
+        remote_port_be: ports.dst_port_be,
+        nat_port_be: 0,
+        protocol: tuple.protocol,
+        // TCP becomes `Open` when the remote answers, whatever opened it.
+        state: if tuple.protocol == IPPROTO_TCP { FlowState::SynSent as u8 } else { FlowState::Open as u8 },
+        client_mac: inner.client_mac,
+        tunnel_gateway_mac: inner.tunnel_gateway_mac,
+        last_seen_ns: now,
+        client_id,
+        upload_route: UploadRoute::Undecided as u8,
+        flags: 0,
+        _pad0: 0,
+        created_ns: 0,
+    };
+    conntrack::ct_create_binding(cfg, &mut entry, now)
+}
+
 /// Where this packet of an established TCP flow goes, moving the flow's
 /// route on as `UploadRoute::next` says (written only when it changes).
 #[inline(always)]
-fn gro_route(ctx: &TcContext, entry: &mut NatEntry, ip_total_len: u16) -> UploadRoute {
+fn gro_route(ctx: &TcContext, binding: &BindingRef, entry: &NatEntry, ip_total_len: u16) -> UploadRoute {
     let is_gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
     let (next, via_stage) = UploadRoute::from_u8(entry.upload_route).next(is_gso, ip_total_len);
     if next as u8 != entry.upload_route {
-        entry.upload_route = next as u8;
+        binding.set_upload_route(entry, next as u8);
     }
     if via_stage {
         UploadRoute::GroStage
     } else {
         UploadRoute::Direct
     }
-}
-
-/// Source address -> gateway, source port (or echo identifier) -> NAT port,
-/// TTL - 1, all while the tunnel headers are still in front.
-#[inline(always)]
-fn snat_v4_rewrite_headers(
-    ctx: &TcContext,
-    cfg: &GatewayConfig,
-    ip: &Ipv4Header,
-    client_port_be: u16,
-    nat_port_be: u16,
-) -> Result<(), Counter> {
-    let port_off = if ip.protocol == IPPROTO_ICMP { ICMP_ID_OFF } else { 0 };
-    csum::rewrite_l4_port(ctx, INNER_L4_OFF, port_off, ip.protocol, client_port_be, nat_port_be)
-        .and_then(|_| {
-            csum::rewrite_ipv4_addr(
-                ctx,
-                INNER_IP_OFF,
-                IP_SRC_OFF,
-                INNER_L4_OFF,
-                ip.protocol,
-                ip.src_be,
-                cfg.gateway_ip_be,
-            )
-        })
-        .and_then(|_| csum::decrement_ttl(ctx, INNER_IP_OFF, ip.ttl, ip.protocol))
-        .map_err(|_| Counter::DropRewriteFailed)
 }

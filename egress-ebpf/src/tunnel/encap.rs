@@ -6,7 +6,11 @@ use aya_ebpf::{
     },
     programs::TcContext,
 };
-use egress_common::{config::GatewayConfig, conntrack::NatEntry, counters::Counter};
+use egress_common::{
+    config::{tunnel_outer_ip_len, GatewayConfig},
+    conntrack::NatEntry,
+    counters::Counter,
+};
 
 use crate::headers::{Ipv4Wire, ETH_HLEN, ETH_P_IP, IPPROTO_UDP, IPV4_HLEN, TUNNEL_OVERHEAD};
 
@@ -50,6 +54,12 @@ const _: () = assert!(core::mem::size_of::<TunnelHeader>() == TUNNEL_OVERHEAD);
 /// would only waste room (and UDP GSO packets are refused without it).
 #[inline(always)]
 pub fn push_tunnel(ctx: &TcContext, cfg: &GatewayConfig, entry: &NatEntry) -> Result<(), Counter> {
+    // Checked before the packet grows: a GSO aggregate whose outer length
+    // would not fit 16 bits is the caller's to resegment, never ours to
+    // send with a wrapped length.
+    if tunnel_outer_ip_len(ctx.len() - ETH_HLEN as u32).is_none() {
+        return Err(Counter::DropTooBigForTunnel);
+    }
     let flags = BPF_F_ADJ_ROOM_FIXED_GSO as u64
         | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 as u64
         | BPF_F_ADJ_ROOM_ENCAP_L4_UDP as u64
@@ -80,14 +90,16 @@ impl TunnelTarget {
 }
 
 /// Writes the tunnel headers into the 50 bytes after the Ethernet header,
-/// sized for the packet as it is now.
+/// sized for the packet as it is now (whose length fits 16 bits, or this
+/// fails rather than write a wrapped one).
 #[inline(always)]
 pub fn write_tunnel_header(
     ctx: &TcContext,
     cfg: &GatewayConfig,
     target: &TunnelTarget,
 ) -> Result<(), Counter> {
-    let outer_ip_len = (ctx.len() - ETH_HLEN as u32) as u16;
+    let inner_ip_len = (ctx.len() - ETH_HLEN as u32).saturating_sub(TUNNEL_OVERHEAD as u32);
+    let outer_ip_len = tunnel_outer_ip_len(inner_ip_len).ok_or(Counter::DropTooBigForTunnel)?;
     let header = TunnelHeader {
         ip: Ipv4Wire::new(outer_ip_len, OUTER_TTL, IPPROTO_UDP, cfg.gateway_ip_be, target.outer_ip_be),
         udp_src_port_be: cfg.vxlan_port_be,

@@ -155,7 +155,10 @@ impl Testbed {
     fn set_up_ebpf(&mut self, worker: &Pod, agent_binary: &FilePath) -> Result<()> {
         let pods_file = PodsFile::create()?;
         pods_file.write(&[(worker.ip, worker.name.as_str())])?;
-        let args = GatewayArgs::new(pods_file.path());
+        let mut args = GatewayArgs::new(pods_file.path());
+        // One worker makes all the benchmark's flows, as in the Linux
+        // gateway, which has no per-client share: the whole table is its.
+        args.extra = vec!["--max-flows-per-client".into(), egress_common::maps::CT_MAX_DEFAULT.to_string()];
         self.agent = Some(Agent::start_gateway(&self.cluster.gateway().ns, agent_binary, &args)?);
         self._pods_file = Some(pods_file);
         let join = JoinArgs {
