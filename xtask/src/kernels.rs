@@ -1,8 +1,9 @@
 //! The program on the oldest kernel we target in CI: Debian 12's 6.1,
-//! booted under qemu by the shared kernel-matrix tool. There, the packet
-//! scenarios run against the real 6.1 verifier and helpers, and the agent
-//! attaches (netlink clsact, not TCX), reports status and detaches on
-//! SIGTERM, holding exactly the gateway container's capabilities
+//! booted under qemu by the shared kernel-matrix tool. There, every packet
+//! scenario file runs against the real 6.1 verifier and helpers, and the
+//! agent attaches (netlink clsact, not TCX), is killed and restarted (its
+//! filter replaced in place, never removed first), reports status and
+//! detaches on SIGTERM, holding exactly the gateway container's capabilities
 //! (NET_ADMIN and BPF), while `status` runs with none; without NET_ADMIN
 //! it must refuse to start.
 //!
@@ -16,9 +17,23 @@ use anyhow::{bail, Context, Result};
 
 use crate::run::{status, workspace_root};
 
-/// egress-agent's BPF_PROG_TEST_RUN test files, run inside the VM.
-const PACKET_SCENARIOS: &[&str] =
-    &["prog_snat", "prog_rev_nat", "prog_drops", "prog_sweep", "prog_accounting"];
+/// egress-agent's BPF_PROG_TEST_RUN test files (`tests/prog_*.rs`), all of
+/// which run inside the VM: the list is read from the files, so a new
+/// scenario file runs there without anyone remembering to add it.
+fn packet_scenarios() -> Result<Vec<String>> {
+    let dir = workspace_root().join("egress-agent/tests");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter_map(|file| Some(file.strip_suffix(".rs")?.to_string()))
+        .filter(|name| name.starts_with("prog_"))
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        bail!("no packet-scenario files (prog_*.rs) in {}", dir.display());
+    }
+    Ok(names)
+}
 
 /// The kernel package; override with EGRESS_TEST_KERNEL.
 const DEFAULT_KERNEL: &str = "linux-image-6.1.0-56-amd64";
@@ -30,9 +45,10 @@ fn kernel_matrix_tool() -> Option<PathBuf> {
 
 /// Builds the packet-scenario test binaries and returns their paths.
 fn packet_scenario_binaries() -> Result<Vec<PathBuf>> {
+    let scenarios = packet_scenarios()?;
     let out = Command::new("cargo")
         .args(["test", "--release", "--locked", "-p", "egress-agent", "--no-run", "--message-format=json"])
-        .args(PACKET_SCENARIOS.iter().flat_map(|t| ["--test", *t]))
+        .args(scenarios.iter().flat_map(|t| ["--test", t.as_str()]))
         .current_dir(workspace_root())
         .output()
         .context("building the packet-scenario tests")?;
@@ -46,8 +62,11 @@ fn packet_scenario_binaries() -> Result<Vec<PathBuf>> {
         .filter(|v| v["profile"]["test"] == true)
         .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
         .collect();
-    if binaries.len() != PACKET_SCENARIOS.len() {
-        bail!("expected {} packet-scenario test binaries, found {binaries:?}", PACKET_SCENARIOS.len());
+    if binaries.len() != scenarios.len() {
+        bail!(
+            "expected {} packet-scenario test binaries ({scenarios:?}), found {binaries:?}",
+            scenarios.len()
+        );
     }
     Ok(binaries)
 }
@@ -105,6 +124,18 @@ pub fn run(agent: &std::path::Path) -> Result<()> {
          pid=$!\n\
          for i in 1 2 3 4 5 6 7 8 9 10; do grep -q ready {log} && break; sleep 1; done\n\
          grep ready {log} || {{ echo 'the agent did not get ready with NET_ADMIN+BPF+PERFMON only:'; cat {log}; exit 1; }}\n\
+         kill -KILL $pid; wait $pid 2>/dev/null || true\n\
+         [ $tcx = 1 ] || ip netns exec peer tc filter show dev veth1 ingress | grep -q egress_gateway || {{ echo 'the killed agent left no filter'; exit 1; }}\n\
+         ip netns exec peer {gateway_caps} {agent} gateway --interface veth1 --pods-file {pods} 2>{log2} &\n\
+         pid=$!\n\
+         for i in 1 2 3 4 5 6 7 8 9 10; do grep -q ready {log2} && break; sleep 1; done\n\
+         grep ready {log2} || {{ echo 'the restarted agent did not get ready:'; cat {log2}; exit 1; }}\n\
+         if [ $tcx = 0 ]; then\n\
+           grep -q 'replaced the running egress_gateway filter on veth1 in place' {log2} || {{ echo 'the filter was not replaced in place:'; cat {log2}; exit 1; }}\n\
+           n=$(ip netns exec peer tc filter show dev veth1 ingress | grep -c egress_gateway)\n\
+           [ $n = 1 ] || {{ echo \"$n egress_gateway filters after the restart\"; exit 1; }}\n\
+           echo 'restart after kill -9: the filter replaced in place, one filter: ok'\n\
+         fi\n\
          for set in CapInh CapPrm CapEff CapBnd CapAmb; do\n\
            v=$(awk -v s=$set: '$1 == s {{ print $2 }}' /proc/$pid/status)\n\
            echo \"agent $set $v\"\n\
@@ -136,6 +167,7 @@ pub fn run(agent: &std::path::Path) -> Result<()> {
         agent = agent.display(),
         pods = pods.display(),
         log = work.join("agent.log").display(),
+        log2 = work.join("agent-restarted.log").display(),
         neg = work.join("agent-bpf-only.log").display(),
         gateway_caps = only_caps(&setpriv, &["net_admin", "bpf", "perfmon"]),
         no_caps = only_caps(&setpriv, &[]),

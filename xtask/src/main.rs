@@ -4,6 +4,8 @@
 //! - `build`: build-ebpf plus the release agent (the object embedded).
 //! - `demo`: a namespace "cluster" on this machine, traffic through the gateway.
 //! - `test`: everything CI runs (installs the Debian packages it needs).
+//! - `kernels`: only the Linux 6.1 step of `test` (packet scenarios and
+//!   attach/restart/detach under qemu).
 //! - `bench`: direct egress, a Linux gateway and ours, side by side.
 //! - `bench-micro`: the program timed with BPF_PROG_TEST_RUN, conntrack at scale, agent memory.
 //! - `soak`: ten minutes of mixed traffic; flows must expire, memory stay flat.
@@ -45,6 +47,9 @@ enum Task {
         #[arg(last = true)]
         filter: Vec<String>,
     },
+    /// Only the Linux 6.1 step of `test`: every packet scenario and the agent's
+    /// attach, restart and detach, under qemu.
+    Kernels,
     /// Benchmark direct egress, a plain-Linux gateway and the eBPF gateway side by side.
     Bench {
         /// Rounds; the path order rotates every round and the table shows medians [default: 5, --smoke: 1].
@@ -108,6 +113,7 @@ fn main() {
         Task::Build => toolchain::build_all(),
         Task::Demo => demo::run(),
         Task::Test { filter } => test::run(&filter),
+        Task::Kernels => test::kernels_only(),
         Task::Bench { rounds, secs, paths, json, smoke } => {
             bench::run(&bench::Options { rounds, secs, paths, json, smoke })
         }

@@ -48,3 +48,13 @@ pub fn run(filter: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+/// `cargo xtask kernels`: the Linux 6.1 step alone.
+pub fn kernels_only() -> Result<()> {
+    if !is_root() {
+        bail!("the kernel step boots a VM and loads eBPF programs: run `cargo xtask kernels` as root");
+    }
+    egress_tests::tools::ensure_packages()?;
+    toolchain::build_all()?;
+    kernels::run(&toolchain::agent_binary())
+}
