@@ -452,6 +452,31 @@ fn gateway_probes_are_healthz_and_readyz_on_the_metrics_port() {
     }
 }
 
+/// The ports the gateway pod listens on are never NAT ports: the datapath
+/// would take a scrape or a probe to one for a reply (and drop it).
+#[test]
+fn gateway_listening_ports_stay_outside_the_nat_range() {
+    for r in rendered() {
+        let Some(gw) = r.gateway() else { continue };
+        let args = expanded_args(r, gw, container(gw, "agent"));
+        let (nat_lo, nat_hi) = port_range(&one_flag(&args, "--nat-ports", &r.name));
+        let port_of = |flag: &str, default: &str| {
+            let addr = flag_values(&args, flag).into_iter().next().unwrap_or_else(|| default.to_string());
+            addr.rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+                .unwrap_or_else(|| panic!("{}: {flag} {addr}", r.name))
+        };
+        for (flag, port) in [
+            ("--metrics-addr", port_of("--metrics-addr", "0.0.0.0:9090")),
+            ("--status-addr", port_of("--status-addr", "127.0.0.1:9091")),
+            ("--vxlan-port", one_flag(&args, "--vxlan-port", &r.name).parse().unwrap()),
+        ] {
+            assert!(!(nat_lo..=nat_hi).contains(&port), "{}: {flag} port {port} is a NAT port", r.name);
+        }
+    }
+}
+
 #[test]
 fn gateway_ephemeral_ports_stay_outside_the_nat_range() {
     for r in rendered() {
