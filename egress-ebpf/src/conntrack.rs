@@ -283,7 +283,10 @@ fn ct_make_room(cfg: &GatewayConfig, now: u64, owner: u32) -> bool {
             &*scratch
         };
         let owned = owner == ANY_CLIENT || victim.client_id == owner;
-        if owned && victim.original_tuple() == tuple && victim.is_evictable(cfg, now) && ct_remove_binding(cfg, victim)
+        if owned
+            && victim.original_tuple() == tuple
+            && victim.is_evictable(cfg, now)
+            && ct_remove_binding(cfg, victim)
         {
             count(Counter::FlowEarlyDropped);
             return true;
@@ -394,7 +397,14 @@ impl BindingRef {
     /// from (another CPU may have recycled it). Returns false only when the
     /// binding is lost: the slot or the tuple now holds another binding.
     #[inline(always)]
-    fn restore(&self, other_tuple: &FlowTuple, copy: &NatEntry, new_state: u8, new_flags: u8, now: u64) -> bool {
+    fn restore(
+        &self,
+        other_tuple: &FlowTuple,
+        copy: &NatEntry,
+        new_state: u8,
+        new_flags: u8,
+        now: u64,
+    ) -> bool {
         // SAFETY: see `BindingRef`; inserted from in place (the stack has no
         // room for another copy), after checking what the slot holds.
         let this = unsafe { &*self.ptr };

@@ -31,50 +31,6 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
-/// An option-less IPv4 header as written on the wire (id 0, no fragment
-/// bits, TOS 0), for the headers the paths build themselves.
-#[repr(C, packed)]
-pub struct Ipv4Wire {
-    version_ihl: u8,
-    tos: u8,
-    total_len_be: u16,
-    id_be: u16,
-    frag_off_be: u16,
-    ttl: u8,
-    protocol: u8,
-    csum_be: u16,
-    src_be: u32,
-    dst_be: u32,
-}
-
-const _: () = assert!(core::mem::size_of::<Ipv4Wire>() == IPV4_HLEN);
-
-impl Ipv4Wire {
-    /// The header, checksum included.
-    #[inline(always)]
-    pub fn new(total_len: u16, ttl: u8, protocol: u8, src_be: u32, dst_be: u32) -> Ipv4Wire {
-        let csum = crate::csum::ipv4_header_checksum(
-            total_len,
-            ttl,
-            protocol,
-            u32::from_be(src_be),
-            u32::from_be(dst_be),
-        );
-        Ipv4Wire {
-            version_ihl: 0x45,
-            tos: 0,
-            total_len_be: total_len.to_be(),
-            id_be: 0,
-            frag_off_be: 0,
-            ttl,
-            protocol,
-            csum_be: csum.to_be(),
-            src_be,
-            dst_be,
-        }
-    }
-}
-
 /// The parts of an IPv4 header the paths decide on.
 #[derive(Clone, Copy)]
 pub struct Ipv4Header {

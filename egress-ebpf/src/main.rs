@@ -26,6 +26,7 @@ mod maps;
 mod nat;
 mod tunnel;
 mod verdict;
+mod wire;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use egress_common::{config::GatewayConfig, counters::Counter};

@@ -15,7 +15,6 @@
 use aya_ebpf::programs::TcContext;
 use egress_common::{config::GatewayConfig, conntrack::FlowTuple, counters::Counter};
 
-use super::rev_nat::{Returned, IP_OFF, L4_OFF};
 use crate::{
     conntrack::{self, Half},
     headers::{
@@ -26,7 +25,7 @@ use crate::{
     maps::count,
     nat::{
         rewrite::{nat_v4_rewrite_headers, End},
-        to_client::nat_v4_to_client,
+        to_client::{nat_v4_to_client, Returned, IP_OFF, L4_OFF},
     },
 };
 

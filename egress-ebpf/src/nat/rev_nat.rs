@@ -13,18 +13,15 @@ use crate::{
     conntrack::{self, BindingRef, Half},
     headers::{
         is_icmp_error, load_l4, Ipv4Header, L4Ports, ETH_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-        IPV4_HLEN, TUNNEL_OVERHEAD,
+        TUNNEL_OVERHEAD,
     },
     maps::{wire_segments, CT_REPLY},
     nat::{
         rewrite::{nat_v4_rewrite_headers, End},
-        to_client::nat_v4_to_client,
+        to_client::{nat_v4_to_client, Returned, IP_OFF, L4_OFF},
     },
     verdict::Verdict,
 };
-
-pub const IP_OFF: usize = ETH_HLEN;
-pub const L4_OFF: usize = ETH_HLEN + IPV4_HLEN;
 
 /// Where a packet for the gateway came in.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -34,16 +31,6 @@ pub enum Arrival {
     /// Out of the resegmentation pair: one segment of a reply that was too
     /// big to be encapsulated whole. It is never sent round again.
     Resegmented,
-}
-
-/// What became of a packet addressed to the gateway.
-pub enum Returned {
-    /// Not a reply of a client's flow: the pod's own business.
-    NotOurs,
-    /// Translated and encapsulated for the client's worker.
-    ToClient,
-    /// Too big to encapsulate whole: to be cut into segments first.
-    Resegment,
 }
 
 #[inline(always)]

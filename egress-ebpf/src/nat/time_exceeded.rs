@@ -28,14 +28,15 @@ use egress_common::{config::GatewayConfig, counters::Counter, ip::is_martian_des
 use crate::{
     conntrack, csum,
     headers::{
-        is_icmp_error, Ipv4Header, Ipv4Wire, ETH_HLEN, ICMP_HLEN, ICMP_TIME_EXCEEDED, IPPROTO_ICMP,
-        IPV4_HLEN, TUNNEL_OVERHEAD,
+        is_icmp_error, Ipv4Header, ETH_HLEN, ICMP_HLEN, ICMP_TIME_EXCEEDED, IPPROTO_ICMP, IPV4_HLEN,
+        TUNNEL_OVERHEAD,
     },
     maps::{count, take_icmp_answer},
     tunnel::{
         decap::{InnerFrame, INNER_IP_OFF},
         encap::{write_tunnel_header, TunnelTarget},
     },
+    wire::Ipv4Wire,
 };
 /// The largest packet quoted whole: the answer's IPv4 packet then stays
 /// within 576 bytes (RFC 1812), and within any tunnel MTU.

@@ -5,9 +5,25 @@ use aya_ebpf::programs::TcContext;
 use egress_common::{config::GatewayConfig, conntrack::NatEntry, counters::Counter};
 
 use crate::{
+    headers::{ETH_HLEN, IPV4_HLEN},
     maps::{account, Direction},
     tunnel::encap::push_tunnel,
 };
+
+/// Where the IPv4 header and what follows it sit in a packet that came for
+/// the gateway (ours never carry options).
+pub const IP_OFF: usize = ETH_HLEN;
+pub const L4_OFF: usize = ETH_HLEN + IPV4_HLEN;
+
+/// What became of a packet addressed to the gateway.
+pub enum Returned {
+    /// Not a reply of a client's flow: the pod's own business.
+    NotOurs,
+    /// Translated and encapsulated for the client's worker.
+    ToClient,
+    /// Too big to encapsulate whole: to be cut into segments first.
+    Resegment,
+}
 
 /// Encapsulates the translated packet towards `entry`'s worker and counts
 /// it as `segments` wire packets and `bytes` of IPv4 (both read before the

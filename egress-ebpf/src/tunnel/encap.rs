@@ -12,7 +12,10 @@ use egress_common::{
     counters::Counter,
 };
 
-use crate::headers::{Ipv4Wire, ETH_HLEN, ETH_P_IP, IPPROTO_UDP, IPV4_HLEN, TUNNEL_OVERHEAD};
+use crate::{
+    headers::{ETH_HLEN, ETH_P_IP, IPPROTO_UDP, IPV4_HLEN, TUNNEL_OVERHEAD},
+    wire::Ipv4Wire,
+};
 
 const OUTER_TTL: u8 = 64;
 /// VXLAN flags word with the "VNI present" bit (RFC 7348).
