@@ -139,7 +139,9 @@ pub struct JoinArgs {
     /// (e.g. egress-gateway.egress-system.svc).
     #[arg(long)]
     pub gateway: String,
-    /// Destinations that stay on eth0 (pod and service CIDRs; repeatable).
+    /// Destinations that stay on eth0 (pod and service CIDRs, IPv4 or IPv6;
+    /// repeatable). Other IPv6 destinations are made unreachable: the
+    /// tunnel carries IPv4.
     #[arg(long = "cluster-cidr", value_name = "CIDR")]
     pub cluster_cidrs: Vec<String>,
     #[arg(long, default_value_t = DEFAULT_VNI)]

@@ -6,12 +6,18 @@
 //! traffic goes nowhere rather than out of the node with the node's
 //! address. Idempotent.
 //!
+//! The tunnel carries IPv4. So that a labeled pod with IPv6 (a dual-stack
+//! cluster) is fail-closed too, its external IPv6 is made unreachable at
+//! once (two unreachable /1 routes, which win over any default route, one
+//! learned from router advertisements included); its cluster IPv6 ranges
+//! (`--cluster-cidr` takes them too) stay on eth0. Leaving removes them.
+//!
 //! With `--labels-file` (the pod's labels through the Downward API) the
 //! label decides: a pod that does not match `--selector` leaves instead,
 //! which removes the tunnel and restores direct egress. That makes removing
 //! the label a rollback, for running pods too when `--follow` is on.
 use std::{
-    net::{Ipv4Addr, ToSocketAddrs},
+    net::{Ipv4Addr, Ipv6Addr, ToSocketAddrs},
     path::Path,
     time::Duration,
 };
@@ -114,10 +120,26 @@ fn resolve_gateway(gateway: &str) -> Result<Ipv4Addr> {
         .with_context(|| format!("--gateway {gateway:?} has no IPv4 address"))
 }
 
+/// The `--cluster-cidr` values, by family.
+struct ClusterCidrs {
+    v4: Vec<(Ipv4Addr, u8)>,
+    v6: Vec<(Ipv6Addr, u8)>,
+}
+
+impl ClusterCidrs {
+    /// Parses them; an IPv6 one has a colon.
+    fn parse(args: &JoinArgs) -> Result<ClusterCidrs> {
+        let (v6, v4): (Vec<&String>, Vec<&String>) = args.cluster_cidrs.iter().partition(|c| c.contains(':'));
+        Ok(ClusterCidrs {
+            v4: v4.into_iter().map(|c| netdev::parse_cidr(c)).collect::<Result<_>>()?,
+            v6: v6.into_iter().map(|c| netdev::parse_ipv6_cidr(c)).collect::<Result<_>>()?,
+        })
+    }
+}
+
 fn join(args: &JoinArgs) -> Result<()> {
+    let ClusterCidrs { v4: cluster_cidrs, v6: cluster_cidrs_v6 } = ClusterCidrs::parse(args)?;
     let gateway = resolve_gateway(&args.gateway)?;
-    let cluster_cidrs: Vec<(Ipv4Addr, u8)> =
-        args.cluster_cidrs.iter().map(|c| netdev::parse_cidr(c)).collect::<Result<_>>()?;
     if cluster_cidrs.is_empty() {
         eprintln!(
             "egress-agent: warning: no --cluster-cidr given: only {}'s own subnet and the gateway stay on it, all other cluster traffic goes through the gateway; pass the pod and service CIDRs",
@@ -163,7 +185,69 @@ fn join(args: &JoinArgs) -> Result<()> {
         args.vxlan_port,
         cluster_cidrs.len()
     );
+    if ipv6_enabled(eth) {
+        close_external_ipv6(eth, &cluster_cidrs_v6)?;
+    }
     Ok(())
+}
+
+/// The two routes that together cover all of IPv6 and, being longer than
+/// any default route, win over it: external IPv6 is unreachable, and
+/// fails at once (ENETUNREACH) rather than hang. Everything more specific
+/// (the pod's own subnet, link-local, the cluster ranges added before
+/// them) stays as it is.
+const IPV6_HALVES: [&str; 2] = ["::/1", "8000::/1"];
+
+/// Whether the pod's stack runs IPv6 on `eth` at all.
+fn ipv6_enabled(eth: &str) -> bool {
+    let disabled = |path: String| std::fs::read_to_string(path).map(|v| v.trim() == "1").unwrap_or(true);
+    !disabled(format!("/proc/sys/net/ipv6/conf/{eth}/disable_ipv6"))
+}
+
+/// Fail closed for IPv6 (the tunnel carries IPv4 only): the cluster's IPv6
+/// ranges via eth0's IPv6 next hop, then everything else unreachable.
+fn close_external_ipv6(eth: &str, cluster_cidrs: &[(Ipv6Addr, u8)]) -> Result<()> {
+    if !cluster_cidrs.is_empty() {
+        let Some(via) = node_gateway_v6(eth)? else {
+            bail!(
+                "this pod has no IPv6 route via a next hop on {eth} to keep the IPv6 --cluster-cidr ranges on: is its IPv6 default route missing?"
+            );
+        };
+        for (addr, len) in cluster_cidrs {
+            ip(&["-6", "route", "replace", &format!("{addr}/{len}"), "via", &via.to_string(), "dev", eth])?;
+        }
+    }
+    for half in IPV6_HALVES {
+        ip(&["-6", "route", "replace", "unreachable", half])?;
+    }
+    println!(
+        "IPv6: external traffic of this pod is unreachable (the gateway carries IPv4); {} IPv6 cluster CIDRs stay on {eth}",
+        cluster_cidrs.len()
+    );
+    Ok(())
+}
+
+/// Undoes `close_external_ipv6`: external IPv6 goes by the pod's own routes
+/// again. The cluster routes stay (they are the same as the default's).
+fn reopen_external_ipv6() -> Result<()> {
+    for half in IPV6_HALVES {
+        let present = ip_json(&["-6", "route", "show", "type", "unreachable", half])?;
+        if present.as_array().is_some_and(|routes| !routes.is_empty()) {
+            ip(&["-6", "route", "del", "unreachable", half])?;
+        }
+    }
+    Ok(())
+}
+
+/// The IPv6 next hop of eth0, as `node_gateway` for IPv4: the default
+/// route's, or any route's via eth0 (on a re-run); None without one.
+fn node_gateway_v6(eth: &str) -> Result<Option<Ipv6Addr>> {
+    let gateway_of = |routes: &Value| -> Option<String> {
+        routes.as_array()?.iter().find_map(|r| r["gateway"].as_str().map(str::to_string))
+    };
+    let found = gateway_of(&ip_json(&["-6", "route", "show", "default", "dev", eth])?)
+        .or(gateway_of(&ip_json(&["-6", "route", "show", "dev", eth])?));
+    found.map(|gw| gw.parse().with_context(|| format!("IPv6 route gateway {gw:?}"))).transpose()
 }
 
 /// ICMP errors from cluster addresses (the gateway's node when a link
@@ -194,6 +278,9 @@ fn warn_if_reverse_path_filtering(device: &str) {
 /// Nothing to do when there is no tunnel device; the gateway is not needed.
 fn leave(args: &JoinArgs) -> Result<()> {
     let eth = &args.interface;
+    if ipv6_enabled(eth) {
+        reopen_external_ipv6()?;
+    }
     if ip_json(&["link", "show", "dev", &args.device]).is_err() {
         println!("not joined: the pod's labels do not match {:?}; egress stays direct", args.selector);
         return Ok(());

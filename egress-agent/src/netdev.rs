@@ -111,9 +111,34 @@ pub fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8)> {
     Ok((addr, len))
 }
 
+/// An IPv6 CIDR such as `fd00:10:244::/56` (a bare address is a /128).
+pub fn parse_ipv6_cidr(text: &str) -> Result<(std::net::Ipv6Addr, u8)> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, l),
+        None => (text, "128"),
+    };
+    let addr: std::net::Ipv6Addr = addr
+        .parse()
+        .with_context(|| format!("invalid CIDR {text:?}: expected IPv6 like fd00:10:244::/56"))?;
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| *l <= 128)
+        .with_context(|| format!("invalid CIDR {text:?}: prefix length must be 0-128"))?;
+    Ok((addr, len))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_cidrs() {
+        assert_eq!(parse_ipv6_cidr("fd00:10:244::/56").unwrap(), ("fd00:10:244::".parse().unwrap(), 56));
+        assert_eq!(parse_ipv6_cidr("fd00::1").unwrap().1, 128);
+        assert!(parse_ipv6_cidr("fd00::/129").is_err());
+        assert!(parse_ipv6_cidr("10.0.0.0/8").is_err());
+    }
 
     #[test]
     fn cidrs() {

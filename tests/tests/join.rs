@@ -213,3 +213,84 @@ fn follow_moves_a_running_pod_onto_and_off_the_gateway() {
     wait_for("eth0");
     assert!(pod.ip(&["link", "show", "egress0"]).is_err(), "tunnel device removed on rollback");
 }
+
+/// A dual-stack pod behind a router namespace, with an "outside" server at
+/// [fd00:99::10]:80 and a cluster address [fd00:96::10]:80 on the router:
+/// (router, pod, outside, the two echo servers).
+fn dual_stack_pod() -> (Netns, Netns, Netns, [egress_tests::Daemon; 2]) {
+    require_root().unwrap_or_else(|e| panic!("{e:#}"));
+    let prefix = netns::unique_prefix();
+    let router = Netns::create(&format!("{prefix}-rtr")).unwrap();
+    let pod = Netns::create(&format!("{prefix}-pod")).unwrap();
+    let outside = Netns::create(&format!("{prefix}-out")).unwrap();
+    let veth = |a: &Netns, a_if: &str, b: &Netns, b_if: &str| {
+        a.ip(&["link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b.name()]).unwrap();
+        a.ip(&["link", "set", a_if, "up"]).unwrap();
+        b.ip(&["link", "set", b_if, "up"]).unwrap();
+    };
+    veth(&router, "pod0", &pod, "eth0");
+    veth(&router, "out0", &outside, "eth0");
+    router.sysctls(&[("net.ipv4.ip_forward", "1"), ("net.ipv6.conf.all.forwarding", "1")]).unwrap();
+    for (ns, addr, dev) in [
+        (&router, "10.50.3.1/24", "pod0"),
+        (&pod, "10.50.3.7/24", "eth0"),
+        (&router, "fd00:50::1/64", "pod0"),
+        (&pod, "fd00:50::7/64", "eth0"),
+        (&router, "fd00:99::1/64", "out0"),
+        (&outside, "fd00:99::10/64", "eth0"),
+        (&router, "fd00:96::10/128", "lo"),
+    ] {
+        ns.ip(&["addr", "add", addr, "dev", dev, "nodad"]).unwrap();
+    }
+    pod.ip(&["route", "add", "default", "via", "10.50.3.1"]).unwrap();
+    pod.ip(&["-6", "route", "add", "default", "via", "fd00:50::1"]).unwrap();
+    outside.ip(&["-6", "route", "add", "default", "via", "fd00:99::1"]).unwrap();
+    let echo = |ns: &Netns, addr: &str| {
+        let bin = env!("CARGO_BIN_EXE_echo-server");
+        let mut daemon = egress_tests::Daemon::spawn(ns, "echo-server", &[bin, "--bind", addr]).unwrap();
+        daemon.wait_for_line("ready", Duration::from_secs(10), |l| l.contains("echo-server ready")).unwrap();
+        daemon
+    };
+    let servers = [echo(&outside, "fd00:99::10"), echo(&router, "fd00:96::10")];
+    (router, pod, outside, servers)
+}
+
+fn curl6(pod: &Netns, url: &str) -> Result<String, String> {
+    egress_tests::clients::curl(pod, url, Duration::from_secs(3)).map_err(|e| format!("{e:#}"))
+}
+
+#[test]
+fn a_labeled_pod_s_external_ipv6_is_closed_and_reopened_when_it_leaves() {
+    let (_router, pod, outside, _servers) = dual_stack_pod();
+    let (external, cluster) = ("http://[fd00:99::10]/", "http://[fd00:96::10]/");
+    curl6(&pod, external).expect("before the label, IPv6 goes out directly");
+    let dir = labels_file();
+    let labels = dir.path().join("labels");
+    write_labels(&labels, &[("egress", "external")]);
+    join_with_labels(&pod, &labels, &["--cluster-cidr", "fd00:96::/112"]);
+
+    // Joined: external IPv6 fails at once, and the server sees nothing;
+    // the cluster's IPv6 range stays reachable.
+    let accepted = |ns: &Netns| ns.tcp_counters().unwrap()["PassiveOpens"];
+    let before = accepted(&outside);
+    let started = std::time::Instant::now();
+    let err = curl6(&pod, external).expect_err("a labeled pod's IPv6 went out directly");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "IPv6 hung for {:?} instead of failing",
+        started.elapsed()
+    );
+    assert!(err.contains("unreachable") || err.contains("Couldn't connect"), "{err}");
+    assert_eq!(accepted(&outside), before, "the outside server saw a connection");
+    curl6(&pod, cluster).expect("the cluster's IPv6 range is kept on eth0");
+    let again = join_with_labels(&pod, &labels, &["--cluster-cidr", "fd00:96::/112"]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("IPv6: external traffic of this pod is unreachable")
+    );
+    assert!(curl6(&pod, external).is_err(), "a re-run opened IPv6");
+
+    // The label removed: IPv6 goes out directly again.
+    write_labels(&labels, &[]);
+    join_with_labels(&pod, &labels, &["--cluster-cidr", "fd00:96::/112"]);
+    curl6(&pod, external).expect("after the label, IPv6 goes out directly again");
+}
