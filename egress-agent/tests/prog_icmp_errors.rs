@@ -1,6 +1,7 @@
-//! ICMP errors from beyond the gateway, translated back to the client
-//! through the header they quote (RFC 5508): destination unreachable
-//! (fragmentation needed, port unreachable) and time exceeded.
+//! ICMP errors translated through the header they quote (RFC 5508): from
+//! beyond the gateway back to the client (destination unreachable with
+//! fragmentation needed and port unreachable, time exceeded, parameter
+//! problem), and a client's own (port unreachable) on to the remote.
 mod common;
 
 use std::net::Ipv4Addr;
@@ -78,7 +79,19 @@ fn fragmentation_needed_reaches_the_client_with_its_own_port_and_the_mtu() {
             "quoted ports are the client's (quote {quote_len} bytes)"
         );
         assert_eq!(icmp.len(), 8 + quote_len, "the quote keeps its length");
-        assert_eq!(&icmp[8 + 20 + 8..], &sent[28..], "the rest of the quote is untouched");
+        // The quoted TCP checksum, when the quote holds it, is the one the
+        // client sent (every NAT change undone); the rest is untouched.
+        const CSUM: usize = 20 + 16;
+        if quote_len >= CSUM + 2 {
+            let client_sent = from_client(tcp_syn(40_000, 443), &[0x55; 1200]);
+            assert_eq!(
+                &icmp[8 + CSUM..8 + CSUM + 2],
+                &client_sent[64 + CSUM..64 + CSUM + 2],
+                "quoted TCP checksum"
+            );
+            assert_eq!(&icmp[8 + CSUM + 2..], &sent[CSUM + 2..], "the rest of the quote is untouched");
+        }
+        assert_eq!(&icmp[8 + 20 + 8..8 + CSUM.min(quote_len)], &sent[28..CSUM.min(quote_len)]);
     }
 }
 
@@ -119,4 +132,97 @@ fn errors_about_unbound_or_foreign_ports_do_not_reach_clients() {
     assert_eq!(h.run(&icmp_error(ROUTER_IP, 3, 4, 1200, &foreign)).action, TC_ACT_UNSPEC);
     assert_eq!(h.run(&icmp_error(ROUTER_IP, 3, 4, 1200, &sent[..24])).action, TC_ACT_UNSPEC);
     assert_eq!(h.counter("icmp_error_to_client"), 0);
+}
+
+/// ICMP `icmp_type`/`code` with `rest` (the 4 bytes after the checksum)
+/// quoting `quoted`, in an IPv4 packet from `src` to `dst` with `ttl`.
+fn icmp_packet(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+    icmp_type: u8,
+    code: u8,
+    rest: [u8; 4],
+    quoted: &[u8],
+) -> Vec<u8> {
+    let mut icmp = vec![icmp_type, code, 0, 0];
+    icmp.extend_from_slice(&rest);
+    icmp.extend_from_slice(quoted);
+    let csum = internet_checksum(&icmp);
+    icmp[2..4].copy_from_slice(&csum.to_be_bytes());
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, ttl, 1, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let csum = internet_checksum(&ip);
+    ip[10..12].copy_from_slice(&csum.to_be_bytes());
+    [ip, icmp].concat()
+}
+
+/// The client's port unreachable about `reply` (the IPv4 packet it got),
+/// through its tunnel.
+fn client_port_unreachable(reply_as_received: &[u8]) -> Vec<u8> {
+    let error = icmp_packet(CLIENT_IP, REMOTE_IP, 64, 3, 3, [0; 4], reply_as_received);
+    let mut inner = NODE_MAC.to_vec(); // any inner destination MAC
+    inner.extend_from_slice(&CLIENT_MAC);
+    inner.extend_from_slice(&[0x08, 0x00]);
+    inner.extend_from_slice(&error);
+    tunnel(CLIENT_IP, VNI, &inner)
+}
+
+#[test]
+fn a_client_s_port_unreachable_reaches_the_remote_about_the_gateway_s_port() {
+    let mut h = Harness::default();
+    let nat_port = open_flow(&mut h, L4::Udp { src: 5000, dst: 53 }, b"query");
+    // The reply, as the client got it (reverse-NATed: to its own port).
+    let out = h.run(&from_remote(L4::Udp { src: 53, dst: nat_port }, b"a late answer"));
+    assert_eq!(out.action, TC_ACT_REDIRECT);
+    let reply_as_received = out.packet[64..].to_vec();
+    // Its socket is gone: the client's stack answers port unreachable.
+    let out = h.run(&client_port_unreachable(&reply_as_received));
+    assert_eq!(out.action, TC_ACT_REDIRECT, "the client's error was not sent on");
+    assert_eq!(h.counter("icmp_error_to_remote"), 1);
+    // The error as the remote gets it: from the gateway, about the packet
+    // the remote sent to the gateway's NAT port; every checksum valid,
+    // the quoted UDP one over the whole quoted datagram included.
+    let error = ipv4_at(&out.packet, 14);
+    assert_eq!((error.src, error.dst, error.protocol, error.ttl), (GATEWAY_IP, REMOTE_IP, 1, 63));
+    assert_eq!((error.l4[0], error.l4[1]), (3, 3));
+    let quote = &error.l4[8..];
+    assert_eq!(internet_checksum(&quote[..20]), 0, "the quoted IPv4 header's checksum verifies");
+    let quoted_dst = Ipv4Addr::new(quote[16], quote[17], quote[18], quote[19]);
+    assert_eq!(quoted_dst, GATEWAY_IP);
+    assert_eq!(ports(&quote[20..]), (53, nat_port), "the quoted ports are the remote's and the NAT port");
+    assert!(
+        egress_common::checksum::l4_checksum_ok(REMOTE_IP.octets(), GATEWAY_IP.octets(), 17, &quote[20..]),
+        "the quoted UDP checksum is the one the remote sent"
+    );
+}
+
+#[test]
+fn a_client_s_error_about_a_flow_it_does_not_have_goes_nowhere() {
+    let mut h = Harness::default();
+    // About a reply to a port it never used.
+    let stranger =
+        frame(NODE_MAC, GATEWAY_MAC, REMOTE_IP, CLIENT_IP, 50, L4::Udp { src: 53, dst: 6000 }, b"?");
+    let out = h.run(&client_port_unreachable(&stranger[14..]));
+    assert_eq!(out.action, TC_ACT_SHOT);
+    assert_eq!(h.counter("drop_no_mapping"), 1);
+    // About a packet addressed to someone else.
+    open_flow(&mut h, L4::Udp { src: 5000, dst: 53 }, b"query");
+    let someone_else =
+        frame(NODE_MAC, GATEWAY_MAC, REMOTE_IP, SECOND_CLIENT_IP, 50, L4::Udp { src: 53, dst: 5000 }, b"?");
+    let out = h.run(&client_port_unreachable(&someone_else[14..]));
+    assert_eq!(out.action, TC_ACT_SHOT);
+    assert_eq!(h.counter("drop_spoofed_inner_source"), 1);
+    assert_eq!(h.counter("icmp_error_to_remote"), 0);
+}
+
+#[test]
+fn parameter_problem_is_translated_like_the_other_errors() {
+    let mut h = Harness::default();
+    let sent = sent_packet(&mut h, L4::Udp { src: 5353, dst: 53 }, 48);
+    let icmp = expect_translated(&mut h, &icmp_error(ROUTER_IP, 12, 0, 0, &sent));
+    assert_eq!((icmp[0], icmp[1]), (12, 0));
+    assert_eq!(ports(&icmp[28..]), (5353, 53));
 }

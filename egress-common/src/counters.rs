@@ -64,6 +64,10 @@ counters! {
     /// time exceeded: the client's answer rate (6 at once, then 1 a
     /// second, as Linux's icmp_ratelimit) was used up.
     IcmpAnswerRateLimited = 12 => "icmp_answer_rate_limited",
+    /// A client's ICMP error (port unreachable: its socket closed) about a
+    /// reply of its flow, translated and sent to the remote; also counted
+    /// in `forwarded_to_remote`.
+    IcmpErrorToRemote = 13 => "icmp_error_to_remote",
 
     /// Tunnel packet whose outer source is not an allowed client.
     DropUnknownClient = 16 => "drop_unknown_client",
@@ -112,6 +116,10 @@ counters! {
     /// (`--max-flows-per-client`), none of its own sampled flows able to
     /// make room.
     DropClientFlowLimit = 34 => "drop_client_flow_limit",
+    /// A client's tunnel packet that the network marked congested (CE on
+    /// the outer header) while its inner packet is not ECN-capable: it
+    /// cannot pass the mark on, so it drops the packet (RFC 6040).
+    DropCeOnNotEct = 35 => "drop_ce_on_not_ect",
 }
 
 /// Size of the counters array: room for growth without a layout change.

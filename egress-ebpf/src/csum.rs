@@ -84,13 +84,22 @@ pub fn decrement_ttl(ctx: &TcContext, ip_off: usize, ttl: u8, protocol: u8) -> R
     ctx.store(ip_off + IP_TTL_OFF, &(ttl - 1), 0).map_err(|_| Counter::DropRewriteFailed)
 }
 
-/// Checksum of an option-less IPv4 header with id 0 and no fragment bits,
-/// from its variable fields (host order). Straight-line arithmetic: a loop
-/// over a stack buffer costs the verifier far more than these adds.
+/// Checksum of an option-less IPv4 header with no fragment bits, from its
+/// variable fields (host order). Straight-line arithmetic: a loop over a
+/// stack buffer costs the verifier far more than these adds.
 #[inline(always)]
-pub fn ipv4_header_checksum(total_len: u16, ttl: u8, protocol: u8, src: u32, dst: u32) -> u16 {
-    let sum: u32 = 0x4500
+pub fn ipv4_header_checksum(
+    tos: u8,
+    total_len: u16,
+    id: u16,
+    ttl: u8,
+    protocol: u8,
+    src: u32,
+    dst: u32,
+) -> u16 {
+    let sum: u32 = (0x4500 | tos as u32)
         + total_len as u32
+        + id as u32
         + (((ttl as u32) << 8) | protocol as u32)
         + (src >> 16)
         + (src & 0xffff)

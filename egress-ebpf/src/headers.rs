@@ -8,8 +8,8 @@ pub const UDP_HLEN: usize = 8;
 pub const VXLAN_HLEN: usize = 8;
 pub const ICMP_HLEN: usize = 8;
 pub use egress_common::ip::{
-    is_icmp_error, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_TIME_EXCEEDED,
-    IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+    is_icmp_error, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM,
+    ICMP_TIME_EXCEEDED, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 pub use egress_common::config::TUNNEL_OVERHEAD;
@@ -35,6 +35,8 @@ pub const TCP_ACK: u8 = 0x10;
 #[derive(Clone, Copy)]
 pub struct Ipv4Header {
     pub version_ihl: u8,
+    /// DSCP (upper six bits) and ECN (lower two).
+    pub tos: u8,
     pub total_len: u16,
     pub frag_off: u16,
     pub ttl: u8,
@@ -63,6 +65,7 @@ impl Ipv4Header {
         let raw: RawIpv4 = ctx.load(off).map_err(|_| ())?;
         Ok(Ipv4Header {
             version_ihl: raw.version_ihl,
+            tos: raw.tos,
             total_len: u16::from_be_bytes(raw.total_len),
             frag_off: u16::from_be_bytes(raw.frag_off),
             ttl: raw.ttl,

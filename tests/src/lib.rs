@@ -29,6 +29,8 @@
 //! - [`linkattr`]: link attributes Debian 12's iproute2 cannot set (the
 //!   IPv4 GSO limit, for a sender of super-packets above 64 KiB).
 //! - [`cidr`]: a tiny IPv4 CIDR type so addresses stay configuration.
+//! - [`tos`]: UDP sockets that send with a TOS byte and report the TOS of
+//!   what they receive (ECN across the tunnel).
 //! - [`util`]: root check, workspace paths, temp dirs, polling.
 
 pub mod agent;
@@ -47,6 +49,7 @@ pub mod scenario;
 pub mod soak;
 pub mod tools;
 pub mod topology;
+pub mod tos;
 pub mod util;
 
 pub use agent::{Agent, Flow, Status};

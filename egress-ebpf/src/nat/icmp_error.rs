@@ -1,26 +1,34 @@
 //! ICMP errors about a client's flow (destination unreachable, including
-//! fragmentation needed, and time exceeded), translated back to the client
-//! through the header they quote (RFC 5508, section 4.2). Routers beyond
-//! the gateway send them to the gateway's address about a packet it sent
-//! from a NAT port; the client must get them as if it had been addressed
-//! itself, or path MTU discovery and traceroute stop at the gateway.
+//! fragmentation needed, time exceeded and parameter problem), translated
+//! through the header they quote (RFC 5508, section 4.2), both ways:
 //!
-//! What changes: the outer destination (gateway -> client), the quoted
-//! source (gateway -> client) with the quoted header's checksum, and the
-//! quoted source port or echo identifier (NAT port -> client's). The ICMP
-//! checksum covers the quote, so it follows every change in it. The quoted
-//! transport checksum is left as it is: the quote is usually truncated, and
-//! no receiver checks it. The "next-hop MTU" needs no change: it is the MTU
-//! of a link the client's own (decapsulated) packets cross.
+//! - from the remote side to the client (`rev_nat_v4_icmp_error`): routers
+//!   beyond the gateway send them to the gateway's address about a packet
+//!   it sent from a NAT port; the client must get them as if it had been
+//!   addressed itself, or path MTU discovery and traceroute stop at the
+//!   gateway;
+//! - from the client to the remote (`snat_v4_icmp_error`): a client's port
+//!   unreachable (its socket closed) about a reply, as Linux's NAT passes
+//!   such RELATED packets on, so the remote stops sending and the binding
+//!   can expire.
+//!
+//! What changes: the error's own address (a NAT hop), the quoted address
+//! the NAT rewrote, with the quoted header's checksum, the quoted port or
+//! echo identifier, and the quoted transport checksum when the quote holds
+//! it. The ICMP checksum covers the quote, so it follows every change in
+//! it. Other fields (the "next-hop MTU", the parameter problem's pointer)
+//! need no change.
 use aya_ebpf::programs::TcContext;
-use egress_common::{config::GatewayConfig, conntrack::FlowTuple, counters::Counter};
+use egress_common::{
+    checksum::nat_checksum_update, config::GatewayConfig, conntrack::FlowTuple, counters::Counter,
+};
 
 use crate::{
     conntrack::{self, Half},
     headers::{
         Ipv4Header, ETH_HLEN, ICMP_CSUM_OFF, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REQUEST, ICMP_HLEN,
-        ICMP_ID_OFF, ICMP_TIME_EXCEEDED, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN, IP_CSUM_OFF,
-        IP_SRC_OFF, TUNNEL_OVERHEAD,
+        ICMP_ID_OFF, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+        IPV4_HLEN, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, TUNNEL_OVERHEAD,
     },
     maps::count,
     nat::{
@@ -29,9 +37,49 @@ use crate::{
     },
 };
 
-/// The quoted IPv4 header (ours never carry options) and what follows it.
-const QUOTED_IP_OFF: usize = L4_OFF + ICMP_HLEN;
-const QUOTED_L4_OFF: usize = QUOTED_IP_OFF + IPV4_HLEN;
+/// Whether an ICMP error type is one this module translates.
+#[inline(always)]
+pub fn is_translated_error(icmp_type: u8) -> bool {
+    icmp_type == ICMP_DEST_UNREACHABLE
+        || icmp_type == ICMP_TIME_EXCEEDED
+        || icmp_type == ICMP_PARAMETER_PROBLEM
+}
+
+/// The flow an ICMP error quotes, as the quoted packet names it.
+struct Quote {
+    ip: Ipv4Header,
+    /// The quoted source and destination ports (TCP, UDP), or the echo
+    /// identifier as both (ICMP echo).
+    src_port_be: u16,
+    dst_port_be: u16,
+    /// Where the NAT's port sits in the quoted L4 header.
+    port_off: usize,
+}
+
+/// Reads the quote at `quoted_ip_off`: an option-less IPv4 header and the
+/// ports of TCP or UDP, or an echo request's identifier (`echo_type`: the
+/// echo type the quoted packet must have).
+#[inline(always)]
+fn load_quote(ctx: &TcContext, quoted_ip_off: usize, echo_type: u8, dst_side: bool) -> Option<Quote> {
+    let ip = Ipv4Header::load(ctx, quoted_ip_off).ok()?;
+    if ip.version_ihl != 0x45 {
+        return None;
+    }
+    let l4: [u8; 8] = ctx.load(quoted_ip_off + IPV4_HLEN).ok()?;
+    match ip.protocol {
+        IPPROTO_TCP | IPPROTO_UDP => Some(Quote {
+            ip,
+            src_port_be: u16::from_ne_bytes([l4[0], l4[1]]),
+            dst_port_be: u16::from_ne_bytes([l4[2], l4[3]]),
+            port_off: if dst_side { 2 } else { 0 },
+        }),
+        IPPROTO_ICMP if l4[0] == echo_type => {
+            let id_be = u16::from_ne_bytes([l4[4], l4[5]]);
+            Some(Quote { ip, src_port_be: id_be, dst_port_be: id_be, port_off: ICMP_ID_OFF })
+        }
+        _ => None,
+    }
+}
 
 /// An ICMP error of `icmp_type` addressed to the gateway (`outer` has no
 /// options; the caller checked). Ours when it quotes a packet we sent from
@@ -43,35 +91,26 @@ pub fn rev_nat_v4_icmp_error(
     outer: &Ipv4Header,
     icmp_type: u8,
 ) -> Result<Returned, Counter> {
-    if icmp_type != ICMP_DEST_UNREACHABLE && icmp_type != ICMP_TIME_EXCEEDED {
+    if !is_translated_error(icmp_type) {
         return Ok(Returned::NotOurs);
     }
-    let Ok(quoted) = Ipv4Header::load(ctx, QUOTED_IP_OFF) else {
-        return Ok(Returned::NotOurs);
-    };
-    if quoted.src_be != cfg.gateway_ip_be || quoted.version_ihl != 0x45 {
-        return Ok(Returned::NotOurs);
-    }
+    let quoted_ip_off = L4_OFF + ICMP_HLEN;
     // The quoted flow, as the gateway sent it: NAT port (or echo id) first.
-    let Ok(l4) = ctx.load::<[u8; 8]>(QUOTED_L4_OFF) else {
+    let Some(quote) = load_quote(ctx, quoted_ip_off, ICMP_ECHO_REQUEST, false) else {
         return Ok(Returned::NotOurs);
     };
-    let (nat_port_be, remote_port_be, port_off) = match quoted.protocol {
-        IPPROTO_TCP | IPPROTO_UDP => {
-            (u16::from_ne_bytes([l4[0], l4[1]]), u16::from_ne_bytes([l4[2], l4[3]]), 0)
-        }
-        IPPROTO_ICMP if l4[0] == ICMP_ECHO_REQUEST => (u16::from_ne_bytes([l4[4], l4[5]]), 0, ICMP_ID_OFF),
-        _ => return Ok(Returned::NotOurs),
-    };
-    if !cfg.is_nat_port(u16::from_be(nat_port_be)) {
+    let nat_port_be = quote.src_port_be;
+    if quote.ip.src_be != cfg.gateway_ip_be || !cfg.is_nat_port(u16::from_be(nat_port_be)) {
         return Ok(Returned::NotOurs);
     }
-    let tuple = FlowTuple::new(quoted.dst_be, quoted.src_be, remote_port_be, nat_port_be, quoted.protocol);
+    let remote_port_be = if quote.ip.protocol == IPPROTO_ICMP { 0 } else { quote.dst_port_be };
+    let tuple =
+        FlowTuple::new(quote.ip.dst_be, quote.ip.src_be, remote_port_be, nat_port_be, quote.ip.protocol);
     // An error does not keep its flow alive: no refresh, no state change.
     let Some((_, entry)) = conntrack::ct_lookup(cfg, Half::Reply, &tuple, conntrack::now_ns()) else {
         // An echo identifier in the NAT range may be the gateway pod's own
         // ping (as for echo replies, `rev_nat`): its stack's business.
-        return if quoted.protocol == IPPROTO_ICMP {
+        return if quote.ip.protocol == IPPROTO_ICMP {
             Ok(Returned::NotOurs)
         } else {
             Err(Counter::DropNoMapping)
@@ -86,7 +125,17 @@ pub fn rev_nat_v4_icmp_error(
     if cfg.mtu != 0 && bytes + TUNNEL_OVERHEAD as u32 > cfg.mtu {
         return Err(Counter::DropTooBigForTunnel);
     }
-    rewrite_quote(ctx, &quoted, entry.client_ip_be, nat_port_be, entry.client_port_be, port_off)?;
+    let quote_len = bytes - IPV4_HLEN as u32 - ICMP_HLEN as u32;
+    rewrite_quote(
+        ctx,
+        L4_OFF,
+        &quote,
+        End::Source,
+        entry.client_ip_be,
+        nat_port_be,
+        entry.client_port_be,
+        quote_len,
+    )?;
     // The error itself now goes to the client: a router hop.
     nat_v4_rewrite_headers(ctx, IP_OFF, outer, End::Destination, entry.client_ip_be, 0, 0)?;
     nat_v4_to_client(ctx, cfg, &entry, 1, bytes as u64)?;
@@ -94,30 +143,108 @@ pub fn rev_nat_v4_icmp_error(
     Ok(Returned::ToClient)
 }
 
-/// The quoted header as the client sent it: its source address (with the
-/// quoted header's own checksum) and source port or echo identifier, each
-/// change also applied to the ICMP checksum that covers them.
+/// A client's ICMP error, still in its tunnel (`inner` is the decapsulated
+/// packet's header at `inner_ip_off`), about a reply of one of its flows:
+/// rewritten as the gateway's own, about the packet as the gateway sent it
+/// on. The caller strips the tunnel and sends it out. Errors about anything
+/// else are dropped: a client may only speak for its own flows.
 #[inline(always)]
+pub fn snat_v4_icmp_error(
+    ctx: &TcContext,
+    cfg: &GatewayConfig,
+    inner_ip_off: usize,
+    inner: &Ipv4Header,
+) -> Result<(), Counter> {
+    let icmp_off = inner_ip_off + IPV4_HLEN;
+    // The quoted reply, as the client got it: remote -> client port.
+    let quote = load_quote(ctx, icmp_off + ICMP_HLEN, egress_common::ip::ICMP_ECHO_REPLY, true)
+        .ok_or(Counter::DropUnsupportedProtocol)?;
+    if quote.ip.dst_be != inner.src_be {
+        return Err(Counter::DropSpoofedInnerSource);
+    }
+    let remote_port_be = if quote.ip.protocol == IPPROTO_ICMP { 0 } else { quote.src_port_be };
+    let client_port_be = quote.dst_port_be;
+    let tuple =
+        FlowTuple::new(quote.ip.dst_be, quote.ip.src_be, client_port_be, remote_port_be, quote.ip.protocol);
+    let Some((_, entry)) = conntrack::ct_lookup(cfg, Half::Original, &tuple, conntrack::now_ns()) else {
+        return Err(Counter::DropNoMapping);
+    };
+    let quote_len = (inner.total_len as u32).saturating_sub((IPV4_HLEN + ICMP_HLEN) as u32);
+    rewrite_quote(
+        ctx,
+        icmp_off,
+        &quote,
+        End::Destination,
+        cfg.gateway_ip_be,
+        client_port_be,
+        entry.nat_port_be,
+        quote_len,
+    )?;
+    nat_v4_rewrite_headers(ctx, inner_ip_off, inner, End::Source, cfg.gateway_ip_be, 0, 0)?;
+    count(Counter::IcmpErrorToRemote);
+    Ok(())
+}
+
+/// Rewrites the quote of the ICMP message at `icmp_off` (`quote_len` bytes
+/// from the quoted IPv4 header on): `end`'s address becomes `new_addr_be`
+/// and its port (or echo identifier) `old_port_be` becomes `new_port_be`,
+/// with the quoted IPv4 checksum, the quoted transport checksum when the
+/// quote holds it (UDP's unless it is 0, "none"), and the ICMP checksum.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn rewrite_quote(
     ctx: &TcContext,
-    quoted: &Ipv4Header,
-    client_ip_be: u32,
-    nat_port_be: u16,
-    client_port_be: u16,
-    port_off: usize,
+    icmp_off: usize,
+    quote: &Quote,
+    end: End,
+    new_addr_be: u32,
+    old_port_be: u16,
+    new_port_be: u16,
+    quote_len: u32,
 ) -> Result<(), Counter> {
     let failed = |_| Counter::DropRewriteFailed;
-    let icmp_csum = L4_OFF + ICMP_CSUM_OFF;
-    let old_quoted_csum: u16 = ctx.load(QUOTED_IP_OFF + IP_CSUM_OFF).map_err(failed)?;
-    ctx.l3_csum_replace(QUOTED_IP_OFF + IP_CSUM_OFF, quoted.src_be as u64, client_ip_be as u64, 4)
+    let icmp_csum = icmp_off + ICMP_CSUM_OFF;
+    let quoted_ip_off = icmp_off + ICMP_HLEN;
+    let quoted_l4_off = quoted_ip_off + IPV4_HLEN;
+    let (addr_off, old_addr_be) = match end {
+        End::Source => (IP_SRC_OFF, quote.ip.src_be),
+        End::Destination => (IP_DST_OFF, quote.ip.dst_be),
+    };
+    // The quoted IPv4 header: the address, then its own checksum, each
+    // change also applied to the ICMP checksum that covers them.
+    let old_quoted_csum: u16 = ctx.load(quoted_ip_off + IP_CSUM_OFF).map_err(failed)?;
+    ctx.l3_csum_replace(quoted_ip_off + IP_CSUM_OFF, old_addr_be as u64, new_addr_be as u64, 4)
         .map_err(failed)?;
-    let new_quoted_csum: u16 = ctx.load(QUOTED_IP_OFF + IP_CSUM_OFF).map_err(failed)?;
-    ctx.l4_csum_replace(icmp_csum, quoted.src_be as u64, client_ip_be as u64, 4).map_err(failed)?;
+    let new_quoted_csum: u16 = ctx.load(quoted_ip_off + IP_CSUM_OFF).map_err(failed)?;
+    ctx.l4_csum_replace(icmp_csum, old_addr_be as u64, new_addr_be as u64, 4).map_err(failed)?;
     ctx.l4_csum_replace(icmp_csum, old_quoted_csum as u64, new_quoted_csum as u64, 2).map_err(failed)?;
-    ctx.store(QUOTED_IP_OFF + IP_SRC_OFF, &client_ip_be, 0).map_err(failed)?;
-    if nat_port_be != client_port_be {
-        ctx.l4_csum_replace(icmp_csum, nat_port_be as u64, client_port_be as u64, 2).map_err(failed)?;
-        ctx.store(QUOTED_L4_OFF + port_off, &client_port_be, 0).map_err(failed)?;
+    ctx.store(quoted_ip_off + addr_off, &new_addr_be, 0).map_err(failed)?;
+    // The quoted transport checksum: UDP's within any quote, TCP's in a
+    // long one; the address is in its pseudo-header (not ICMP's).
+    let csum_off = match quote.ip.protocol {
+        IPPROTO_UDP => 6,
+        IPPROTO_TCP => 16,
+        _ => 2,
+    };
+    if quote_len >= (IPV4_HLEN + csum_off + 2) as u32 {
+        let old_csum_be: u16 = ctx.load(quoted_l4_off + csum_off).map_err(failed)?;
+        if !(quote.ip.protocol == IPPROTO_UDP && old_csum_be == 0) {
+            let new_csum = nat_checksum_update(
+                u16::from_be(old_csum_be),
+                u32::from_be(old_addr_be),
+                u32::from_be(new_addr_be),
+                u16::from_be(old_port_be),
+                u16::from_be(new_port_be),
+                quote.ip.protocol != IPPROTO_ICMP,
+            );
+            let new_csum_be = new_csum.to_be();
+            ctx.l4_csum_replace(icmp_csum, old_csum_be as u64, new_csum_be as u64, 2).map_err(failed)?;
+            ctx.store(quoted_l4_off + csum_off, &new_csum_be, 0).map_err(failed)?;
+        }
+    }
+    if old_port_be != new_port_be {
+        ctx.l4_csum_replace(icmp_csum, old_port_be as u64, new_port_be as u64, 2).map_err(failed)?;
+        ctx.store(quoted_l4_off + quote.port_off, &new_port_be, 0).map_err(failed)?;
     }
     Ok(())
 }

@@ -16,10 +16,11 @@ use crate::{
     },
     maps::{account, count, wire_segments, Direction, CLIENTS, EXCLUDED_DSTS},
     nat::{
+        icmp_error,
         rewrite::{nat_v4_rewrite_headers, End},
         time_exceeded,
     },
-    tunnel::decap::{parse_tunnel, strip_tunnel, InnerFrame, INNER_IP_OFF},
+    tunnel::decap::{merge_ecn, parse_tunnel, strip_tunnel, InnerFrame, INNER_IP_OFF},
     verdict::Verdict,
 };
 
@@ -68,6 +69,17 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
     }
     if EXCLUDED_DSTS.get(Key::new(32, inner.ip.dst_be)).is_some() {
         return Err(Counter::DropExcludedDestination);
+    }
+    // Before any state is made for it: a packet RFC 6040 drops makes none.
+    merge_ecn(ctx, outer.tos, &inner.ip)?;
+    if inner.ip.protocol == IPPROTO_ICMP {
+        let icmp_type: u8 = ctx.load(INNER_L4_OFF).map_err(|_| Counter::DropMalformed)?;
+        if icmp_error::is_translated_error(icmp_type) {
+            icmp_error::snat_v4_icmp_error(ctx, cfg, INNER_IP_OFF, &inner.ip)?;
+            strip_tunnel(ctx)?;
+            account(client_id, Direction::ToRemote, 1, (ctx.len() - ETH_HLEN as u32) as u64);
+            return Ok(Sent::Out(UploadRoute::Direct));
+        }
     }
     let ports = load_l4(ctx, INNER_L4_OFF, inner.ip.protocol)
         .map_err(|_| Counter::DropMalformed)?

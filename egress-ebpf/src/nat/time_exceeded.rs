@@ -22,7 +22,9 @@
 //! in:  [eth][outer IPv4 | UDP | VXLAN | inner eth: 50][inner IPv4 | L4 ...]
 //! out: [eth][outer IPv4 | UDP | VXLAN | inner eth: 50][IPv4][ICMP][inner IPv4 | L4 ...]
 //! ```
-use aya_ebpf::{bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, programs::TcContext};
+use aya_ebpf::{
+    bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, helpers::bpf_get_prandom_u32, programs::TcContext,
+};
 use egress_common::{config::GatewayConfig, counters::Counter, ip::is_martian_destination};
 
 use crate::{
@@ -45,6 +47,8 @@ const ANSWER_IP_OFF: usize = ETH_HLEN + TUNNEL_OVERHEAD;
 /// What the answer adds in front of the expired packet.
 const GROWTH: usize = IPV4_HLEN + ICMP_HLEN;
 const ANSWER_TTL: u8 = 64;
+/// IPTOS_PREC_INTERNETCONTROL: the precedence Linux gives its ICMP errors.
+const ANSWER_TOS: u8 = 0xc0;
 
 /// The answer's IPv4 and ICMP headers, exactly as on the wire.
 #[repr(C, packed)]
@@ -86,7 +90,15 @@ pub fn answer(
     ctx.adjust_room(GROWTH as i32, BPF_ADJ_ROOM_MAC, 0).map_err(|_| Counter::DropRewriteFailed)?;
     let total_len = (GROWTH + quote_len) as u16;
     let answer = Answer {
-        ip: Ipv4Wire::new(total_len, ANSWER_TTL, IPPROTO_ICMP, cfg.gateway_ip_be, inner.ip.src_be),
+        ip: Ipv4Wire::new(
+            total_len,
+            ANSWER_TOS,
+            unsafe { bpf_get_prandom_u32() } as u16,
+            ANSWER_TTL,
+            IPPROTO_ICMP,
+            cfg.gateway_ip_be,
+            inner.ip.src_be,
+        ),
         icmp_type: ICMP_TIME_EXCEEDED,
         icmp_code: 0,
         icmp_csum_be: icmp_csum.to_be(),

@@ -5,7 +5,16 @@ use aya_ebpf::{
 };
 use egress_common::{config::GatewayConfig, counters::Counter};
 
-use crate::headers::{Ipv4Header, ETH_HLEN, ETH_P_IP, IPV4_HLEN, TUNNEL_OVERHEAD, UDP_HLEN, VXLAN_HLEN};
+use crate::headers::{
+    Ipv4Header, ETH_HLEN, ETH_P_IP, IPV4_HLEN, IP_CSUM_OFF, TUNNEL_OVERHEAD, UDP_HLEN, VXLAN_HLEN,
+};
+
+/// ECN codepoints (the TOS byte's two low bits, RFC 3168).
+const ECN_MASK: u8 = 0x03;
+const ECN_ECT1: u8 = 0x01;
+const ECN_ECT0: u8 = 0x02;
+const ECN_CE: u8 = 0x03;
+const ECN_NOT_ECT: u8 = 0x00;
 
 /// Where the inner frame's headers sit while the tunnel is still on.
 pub const VXLAN_OFF: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN;
@@ -55,6 +64,31 @@ pub fn parse_tunnel(ctx: &TcContext, cfg: &GatewayConfig) -> Result<InnerFrame, 
         tunnel_gateway_mac: [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]],
         ip,
     })
+}
+
+/// Merges the outer header's ECN into the inner packet before the tunnel
+/// goes, as RFC 6040 says a decapsulator must: congestion marked on the
+/// tunnel (CE) is passed on to an ECN-capable inner packet, and a marked
+/// tunnel packet whose inner packet is not ECN-capable is dropped (the
+/// mark cannot be passed on). The inner checksum follows.
+#[inline(always)]
+pub fn merge_ecn(ctx: &TcContext, outer_tos: u8, inner: &Ipv4Header) -> Result<(), Counter> {
+    let (outer_ecn, inner_ecn) = (outer_tos & ECN_MASK, inner.tos & ECN_MASK);
+    let merged = match (outer_ecn, inner_ecn) {
+        (ECN_CE, ECN_NOT_ECT) => return Err(Counter::DropCeOnNotEct),
+        (ECN_CE, _) => ECN_CE,
+        (ECN_ECT1, ECN_ECT0) => ECN_ECT1,
+        _ => inner_ecn,
+    };
+    if merged == inner_ecn {
+        return Ok(());
+    }
+    let tos = (inner.tos & !ECN_MASK) | merged;
+    let old_word = u16::from_ne_bytes([inner.version_ihl, inner.tos]);
+    let new_word = u16::from_ne_bytes([inner.version_ihl, tos]);
+    ctx.l3_csum_replace(INNER_IP_OFF + IP_CSUM_OFF, old_word as u64, new_word as u64, 2)
+        .map_err(|_| Counter::DropRewriteFailed)?;
+    ctx.store(INNER_IP_OFF + 1, &tos, 0).map_err(|_| Counter::DropRewriteFailed)
 }
 
 /// Removes outer IPv4/UDP/VXLAN and the inner Ethernet header, keeping the

@@ -4,6 +4,7 @@ use aya_ebpf::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
         BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO,
     },
+    helpers::bpf_get_prandom_u32,
     programs::TcContext,
 };
 use egress_common::{
@@ -94,7 +95,11 @@ impl TunnelTarget {
 
 /// Writes the tunnel headers into the 50 bytes after the Ethernet header,
 /// sized for the packet as it is now (whose length fits 16 bits, or this
-/// fails rather than write a wrapped one).
+/// fails rather than write a wrapped one), as Linux's VXLAN device writes
+/// them: the inner packet's DSCP and ECN copied to the outer header (RFC
+/// 6040's normal mode: a router that marks congestion on the outer header
+/// marks what the worker's tunnel device hands on), and a fresh IP ID (the
+/// outer DF bit is clear).
 #[inline(always)]
 pub fn write_tunnel_header(
     ctx: &TcContext,
@@ -103,8 +108,18 @@ pub fn write_tunnel_header(
 ) -> Result<(), Counter> {
     let inner_ip_len = (ctx.len() - ETH_HLEN as u32).saturating_sub(TUNNEL_OVERHEAD as u32);
     let outer_ip_len = tunnel_outer_ip_len(inner_ip_len).ok_or(Counter::DropTooBigForTunnel)?;
+    let inner_tos: u8 = ctx.load(ETH_HLEN + TUNNEL_OVERHEAD + 1).map_err(|_| Counter::DropMalformed)?;
+    let id = unsafe { bpf_get_prandom_u32() } as u16;
     let header = TunnelHeader {
-        ip: Ipv4Wire::new(outer_ip_len, OUTER_TTL, IPPROTO_UDP, cfg.gateway_ip_be, target.outer_ip_be),
+        ip: Ipv4Wire::new(
+            outer_ip_len,
+            inner_tos,
+            id,
+            OUTER_TTL,
+            IPPROTO_UDP,
+            cfg.gateway_ip_be,
+            target.outer_ip_be,
+        ),
         udp_src_port_be: cfg.vxlan_port_be,
         udp_dst_port_be: cfg.vxlan_port_be,
         udp_len_be: (outer_ip_len - IPV4_HLEN as u16).to_be(),
