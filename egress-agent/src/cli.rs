@@ -106,7 +106,8 @@ pub struct GatewayArgs {
     pub gc_interval_s: u64,
     /// No veth pair inside the pod: uploads go straight out instead of
     /// being re-aggregated with GRO (docs/benchmarks.md), and replies too
-    /// big for one tunnel packet are dropped instead of being resegmented.
+    /// big for one tunnel packet are dropped instead of being resegmented
+    /// (aggregates) or sent as two fragments (replies without DF).
     #[arg(long)]
     pub no_gro_stage: bool,
     /// The state keeper's socket (`egress-agent keep`): the datapath is

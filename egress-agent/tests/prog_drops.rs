@@ -80,11 +80,14 @@ fn truncated_tunnel_and_inner_headers() {
 }
 
 #[test]
-fn inner_fragment() {
+fn inner_later_fragment_without_its_first() {
     let mut h = Harness::default();
     let mut f = inner(CLIENT_IP, REMOTE_IP, 64, L4::Udp { src: 1, dst: 2 });
-    f[14 + 6] |= 0x20; // more fragments
-    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &f), "drop_fragment");
+    f[14 + 7] = 185; // offset 1480: no ports, and no first fragment seen
+    f[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let csum = egress_common::checksum::internet_checksum(&f[14..34]);
+    f[14 + 10..14 + 12].copy_from_slice(&csum.to_be_bytes());
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &f), "drop_fragment_unmatched");
 }
 
 #[test]
@@ -220,12 +223,17 @@ fn reply_too_big_for_the_tunnel() {
         let out = h.run(&from_client(L4::Udp { src: 5000, dst: 9000 }, b""));
         ports(&ipv4_at(&out.packet, 14).l4).0
     };
-    // 1500-byte IP packet: 1550 once encapsulated, over the 1500 MTU.
+    // 1500-byte IP packet: 1550 once encapsulated, over the 1500 MTU. It
+    // has DF: dropped, and answered with fragmentation needed.
     let big = from_remote(L4::Udp { src: 9000, dst: nat_port }, &[0u8; 1472]);
-    assert_dropped(&mut h, &big, "drop_too_big_for_tunnel");
+    assert_eq!(h.run(&big).action, TC_ACT_REDIRECT);
+    assert_eq!(h.counter("drop_too_big_for_tunnel"), 1);
+    assert_eq!(h.counter("icmp_frag_needed_to_remote"), 1);
+    assert_eq!(h.counter("forwarded_to_client"), 0);
     // 1450 bytes + 50 fits exactly.
     let fits = from_remote(L4::Udp { src: 9000, dst: nat_port }, &[0u8; 1422]);
     assert_eq!(h.run(&fits).action, TC_ACT_REDIRECT);
+    assert_eq!(h.counter("forwarded_to_client"), 1);
 }
 
 /// A packet from the remote to the gateway with the IP header changed by `edit`
@@ -248,11 +256,13 @@ fn with_ip_options(p: &mut Vec<u8>) {
 }
 
 #[test]
-fn fragments_and_options_aimed_at_nat_ports_are_dropped() {
+fn unsolicited_fragments_and_options_aimed_at_nat_ports_are_dropped() {
     let mut h = Harness::default();
     let udp_to_nat = L4::Udp { src: 53, dst: 20_050 };
+    // A first fragment carries ports: translated like any reply, so with no
+    // flow on that NAT port it is unsolicited.
     let first_fragment = remote_packet_with(udp_to_nat, |p| p[20] |= 0x20);
-    assert_dropped(&mut h, &first_fragment, "drop_fragment");
+    assert_dropped(&mut h, &first_fragment, "drop_no_mapping");
     let options = remote_packet_with(tcp_ack(443, 20_050), with_ip_options);
     assert_dropped(&mut h, &options, "drop_ip_options");
     let tunnel_with_options = remote_packet_with(L4::Udp { src: 4789, dst: VXLAN_PORT }, with_ip_options);

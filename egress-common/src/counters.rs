@@ -19,13 +19,18 @@ macro_rules! counters {
 
             /// Whether this counter counts dropped packets.
             pub const fn is_drop(self) -> bool {
-                (self as u32) >= DROP_BASE
+                let slot = self as u32;
+                slot >= DROP_BASE && slot < MORE_EVENTS_BASE
             }
         }
     };
 }
 
+/// Slots 0..16 count what happened to packets that went on, 16..48 why
+/// packets were dropped, 48..64 more of the former (the first range ran
+/// out; slots keep their numbers, which adopted maps already hold).
 const DROP_BASE: u32 = 16;
+const MORE_EVENTS_BASE: u32 = 48;
 
 counters! {
     /// A client packet decapsulated, translated and sent out.
@@ -68,6 +73,13 @@ counters! {
     /// reply of its flow, translated and sent to the remote; also counted
     /// in `forwarded_to_remote`.
     IcmpErrorToRemote = 13 => "icmp_error_to_remote",
+    /// A reply too big for the tunnel with DF set, answered to the remote
+    /// with ICMP fragmentation needed (the tunnel's MTU) from the gateway's
+    /// address; the reply itself is counted in `drop_too_big_for_tunnel`.
+    IcmpFragNeededToRemote = 14 => "icmp_frag_needed_to_remote",
+    /// A reply too big for the tunnel with DF clear, sent to its client as
+    /// two IPv4 fragments that fit.
+    ReplyFragmented = 15 => "reply_fragmented",
 
     /// Tunnel packet whose outer source is not an allowed client.
     DropUnknownClient = 16 => "drop_unknown_client",
@@ -79,7 +91,8 @@ counters! {
     DropSpoofedInnerSource = 19 => "drop_spoofed_inner_source",
     /// Header truncated or inconsistent.
     DropMalformed = 20 => "drop_malformed",
-    /// IP fragment (no ports to translate).
+    /// A tunnel packet whose outer header is fragmented (workers never
+    /// send one: their tunnel MTU fits eth0's), not reassembled.
     DropFragment = 21 => "drop_fragment",
     /// IPv4 options present (not translated).
     DropIpOptions = 22 => "drop_ip_options",
@@ -120,6 +133,14 @@ counters! {
     /// the outer header) while its inner packet is not ECN-capable: it
     /// cannot pass the mark on, so it drops the packet (RFC 6040).
     DropCeOnNotEct = 35 => "drop_ce_on_not_ect",
+    /// A client's IP fragment without ports whose first fragment the
+    /// gateway has not translated (lost, reordered behind it, or older than
+    /// the fragment timeout): nothing says which flow it belongs to.
+    DropFragmentUnmatched = 36 => "drop_fragment_unmatched",
+
+    /// An IP fragment without ports (not the first of its datagram)
+    /// translated like the first, which the fragment map remembered.
+    FragmentTranslated = 48 => "fragment_translated",
 }
 
 /// Size of the counters array: room for growth without a layout change.

@@ -10,6 +10,7 @@ pub mod checksum;
 pub mod config;
 pub mod conntrack;
 pub mod counters;
+pub mod fragments;
 pub mod gro;
 pub mod ip;
 pub mod maps;

@@ -39,6 +39,12 @@ pub const CLIENT_TRAFFIC: &str = "CLIENT_TRAFFIC";
 /// `LruPerCpuHashMap<NatDestination, u64>`: new flows dropped because every
 /// NAT port towards that destination was bound.
 pub const NAT_EXHAUSTED: &str = "NAT_EXHAUSTED";
+/// `LruHashMap<FragmentKey, FragmentFlow>`: the flows of datagrams whose
+/// first fragment passed (`crate::fragments`). Not kept across restarts.
+pub const FRAGMENTS: &str = "FRAGMENTS";
+/// `PerCpuArray<[u8; SPLIT_TAIL_MAX]>` with one slot: the second part of a
+/// reply being split, off the stack.
+pub const SPLIT_TAIL: &str = "SPLIT_TAIL";
 /// `PerCpuArray<u64>` indexed by [`crate::counters::Counter`].
 pub const COUNTERS: &str = "COUNTERS";
 

@@ -2,6 +2,7 @@
 use crate::{
     config::GatewayConfig,
     conntrack::{FlowTuple, NatEntry},
+    fragments::{FragmentFlow, FragmentKey},
     maps::{ClientInfo, ClientRefusals, ClientTraffic, NatDestination},
 };
 
@@ -14,3 +15,5 @@ unsafe impl aya::Pod for ClientInfo {}
 unsafe impl aya::Pod for ClientTraffic {}
 unsafe impl aya::Pod for NatDestination {}
 unsafe impl aya::Pod for ClientRefusals {}
+unsafe impl aya::Pod for FragmentKey {}
+unsafe impl aya::Pod for FragmentFlow {}

@@ -45,9 +45,65 @@ pub fn rewrite_ipv4_addr(
         )
         .map_err(|_| Counter::DropRewriteFailed)?;
     }
+    rewrite_ipv4_addr_only(ctx, ip_off, field_off, old_be, new_be)
+}
+
+/// Rewrites the IPv4 address at `ip_off + field_off` and the IP checksum
+/// only: for a fragment that carries no L4 header (its datagram's L4
+/// checksum, in the first fragment, was updated there).
+#[inline(always)]
+pub fn rewrite_ipv4_addr_only(
+    ctx: &TcContext,
+    ip_off: usize,
+    field_off: usize,
+    old_be: u32,
+    new_be: u32,
+) -> Result<(), Counter> {
     ctx.l3_csum_replace(ip_off + IP_CSUM_OFF, old_be as u64, new_be as u64, 4)
         .map_err(|_| Counter::DropRewriteFailed)?;
     ctx.store(ip_off + field_off, &new_be, 0).map_err(|_| Counter::DropRewriteFailed)
+}
+
+/// Rewrites a 16-bit IPv4 header field (host order values) and the IP
+/// checksum.
+#[inline(always)]
+pub fn rewrite_ipv4_word(
+    ctx: &TcContext,
+    ip_off: usize,
+    field_off: usize,
+    old: u16,
+    new: u16,
+) -> Result<(), Counter> {
+    let (old_be, new_be) = (old.to_be(), new.to_be());
+    ctx.l3_csum_replace(ip_off + IP_CSUM_OFF, old_be as u64, new_be as u64, 2)
+        .map_err(|_| Counter::DropRewriteFailed)?;
+    ctx.store(ip_off + field_off, &new_be, 0).map_err(|_| Counter::DropRewriteFailed)
+}
+
+/// The sum (unfolded) of `len` bytes at `off`, read four at a time, for
+/// an ICMP error that quotes them; at most `MAX` bytes are read.
+#[inline(always)]
+pub fn quote_sum<const MAX: usize>(ctx: &TcContext, off: usize, len: usize) -> Result<u32, Counter> {
+    let mut sum: u32 = 0;
+    let mut at = 0;
+    for _ in 0..MAX / 4 {
+        if at + 4 > len {
+            break;
+        }
+        let word: [u8; 4] = ctx.load(off + at).map_err(|_| Counter::DropMalformed)?;
+        sum += u16::from_be_bytes([word[0], word[1]]) as u32 + u16::from_be_bytes([word[2], word[3]]) as u32;
+        at += 4;
+    }
+    if at + 2 <= len {
+        let half: [u8; 2] = ctx.load(off + at).map_err(|_| Counter::DropMalformed)?;
+        sum += u16::from_be_bytes(half) as u32;
+        at += 2;
+    }
+    if at < len {
+        let byte: u8 = ctx.load(off + at).map_err(|_| Counter::DropMalformed)?;
+        sum += (byte as u32) << 8;
+    }
+    Ok(sum)
 }
 
 /// Rewrites a 16-bit port (or ICMP identifier) at `l4_off + field_off`.

@@ -13,9 +13,12 @@ pub use egress_common::ip::{
 };
 
 pub use egress_common::config::TUNNEL_OVERHEAD;
+pub use egress_common::fragments::{IP_DF, IP_MF, IP_OFFSET_MASK};
 const _: () = assert!(TUNNEL_OVERHEAD == IPV4_HLEN + UDP_HLEN + VXLAN_HLEN + ETH_HLEN);
 
 /// Byte offsets inside an IPv4 header.
+pub const IP_TOTAL_LEN_OFF: usize = 2;
+pub const IP_FRAG_OFF: usize = 6;
 pub const IP_TTL_OFF: usize = 8;
 pub const IP_CSUM_OFF: usize = 10;
 pub const IP_SRC_OFF: usize = 12;
@@ -38,6 +41,8 @@ pub struct Ipv4Header {
     /// DSCP (upper six bits) and ECN (lower two).
     pub tos: u8,
     pub total_len: u16,
+    /// Identification, as on the wire: what a datagram's fragments share.
+    pub id_be: u16,
     pub frag_off: u16,
     pub ttl: u8,
     pub protocol: u8,
@@ -67,6 +72,7 @@ impl Ipv4Header {
             version_ihl: raw.version_ihl,
             tos: raw.tos,
             total_len: u16::from_be_bytes(raw.total_len),
+            id_be: u16::from_ne_bytes(raw.id),
             frag_off: u16::from_be_bytes(raw.frag_off),
             ttl: raw.ttl,
             protocol: raw.protocol,
@@ -90,10 +96,27 @@ impl Ipv4Header {
         self.version_ihl & 0x0f != 5
     }
 
-    /// More-fragments set or a non-zero offset: no complete L4 header here.
+    /// More-fragments set or a non-zero offset: part of a datagram.
     #[inline(always)]
     pub fn is_fragment(&self) -> bool {
         self.frag_off & 0x3fff != 0
+    }
+
+    /// A fragment other than the first: it carries no L4 header at all.
+    #[inline(always)]
+    pub fn is_later_fragment(&self) -> bool {
+        self.frag_off & IP_OFFSET_MASK != 0
+    }
+
+    /// The first fragment of a datagram that has more.
+    #[inline(always)]
+    pub fn is_first_fragment(&self) -> bool {
+        self.frag_off & (IP_MF | IP_OFFSET_MASK) == IP_MF
+    }
+
+    #[inline(always)]
+    pub fn dont_fragment(&self) -> bool {
+        self.frag_off & IP_DF != 0
     }
 }
 

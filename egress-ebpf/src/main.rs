@@ -4,8 +4,9 @@
 //! stack untouched:
 //! - VXLAN from a labeled worker pod to `gateway_ip:vxlan_port`: decapsulate,
 //!   SNAT to the gateway's address, send out (`egress::from_client`);
-//! - replies to `gateway_ip` on a NAT port: reverse the NAT, encapsulate back
-//!   to the client's worker, send out (`ingress::from_remote`).
+//! - replies to `gateway_ip` on a NAT port, and the later fragments of their
+//!   datagrams: reverse the NAT, encapsulate back to the client's worker,
+//!   send out (`rev_nat::from_remote`).
 //!
 //! A second classifier, `egress_gro_stage`, sends on what the GRO stage
 //! (`egress_common::gro`) re-aggregated from a client's upload; a third,
@@ -42,9 +43,18 @@ pub fn egress_gateway(ctx: TcContext) -> i32 {
 
 /// On the resegmentation pair's receiving end (the GRO stage's sending
 /// end): the segments of a reply `egress_gateway` could not encapsulate
-/// whole. Only replies ever arrive here; anything else is dropped.
+/// whole, a reply to be sent in two fragments, and the first of those two
+/// fragments, tunnelled already (`tunnel::split`). Only these ever arrive
+/// here; anything else is dropped.
 #[classifier]
 pub fn egress_resegmented(ctx: TcContext) -> i32 {
+    let Some(cfg) = maps::config() else {
+        return verdict::apply(Verdict::Drop(Counter::DropNotConfigured), &ctx);
+    };
+    if tunnel::split::is_cloned_part(&ctx, cfg) {
+        let verdict = Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToClient };
+        return verdict::apply(verdict, &ctx);
+    }
     let verdict = match classify(&ctx, Arrival::Resegmented) {
         Verdict::NotOurs => Verdict::Drop(Counter::DropUnsupportedProtocol),
         verdict => verdict,
@@ -80,7 +90,7 @@ fn classify(ctx: &TcContext, arrival: Arrival) -> Verdict {
     if outer.dst_be != cfg.gateway_ip_be {
         return Verdict::NotOurs;
     }
-    if outer.has_options() || outer.is_fragment() {
+    if outer.has_options() {
         return untranslatable(ctx, cfg, &outer);
     }
     // A header claiming more than arrived (truncated on the way, or forged):
@@ -91,10 +101,15 @@ fn classify(ctx: &TcContext, arrival: Arrival) -> Verdict {
         return Verdict::Drop(Counter::DropMalformed);
     }
     let l4 = ETH_HLEN + outer.header_len();
-    if outer.protocol == IPPROTO_UDP {
+    if outer.protocol == IPPROTO_UDP && !outer.is_later_fragment() {
         if let Ok(ports) = ctx.load::<[u8; 4]>(l4) {
             let dst_port_be = u16::from_ne_bytes([ports[2], ports[3]]);
             if dst_port_be == cfg.vxlan_port_be {
+                // Workers' tunnel packets fit eth0: a fragmented one is
+                // not a worker's.
+                if outer.is_fragment() {
+                    return Verdict::Drop(Counter::DropFragment);
+                }
                 return nat::snat::from_client(ctx, cfg, &outer);
             }
         }
@@ -102,16 +117,15 @@ fn classify(ctx: &TcContext, arrival: Arrival) -> Verdict {
     nat::rev_nat::from_remote(ctx, cfg, &outer, arrival)
 }
 
-/// Packets for the gateway with IP options, or fragments: we translate
-/// neither. Aimed at the tunnel or a NAT port they are dropped and counted;
-/// left to the stack, a reassembled datagram would draw a "port unreachable"
-/// back to the remote and an options-carrying segment an RST, breaking a
-/// client's flow. Everything else is the pod's own business.
+/// Packets for the gateway with IP options: not translated. Aimed at the
+/// tunnel or a NAT port they are dropped and counted; left to the stack,
+/// an options-carrying segment would draw an RST back to the remote,
+/// breaking a client's flow. Everything else is the pod's own business.
 #[inline(always)]
 fn untranslatable(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> Verdict {
     // Later fragments carry no ports. Without the first (dropped below)
     // the stack can never reassemble them, and it discards them silently.
-    if outer.frag_off & 0x1fff != 0 || !matches!(outer.protocol, IPPROTO_UDP | IPPROTO_TCP) {
+    if outer.is_later_fragment() || !matches!(outer.protocol, IPPROTO_UDP | IPPROTO_TCP) {
         return Verdict::NotOurs;
     }
     let header_len = outer.header_len();
@@ -126,7 +140,7 @@ fn untranslatable(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> V
     if !tunnel && !cfg.is_nat_port(u16::from_be(dst_port_be)) {
         return Verdict::NotOurs;
     }
-    Verdict::Drop(if outer.is_fragment() { Counter::DropFragment } else { Counter::DropIpOptions })
+    Verdict::Drop(Counter::DropIpOptions)
 }
 
 #[cfg(not(test))]

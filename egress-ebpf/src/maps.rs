@@ -5,12 +5,13 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use egress_common::{
     config::{GatewayConfig, CONFIG_LAYOUT_VERSION},
     conntrack::{FlowTuple, NatEntry},
     counters::{Counter, COUNTER_SLOTS},
+    fragments::{FragmentFlow, FragmentKey, FRAGMENTS_MAX, SPLIT_TAIL_MAX},
     maps::{
         ClientInfo, ClientRefusals, ClientTraffic, NatDestination, CLIENTS_MAX, CLIENT_ID_MAX,
         CT_MAX_DEFAULT, CT_RECENT_SLOTS, EXCLUDED_DESTINATIONS_MAX, NAT_EXHAUSTED_MAX,
@@ -46,6 +47,18 @@ pub static CT_RECENT_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(1,
 /// which the whole program shares.
 #[map]
 pub static CT_SCRATCH: PerCpuArray<NatEntry> = PerCpuArray::with_max_entries(1, 0);
+
+/// An LRU: in-flight datagrams are worth remembering only briefly, and a
+/// flood of first fragments must cost bounded memory (`fragments`).
+#[map]
+pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentFlow> = LruHashMap::with_max_entries(FRAGMENTS_MAX, 0);
+
+/// Room for a split reply's second part (at most SPLIT_TAIL_MAX bytes): a
+/// power of two, so a mask can bound the helpers' sizes for the verifier.
+pub const SPLIT_TAIL_BUF: usize = 2 * SPLIT_TAIL_MAX;
+
+#[map]
+pub static SPLIT_TAIL: PerCpuArray<[u8; SPLIT_TAIL_BUF]> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 pub static CLIENT_FLOWS: Array<u64> = Array::with_max_entries(CLIENT_ID_MAX + 1, 0);

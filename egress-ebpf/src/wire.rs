@@ -1,5 +1,10 @@
 //! Headers the datapath writes itself, exactly as on the wire.
-use crate::headers::IPV4_HLEN;
+use aya_ebpf::helpers::bpf_get_prandom_u32;
+
+use crate::{
+    csum,
+    headers::{ICMP_HLEN, IPPROTO_ICMP, IPV4_HLEN},
+};
 
 /// An option-less IPv4 header as written on the wire (no fragment bits),
 /// for the headers the paths build themselves.
@@ -56,3 +61,58 @@ impl Ipv4Wire {
         }
     }
 }
+
+/// The most of a packet the gateway's own ICMP errors quote: the answer
+/// then stays within 576 bytes (RFC 1812 4.3.2.3), and within any tunnel.
+pub const ICMP_ANSWER_MAX_QUOTE: usize = 576 - ICMP_ANSWER_HLEN;
+/// What such an answer puts in front of the packet it quotes.
+pub const ICMP_ANSWER_HLEN: usize = IPV4_HLEN + ICMP_HLEN;
+
+/// The IPv4 and ICMP headers of an ICMP error of the gateway's own (time
+/// exceeded to a client, fragmentation needed to a remote), as Linux
+/// writes its: TTL 64, precedence "internetwork control", a fresh ID.
+#[repr(C, packed)]
+pub struct IcmpAnswer {
+    ip: Ipv4Wire,
+    icmp_type: u8,
+    icmp_code: u8,
+    icmp_csum_be: u16,
+    /// The type's second header word (zero, or a next-hop MTU), host order.
+    rest_be: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<IcmpAnswer>() == ICMP_ANSWER_HLEN);
+
+impl IcmpAnswer {
+    /// The answer quoting `quote_len` bytes whose unfolded sum is
+    /// `quote_sum` (`csum::quote_sum`), checksum included.
+    #[inline(always)]
+    pub fn new(
+        (icmp_type, icmp_code, rest): (u8, u8, u32),
+        quote_len: usize,
+        quote_sum: u32,
+        src_be: u32,
+        dst_be: u32,
+    ) -> IcmpAnswer {
+        let header_sum = (((icmp_type as u32) << 8) | icmp_code as u32) + (rest >> 16) + (rest & 0xffff);
+        IcmpAnswer {
+            ip: Ipv4Wire::new(
+                (ICMP_ANSWER_HLEN + quote_len) as u16,
+                ICMP_ANSWER_TOS,
+                unsafe { bpf_get_prandom_u32() } as u16,
+                ICMP_ANSWER_TTL,
+                IPPROTO_ICMP,
+                src_be,
+                dst_be,
+            ),
+            icmp_type,
+            icmp_code,
+            icmp_csum_be: csum::fold(quote_sum + header_sum).to_be(),
+            rest_be: rest.to_be(),
+        }
+    }
+}
+
+const ICMP_ANSWER_TTL: u8 = 64;
+/// IPTOS_PREC_INTERNETCONTROL: the precedence Linux gives its ICMP errors.
+const ICMP_ANSWER_TOS: u8 = 0xc0;

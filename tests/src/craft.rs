@@ -1,5 +1,6 @@
 //! Hand-made packets for hostile-tenant tests: what a labeled pod with a raw
-//! socket can send that its TCP stack never would (lone RSTs, FINs, ACKs).
+//! socket can send that its stack never would (lone RSTs, FINs, ACKs; IP
+//! fragments of datagrams that never complete).
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::Range;
 
@@ -26,17 +27,51 @@ pub fn tcp_segment(src: SocketAddrV4, dst: SocketAddrV4, flags: u8, seq: u32) ->
     let pseudo = pseudo_header_sum(src.ip().octets(), dst.ip().octets(), 6, tcp.len() as u16);
     let sum = !ones_complement_sum(&tcp, pseudo);
     tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    ipv4_packet(*src.ip(), *dst.ip(), 6, 0, IP_DF, &tcp)
+}
+
+/// IPv4 `frag_off` bits.
+pub const IP_DF: u16 = 0x4000;
+pub const IP_MF: u16 = 0x2000;
+
+/// An IPv4 packet (no options, TTL 64) around `payload`, checksum included.
+pub fn ipv4_packet(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    id: u16,
+    frag_off: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut ip = [0u8; 20];
     ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
-    ip[6] = 0x40; // DF
+    ip[2..4].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    ip[4..6].copy_from_slice(&id.to_be_bytes());
+    ip[6..8].copy_from_slice(&frag_off.to_be_bytes());
     ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&src.ip().octets());
-    ip[16..20].copy_from_slice(&dst.ip().octets());
+    ip[9] = protocol;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
     let sum = internet_checksum(&ip);
     ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    [&ip[..], &tcp[..]].concat()
+    [&ip[..], payload].concat()
+}
+
+/// The first fragment of a UDP datagram that claims to be longer than it
+/// will ever be (its other fragments are never sent): the UDP header and 8
+/// bytes, more fragments to follow.
+pub fn udp_first_fragment(src: SocketAddrV4, dst: SocketAddrV4, id: u16) -> Vec<u8> {
+    let mut udp = [0u8; 16];
+    udp[0..2].copy_from_slice(&src.port().to_be_bytes());
+    udp[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    udp[4..6].copy_from_slice(&3000u16.to_be_bytes());
+    ipv4_packet(*src.ip(), *dst.ip(), 17, id, IP_MF, &udp)
+}
+
+/// A later fragment (8-byte units `offset`, the last) of UDP datagram `id`
+/// whose first fragment was never sent: 16 bytes of nothing.
+pub fn udp_later_fragment(src: Ipv4Addr, dst: Ipv4Addr, id: u16, offset: u16) -> Vec<u8> {
+    ipv4_packet(src, dst, 17, id, offset & 0x1fff, &[0x5a; 16])
 }
 
 /// Sends one bare TCP segment with `flags` from `src:port` to `dst` for
@@ -49,6 +84,15 @@ pub fn spray_tcp(
     dst: SocketAddrV4,
     flags: u8,
 ) -> Result<usize> {
+    let packets = src_ports
+        .map(|port| tcp_segment(SocketAddrV4::new(src, port), dst, flags, 0x1000_0000 + port as u32));
+    send_raw(ns, *dst.ip(), packets.collect())
+}
+
+/// Sends each of `packets` (whole IPv4 packets) towards `dst` through a raw
+/// socket inside `ns`, so the pod's routes, its tunnel included, carry
+/// them. Returns how many were sent.
+pub fn send_raw(ns: &Netns, dst: Ipv4Addr, packets: Vec<Vec<u8>>) -> Result<usize> {
     ns.run(move || {
         // SAFETY: plain socket calls; the descriptor is closed below.
         let fd =
@@ -59,13 +103,12 @@ pub fn spray_tcp(
         let to = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,
-            sin_addr: libc::in_addr { s_addr: u32::from(*dst.ip()).to_be() },
+            sin_addr: libc::in_addr { s_addr: u32::from(dst).to_be() },
             sin_zero: [0; 8],
         };
         let mut sent = 0;
         let mut failure = None;
-        for port in src_ports {
-            let packet = tcp_segment(SocketAddrV4::new(src, port), dst, flags, 0x1000_0000 + port as u32);
+        for packet in packets {
             // SAFETY: the buffer and the address outlive the call.
             let n = unsafe {
                 libc::sendto(
@@ -85,7 +128,7 @@ pub fn spray_tcp(
         }
         unsafe { libc::close(fd) };
         match failure {
-            Some(e) => bail!("sending crafted TCP segments: {e}"),
+            Some(e) => bail!("sending crafted packets: {e}"),
             None => Ok(sent),
         }
     })

@@ -30,6 +30,8 @@ pub const TOOLS: &[Tool] = &[
     Tool { command: "ethtool", package: "ethtool" },
     Tool { command: "traceroute", package: "traceroute" },
     Tool { command: "conntrack", package: "conntrack" },
+    Tool { command: "dig", package: "dnsutils" },
+    Tool { command: "dnsmasq", package: "dnsmasq-base" },
 ];
 
 /// Finds `command` on `PATH` (plus the sbin directories, which a non-login

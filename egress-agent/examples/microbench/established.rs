@@ -36,13 +36,7 @@ pub fn measure(
         ("client→remote (decap, conntrack hit, SNAT)", &to_remote),
         ("remote→client (conntrack hit, reverse NAT, encap)", &to_client),
     ] {
-        run_each(&mut dp, std::iter::repeat_n(packet.as_slice(), WARM_UP_RUNS), TC_ACT_REDIRECT, label)?;
-        let mut durations =
-            run_each(&mut dp, std::iter::repeat_n(packet.as_slice(), runs), TC_ACT_REDIRECT, label)?;
-        let stats = Stats::of(&mut durations).minus(calibration.overhead_ns());
-        report.add(format!("established {label}: median"), stats.median, "ns/packet");
-        report.add(format!("established {label}: mean"), stats.mean, "ns/packet");
-        report.add(format!("established {label}: p99"), stats.p99, "ns/packet");
+        time_forwarded(report, calibration, &mut dp, &format!("established {label}"), packet, runs)?;
     }
 
     for (label, packet) in [("client→remote", &to_remote), ("remote→client", &to_client)] {
@@ -65,6 +59,25 @@ pub fn measure(
             "ns/packet",
         );
     }
+    Ok(())
+}
+
+/// Times `packet`, which the program forwards, run after run (each on a
+/// fresh copy, after a warm-up): median, mean and p99 as `what`'s rows.
+pub fn time_forwarded(
+    report: &mut Report,
+    calibration: &Calibration,
+    dp: &mut Datapath,
+    what: &str,
+    packet: &[u8],
+    runs: usize,
+) -> Result<()> {
+    run_each(dp, std::iter::repeat_n(packet, WARM_UP_RUNS), TC_ACT_REDIRECT, what)?;
+    let mut durations = run_each(dp, std::iter::repeat_n(packet, runs), TC_ACT_REDIRECT, what)?;
+    let stats = Stats::of(&mut durations).minus(calibration.overhead_ns());
+    report.add(format!("{what}: median"), stats.median, "ns/packet");
+    report.add(format!("{what}: mean"), stats.mean, "ns/packet");
+    report.add(format!("{what}: p99"), stats.p99, "ns/packet");
     Ok(())
 }
 

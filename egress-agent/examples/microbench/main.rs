@@ -3,7 +3,7 @@
 //!
 //! The real program, loaded the way the agent loads it, timed with
 //! BPF_PROG_TEST_RUN: the established fast path both ways, the new-flow
-//! path, crowded NAT ports, a breakdown by where packets leave the program,
+//! path, crowded NAT ports, a fragment without ports both ways, a breakdown by where packets leave the program,
 //! conntrack at 10k/100k/1M live flows (insert cost, lookup cost, map
 //! memory), and the real agent binary's memory idle and with 100k flows.
 //! Everything runs `--rounds` times (3); the table (measurement, median,
@@ -11,8 +11,8 @@
 //!
 //! Module map: `timing` (how a test run is timed, and why not with
 //! `repeat`), `flows` (the packets), `datapath` (loading), `established`,
-//! `new_flow`, `breakdown`, `scale`, `map_memory`, `agent_rss`, `report`,
-//! `spin` (one path in a loop, to profile).
+//! `new_flow`, `fragments`, `breakdown`, `scale`, `map_memory`,
+//! `agent_rss`, `report`, `spin` (one path in a loop, to profile).
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
@@ -21,6 +21,7 @@ mod breakdown;
 mod datapath;
 mod established;
 mod flows;
+mod fragments;
 mod map_memory;
 mod new_flow;
 mod report;
@@ -75,7 +76,7 @@ struct Args {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Part {
-    /// Established path, new flows, crowded NAT ports, breakdown.
+    /// Established path, new flows, crowded NAT ports, fragments, breakdown.
     Paths,
     /// Conntrack at 10k, 100k and 1M flows.
     Scale,
@@ -193,6 +194,7 @@ fn measure_round(
         established::measure(report, &calibration, sizes.runs, object)?;
         new_flow::measure(report, &calibration, sizes.new_flows, object)?;
         new_flow::measure_crowded(report, &calibration, &[50, 90], sizes.crowded_probes, object)?;
+        fragments::measure(report, &calibration, sizes.runs, object)?;
         breakdown::measure(report, &calibration, sizes.runs, object)?;
     }
     if wants(Part::Scale) {

@@ -8,7 +8,8 @@
 //! program sends them into `RX`, which has no TSO, so the kernel segments
 //! them as they leave it; `TX` has no GRO, so they arrive one by one, and
 //! the `egress_resegmented` classifier on `TX` translates and encapsulates
-//! each.
+//! each. A reply too big for the tunnel with DF clear takes the same way
+//! (`RX` computes its checksum) before it is sent as two fragments.
 use anyhow::{bail, Context, Result};
 
 use crate::netdev::{self, ip};
@@ -51,6 +52,10 @@ impl GroStage {
         // segments as it leaves (uploads are single segments anyway).
         set_offload(TX, ETHTOOL_STSO, false)?;
         set_offload(RX, ETHTOOL_STSO, false)?;
+        // Nor does `RX` leave checksums to hardware: a reply sent through it
+        // to be cut into fragments has its UDP checksum computed over the
+        // whole datagram as it leaves (`tunnel::split` in egress-ebpf).
+        set_offload(RX, ETHTOOL_STXCSUM, false)?;
         for end in [TX, RX] {
             ip(&["link", "set", "dev", end, "up"])?;
         }
@@ -94,6 +99,7 @@ impl Drop for GroStage {
 // linux/ethtool.h and linux/sockios.h: the single-feature ioctls, which every
 // kernel we support still takes.
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_STXCSUM: u32 = 0x17;
 const ETHTOOL_STSO: u32 = 0x1f;
 const ETHTOOL_SGRO: u32 = 0x2c;
 

@@ -12,6 +12,7 @@ use egress_common::{
     checksum::{internet_checksum, l4_checksum_ok},
     config::*,
     conntrack::NatEntry,
+    fragments::{FragmentFlow, FragmentKey},
 };
 use etherparse::PacketBuilder;
 
@@ -119,12 +120,7 @@ impl Harness {
     /// clock counts from boot: in a VM that booted moments ago, first waits
     /// until `secs` have passed since boot.
     pub fn age_all(&mut self, secs: u64) {
-        let ago = std::time::Duration::from_secs(secs);
-        let uptime = std::time::Duration::from_nanos(egress_agent::netdev::monotonic_ns());
-        if uptime <= ago {
-            std::thread::sleep(ago - uptime + std::time::Duration::from_millis(100));
-        }
-        let then = egress_agent::netdev::monotonic_ns() - secs * 1_000_000_000;
+        let then = boot_clock_ago(secs);
         for map in [&mut self.datapath.maps.ct_original, &mut self.datapath.maps.ct_reply] {
             let entries: Vec<_> = map.iter().filter_map(|r| r.ok()).collect();
             for (key, mut entry) in entries {
@@ -133,6 +129,49 @@ impl Harness {
             }
         }
     }
+
+    /// One of the program's maps by name, for the ones the agent's
+    /// `DatapathMaps` does not hold (FRAGMENTS).
+    pub fn program_map(&mut self, name: &str) -> aya::maps::Map {
+        let program = self.datapath.program().unwrap().info().unwrap();
+        for id in program.map_ids().unwrap().expect("the kernel lists a program's maps") {
+            let map = aya::maps::MapData::from_id(id).unwrap();
+            if map.info().unwrap().name_as_str() == Some(name) {
+                return aya::maps::Map::from_map_data(map).unwrap();
+            }
+        }
+        panic!("the program has no map {name}");
+    }
+
+    /// The datagrams whose first fragment passed, and the flow each was
+    /// translated with.
+    pub fn fragments(&mut self) -> aya::maps::HashMap<aya::maps::MapData, FragmentKey, FragmentFlow> {
+        self.program_map(egress_common::maps::FRAGMENTS).try_into().unwrap()
+    }
+
+    /// Makes every remembered first fragment look passed `secs` ago (see
+    /// [`Harness::age_all`] about the clock).
+    pub fn age_fragments(&mut self, secs: u64) {
+        let then = boot_clock_ago(secs);
+        let mut fragments = self.fragments();
+        let datagrams: Vec<_> = fragments.iter().filter_map(|r| r.ok()).collect();
+        for (key, mut flow) in datagrams {
+            flow.first_seen_ns = then;
+            fragments.insert(key, flow, 0).unwrap();
+        }
+    }
+}
+
+/// The datapath's clock (`bpf_ktime_get_ns`: monotonic, from boot) `secs`
+/// ago. In a VM that booted moments ago, first waits until `secs` have
+/// passed since boot.
+fn boot_clock_ago(secs: u64) -> u64 {
+    let ago = std::time::Duration::from_secs(secs);
+    let uptime = std::time::Duration::from_nanos(egress_agent::netdev::monotonic_ns());
+    if uptime <= ago {
+        std::thread::sleep(ago - uptime + std::time::Duration::from_millis(100));
+    }
+    egress_agent::netdev::monotonic_ns() - secs * 1_000_000_000
 }
 
 /// Runs this test thread (and so BPF_PROG_TEST_RUN, which runs the
@@ -248,15 +287,8 @@ pub struct Ipv4View {
 }
 
 pub fn ipv4_at(packet: &[u8], off: usize) -> Ipv4View {
-    let ip = &packet[off..];
-    assert_eq!(ip[0], 0x45, "IPv4 without options");
-    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-    assert_eq!(total, ip.len(), "IP total length matches the packet");
-    assert_eq!(internet_checksum(&ip[..20]), 0, "IPv4 header checksum verifies");
-    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-    let l4 = ip[20..total].to_vec();
-    match ip[9] {
+    let Ipv4Fields { src, dst, ttl, protocol, payload: l4, .. } = ipv4_fields_at(packet, off);
+    match protocol {
         6 => assert!(l4_checksum_ok(src.octets(), dst.octets(), 6, &l4), "TCP checksum verifies"),
         17 if l4[6..8] != [0, 0] => {
             assert!(l4_checksum_ok(src.octets(), dst.octets(), 17, &l4), "UDP checksum verifies")
@@ -264,7 +296,41 @@ pub fn ipv4_at(packet: &[u8], off: usize) -> Ipv4View {
         1 => assert_eq!(internet_checksum(&l4), 0, "ICMP checksum verifies"),
         _ => {}
     }
-    View(src, dst, ip[8], ip[9], l4).into()
+    View(src, dst, ttl, protocol, l4).into()
+}
+
+/// Header fields of an IPv4 packet at `off` (host order), with its length
+/// and header checksum verified as [`ipv4_at`] verifies them; the payload
+/// is not: a fragment's is part of a datagram whose L4 checksum only the
+/// whole datagram can verify.
+pub struct Ipv4Fields {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub tos: u8,
+    pub id: u16,
+    /// Flags (DF, MF) and fragment offset in 8-byte units.
+    pub frag_off: u16,
+    pub ttl: u8,
+    pub protocol: u8,
+    pub payload: Vec<u8>,
+}
+
+pub fn ipv4_fields_at(packet: &[u8], off: usize) -> Ipv4Fields {
+    let ip = &packet[off..];
+    assert_eq!(ip[0], 0x45, "IPv4 without options");
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    assert_eq!(total, ip.len(), "IP total length matches the packet");
+    assert_eq!(internet_checksum(&ip[..20]), 0, "IPv4 header checksum verifies");
+    Ipv4Fields {
+        src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+        dst: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
+        tos: ip[1],
+        id: u16::from_be_bytes([ip[4], ip[5]]),
+        frag_off: u16::from_be_bytes([ip[6], ip[7]]),
+        ttl: ip[8],
+        protocol: ip[9],
+        payload: ip[20..total].to_vec(),
+    }
 }
 
 struct View(Ipv4Addr, Ipv4Addr, u8, u8, Vec<u8>);

@@ -3,7 +3,11 @@
 //! about a client's flow; `time_exceeded` is the gateway's own answer to a
 //! client's packet that expires here. `rewrite` is the header rewrite both
 //! directions share, `to_client` the tunnel tail of everything that goes
-//! back to a client.
+//! back to a client. `fragments` remembers the flows of datagrams whose
+//! later fragments carry no ports; `frag_needed` answers a remote whose
+//! reply does not fit the tunnel.
+pub mod frag_needed;
+pub mod fragments;
 pub mod icmp_error;
 pub mod rev_nat;
 pub mod rewrite;

@@ -1,6 +1,10 @@
 //! Remote -> client: a reply to a NAT port is mapped back to its client's
 //! address and port, then tunnelled to the client's worker. ICMP errors
-//! about a client's flow take the same way through `icmp_error`.
+//! about a client's flow take the same way through `icmp_error`; a
+//! datagram's later fragments follow its first (`fragments`). A reply too
+//! big for the tunnel is answered with fragmentation needed when DF is
+//! set (`frag_needed`) and sent in two fragments when it is clear
+//! (`tunnel::split`).
 use aya_ebpf::programs::TcContext;
 use egress_common::{
     config::{tunnel_outer_ip_len, GatewayConfig},
@@ -8,7 +12,7 @@ use egress_common::{
     counters::Counter,
 };
 
-use super::icmp_error;
+use super::{frag_needed, fragments, icmp_error};
 use crate::{
     conntrack::{self, BindingRef, Half},
     headers::{
@@ -20,6 +24,7 @@ use crate::{
         rewrite::{nat_v4_rewrite_headers, End},
         to_client::{nat_v4_to_client, Returned, IP_OFF, L4_OFF},
     },
+    tunnel::split,
     verdict::Verdict,
 };
 
@@ -35,14 +40,31 @@ pub enum Arrival {
 
 #[inline(always)]
 pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv4Header, arrival: Arrival) -> Verdict {
-    match rev_nat_v4_process(ctx, cfg, ip, arrival) {
+    let returned = if ip.is_later_fragment() {
+        rev_nat_v4_later_fragment(ctx, cfg, ip, arrival)
+    } else {
+        rev_nat_v4_process(ctx, cfg, ip, arrival)
+    };
+    match returned {
         Ok(Returned::NotOurs) => Verdict::NotOurs,
         Ok(Returned::ToClient) => {
             Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToClient }
         }
         Ok(Returned::Resegment) => Verdict::Resegment { ifindex: cfg.resegment_ifindex },
+        Ok(Returned::FragNeeded) => {
+            Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::IcmpFragNeededToRemote }
+        }
         Err(reason) => Verdict::Drop(reason),
     }
+}
+
+/// How a reply goes to its client's worker.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fit {
+    /// Encapsulated as it is.
+    Whole,
+    /// Encapsulated as two fragments (`tunnel::split`).
+    InTwo,
 }
 
 /// Translates the packet in place.
@@ -78,9 +100,16 @@ fn rev_nat_v4_process(
         // a NAT port is unsolicited and must not reach the pod or a worker.
         return if ip.protocol == IPPROTO_ICMP { Ok(Returned::NotOurs) } else { Err(Counter::DropNoMapping) };
     };
-    if let Some(resegment) = rev_nat_v4_size_check(ctx, cfg, arrival)? {
-        return Ok(resegment);
-    }
+    let fit = match rev_nat_v4_size_check(ctx, cfg, ip, arrival, entry.client_id)? {
+        Ok(fit) => fit,
+        Err(Returned::Resegment) => {
+            // Before the resegmentation pair's detour: its datagram's later
+            // fragments come straight from the wire and do not wait for it.
+            fragments::remember_first(ip, &tuple, now);
+            return Ok(Returned::Resegment);
+        }
+        Err(returned) => return Ok(returned),
+    };
     if ip.ttl <= 1 {
         return Err(Counter::DropTtlExceeded);
     }
@@ -94,38 +123,99 @@ fn rev_nat_v4_process(
         ports.dst_port_be,
         entry.client_port_be,
     )?;
+    fragments::remember_first(ip, &tuple, now);
+    rev_nat_v4_deliver(ctx, cfg, &entry, fit)
+}
+
+/// A fragment without ports: translated with its datagram's flow, if its
+/// first fragment passed here; otherwise the pod's own (its stack
+/// reassembles its own datagrams, and discards what it cannot).
+#[inline(always)]
+fn rev_nat_v4_later_fragment(
+    ctx: &TcContext,
+    cfg: &GatewayConfig,
+    ip: &Ipv4Header,
+    arrival: Arrival,
+) -> Result<Returned, Counter> {
+    let now = conntrack::now_ns();
+    let Some(entry) = fragments::binding_of_later(cfg, ip, Half::Reply, now) else {
+        return Ok(Returned::NotOurs);
+    };
+    let fit = match rev_nat_v4_size_check(ctx, cfg, ip, arrival, entry.client_id)? {
+        Ok(fit) => fit,
+        Err(returned) => return Ok(returned),
+    };
+    if ip.ttl <= 1 {
+        return Err(Counter::DropTtlExceeded);
+    }
+    fragments::rewrite_later(ctx, IP_OFF, ip, End::Destination, entry.client_ip_be)?;
+    rev_nat_v4_deliver(ctx, cfg, &entry, fit)
+}
+
+/// Tunnels the translated reply to `entry`'s worker, whole or in two.
+#[inline(always)]
+fn rev_nat_v4_deliver(
+    ctx: &TcContext,
+    cfg: &GatewayConfig,
+    entry: &NatEntry,
+    fit: Fit,
+) -> Result<Returned, Counter> {
+    if fit == Fit::InTwo {
+        let translated = Ipv4Header::load(ctx, IP_OFF).map_err(|_| Counter::DropMalformed)?;
+        split::send_in_two(ctx, cfg, &translated, entry)?;
+        return Ok(Returned::ToClient);
+    }
     let bytes = (ctx.len() - ETH_HLEN as u32) as u64;
     let segments = wire_segments(ctx);
-    nat_v4_to_client(ctx, cfg, &entry, segments, bytes)?;
+    nat_v4_to_client(ctx, cfg, entry, segments, bytes)?;
     Ok(Returned::ToClient)
 }
 
-/// Whether the reply can be encapsulated as it is. A packet that would
-/// exceed the interface MTU once encapsulated is dropped here, where it is
-/// counted, rather than by the device after we let it go (TCP never gets
-/// here: the client's MSS comes from the tunnel MTU). A GSO aggregate is
-/// segmented to fit later, but its outer length must fit 16 bits: a longer
-/// one (GRO merged 46 full segments and a short one) is sent to be cut into
-/// segments, which come back one by one (`Arrival::Resegmented`).
+/// Whether the reply can be encapsulated as it is (`Ok(Ok(_))`), or what
+/// becomes of it instead (`Ok(Err(_))`). TCP rarely gets past the first
+/// check: the client's MSS comes from the tunnel MTU.
+///
+/// - A single packet too big for the tunnel with DF set is answered with
+///   fragmentation needed (`frag_needed`); with DF clear it goes through
+///   the resegmentation pair first (its UDP checksum is then computed
+///   whole) and is sent in two fragments when it comes back.
+/// - A GSO aggregate is segmented to fit later, but its outer length must
+///   fit 16 bits: a longer one (GRO merged 46 full segments and a short
+///   one) is sent to be cut into segments, which come back one by one.
+///
+/// Without the pair (`--no-gro-stage`) what would need it is dropped.
 #[inline(always)]
 fn rev_nat_v4_size_check(
     ctx: &TcContext,
     cfg: &GatewayConfig,
+    ip: &Ipv4Header,
     arrival: Arrival,
-) -> Result<Option<Returned>, Counter> {
+    client_id: u32,
+) -> Result<Result<Fit, Returned>, Counter> {
     let ip_len = ctx.len() - ETH_HLEN as u32;
     let gso_size = unsafe { (*ctx.skb.skb).gso_size };
     if gso_size == 0 {
-        if cfg.mtu != 0 && ip_len + TUNNEL_OVERHEAD as u32 > cfg.mtu {
-            return Err(Counter::DropTooBigForTunnel);
+        if cfg.mtu == 0 || ip_len + TUNNEL_OVERHEAD as u32 <= cfg.mtu {
+            return Ok(Ok(Fit::Whole));
         }
-        return Ok(None);
+        if ip.dont_fragment() {
+            if arrival != Arrival::Wire {
+                return Err(Counter::DropTooBigForTunnel);
+            }
+            frag_needed::answer(ctx, cfg, ip, client_id)?;
+            return Ok(Err(Returned::FragNeeded));
+        }
+        return match arrival {
+            Arrival::Resegmented => Ok(Ok(Fit::InTwo)),
+            Arrival::Wire if cfg.resegment_ifindex != 0 => Ok(Err(Returned::Resegment)),
+            Arrival::Wire => Err(Counter::DropTooBigForTunnel),
+        };
     }
     if tunnel_outer_ip_len(ip_len).is_some() {
-        return Ok(None);
+        return Ok(Ok(Fit::Whole));
     }
     if arrival == Arrival::Wire && cfg.resegment_ifindex != 0 {
-        Ok(Some(Returned::Resegment))
+        Ok(Err(Returned::Resegment))
     } else {
         Err(Counter::DropTooBigForTunnel)
     }

@@ -16,7 +16,7 @@ use crate::{
     },
     maps::{account, count, wire_segments, Direction, CLIENTS, EXCLUDED_DSTS},
     nat::{
-        icmp_error,
+        fragments, icmp_error,
         rewrite::{nat_v4_rewrite_headers, End},
         time_exceeded,
     },
@@ -72,6 +72,9 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
     }
     // Before any state is made for it: a packet RFC 6040 drops makes none.
     merge_ecn(ctx, outer.tos, &inner.ip)?;
+    if inner.ip.is_later_fragment() {
+        return snat_v4_later_fragment(ctx, cfg, &inner, client_id);
+    }
     if inner.ip.protocol == IPPROTO_ICMP {
         let icmp_type: u8 = ctx.load(INNER_L4_OFF).map_err(|_| Counter::DropMalformed)?;
         if icmp_error::is_translated_error(icmp_type) {
@@ -120,12 +123,36 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
         ports.src_port_be,
         nat_port_be,
     )?;
+    fragments::remember_first(&inner.ip, &tuple, now);
     // Before the tunnel goes: bpf_skb_adjust_room zeroes a GSO packet's
     // gso_segs ("to be recomputed"), which would count it as one packet.
     let segments = wire_segments(ctx);
     strip_tunnel(ctx)?;
     account(client_id, Direction::ToRemote, segments, (ctx.len() - ETH_HLEN as u32) as u64);
     Ok(Sent::Out(route))
+}
+
+/// A fragment without ports (the client's datagram was larger than its
+/// tunnel MTU): translated with the flow its first fragment was, or
+/// dropped when that is not known here.
+#[inline(always)]
+fn snat_v4_later_fragment(
+    ctx: &TcContext,
+    cfg: &GatewayConfig,
+    inner: &InnerFrame,
+    client_id: u32,
+) -> Result<Sent, Counter> {
+    let now = conntrack::now_ns();
+    // The key holds the inner source, checked to be this client's own.
+    let entry = fragments::binding_of_later(cfg, &inner.ip, Half::Original, now)
+        .ok_or(Counter::DropFragmentUnmatched)?;
+    if entry.client_id != client_id {
+        return Err(Counter::DropFragmentUnmatched);
+    }
+    fragments::rewrite_later(ctx, INNER_IP_OFF, &inner.ip, End::Source, cfg.gateway_ip_be)?;
+    strip_tunnel(ctx)?;
+    account(client_id, Direction::ToRemote, 1, (ctx.len() - ETH_HLEN as u32) as u64);
+    Ok(Sent::Out(UploadRoute::Direct))
 }
 
 /// The flow's live binding, refreshed with this packet's TCP flags. None

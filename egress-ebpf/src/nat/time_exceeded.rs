@@ -22,43 +22,23 @@
 //! in:  [eth][outer IPv4 | UDP | VXLAN | inner eth: 50][inner IPv4 | L4 ...]
 //! out: [eth][outer IPv4 | UDP | VXLAN | inner eth: 50][IPv4][ICMP][inner IPv4 | L4 ...]
 //! ```
-use aya_ebpf::{
-    bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, helpers::bpf_get_prandom_u32, programs::TcContext,
-};
+use aya_ebpf::{bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, programs::TcContext};
 use egress_common::{config::GatewayConfig, counters::Counter, ip::is_martian_destination};
 
 use crate::{
     conntrack, csum,
     headers::{
-        is_icmp_error, Ipv4Header, ETH_HLEN, ICMP_HLEN, ICMP_TIME_EXCEEDED, IPPROTO_ICMP, IPV4_HLEN,
-        TUNNEL_OVERHEAD,
+        is_icmp_error, Ipv4Header, ETH_HLEN, ICMP_TIME_EXCEEDED, IPPROTO_ICMP, IPV4_HLEN, TUNNEL_OVERHEAD,
     },
     maps::{count, take_icmp_answer},
     tunnel::{
         decap::{InnerFrame, INNER_IP_OFF},
         encap::{write_tunnel_header, TunnelTarget},
     },
-    wire::Ipv4Wire,
+    wire::{IcmpAnswer, ICMP_ANSWER_HLEN, ICMP_ANSWER_MAX_QUOTE},
 };
-/// The largest packet quoted whole: the answer's IPv4 packet then stays
-/// within 576 bytes (RFC 1812), and within any tunnel MTU.
-const MAX_QUOTE: usize = 576 - IPV4_HLEN - ICMP_HLEN;
-const ANSWER_IP_OFF: usize = ETH_HLEN + TUNNEL_OVERHEAD;
-/// What the answer adds in front of the expired packet.
-const GROWTH: usize = IPV4_HLEN + ICMP_HLEN;
-const ANSWER_TTL: u8 = 64;
-/// IPTOS_PREC_INTERNETCONTROL: the precedence Linux gives its ICMP errors.
-const ANSWER_TOS: u8 = 0xc0;
 
-/// The answer's IPv4 and ICMP headers, exactly as on the wire.
-#[repr(C, packed)]
-struct Answer {
-    ip: Ipv4Wire,
-    icmp_type: u8,
-    icmp_code: u8,
-    icmp_csum_be: u16,
-    icmp_unused: u32,
-}
+const ANSWER_IP_OFF: usize = ETH_HLEN + TUNNEL_OVERHEAD;
 
 /// Turns the expired packet of client `client_id` into its answer. On
 /// success the packet has been counted (`drop_ttl_exceeded`: it goes no
@@ -76,7 +56,7 @@ pub fn answer(
     // A GSO super-packet would have to be answered once per segment, and a
     // large packet would make a large answer: both rare (probes are small),
     // both only dropped.
-    if quote_len > MAX_QUOTE || unsafe { (*ctx.skb.skb).gso_size } != 0 {
+    if quote_len > ICMP_ANSWER_MAX_QUOTE || unsafe { (*ctx.skb.skb).gso_size } != 0 {
         return Err(Counter::DropTtlExceeded);
     }
     if !may_answer(ctx, cfg, inner)? {
@@ -86,24 +66,10 @@ pub fn answer(
         count(Counter::IcmpAnswerRateLimited);
         return Err(Counter::DropTtlExceeded);
     }
-    let icmp_csum = icmp_checksum(ctx, quote_len)?;
-    ctx.adjust_room(GROWTH as i32, BPF_ADJ_ROOM_MAC, 0).map_err(|_| Counter::DropRewriteFailed)?;
-    let total_len = (GROWTH + quote_len) as u16;
-    let answer = Answer {
-        ip: Ipv4Wire::new(
-            total_len,
-            ANSWER_TOS,
-            unsafe { bpf_get_prandom_u32() } as u16,
-            ANSWER_TTL,
-            IPPROTO_ICMP,
-            cfg.gateway_ip_be,
-            inner.ip.src_be,
-        ),
-        icmp_type: ICMP_TIME_EXCEEDED,
-        icmp_code: 0,
-        icmp_csum_be: icmp_csum.to_be(),
-        icmp_unused: 0,
-    };
+    let quoted = csum::quote_sum::<ICMP_ANSWER_MAX_QUOTE>(ctx, INNER_IP_OFF, quote_len)?;
+    ctx.adjust_room(ICMP_ANSWER_HLEN as i32, BPF_ADJ_ROOM_MAC, 0).map_err(|_| Counter::DropRewriteFailed)?;
+    let answer =
+        IcmpAnswer::new((ICMP_TIME_EXCEEDED, 0, 0), quote_len, quoted, cfg.gateway_ip_be, inner.ip.src_be);
     ctx.store(ANSWER_IP_OFF, &answer, 0).map_err(|_| Counter::DropRewriteFailed)?;
     let target = TunnelTarget {
         outer_ip_be: outer.src_be,
@@ -116,7 +82,7 @@ pub fn answer(
 }
 
 /// Whether RFC 1812 lets a router answer this expired packet: not when it
-/// is an ICMP error, not when it comes from or goes to an address that is
+/// is an ICMP error or a later fragment, not when it comes from or goes to an address that is
 /// not one host's.
 #[inline(always)]
 fn may_answer(ctx: &TcContext, cfg: &GatewayConfig, inner: &InnerFrame) -> Result<bool, Counter> {
@@ -125,35 +91,14 @@ fn may_answer(ctx: &TcContext, cfg: &GatewayConfig, inner: &InnerFrame) -> Resul
     {
         return Ok(false);
     }
+    // Only about a datagram's first fragment (RFC 1812 4.3.2.7): its
+    // other fragments would draw more answers about the same datagram.
+    if inner.ip.is_later_fragment() {
+        return Ok(false);
+    }
     if inner.ip.protocol != IPPROTO_ICMP {
         return Ok(true);
     }
     let icmp_type: u8 = ctx.load(INNER_IP_OFF + IPV4_HLEN).map_err(|_| Counter::DropMalformed)?;
     Ok(!is_icmp_error(icmp_type))
-}
-
-/// The checksum of a time-exceeded message (type 11, code 0, unused zero)
-/// quoting the `len` bytes of the inner packet, read four at a time.
-#[inline(always)]
-fn icmp_checksum(ctx: &TcContext, len: usize) -> Result<u16, Counter> {
-    let mut sum: u32 = (ICMP_TIME_EXCEEDED as u32) << 8;
-    let mut off = 0;
-    for _ in 0..MAX_QUOTE / 4 {
-        if off + 4 > len {
-            break;
-        }
-        let word: [u8; 4] = ctx.load(INNER_IP_OFF + off).map_err(|_| Counter::DropMalformed)?;
-        sum += u16::from_be_bytes([word[0], word[1]]) as u32 + u16::from_be_bytes([word[2], word[3]]) as u32;
-        off += 4;
-    }
-    if off + 2 <= len {
-        let half: [u8; 2] = ctx.load(INNER_IP_OFF + off).map_err(|_| Counter::DropMalformed)?;
-        sum += u16::from_be_bytes(half) as u32;
-        off += 2;
-    }
-    if off < len {
-        let byte: u8 = ctx.load(INNER_IP_OFF + off).map_err(|_| Counter::DropMalformed)?;
-        sum += (byte as u32) << 8;
-    }
-    Ok(csum::fold(sum))
 }

@@ -21,8 +21,12 @@ pub enum Returned {
     NotOurs,
     /// Translated and encapsulated for the client's worker.
     ToClient,
-    /// Too big to encapsulate whole: to be cut into segments first.
+    /// Too big to encapsulate whole: to be cut into segments, or have its
+    /// checksum computed before it is cut into fragments (`tunnel::split`).
     Resegment,
+    /// Too big for the tunnel with DF set: turned into the gateway's
+    /// fragmentation-needed answer to the remote.
+    FragNeeded,
 }
 
 /// Encapsulates the translated packet towards `entry`'s worker and counts

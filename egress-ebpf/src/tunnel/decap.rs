@@ -56,9 +56,6 @@ pub fn parse_tunnel(ctx: &TcContext, cfg: &GatewayConfig) -> Result<InnerFrame, 
     if ip.has_options() {
         return Err(Counter::DropIpOptions);
     }
-    if ip.is_fragment() {
-        return Err(Counter::DropFragment);
-    }
     Ok(InnerFrame {
         client_mac: [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]],
         tunnel_gateway_mac: [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]],

@@ -1,0 +1,76 @@
+//! A datagram's later fragments carry no ports: they are translated with
+//! the flow their first fragment was, which `remember_first` keeps under
+//! what all fragments share (`egress_common::fragments`). Each fragment is
+//! sent on as it comes; nothing is held or reassembled, so a flood of
+//! fragments costs an LRU map's fixed memory and nothing else.
+use aya_ebpf::programs::TcContext;
+use egress_common::{
+    config::GatewayConfig,
+    conntrack::{FlowTuple, NatEntry},
+    counters::Counter,
+    fragments::{FragmentFlow, FragmentKey, FRAGMENT_TIMEOUT_NS},
+};
+
+use crate::{
+    conntrack::{self, Half},
+    csum,
+    headers::{Ipv4Header, IP_DST_OFF, IP_SRC_OFF},
+    maps::{count, FRAGMENTS},
+    nat::rewrite::End,
+};
+
+#[inline(always)]
+fn key_of(ip: &Ipv4Header) -> FragmentKey {
+    FragmentKey::new(ip.src_be, ip.dst_be, ip.id_be, ip.protocol)
+}
+
+/// After a first fragment was translated with the binding `tuple` keys (in
+/// the half it arrived on): its datagram's other fragments will follow it.
+/// `ip` is its header as it arrived. Any other packet is left alone.
+#[inline(always)]
+pub fn remember_first(ip: &Ipv4Header, tuple: &FlowTuple, now: u64) {
+    if ip.is_first_fragment() {
+        let flow = FragmentFlow { tuple: *tuple, first_seen_ns: now };
+        // A full LRU forgets its oldest datagram; a failed insert only
+        // loses this one's later fragments, which are then counted.
+        let _ = FRAGMENTS.insert(key_of(ip), flow, 0);
+    }
+}
+
+/// The live binding of a later fragment's datagram, in `half`; None when
+/// its first fragment has not passed here, passed longer ago than the
+/// fragment timeout, or its flow has ended since.
+#[inline(always)]
+pub fn binding_of_later(cfg: &GatewayConfig, ip: &Ipv4Header, half: Half, now: u64) -> Option<NatEntry> {
+    let key = key_of(ip);
+    // SAFETY: copied out at once; a concurrent update can only make the
+    // copy another datagram's flow under the same key, which the binding
+    // lookup below checks like any packet's.
+    let flow = unsafe { *FRAGMENTS.get(key)? };
+    if now.saturating_sub(flow.first_seen_ns) > FRAGMENT_TIMEOUT_NS {
+        let _ = FRAGMENTS.remove(key);
+        return None;
+    }
+    conntrack::ct_lookup(cfg, half, &flow.tuple, now).map(|(_, entry)| entry)
+}
+
+/// Translates a later fragment in place: `end`'s address becomes
+/// `new_addr_be`, the TTL drops by one (the caller has checked it is above
+/// 1). It has no L4 header, so only the IP checksum follows.
+#[inline(always)]
+pub fn rewrite_later(
+    ctx: &TcContext,
+    ip_off: usize,
+    ip: &Ipv4Header,
+    end: End,
+    new_addr_be: u32,
+) -> Result<(), Counter> {
+    let (field_off, old_addr_be) = match end {
+        End::Source => (IP_SRC_OFF, ip.src_be),
+        End::Destination => (IP_DST_OFF, ip.dst_be),
+    };
+    csum::rewrite_ipv4_addr_only(ctx, ip_off, field_off, old_addr_be, new_addr_be)?;
+    csum::decrement_ttl(ctx, ip_off, ip.ttl, ip.protocol)?;
+    count(Counter::FragmentTranslated);
+    Ok(())
+}
