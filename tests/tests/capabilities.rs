@@ -182,3 +182,31 @@ fn gateway_without_net_admin_refuses_to_start_with_one_line() {
     assert!(last.starts_with("egress-agent: error:"), "last line of stderr: {last:?}; all of it:\n{stderr}");
     assert!(last.contains("CAP_NET_ADMIN"), "the error names the missing capability: {last:?}");
 }
+
+/// The container runtime's own default seccomp profile (CRI-O's, podman's,
+/// containerd's before 1.7) refuses bpf(2) without CAP_SYS_ADMIN, which the
+/// gateway does not get: the agent, with exactly the container's
+/// capabilities under such a filter, must name the profile as the cause
+/// and the component that lifts it, in one line, rather than ask for
+/// capabilities it already has.
+#[test]
+fn gateway_under_a_seccomp_profile_that_refuses_bpf_names_the_profile_in_one_line() {
+    let ns = pod_namespace();
+    let pods = pods_file();
+    let agent = binary();
+    let mut argv = vec!["timeout".to_string(), "30".into()];
+    argv.extend(with_only(GATEWAY_CAPS));
+    argv.push(env!("CARGO_BIN_EXE_no-bpf").into());
+    argv.extend(
+        gateway_argv(GATEWAY_CAPS, &agent, pods.path()).into_iter().skip(with_only(GATEWAY_CAPS).len()),
+    );
+    let out: Output = ns.output(&argv).unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "the agent started under the filter; its output:\n{stderr}");
+    assert_ne!(out.status.code(), Some(124), "the agent ran until `timeout` stopped it:\n{stderr}");
+    let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    assert!(last.starts_with("egress-agent: error:"), "last line of stderr: {last:?}; all of it:\n{stderr}");
+    assert!(last.contains("seccomp profile"), "the error names the profile: {last:?}");
+    assert!(last.contains("deploy/components/seccomp-unconfined"), "and the component to add: {last:?}");
+    assert!(!last.contains("needs CAP_BPF"), "it does not blame the capabilities: {last:?}");
+}

@@ -14,7 +14,7 @@ use aya::{
 };
 use egress_common::{config::GatewayConfig, maps as names};
 
-use super::{maps::DatapathMaps, tcx};
+use super::{maps::DatapathMaps, privileges, tcx};
 use crate::keeper::Held;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egress-ebpf.o"));
@@ -106,7 +106,13 @@ impl Datapath {
             .map_max_entries(names::CT_ORIGINAL, ct_size)
             .map_max_entries(names::CT_REPLY, ct_size)
             .load(object)
-            .context("loading the eBPF object (is this a BPF-capable kernel, and do we have CAP_BPF/CAP_NET_ADMIN?)")?;
+            .map_err(|err| {
+                let err = anyhow::Error::new(err);
+                if privileges::errno_of(&err) == Some(libc::EPERM) {
+                    return privileges::bpf_refused("creating the program's maps");
+                }
+                err.context("loading the eBPF object (is this a BPF-capable kernel?)")
+            })?;
         let adopted = !previous_maps.is_empty() && substitute_maps(&ebpf, &previous_maps)?;
         drop(previous_maps);
         let mut map_fds = Vec::new();
@@ -130,15 +136,14 @@ impl Datapath {
             // EPERM is a capability check, not the verifier (which says
             // EACCES or EINVAL): say which capabilities, not "refused".
             if errno == Some(libc::EPERM) {
-                return anyhow::Error::new(err).context(
-                    "the kernel did not allow loading the program: a TC classifier needs CAP_BPF and CAP_NET_ADMIN",
-                );
+                tracing::debug!("loading the program: {err:#}");
+                return privileges::bpf_refused("loading the program");
             }
             // Without CAP_PERFMON the verifier also checks speculative
             // paths and stack spills more strictly; on kernels before 6.18
             // that refuses this program. Say what to add, in one line; the
             // verifier's own output is at debug level.
-            if errno == Some(libc::EACCES) && !has_effective_capability(CAP_PERFMON) {
+            if errno == Some(libc::EACCES) && !privileges::has_effective_capability(privileges::CAP_PERFMON) {
                 tracing::debug!("verifier output: {err:#}");
                 return anyhow::anyhow!(
                     "the kernel verifier refused the program without CAP_PERFMON: add PERFMON to the container's capabilities (with BPF and NET_ADMIN)"
@@ -484,17 +489,4 @@ fn raise_memlock_limit() {
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
         tracing::debug!("could not raise RLIMIT_MEMLOCK; fine on 5.11+");
     }
-}
-
-/// `CAP_PERFMON` (linux/capability.h).
-const CAP_PERFMON: u32 = 38;
-
-/// Whether this process has `cap` in its effective set (/proc/self/status).
-fn has_effective_capability(cap: u32) -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1 << cap) != 0)
 }

@@ -5,4 +5,5 @@ pub mod conntrack;
 pub mod gro_stage;
 pub mod loader;
 pub mod maps;
+pub mod privileges;
 pub mod tcx;
