@@ -579,3 +579,49 @@ fn a_tunnel_packet_fragmented_on_the_way_is_dropped() {
     assert_eq!((h.counter("forwarded_to_remote"), h.counter("fragment_translated")), (0, 0));
     assert!(h.flows().is_empty(), "no binding from a tunnel fragment");
 }
+
+/// A remote's IP IDs towards the gateway are shared by every client's
+/// flows and the gateway pod's own traffic, so an ID comes round again.
+/// A later datagram with the same ID whose first fragment is not a
+/// client's (here: for the pod's own port) must not have its later
+/// fragments follow the earlier datagram's flow to that client.
+#[test]
+fn a_later_datagram_with_the_same_id_never_follows_an_earlier_one_s_flow() {
+    let mut h = Harness::default();
+    let nat_port = open_flow(&mut h, DNS_QUERY, b"query");
+    let reply = Datagram::from_remote(L4::Udp { src: 53, dst: nat_port }, 2000);
+    let [first, last]: [Vec<u8>; 2] = reply.on_the_wire().try_into().unwrap();
+    assert_eq!(h.run(&first).action, TC_ACT_REDIRECT);
+    assert_eq!(h.run(&last).action, TC_ACT_REDIRECT);
+
+    // Same remote, same ID, to the pod's own ephemeral port.
+    let own: [Vec<u8>; 2] =
+        Datagram { l4: L4::Udp { src: 53, dst: 40_000 }, ..reply }.on_the_wire().try_into().unwrap();
+    for (index, fragment) in own.iter().enumerate() {
+        let out = h.run(fragment);
+        assert_eq!(out.action, TC_ACT_UNSPEC, "the pod's own fragment {index}");
+        assert!(out.packet == *fragment, "the pod's own fragment {index} was changed");
+    }
+    assert_eq!(h.counter("fragment_translated"), 1, "only the client's own later fragment");
+    assert_eq!(h.counter("forwarded_to_client"), 2);
+}
+
+/// DF on a later fragment is not what a sender makes, and an answer about
+/// it would quote no ports: it is dropped, never answered.
+#[test]
+fn a_too_big_later_fragment_with_df_is_dropped_unanswered() {
+    let mut h = Harness::default();
+    let nat_port = open_flow(&mut h, DNS_QUERY, b"query");
+    let reply = Datagram::from_remote(L4::Udp { src: 53, dst: nat_port }, 4000);
+    // The first fragment fits the tunnel and is translated.
+    assert_eq!(h.run(&reply.on_the_wire()[0]).action, TC_ACT_REDIRECT);
+    // A later fragment of the same datagram, cut for eth0 (too big for the
+    // tunnel), with DF set.
+    let mut later = Datagram { fragment_len: 1480, ..reply }.on_the_wire().remove(1);
+    assert_eq!(later.len(), ETH_HLEN + 1500);
+    let flags_and_offset = u16::from_be_bytes([later[ETH_HLEN + 6], later[ETH_HLEN + 7]]);
+    set_fragment_fields(&mut later[ETH_HLEN..], DATAGRAM_ID, flags_and_offset | 0x4000);
+    assert_eq!(h.run(&later).action, TC_ACT_SHOT);
+    assert_eq!(h.counter("drop_too_big_for_tunnel"), 1);
+    assert_eq!(h.counter("icmp_frag_needed_to_remote"), 0, "never answered");
+}

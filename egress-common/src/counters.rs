@@ -35,7 +35,8 @@ const MORE_EVENTS_BASE: u32 = 48;
 counters! {
     /// A client packet decapsulated, translated and sent out.
     ForwardedToRemote = 0 => "forwarded_to_remote",
-    /// A reply translated, encapsulated and sent to its client.
+    /// A reply translated, encapsulated and sent to its client (a reply sent
+    /// in two fragments counts twice: two packets went).
     ForwardedToClient = 1 => "forwarded_to_client",
     /// A new NAT binding created.
     FlowCreated = 2 => "flow_created",
@@ -62,8 +63,11 @@ counters! {
     /// or had expired, removed to make room for a new flow: in a full
     /// table, or among the client's own at its share.
     FlowEarlyDropped = 10 => "flow_early_dropped",
-    /// A reply too big to be encapsulated as one packet (a GRO aggregate)
-    /// sent to be cut into segments, each then translated on its own.
+    /// A reply sent through the resegmentation pair: a GRO aggregate too
+    /// big to be encapsulated as one packet, to be cut into segments (each
+    /// then translated on its own), or a single packet too big for the
+    /// tunnel, to have its checksum computed before it is answered (DF) or
+    /// split in two.
     ReplyResegmented = 11 => "reply_resegmented",
     /// A client's packet expired at the gateway and was not answered with
     /// time exceeded: the client's answer rate (6 at once, then 1 a

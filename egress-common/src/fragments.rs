@@ -28,11 +28,16 @@ impl FragmentKey {
 }
 
 /// The flow a datagram's first fragment was translated with: the key of
-/// its binding in the conntrack half the fragments arrive on.
+/// its binding in the conntrack half the fragments arrive on, and which
+/// binding it was (a port bound again since is another client's).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FragmentFlow {
     pub tuple: FlowTuple,
+    pub client_id: u32,
+    pub _pad0: u32,
+    /// The binding's `NatEntry::created_ns`; 0: any binding of `client_id`.
+    pub binding_created_ns: u64,
     /// When the first fragment passed (`bpf_ktime_get_ns`).
     pub first_seen_ns: u64,
 }
@@ -41,9 +46,13 @@ pub struct FragmentFlow {
 /// flood of first fragments pushes out the oldest entries, never memory.
 pub const FRAGMENTS_MAX: u32 = 16_384;
 
-/// How long later fragments may follow their first: Linux's
-/// `ipfrag_time` (30 s), after which a receiver discards a datagram.
-pub const FRAGMENT_TIMEOUT_NS: u64 = 30_000_000_000;
+/// How long later fragments may follow their first. They come within
+/// microseconds (a sender sends a datagram's fragments back to back); a
+/// few seconds cover a slow path and the resegmentation pair's detour, and
+/// keep a datagram whose IP ID comes round again later (a remote's IDs
+/// towards the gateway are shared by every client's flows) from meeting
+/// an old datagram's entry.
+pub const FRAGMENT_TIMEOUT_NS: u64 = 5_000_000_000;
 
 /// IPv4 `frag_off` bits (host order).
 pub const IP_DF: u16 = 0x4000;

@@ -55,8 +55,10 @@ pub fn egress_resegmented(ctx: TcContext) -> i32 {
         let verdict = Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToClient };
         return verdict::apply(verdict, &ctx);
     }
+    // Only replies of live flows were sent round: one that is no longer
+    // (its binding or its datagram's entry went meanwhile) has none.
     let verdict = match classify(&ctx, Arrival::Resegmented) {
-        Verdict::NotOurs => Verdict::Drop(Counter::DropUnsupportedProtocol),
+        Verdict::NotOurs => Verdict::Drop(Counter::DropNoMapping),
         verdict => verdict,
     };
     verdict::apply(verdict, &ctx)

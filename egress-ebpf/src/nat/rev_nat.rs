@@ -75,6 +75,13 @@ fn rev_nat_v4_process(
     ip: &Ipv4Header,
     arrival: Arrival,
 ) -> Result<Returned, Counter> {
+    // Before anything may return: whatever this datagram becomes, its later
+    // fragments must not follow an earlier one's flow. On its first pass
+    // only: back from the pair, its entry is its own, and later fragments
+    // may be looking it up on another CPU.
+    if arrival == Arrival::Wire {
+        fragments::forget_first(ip);
+    }
     if !matches!(ip.protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP) {
         return Ok(Returned::NotOurs);
     }
@@ -105,7 +112,7 @@ fn rev_nat_v4_process(
         Err(Returned::Resegment) => {
             // Before the resegmentation pair's detour: its datagram's later
             // fragments come straight from the wire and do not wait for it.
-            fragments::remember_first(ip, &tuple, now);
+            fragments::remember_first(ip, &tuple, entry.client_id, entry.created_ns, now);
             return Ok(Returned::Resegment);
         }
         Err(returned) => return Ok(returned),
@@ -123,7 +130,7 @@ fn rev_nat_v4_process(
         ports.dst_port_be,
         entry.client_port_be,
     )?;
-    fragments::remember_first(ip, &tuple, now);
+    fragments::remember_first(ip, &tuple, entry.client_id, entry.created_ns, now);
     rev_nat_v4_deliver(ctx, cfg, &entry, fit)
 }
 
@@ -175,10 +182,10 @@ fn rev_nat_v4_deliver(
 /// becomes of it instead (`Ok(Err(_))`). TCP rarely gets past the first
 /// check: the client's MSS comes from the tunnel MTU.
 ///
-/// - A single packet too big for the tunnel with DF set is answered with
-///   fragmentation needed (`frag_needed`); with DF clear it goes through
-///   the resegmentation pair first (its UDP checksum is then computed
-///   whole) and is sent in two fragments when it comes back.
+/// - A single packet too big for the tunnel goes through the
+///   resegmentation pair first (its UDP checksum is then computed whole).
+///   When it comes back, with DF set it is answered with fragmentation
+///   needed (`frag_needed`), with DF clear sent in two fragments.
 /// - A GSO aggregate is segmented to fit later, but its outer length must
 ///   fit 16 bits: a longer one (GRO merged 46 full segments and a short
 ///   one) is sent to be cut into segments, which come back one by one.
@@ -199,8 +206,16 @@ fn rev_nat_v4_size_check(
             return Ok(Ok(Fit::Whole));
         }
         if ip.dont_fragment() {
-            if arrival != Arrival::Wire {
+            // DF on a fragment is not what a sender makes, and an answer
+            // about a later one would quote no ports: dropped.
+            if ip.is_fragment() {
                 return Err(Counter::DropTooBigForTunnel);
+            }
+            // Through the pair first, when there is one: a local sender's
+            // reply may still have its UDP checksum pending, which the
+            // answer's quote must not carry.
+            if arrival == Arrival::Wire && cfg.resegment_ifindex != 0 {
+                return Ok(Err(Returned::Resegment));
             }
             frag_needed::answer(ctx, cfg, ip, client_id)?;
             return Ok(Err(Returned::FragNeeded));

@@ -123,7 +123,9 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
         ports.src_port_be,
         nat_port_be,
     )?;
-    fragments::remember_first(&inner.ip, &tuple, now);
+    // Any binding of this client's: the key holds its own address, and a
+    // new binding's identity is not returned here.
+    fragments::remember_first(&inner.ip, &tuple, client_id, 0, now);
     // Before the tunnel goes: bpf_skb_adjust_room zeroes a GSO packet's
     // gso_segs ("to be recomputed"), which would count it as one packet.
     let segments = wire_segments(ctx);
