@@ -36,8 +36,7 @@ use common::*;
 use egress_tests::{
     clients,
     craft::{send_raw, udp_first_fragment, udp_later_fragment},
-    reference::{self, TunnelConfig},
-    topology::Cluster,
+    reference::TunnelConfig,
     Daemon, EgressSetup, Netns,
 };
 
@@ -70,12 +69,8 @@ fn through_our_gateway(scenario: Scenario) -> EgressSetup {
 /// Runs `scenario` through the Linux reference gateway (VXLAN device,
 /// conntrack and MASQUERADE in the gateway pod), w1 the client.
 fn through_the_linux_gateway(scenario: Scenario) {
-    egress_tests::require_root().unwrap();
-    let cluster = Cluster::build_default().unwrap();
-    let t = TunnelConfig::default();
+    let cluster = with_the_linux_gateway(&["w1"], &TunnelConfig::default());
     let w1 = cluster.pod("w1");
-    let mac = reference::join_worker(&cluster, w1, &t).unwrap();
-    reference::install_gateway(&cluster, &[(w1, &mac)], &t).unwrap();
     scenario(cluster.outside(), cluster.server_ip(), &w1.ns);
 }
 
@@ -434,13 +429,8 @@ fn a_pod_spraying_fragments_gets_nothing_through_and_its_neighbour_s_datagrams_a
 
 #[test]
 fn the_linux_reference_gateway_under_the_same_spray() {
-    egress_tests::require_root().unwrap();
-    let cluster = Cluster::build_default().unwrap();
-    let t = TunnelConfig::default();
+    let cluster = with_the_linux_gateway(&["w1", "w3"], &TunnelConfig::default());
     let (w1, w3) = (cluster.pod("w1"), cluster.pod("w3"));
-    let mac1 = reference::join_worker(&cluster, w1, &t).unwrap();
-    let mac3 = reference::join_worker(&cluster, w3, &t).unwrap();
-    reference::install_gateway(&cluster, &[(w1, &mac1), (w3, &mac3)], &t).unwrap();
     let (_, delivered) =
         fragment_spray_beside_a_neighbour(cluster.outside(), cluster.server_ip(), (&w1.ns, w1.ip), &w3.ns);
     eprintln!("through Linux: {delivered} of {NEIGHBOUR_ROUNDS} of the neighbour's exchanges");

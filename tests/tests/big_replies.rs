@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use egress_tests::clients;
 use egress_tests::netns::Netns;
-use egress_tests::reference::{self, TunnelConfig};
+use egress_tests::reference::TunnelConfig;
 use egress_tests::topology::{Cluster, NODE_EXTERNAL, POD_IFACE};
 
 /// 46 segments of 1,398 bytes (MSS 1,410 from the worker's 1,450-byte
@@ -151,13 +151,9 @@ fn without_resegmentation_such_replies_are_dropped_and_counted() {
 
 #[test]
 fn the_linux_reference_gateway_delivers_them_too() {
-    egress_tests::require_root().unwrap();
-    let cluster = Cluster::build_default().unwrap();
+    let cluster = with_the_linux_gateway(&["w1"], &TunnelConfig::default());
     let _echo = clients::start_echo_server(cluster.outside(), Path::new(ECHO), cluster.server_ips()).unwrap();
-    let t = TunnelConfig::default();
     let w1 = cluster.pod("w1");
-    let mac = reference::join_worker(&cluster, w1, &t).unwrap();
-    reference::install_gateway(&cluster, &[(w1, &mac)], &t).unwrap();
     make_aggregates(&cluster, &w1.ns);
     let d = download(cluster.outside(), cluster.server_ip(), &w1.ns);
     eprintln!("linux: {d:?}");

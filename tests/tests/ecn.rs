@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use common::*;
 use egress_tests::clients;
-use egress_tests::reference::{self, TunnelConfig};
-use egress_tests::topology::Cluster;
+use egress_tests::reference::TunnelConfig;
 use egress_tests::tos::{TosSocket, ECN_CE, ECN_ECT0};
 use egress_tests::Netns;
 
@@ -79,13 +78,9 @@ fn congestion_marks_cross_the_tunnel_both_ways() {
 
 #[test]
 fn the_linux_reference_gateway_passes_them_too() {
-    egress_tests::require_root().unwrap();
-    let cluster = Cluster::build_default().unwrap();
+    let cluster = with_the_linux_gateway(&["w1"], &TunnelConfig::default());
     let _echo = clients::start_echo_server(cluster.outside(), Path::new(ECHO), cluster.server_ips()).unwrap();
-    let t = TunnelConfig::default();
     let w1 = cluster.pod("w1");
-    let mac = reference::join_worker(&cluster, w1, &t).unwrap();
-    reference::install_gateway(&cluster, &[(w1, &mac)], &t).unwrap();
     mark_congestion_on_the_tunnel(&cluster.node(w1.node).ns);
     assert_eq!(exchange(cluster.outside(), cluster.server_ip(), &w1.ns), (ECN_CE, ECN_CE));
 }

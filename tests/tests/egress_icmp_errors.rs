@@ -13,8 +13,8 @@ use std::time::Duration;
 use common::*;
 use egress_tests::{
     clients::{self, mbit},
-    reference::{self, TunnelConfig},
-    topology::{Cluster, NODE_EXTERNAL, POD_IFACE},
+    reference::TunnelConfig,
+    topology::{NODE_EXTERNAL, POD_IFACE},
     Netns,
 };
 
@@ -127,13 +127,9 @@ fn a_client_s_port_unreachable_reaches_the_remote() {
 
 #[test]
 fn the_linux_reference_gateway_passes_the_client_s_port_unreachable_on_too() {
-    egress_tests::require_root().unwrap();
-    let cluster = Cluster::build_default().unwrap();
+    let cluster = with_the_linux_gateway(&["w1"], &TunnelConfig::default());
     let _echo = clients::start_echo_server(cluster.outside(), Path::new(ECHO), cluster.server_ips()).unwrap();
-    let t = TunnelConfig::default();
     let w1 = cluster.pod("w1");
-    let mac = reference::join_worker(&cluster, w1, &t).unwrap();
-    reference::install_gateway(&cluster, &[(w1, &mac)], &t).unwrap();
     let err = late_reply_to_a_closed_socket(cluster.outside(), cluster.server_ip(), &w1.ns).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
 }

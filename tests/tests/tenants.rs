@@ -15,8 +15,7 @@ use std::time::Duration;
 use common::*;
 use egress_tests::clients::{self, ECHO_HTTP_PORT, ECHO_UDP_PORT};
 use egress_tests::craft::{spray_tcp, TCP_ACK, TCP_FIN, TCP_RST};
-use egress_tests::reference::{self, TunnelConfig};
-use egress_tests::topology::Cluster;
+use egress_tests::reference::TunnelConfig;
 
 /// The setup: 200 NAT ports, 400 RSTs from one tenant.
 const NAT_PORTS: (u16, u16) = (20_000, 20_199);
@@ -71,14 +70,12 @@ fn an_rst_spray_holds_no_nat_port() {
 
 #[test]
 fn the_linux_reference_gateway_delivers_the_same_after_an_rst_spray() {
-    egress_tests::require_root().unwrap();
-    let cluster = Cluster::build_default().unwrap();
+    let cluster = with_the_linux_gateway(
+        &["w1", "w3"],
+        &TunnelConfig { nat_ports: NAT_PORTS, ..TunnelConfig::default() },
+    );
     let _echo = clients::start_echo_server(cluster.outside(), Path::new(ECHO), cluster.server_ips()).unwrap();
-    let t = TunnelConfig { nat_ports: NAT_PORTS, ..TunnelConfig::default() };
     let (w1, w3) = (cluster.pod("w1"), cluster.pod("w3"));
-    let mac1 = reference::join_worker(&cluster, w1, &t).unwrap();
-    let mac3 = reference::join_worker(&cluster, w3, &t).unwrap();
-    reference::install_gateway(&cluster, &[(w1, &mac1), (w3, &mac3)], &t).unwrap();
     let server = SocketAddrV4::new(cluster.server_ip(), ECHO_HTTP_PORT);
     for flags in [TCP_RST, TCP_RST | TCP_ACK] {
         spray_tcp(&w1.ns, w1.ip, 40_000..40_400, server, flags).unwrap();

@@ -5,6 +5,8 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use egress_tests::agent::DEFAULT_NAT_PORTS;
+use egress_tests::reference::{self, TunnelConfig};
+use egress_tests::topology::{Cluster, Pod};
 use egress_tests::{require_root, EgressSetup, GatewayOptions};
 
 pub const ECHO: &str = env!("CARGO_BIN_EXE_echo-server");
@@ -26,6 +28,27 @@ pub fn start(opts: GatewayOptions) -> EgressSetup {
         panic!("{e:#}");
     }
     EgressSetup::start(opts).unwrap_or_else(|e| panic!("starting the egress setup: {e:#}"))
+}
+
+/// The default cluster with the Linux reference gateway (VXLAN device,
+/// conntrack and MASQUERADE in the gateway pod) on `tunnel`, and the pods
+/// named in `clients` joined to it and listed: what a test runs its
+/// scenario through to show Linux delivers it too. Panics like [`start`].
+pub fn with_the_linux_gateway(clients: &[&str], tunnel: &TunnelConfig) -> Cluster {
+    if let Err(e) = require_root() {
+        panic!("{e:#}");
+    }
+    let cluster = Cluster::build_default().unwrap();
+    let joined: Vec<(&Pod, String)> = clients
+        .iter()
+        .map(|name| {
+            let pod = cluster.pod(name);
+            (pod, reference::join_worker(&cluster, pod, tunnel).unwrap())
+        })
+        .collect();
+    let listed: Vec<(&Pod, &str)> = joined.iter().map(|(pod, mac)| (*pod, mac.as_str())).collect();
+    reference::install_gateway(&cluster, &listed, tunnel).unwrap();
+    cluster
 }
 
 pub fn assert_nat_port(port: u16) {
