@@ -33,6 +33,18 @@ pub fn candidate_port(min: u16, max: u16, start: u32, fresh: u32, attempt: u32) 
     min + offset as u16
 }
 
+/// The client's own port as its NAT port (port preservation, as Linux and
+/// Cilium do), when it lies in the range: a remote sees the port the
+/// application chose, and a new flow whose port is free costs one insert.
+#[inline(always)]
+pub fn preserved_port(min: u16, max: u16, client_port: u16) -> Option<u16> {
+    if (min..=max).contains(&client_port) {
+        Some(client_port)
+    } else {
+        None
+    }
+}
+
 /// Whether two inclusive ranges overlap.
 pub fn ranges_overlap(a: (u16, u16), b: (u16, u16)) -> bool {
     a.0 <= b.1 && b.0 <= a.1
@@ -71,6 +83,16 @@ mod tests {
         assert_eq!(candidate_port(5, 5, u32::MAX, 3, 7), 5);
         assert_eq!(range_len(5, 5), 1);
         assert_eq!(range_len(6, 5), 0);
+    }
+
+    #[test]
+    fn the_client_port_is_preserved_only_inside_the_range() {
+        assert_eq!(preserved_port(10_240, 64_511, 40_000), Some(40_000));
+        assert_eq!(preserved_port(10_240, 64_511, 10_240), Some(10_240));
+        assert_eq!(preserved_port(10_240, 64_511, 64_511), Some(64_511));
+        assert_eq!(preserved_port(10_240, 64_511, 64_512), None);
+        assert_eq!(preserved_port(10_240, 64_511, 1_023), None);
+        assert_eq!(preserved_port(10, 5, 7), None);
     }
 
     #[test]

@@ -19,11 +19,11 @@ use aya_ebpf::{
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
 };
 use egress_common::{
-    config::GatewayConfig,
+    config::{GatewayConfig, MAX_PORT_RETRIES},
     conntrack::{FlowState, FlowTuple, NatEntry, FLOW_SEEN_REPLY},
     counters::Counter,
     maps::CT_RECENT_SLOTS,
-    ports::candidate_port,
+    ports::{candidate_port, preserved_port},
 };
 
 use crate::{
@@ -38,8 +38,6 @@ const NS_PER_S: u64 = 1_000_000_000;
 /// Timestamps are written at most this often per flow: a write per packet
 /// would bounce the entry's cache line between CPUs for nothing.
 const REFRESH_INTERVAL_NS: u64 = NS_PER_S;
-/// Upper bound for the verifier; the configured retry count is below it.
-const MAX_PORT_RETRIES: u32 = 32;
 /// Recent bindings looked at for one to make room with, when the table is
 /// full (Linux's early_drop looks at a few hash buckets in the same spirit).
 const MAKE_ROOM_SAMPLES: u32 = 16;
@@ -151,19 +149,16 @@ fn refuse(entry: &NatEntry, refusal: Refusal) -> Counter {
 }
 
 /// Creates a binding for `template` (everything but the NAT port and the
-/// creation time filled in): within the client's share of the table, tries
-/// random NAT ports until one is free for this remote endpoint
-/// (endpoint-dependent mapping), inserting the reply half first so two
-/// flows can never share a reply tuple.
+/// creation time filled in): within the client's share of the table, finds
+/// a NAT port free for this remote endpoint (endpoint-dependent mapping,
+/// `ct_claim_nat_port`), inserting the reply half first so two flows can
+/// never share a reply tuple.
 ///
 /// A port is free only if no binding holds its reply tuple: a live flow's
 /// port is never taken, and an expired flow's only once the sweep (or a
 /// packet meeting it) removed it. When the table itself is full, one
 /// unreplied or expired binding makes room (`ct_make_room`), or the flow is
 /// refused.
-///
-/// Each attempt is one insert and nothing else: a loop body with several
-/// ways to continue multiplies the verifier's states per iteration.
 ///
 /// Returns the flow's NAT port (network order).
 #[inline(always)]
@@ -176,22 +171,7 @@ pub fn ct_create_binding(cfg: &GatewayConfig, entry: &mut NatEntry, now: u64) ->
     {
         return Err(refuse(entry, Refusal::OverShare));
     }
-    let random = unsafe { bpf_get_prandom_u32() };
-    let retries = if cfg.port_retries < MAX_PORT_RETRIES { cfg.port_retries } else { MAX_PORT_RETRIES };
-    let mut inserted: Result<(), i32> = Err(-EEXIST);
-    for attempt in 0..MAX_PORT_RETRIES {
-        if attempt >= retries {
-            break;
-        }
-        let fresh = unsafe { bpf_get_prandom_u32() };
-        let nat_port = candidate_port(cfg.nat_port_min, cfg.nat_port_max, random, fresh, attempt);
-        entry.nat_port_be = nat_port.to_be();
-        inserted = CT_REPLY.insert(&entry.reply_tuple(cfg.gateway_ip_be), &*entry, BPF_NOEXIST as u64);
-        if inserted != Err(-EEXIST) {
-            break;
-        }
-    }
-    match inserted {
+    match ct_claim_nat_port(cfg, entry) {
         Ok(()) => {}
         Err(e) if e == -EEXIST => {
             count_nat_exhausted(&entry.nat_destination());
@@ -235,6 +215,53 @@ pub fn ct_create_binding(cfg: &GatewayConfig, entry: &mut NatEntry, now: u64) ->
     ct_remember_recent(&original);
     count(Counter::FlowCreated);
     Ok(entry.nat_port_be)
+}
+
+/// Claims a NAT port for `entry` by inserting its reply half (`BPF_NOEXIST`,
+/// so a port held by any binding to this remote endpoint is never taken):
+///
+/// 1. the client's own port, when it lies in the NAT range (port
+///    preservation, as Linux and Cilium do). At low occupancy it is nearly
+///    always free, and costs one insert;
+/// 2. then up to `port_retries` random ports: 96 of them fail under 1 % of
+///    new flows at 95 % occupancy (0.95^96), where 16 failed 44 %. Each is
+///    one insert and nothing more: looking a candidate up first, to spare
+///    the bucket lock of a failed insert, measured no faster
+///    (`bench-micro`, within this VM's run-to-run noise).
+///
+/// Returns the last insert's result: `Err(-EEXIST)` when every candidate
+/// was taken, another error when the table is full (the port last tried is
+/// then in `entry`, free of any reply tuple).
+///
+/// The loop body has one way to continue and one to stop: each branch more
+/// multiplies the verifier's states per iteration.
+#[inline(always)]
+fn ct_claim_nat_port(cfg: &GatewayConfig, entry: &mut NatEntry) -> Result<(), i32> {
+    if let Some(nat_port) =
+        preserved_port(cfg.nat_port_min, cfg.nat_port_max, u16::from_be(entry.client_port_be))
+    {
+        entry.nat_port_be = nat_port.to_be();
+        let inserted = CT_REPLY.insert(&entry.reply_tuple(cfg.gateway_ip_be), &*entry, BPF_NOEXIST as u64);
+        if inserted != Err(-EEXIST) {
+            return inserted;
+        }
+    }
+    let random = unsafe { bpf_get_prandom_u32() };
+    let retries = if cfg.port_retries < MAX_PORT_RETRIES { cfg.port_retries } else { MAX_PORT_RETRIES };
+    let mut inserted: Result<(), i32> = Err(-EEXIST);
+    for attempt in 0..MAX_PORT_RETRIES {
+        if attempt >= retries {
+            break;
+        }
+        let fresh = unsafe { bpf_get_prandom_u32() };
+        let nat_port = candidate_port(cfg.nat_port_min, cfg.nat_port_max, random, fresh, attempt);
+        entry.nat_port_be = nat_port.to_be();
+        inserted = CT_REPLY.insert(&entry.reply_tuple(cfg.gateway_ip_be), &*entry, BPF_NOEXIST as u64);
+        if inserted != Err(-EEXIST) {
+            break;
+        }
+    }
+    inserted
 }
 
 /// Writes a new binding's original tuple to this CPU's ring of recent

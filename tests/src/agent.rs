@@ -19,6 +19,7 @@ use std::process::{ExitStatus, Output};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use egress_common::config::{DEFAULT_NAT_PORT_MAX, DEFAULT_NAT_PORT_MIN};
 use serde_json::Value;
 
 use crate::netns::Netns;
@@ -38,7 +39,7 @@ pub mod counters {
 }
 
 /// The agent's default NAT port range (`--nat-ports`).
-pub const DEFAULT_NAT_PORTS: RangeInclusive<u16> = 10240..=32767;
+pub const DEFAULT_NAT_PORTS: RangeInclusive<u16> = DEFAULT_NAT_PORT_MIN..=DEFAULT_NAT_PORT_MAX;
 
 /// How long `gateway` may take to log its ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -391,10 +392,10 @@ mod tests {
     fn args() {
         let mut g = GatewayArgs::new(Path::new("/tmp/pods"));
         g.exclude_cidrs.push("198.51.100.0/24".into());
-        g.nat_ports = Some((10240, 32767));
+        g.nat_ports = Some((20000, 30000));
         assert_eq!(
             g.to_args().join(" "),
-            "gateway --interface eth0 --pods-file /tmp/pods --exclude-cidr 198.51.100.0/24 --nat-ports 10240-32767"
+            "gateway --interface eth0 --pods-file /tmp/pods --exclude-cidr 198.51.100.0/24 --nat-ports 20000-30000"
         );
         let j = JoinArgs {
             gateway: "10.96.0.10".into(),

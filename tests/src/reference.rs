@@ -11,6 +11,7 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
+use egress_common::config::{DEFAULT_NAT_PORT_MAX, DEFAULT_NAT_PORT_MIN};
 
 use crate::topology::{Cluster, Pod, POD_IFACE};
 
@@ -34,7 +35,7 @@ impl Default for TunnelConfig {
             port: 4789,
             next_hop: Ipv4Addr::new(169, 254, 43, 1),
             gateway_mac: "02:72:65:66:00:01".into(),
-            nat_ports: (10240, 32767),
+            nat_ports: (DEFAULT_NAT_PORT_MIN, DEFAULT_NAT_PORT_MAX),
         }
     }
 }

@@ -28,6 +28,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
+use egress_common::config::GATEWAY_EPHEMERAL_PORTS;
 
 use crate::cidr::{cidr, Ipv4Cidr};
 use crate::netns::{self, Netns};
@@ -167,7 +168,10 @@ impl Default for ClusterConfig {
                 backend_port: 4789,
             },
             pods: vec![
-                PodConfig { local_port_range: Some((32768, 60999)), ..pod("gateway", 1, "10.244.2.10") },
+                PodConfig {
+                    local_port_range: Some(GATEWAY_EPHEMERAL_PORTS),
+                    ..pod("gateway", 1, "10.244.2.10")
+                },
                 pod("w1", 0, "10.244.1.11"),
                 pod("w2", 0, "10.244.1.12"),
                 pod("w3", 1, "10.244.2.13"),

@@ -9,7 +9,8 @@ use egress_tests::netns::unique_prefix;
 use egress_tests::scenario::PodsFile;
 use egress_tests::{require_root, Netns};
 
-/// A gateway pod's namespace: `eth0` with an address, `bare0` without one.
+/// A gateway pod's namespace: `eth0` with an address, `bare0` without one,
+/// its ephemeral ports at the top as the manifests set them.
 fn pod_namespace() -> Netns {
     if let Err(e) = require_root() {
         panic!("{e:#}");
@@ -21,6 +22,7 @@ fn pod_namespace() -> Netns {
     for dev in ["eth0", "peer0", "bare0", "peer1"] {
         ns.ip(&["link", "set", dev, "up"]).unwrap();
     }
+    ns.sysctls(&[("net.ipv4.ip_local_port_range", "64512 65535")]).unwrap();
     ns
 }
 
@@ -53,10 +55,15 @@ fn bad_configuration_is_refused_with_one_line() {
     let cases: &[(&[&str], &str)] = &[
         (&["--pods-file", &pods, "--exclude-cidr", "10.0.0.0/33"], "invalid CIDR \"10.0.0.0/33\""),
         (&["--pods-file", &pods, "--exclude-cidr", "fd00::/8"], "invalid CIDR"),
-        (&["--pods-file", &pods, "--nat-ports", "30000-40000"], "overlaps this pod's ephemeral ports"),
+        (
+            &["--pods-file", &pods, "--nat-ports", "60000-65000"],
+            "overlaps this pod's ephemeral ports 64512-65535",
+        ),
         (&["--pods-file", &pods, "--nat-ports", "40000-30000"], "invalid --nat-ports"),
         (&["--pods-file", &pods, "--vxlan-port", "20000"], "inside --nat-ports"),
         (&["--pods-file", &pods, "--vni", "0"], "invalid --vni"),
+        (&["--pods-file", &pods, "--port-retries", "0"], "invalid --port-retries 0: must be 1-128"),
+        (&["--pods-file", &pods, "--port-retries", "500"], "invalid --port-retries 500: must be 1-128"),
         (&["--pods-file", &pods, "--metrics-addr", "everywhere"], "invalid --metrics-addr"),
         (
             &["--pods-file", &pods, "--nat-ports", "9000-10000"],
@@ -89,6 +96,16 @@ fn bad_configuration_is_refused_with_one_line() {
             args.join(" ")
         );
     }
+    // A pod left at Linux's default ephemeral ports is told which range the
+    // default NAT ports need.
+    ns.sysctls(&[("net.ipv4.ip_local_port_range", "32768 60999")]).unwrap();
+    let stderr = refused(&ns, &["--pods-file", &pods]);
+    assert!(
+        stderr.contains(
+            "--nat-ports 10240-64511 overlaps this pod's ephemeral ports 32768-60999: set net.ipv4.ip_local_port_range to \"64512 65535\""
+        ),
+        "{stderr}"
+    );
     // Nothing was set up on the way to refusing.
     let links = ns.ip(&["-o", "link", "show"]).unwrap();
     assert!(!String::from_utf8_lossy(&links.stdout).contains("egressgro"), "no GRO stage left behind");

@@ -232,7 +232,7 @@ fn a_restart_with_another_nat_range_starts_fresh_and_says_so() {
     s.agent_args.nat_ports = Some((20_000, 30_000));
     s.agent = start_agent_again(&s);
     let log = s.agent.log();
-    assert!(log.contains("--nat-ports changed from 10240-32767 to 20000-30000"), "{log}");
+    assert!(log.contains("--nat-ports changed from 10240-64511 to 20000-30000"), "{log}");
     assert!(log.contains("starting with empty maps"), "{log}");
     assert!(log.contains("flows_carried_over=false"), "{log}");
     assert!(s.status().unwrap().flows.is_empty(), "a flow was carried over");

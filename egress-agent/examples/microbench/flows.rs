@@ -19,9 +19,10 @@ pub const SPREAD_REMOTES: u32 = 4096;
 const FIRST_CLIENT_PORT: u16 = 1024;
 pub const REMOTE_PORT: u16 = 443;
 
-/// One TCP flow of the listed client `CLIENT_IP`.
+/// One TCP flow of a listed client (`CLIENT_IP` unless said otherwise).
 #[derive(Clone, Copy)]
 pub struct Flow {
+    pub client_ip: Ipv4Addr,
     pub client_port: u16,
     pub remote_ip: Ipv4Addr,
     pub remote_port: u16,
@@ -36,14 +37,17 @@ impl Flow {
         let remote = u32::from(SPREAD_BASE) + index % SPREAD_REMOTES;
         let client_port = FIRST_CLIENT_PORT as u32 + index / SPREAD_REMOTES;
         assert!(client_port <= u16::MAX as u32, "too many spread flows");
-        Flow { client_port: client_port as u16, remote_ip: Ipv4Addr::from(remote), remote_port: REMOTE_PORT }
+        Flow {
+            client_ip: CLIENT_IP,
+            client_port: client_port as u16,
+            remote_ip: Ipv4Addr::from(remote),
+            remote_port: REMOTE_PORT,
+        }
     }
 
-    /// The `index`-th flow to one destination, `remote`:443.
-    pub fn to_one_destination(remote: Ipv4Addr, index: u32) -> Flow {
-        let client_port = FIRST_CLIENT_PORT as u32 + index;
-        assert!(client_port <= u16::MAX as u32, "too many flows to one destination");
-        Flow { client_port: client_port as u16, remote_ip: remote, remote_port: REMOTE_PORT }
+    /// The flow from `client_ip`:`client_port` to `remote`:443.
+    pub fn to_one_destination(client_ip: Ipv4Addr, client_port: u16, remote: Ipv4Addr) -> Flow {
+        Flow { client_ip, client_port, remote_ip: remote, remote_port: REMOTE_PORT }
     }
 
     /// The client's SYN, tunnelled as its worker sends it: opens the flow.
@@ -71,7 +75,7 @@ impl Flow {
     /// The conntrack key of the client's direction.
     pub fn original_tuple(&self) -> FlowTuple {
         FlowTuple::new(
-            u32::from(CLIENT_IP).to_be(),
+            u32::from(self.client_ip).to_be(),
             u32::from(self.remote_ip).to_be(),
             self.client_port.to_be(),
             self.remote_port.to_be(),
@@ -80,8 +84,9 @@ impl Flow {
     }
 
     fn client_packet(&self, l4: L4, payload: &[u8]) -> Vec<u8> {
-        let inner = common::frame(CLIENT_MAC, TUNNEL_GATEWAY_MAC, CLIENT_IP, self.remote_ip, 64, l4, payload);
-        common::tunnel(CLIENT_IP, VNI, &inner)
+        let inner =
+            common::frame(CLIENT_MAC, TUNNEL_GATEWAY_MAC, self.client_ip, self.remote_ip, 64, l4, payload);
+        common::tunnel(self.client_ip, VNI, &inner)
     }
 
     fn remote_packet(&self, l4: L4, payload: &[u8]) -> Vec<u8> {

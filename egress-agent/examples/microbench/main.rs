@@ -12,7 +12,8 @@
 //! Module map: `timing` (how a test run is timed, and why not with
 //! `repeat`), `flows` (the packets), `datapath` (loading), `established`,
 //! `new_flow`, `fragments`, `breakdown`, `scale`, `map_memory`,
-//! `agent_rss`, `report`, `spin` (one path in a loop, to profile).
+//! `agent_rss`, `report`, `random` (the samples' generator), `spin` (one
+//! path in a loop, to profile).
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
@@ -24,6 +25,7 @@ mod flows;
 mod fragments;
 mod map_memory;
 mod new_flow;
+mod random;
 mod report;
 mod scale;
 mod spin;
@@ -193,7 +195,7 @@ fn measure_round(
     if wants(Part::Paths) {
         established::measure(report, &calibration, sizes.runs, object)?;
         new_flow::measure(report, &calibration, sizes.new_flows, object)?;
-        new_flow::measure_crowded(report, &calibration, &[50, 90], sizes.crowded_probes, object)?;
+        new_flow::measure_crowded(report, &calibration, &[50, 90, 95, 99], sizes.crowded_probes, object)?;
         fragments::measure(report, &calibration, sizes.runs, object)?;
         breakdown::measure(report, &calibration, sizes.runs, object)?;
     }

@@ -24,6 +24,7 @@ use crate::{
     datapath::{self, counter},
     flows::{nat_port_of, Flow},
     map_memory,
+    random::XorShift,
     report::Report,
     timing::{run_each, run_expecting, Calibration, Stats},
 };
@@ -147,40 +148,5 @@ fn short(n: u32) -> String {
         n if n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
         n if n % 1_000 == 0 => format!("{}k", n / 1_000),
         n => n.to_string(),
-    }
-}
-
-/// A small deterministic generator: the same sample on every run.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u32) -> u32 {
-        (self.next() % n as u64) as u32
-    }
-
-    /// `count` distinct indexes below `n`, in random order.
-    fn sample(&mut self, n: u32, count: usize) -> Vec<u32> {
-        let mut all: Vec<u32> = (0..n).collect();
-        for i in 0..count {
-            let j = i + self.below(n - i as u32) as usize;
-            all.swap(i, j);
-        }
-        all.truncate(count);
-        all
-    }
-
-    fn shuffled(&mut self, items: &[u32]) -> Vec<u32> {
-        let mut out = items.to_vec();
-        for i in (1..out.len()).rev() {
-            out.swap(i, self.below(i as u32 + 1) as usize);
-        }
-        out
     }
 }

@@ -7,7 +7,10 @@ use std::{
 
 use anyhow::{bail, Result};
 use egress_common::{
-    config::{default_max_flows_per_client, GatewayConfig, CONFIG_LAYOUT_VERSION, MIN_TIMEOUT_S},
+    config::{
+        default_max_flows_per_client, GatewayConfig, CONFIG_LAYOUT_VERSION, GATEWAY_EPHEMERAL_PORTS,
+        MAX_PORT_RETRIES, MIN_TIMEOUT_S,
+    },
     ports::ranges_overlap,
 };
 
@@ -58,9 +61,11 @@ impl Settings {
         let ephemeral = netdev::ephemeral_port_range()?;
         if ranges_overlap((nat_min, nat_max), ephemeral) {
             bail!(
-                "--nat-ports {nat_min}-{nat_max} overlaps this pod's ephemeral ports {}-{}: pick a range outside it or set net.ipv4.ip_local_port_range",
+                "--nat-ports {nat_min}-{nat_max} overlaps this pod's ephemeral ports {}-{}: set net.ipv4.ip_local_port_range to \"{} {}\" as the manifests do, or pick --nat-ports outside it",
                 ephemeral.0,
-                ephemeral.1
+                ephemeral.1,
+                GATEWAY_EPHEMERAL_PORTS.0,
+                GATEWAY_EPHEMERAL_PORTS.1
             );
         }
         if (nat_min..=nat_max).contains(&args.vxlan_port) {
@@ -68,6 +73,9 @@ impl Settings {
                 "--vxlan-port {} is inside --nat-ports {nat_min}-{nat_max}: move one of them",
                 args.vxlan_port
             );
+        }
+        if args.port_retries == 0 || args.port_retries > MAX_PORT_RETRIES {
+            bail!("invalid --port-retries {}: must be 1-{MAX_PORT_RETRIES}", args.port_retries);
         }
         if args.vni == 0 || args.vni > 0x00ff_ffff {
             bail!("invalid --vni {}: must be 1-16777215", args.vni);
@@ -121,7 +129,7 @@ impl Settings {
             nat_port_min: nat_min,
             nat_port_max: nat_max,
             _pad0: 0,
-            port_retries: args.port_retries.clamp(1, 32),
+            port_retries: args.port_retries,
             tcp_syn_timeout_s: args.tcp_syn_timeout_s,
             tcp_established_timeout_s: args.tcp_established_timeout_s,
             tcp_closing_timeout_s: args.tcp_closing_timeout_s,
