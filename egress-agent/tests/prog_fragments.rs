@@ -334,6 +334,8 @@ fn a_later_fragment_past_the_fragment_timeout_is_dropped() {
 
 #[test]
 fn a_later_fragment_of_a_flow_that_has_expired_is_dropped() {
+    // Aging the flow must not wait out the datagram's 5 s.
+    wait_for_uptime(DEFAULT_UDP_TIMEOUT_S as u64 + 1);
     let mut h = Harness::default();
     let datagram = Datagram::from_client(DNS_QUERY, 2000);
     let [first, last]: [Vec<u8>; 2] = datagram.tunnelled().try_into().unwrap();

@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use egress_common::config::GATEWAY_EPHEMERAL_PORTS;
 use egress_tests::agent::{agent_binary, is_ready_line, READY_TIMEOUT};
 use egress_tests::netns::unique_prefix;
 use egress_tests::scenario::PodsFile;
@@ -44,7 +45,8 @@ fn with_only(caps: &[&str]) -> Vec<String> {
 }
 
 /// A fresh namespace whose `eth0` (one end of a veth pair; the peer stays in
-/// the namespace) has an IPv4 address, like a gateway pod's.
+/// the namespace) has an IPv4 address and whose own ephemeral ports sit at
+/// the top, like a gateway pod's (the manifests' sysctl).
 fn pod_namespace() -> Netns {
     if let Err(e) = require_root() {
         panic!("{e:#}");
@@ -56,6 +58,8 @@ fn pod_namespace() -> Netns {
     ns.ip(&["addr", "add", GATEWAY_ADDR, "dev", "eth0"]).unwrap();
     ns.ip(&["link", "set", "eth0", "up"]).unwrap();
     ns.ip(&["link", "set", "peer0", "up"]).unwrap();
+    let (lo, hi) = GATEWAY_EPHEMERAL_PORTS;
+    ns.sysctls(&[("net.ipv4.ip_local_port_range", &format!("{lo} {hi}"))]).unwrap();
     ns
 }
 

@@ -14,6 +14,7 @@
 use std::{path::PathBuf, process::Command};
 
 use anyhow::{bail, Context, Result};
+use egress_common::config::GATEWAY_EPHEMERAL_PORTS;
 
 use crate::run::{status, workspace_root};
 
@@ -116,10 +117,13 @@ pub fn run(agent: &std::path::Path) -> Result<()> {
     // HTTP (127.0.0.1:9090, so `peer` needs its loopback up). The tc filter
     // checks apply before 6.6; from 6.6 on the agent attaches with TCX,
     // which `tc filter show` does not list (EGRESS_TEST_KERNEL may be newer).
+    // `peer` gets the gateway pod's own ephemeral range, as the manifests
+    // set it, so the default NAT range does not overlap it.
     let setpriv = util_linux_setpriv()?;
     script.push_str(&format!(
         "case $(uname -r) in [1-5].*|6.[0-5].*) tcx=0 ;; *) tcx=1 ;; esac\n\
          ip -n peer link set lo up\n\
+         ip netns exec peer sh -c 'echo {ephemeral_lo} {ephemeral_hi} > /proc/sys/net/ipv4/ip_local_port_range'\n\
          ip netns exec peer {gateway_caps} {agent} gateway --interface veth1 --pods-file {pods} 2>{log} &\n\
          pid=$!\n\
          for i in 1 2 3 4 5 6 7 8 9 10; do grep -q ready {log} && break; sleep 1; done\n\
@@ -166,6 +170,8 @@ pub fn run(agent: &std::path::Path) -> Result<()> {
          fi\n",
         agent = agent.display(),
         pods = pods.display(),
+        ephemeral_lo = GATEWAY_EPHEMERAL_PORTS.0,
+        ephemeral_hi = GATEWAY_EPHEMERAL_PORTS.1,
         log = work.join("agent.log").display(),
         log2 = work.join("agent-restarted.log").display(),
         neg = work.join("agent-bpf-only.log").display(),

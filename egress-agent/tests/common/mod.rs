@@ -166,12 +166,20 @@ impl Harness {
 /// ago. In a VM that booted moments ago, first waits until `secs` have
 /// passed since boot.
 fn boot_clock_ago(secs: u64) -> u64 {
-    let ago = std::time::Duration::from_secs(secs);
-    let uptime = std::time::Duration::from_nanos(egress_agent::netdev::monotonic_ns());
-    if uptime <= ago {
-        std::thread::sleep(ago - uptime + std::time::Duration::from_millis(100));
-    }
+    wait_for_uptime(secs);
     egress_agent::netdev::monotonic_ns() - secs * 1_000_000_000
+}
+
+/// Sleeps until the machine has been up longer than `secs`, so that a
+/// time `secs` ago exists on the boot clock. Only a freshly booted machine
+/// (the qemu kernel step) waits; a test whose state must stay fresh while
+/// it ages flows calls this first, before that state is made.
+pub fn wait_for_uptime(secs: u64) {
+    let wanted = std::time::Duration::from_secs(secs);
+    let uptime = std::time::Duration::from_nanos(egress_agent::netdev::monotonic_ns());
+    if uptime <= wanted {
+        std::thread::sleep(wanted - uptime + std::time::Duration::from_millis(100));
+    }
 }
 
 /// Runs this test thread (and so BPF_PROG_TEST_RUN, which runs the
