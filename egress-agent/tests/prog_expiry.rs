@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use egress_agent::datapath::conntrack::sweep_expired;
+use egress_agent::datapath::conntrack::{sweep_expired, Halves};
 use egress_common::{config::DEFAULT_TCP_TIME_WAIT_TIMEOUT_S, conntrack::FlowState};
 
 /// The default harness with 1 s UDP, ICMP and closing timeouts (TCP
@@ -111,7 +111,11 @@ fn a_nat_port_the_remote_holds_in_time_wait_outlives_the_closing_timeout() {
     );
     h.age_all(5);
     let now = egress_agent::netdev::monotonic_ns();
-    assert_eq!(sweep_expired(&mut h.datapath.maps, now).unwrap(), 0, "the closing flow is already gone");
+    assert_eq!(
+        sweep_expired(&mut h.datapath.maps, Halves::Both, now).unwrap().0,
+        0,
+        "the closing flow is already gone"
+    );
     assert_eq!(state_of(&h, time_wait), Some(FlowState::TimeWait as u8), "the sweep keeps the held port");
 
     // The same client port opening again gets the same NAT port: the remote
@@ -129,5 +133,5 @@ fn a_nat_port_the_remote_holds_in_time_wait_outlives_the_closing_timeout() {
     h.datapath.maps.write_config(&cfg).unwrap();
     h.age_all(4);
     let now = egress_agent::netdev::monotonic_ns();
-    assert_eq!(sweep_expired(&mut h.datapath.maps, now).unwrap(), 2);
+    assert_eq!(sweep_expired(&mut h.datapath.maps, Halves::Both, now).unwrap().0, 2);
 }

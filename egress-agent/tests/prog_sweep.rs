@@ -2,7 +2,7 @@
 mod common;
 
 use common::*;
-use egress_agent::datapath::conntrack::sweep_expired;
+use egress_agent::datapath::conntrack::{flows, sweep_expired, Halves};
 
 /// The default harness with a 1 s UDP timeout.
 fn harness() -> Harness {
@@ -36,7 +36,7 @@ fn sweep_removes_expired_flows_and_keeps_live_ones() {
     h.run(&from_client(L4::Udp { src: 5000, dst: 53 }, b""));
     expire_all(&mut h);
     h.run(&from_client(L4::Udp { src: 5001, dst: 53 }, b""));
-    assert_eq!(sweep_expired(&mut h.datapath.maps, now()).unwrap(), 1);
+    assert_eq!(sweep_expired(&mut h.datapath.maps, Halves::Both, now()).unwrap().0, 1);
     let flows = h.flows();
     assert_eq!(flows.len(), 1);
     assert_eq!(u16::from_be(flows[0].client_port_be), 5001);
@@ -54,7 +54,54 @@ fn sweep_never_deletes_another_binding_s_half() {
     newer.client_port_be = 6000u16.to_be();
     newer.last_seen_ns = now();
     h.datapath.maps.ct_reply.insert(reply_key, newer, 0).unwrap();
-    sweep_expired(&mut h.datapath.maps, now()).unwrap();
+    sweep_expired(&mut h.datapath.maps, Halves::Both, now()).unwrap();
     assert!(h.flows().is_empty(), "the expired original half is gone");
     assert_eq!(h.datapath.maps.ct_reply.get(&reply_key, 0).unwrap(), newer, "the live binding's half stays");
+}
+
+/// The agent reads the maps in batches of a few thousand entries: every
+/// flow is seen across the batches' seams, by the listing, by the sweep's
+/// tally of what stays, and by the sweep when all have expired.
+#[test]
+fn the_batched_walks_see_every_flow() {
+    const FLOWS: u16 = 10_000;
+    let mut h = Harness::with_table((10_000, 60_000), 16_384);
+    for port in 20_000..20_000 + FLOWS {
+        assert_eq!(h.run(&from_client(L4::Udp { src: port, dst: 53 }, b"")).action, TC_ACT_REDIRECT);
+    }
+    h.run(&from_client(L4::EchoRequest { id: 7 }, b"ping"));
+    assert_eq!(flows(&h.datapath.maps).unwrap().len(), FLOWS as usize + 1);
+
+    let (removed, kept) = sweep_expired(&mut h.datapath.maps, Halves::Both, now()).unwrap();
+    assert_eq!(removed, 0);
+    assert_eq!(kept.bindings(), FLOWS as u64 + 1);
+    assert_eq!((kept.by_protocol["udp"], kept.by_protocol["icmp"]), (FLOWS as u64, 1));
+    assert_eq!(kept.most_towards_one_destination(), FLOWS as u64, "all UDP flows go to one server");
+
+    let mut cfg = h.datapath.maps.read_config().unwrap();
+    cfg.udp_timeout_s = 1;
+    cfg.icmp_timeout_s = 1;
+    h.datapath.maps.write_config(&cfg).unwrap();
+    expire_all(&mut h);
+    // The original halves lead to the reply halves: one walk takes both.
+    let (removed, kept) = sweep_expired(&mut h.datapath.maps, Halves::Originals, now()).unwrap();
+    assert_eq!((removed, kept.bindings()), (FLOWS as usize + 1, 0));
+    assert!(h.flows().is_empty());
+    assert_eq!(h.reply_entries(), 0);
+}
+
+/// A reply half left without its original (a datapath race) holds a NAT
+/// port: the sweeps that walk the reply halves find it, the others do not
+/// see it.
+#[test]
+fn a_stray_reply_half_goes_with_the_sweep_of_both_halves() {
+    let mut h = harness();
+    h.run(&from_client(L4::Udp { src: 5000, dst: 53 }, b""));
+    expire_all(&mut h);
+    let original = h.datapath.maps.ct_original.keys().next().unwrap().unwrap();
+    h.datapath.maps.ct_original.remove(&original).unwrap();
+    assert_eq!(sweep_expired(&mut h.datapath.maps, Halves::Originals, now()).unwrap().0, 0);
+    assert_eq!(h.reply_entries(), 1, "not seen from the original halves");
+    sweep_expired(&mut h.datapath.maps, Halves::Both, now()).unwrap();
+    assert_eq!(h.reply_entries(), 0, "the stray reply half went");
 }

@@ -12,7 +12,7 @@ mod common;
 use std::net::Ipv4Addr;
 
 use common::*;
-use egress_agent::datapath::conntrack::{remove_binding, sweep_expired};
+use egress_agent::datapath::conntrack::{remove_binding, sweep_expired, Halves};
 use egress_common::{
     config::{GatewayConfig, TUNNEL_GATEWAY_MAC},
     conntrack::{FlowState, FlowTuple},
@@ -130,7 +130,7 @@ fn a_client_at_its_share_is_refused_and_nobody_else_notices() {
     assert_eq!(h.run(&from_client(L4::Udp { src: 5000, dst: 53 }, b"")).action, TC_ACT_REDIRECT);
     assert_eq!(h.datapath.maps.client_flows(1).unwrap(), 8, "one expired flow left, its new one came");
     let now = egress_agent::netdev::monotonic_ns();
-    assert_eq!(sweep_expired(&mut h.datapath.maps, now).unwrap(), 7 + 8);
+    assert_eq!(sweep_expired(&mut h.datapath.maps, Halves::Both, now).unwrap().0, 7 + 8);
     assert_eq!(h.datapath.maps.client_flows(1).unwrap(), 1);
     assert_eq!(h.datapath.maps.client_flows(2).unwrap(), 0);
     open_from(&mut h, CLIENT_IP, L4::Udp { src: 6000, dst: 53 });
@@ -224,7 +224,7 @@ fn a_live_flow_s_nat_port_is_never_given_to_another_flow() {
     set_config(&mut h, |c| c.tcp_established_timeout_s = 2);
     h.age_all(3);
     let now = egress_agent::netdev::monotonic_ns();
-    assert_eq!(sweep_expired(&mut h.datapath.maps, now).unwrap(), 1);
+    assert_eq!(sweep_expired(&mut h.datapath.maps, Halves::Both, now).unwrap().0, 1);
     assert_eq!(open_flow(&mut h, tcp_syn(41_000, 80), b""), 20_000);
 }
 
@@ -312,7 +312,7 @@ fn an_entry_that_changed_hands_is_never_used() {
     // The datapath never removes such entries (they are not the packet's);
     // the agent's next sweep does, and leaves the real binding alone.
     let now = egress_agent::netdev::monotonic_ns();
-    sweep_expired(&mut h.datapath.maps, now).unwrap();
+    sweep_expired(&mut h.datapath.maps, Halves::Both, now).unwrap();
     assert!(h.datapath.maps.ct_original.get(&hostile_key, 0).is_err(), "a foreign entry outlived the sweep");
     assert!(h.datapath.maps.ct_reply.get(&stale_key, 0).is_err(), "a foreign entry outlived the sweep");
     assert_eq!(h.flows(), vec![theirs], "the neighbour's binding went with them");

@@ -119,6 +119,12 @@ fn a_tenant_that_fills_the_table_breaks_no_idle_connection_of_its_neighbour() {
     assert_eq!(echo.ip, s.gateway_ip());
     // The refusals are the tenant's, and said so once per sweep.
     eventually_metrics(&s, "egress_client_flows_refused", &["\"w1\"", "table_full"], |v| v == refused);
+    // The flow gauges are the sweep's tally of what it kept: the tenant's
+    // 1,023 UDP flows to one server, and the neighbour's connection.
+    let metrics = eventually_metrics(&s, "egress_nat_bindings", &[], |v| v == 1024);
+    assert_eq!(metric_value(&metrics, "egress_flows", &["\"udp\""]), Some(1023));
+    assert_eq!(metric_value(&metrics, "egress_flows", &["\"tcp\""]), Some(1));
+    assert_eq!(metric_value(&metrics, "egress_nat_ports_used_max", &[]), Some(1023));
     eventually("the table-full warning line", OK_TIMEOUT, || {
         s.agent.log().contains("the flow table is full of answered flows")
     });

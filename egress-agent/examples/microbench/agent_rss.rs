@@ -51,6 +51,9 @@ pub fn measure(report: &mut Report, flows: u32) -> Result<()> {
     gateway.ip(&["addr", "add", &format!("{GATEWAY_IP}/24"), "dev", "eth0"])?;
     gateway.ip(&["link", "set", "eth0", "up"])?;
     gateway.ip(&["route", "add", "default", "via", NODE_ADDR])?;
+    // The gateway pod's own ports sit at the top, as the manifests set them.
+    let (lo, hi) = egress_common::config::GATEWAY_EPHEMERAL_PORTS;
+    gateway.sysctls(&[("net.ipv4.ip_local_port_range", &format!("{lo} {hi}"))])?;
     node.ip(&["addr", "add", &format!("{NODE_ADDR}/24"), "dev", NODE_IFACE])?;
     node.ip(&["link", "set", NODE_IFACE, "up"])?;
 

@@ -12,12 +12,19 @@
 //!   second after which a packet rewrites a flow's timestamp, so they time
 //!   the lookups, not the refresh.
 //!
-//! At each level the agent's own sweep and flow listing are timed too: they
-//! walk the maps from userspace, one syscall per entry and half.
+//! At each level the agent's own sweep and flow listing are timed too, in
+//! wall time and in the CPU time of the thread that runs them: they read
+//! the maps from userspace in batches of a few thousand entries.
 use std::{path::Path, time::Instant};
 
 use anyhow::{bail, Result};
-use egress_agent::datapath::{conntrack, loader::Datapath};
+use egress_agent::{
+    datapath::{
+        conntrack::{self, Halves},
+        loader::Datapath,
+    },
+    gateway::SWEEP_REPLY_HALVES_EVERY,
+};
 
 use crate::{
     common::TC_ACT_REDIRECT,
@@ -119,26 +126,53 @@ fn lookups(
     Ok(())
 }
 
-/// What the agent does with the maps at every sweep interval, timed in
-/// this process with the agent's own functions: the sweep (walks both
-/// halves; nothing has expired here) and the flow listing behind the
-/// metrics refresh and `status`.
+/// What the agent does with the maps, timed in this process with the
+/// agent's own functions: at every interval a sweep that walks the
+/// original halves (nothing has expired here) and tallies the flows for the
+/// metrics as it goes, and every SWEEP_REPLY_HALVES_EVERY intervals one
+/// that walks the reply halves too; on request, the flow listing behind `status`.
 fn agent_walks(report: &mut Report, dp: &mut Datapath, level: u32, at: &str) -> Result<()> {
-    let started = Instant::now();
-    let removed = conntrack::sweep_expired(&mut dp.maps, egress_agent::netdev::monotonic_ns())?;
-    let sweep = started.elapsed();
-    if removed != 0 {
-        bail!("the sweep removed {removed} flows that should be live");
-    }
-    report.add(format!("agent sweep, nothing expired ({at})"), sweep.as_secs_f64() * 1e3, "ms");
+    let mut sweep = |halves: Halves| -> Result<(f64, f64)> {
+        let (started, cpu_before) = (Instant::now(), thread_cpu_ms());
+        let (removed, kept) =
+            conntrack::sweep_expired(&mut dp.maps, halves, egress_agent::netdev::monotonic_ns())?;
+        let (wall, cpu) = (started.elapsed().as_secs_f64() * 1e3, thread_cpu_ms() - cpu_before);
+        if removed != 0 || kept.bindings() != level as u64 {
+            bail!("the sweep removed {removed} flows and kept {} of {level} live ones", kept.bindings());
+        }
+        Ok((wall, cpu))
+    };
+    let (originals, originals_cpu) = sweep(Halves::Originals)?;
+    let (both, both_cpu) = sweep(Halves::Both)?;
+    report.add(format!("agent sweep and metrics tally, original halves ({at})"), originals, "ms");
+    report.add(
+        format!("agent sweep, both halves, 1 interval in {SWEEP_REPLY_HALVES_EVERY} ({at})"),
+        both,
+        "ms",
+    );
+    let every = SWEEP_REPLY_HALVES_EVERY as f64;
+    report.add(
+        format!("  = agent CPU per interval, mean of {SWEEP_REPLY_HALVES_EVERY} ({at})"),
+        (originals_cpu * (every - 1.0) + both_cpu) / every,
+        "ms",
+    );
     let started = Instant::now();
     let listed = conntrack::flows(&dp.maps)?.len();
     let listing = started.elapsed();
     if listed != level as usize {
         bail!("listed {listed} flows, expected {level}");
     }
-    report.add(format!("agent flow listing for metrics/status ({at})"), listing.as_secs_f64() * 1e3, "ms");
+    report.add(format!("agent flow listing for `status` ({at})"), listing.as_secs_f64() * 1e3, "ms");
     Ok(())
+}
+
+/// CPU time (user + system) of the calling thread so far, in ms.
+fn thread_cpu_ms() -> f64 {
+    // SAFETY: getrusage writes one rusage into the zeroed struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    ms(usage.ru_utime) + ms(usage.ru_stime)
 }
 
 /// 10000 -> "10k", 1000000 -> "1M".

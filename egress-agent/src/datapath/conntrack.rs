@@ -1,7 +1,7 @@
 //! Userspace view of the conntrack maps: listing flows, sweeping expired
 //! ones, and forgetting a client's flows when it stops being a client.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::Ipv4Addr,
     os::fd::{AsFd, AsRawFd},
 };
@@ -13,7 +13,7 @@ use egress_common::{
     ip::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
 };
 
-use super::maps::DatapathMaps;
+use super::{map_batch, maps::DatapathMaps};
 
 type CtMap = aya::maps::HashMap<MapData, FlowTuple, NatEntry>;
 
@@ -32,15 +32,46 @@ pub fn protocol_name(protocol: u8) -> &'static str {
 /// All bindings, from the original half (one per flow).
 pub fn flows(maps: &DatapathMaps) -> Result<Vec<NatEntry>> {
     let mut out = Vec::new();
-    for item in maps.ct_original.iter() {
-        match item {
-            Ok((_, entry)) => out.push(entry),
-            // An entry deleted while we walk the map is not an error.
-            Err(MapError::KeyNotFound) => continue,
-            Err(e) => return Err(e).context("reading CT_ORIGINAL"),
-        }
-    }
+    map_batch::for_each_chunk(&maps.ct_original, |_, entries| {
+        out.extend_from_slice(entries);
+        Ok(())
+    })
+    .context("reading CT_ORIGINAL")?;
     Ok(out)
+}
+
+/// What the metrics need of the flows, counted as a walk goes: the sweep
+/// counts what it keeps, so one walk per interval serves both.
+#[derive(Debug, Default)]
+pub struct FlowTally {
+    pub by_protocol: BTreeMap<&'static str, u64>,
+    /// Bindings towards each destination (address, port, protocol): each
+    /// holds one of that destination's NAT ports.
+    per_destination: HashMap<(u32, u16, u8), u64>,
+}
+
+impl FlowTally {
+    pub fn of<'a>(flows: impl IntoIterator<Item = &'a NatEntry>) -> FlowTally {
+        let mut tally = FlowTally::default();
+        flows.into_iter().for_each(|flow| tally.count(flow));
+        tally
+    }
+
+    fn count(&mut self, flow: &NatEntry) {
+        *self.by_protocol.entry(protocol_name(flow.protocol)).or_default() += 1;
+        *self.per_destination.entry((flow.remote_ip_be, flow.remote_port_be, flow.protocol)).or_default() +=
+            1;
+    }
+
+    /// NAT bindings held (one per flow).
+    pub fn bindings(&self) -> u64 {
+        self.by_protocol.values().sum()
+    }
+
+    /// The most bindings towards one destination.
+    pub fn most_towards_one_destination(&self) -> u64 {
+        self.per_destination.values().copied().max().unwrap_or(0)
+    }
 }
 
 /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` (hash maps: Linux 5.14+): removes the
@@ -192,47 +223,100 @@ fn record_swept(maps: &mut DatapathMaps, removed: BTreeMap<u32, u64>) -> Result<
     Ok(())
 }
 
+/// Which halves a sweep walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Halves {
+    /// Every binding through its original half, and the reply halves left
+    /// without one (only a race in the datapath leaves those).
+    Both,
+    /// Every binding through its original half only: one walk instead of
+    /// two, for the sweeps between two that look for stray reply halves.
+    Originals,
+}
+
 /// Removes both halves of every binding that matches `doomed`. Returns how
-/// many bindings went. Both maps are walked, so a reply half whose original
-/// went first (and was not re-created) goes too; a reply half whose
-/// original is still there and still its own is left to that binding. An
-/// entry whose key is not its own binding's tuple (only a race in the
-/// datapath could leave one) goes too: nothing else would ever remove it.
+/// many bindings went. With [`Halves::Both`] the reply half is walked too,
+/// so a reply half whose original went first (and was not re-created)
+/// goes too; a reply half whose original is still there and still its own
+/// is left to that binding. An entry whose key is not its own binding's
+/// tuple (only a race in the datapath could leave one) goes too: nothing
+/// else would ever remove it.
 ///
 /// Each binding's client is told (CLIENT_FLOWS_SWEPT), so its share of the
 /// table counts only what it holds; also for what went before an error.
-pub fn remove_where(maps: &mut DatapathMaps, doomed: impl Fn(&NatEntry) -> bool) -> Result<usize> {
+/// `kept` counts the bindings that stay.
+pub fn remove_where(
+    maps: &mut DatapathMaps,
+    halves: Halves,
+    doomed: impl Fn(&NatEntry) -> bool,
+    kept: &mut FlowTally,
+) -> Result<usize> {
     let gateway_ip_be = maps.read_config()?.gateway_ip_be;
     let mut removed: BTreeMap<u32, u64> = BTreeMap::new();
-    let walked = walk_and_remove(maps, gateway_ip_be, &doomed, &mut removed);
+    let mut walked = walk_originals(maps, gateway_ip_be, &doomed, &mut removed, kept);
+    if walked.is_ok() && halves == Halves::Both {
+        walked = walk_replies(maps, gateway_ip_be, &doomed);
+    }
     let total = removed.values().sum::<u64>() as usize;
     record_swept(maps, removed)?;
     walked.map(|()| total)
 }
 
-fn walk_and_remove(
+/// Reads the original halves in chunks, keeping only what may go (a
+/// handful per sweep, against every live flow read) and counting the rest
+/// into `kept`; then removes what may go entry by entry, each judged again
+/// as it goes.
+fn walk_originals(
     maps: &mut DatapathMaps,
     gateway_ip_be: u32,
     doomed: &impl Fn(&NatEntry) -> bool,
     removed: &mut BTreeMap<u32, u64>,
+    kept: &mut FlowTally,
 ) -> Result<()> {
-    let originals: Vec<(FlowTuple, NatEntry)> = maps.ct_original.iter().filter_map(|r| r.ok()).collect();
+    let mut originals: Vec<(FlowTuple, NatEntry)> = Vec::new();
+    map_batch::for_each_chunk(&maps.ct_original, |keys, entries| {
+        for (key, entry) in keys.iter().zip(entries) {
+            if *key != entry.original_tuple() || doomed(entry) {
+                originals.push((*key, *entry));
+            } else {
+                kept.count(entry);
+            }
+        }
+        Ok(())
+    })
+    .context("reading CT_ORIGINAL")?;
     for (key, entry) in &originals {
         if *key != entry.original_tuple() {
             if let Removal::Removed(gone) = remove_judged(&mut maps.ct_original, key, entry, &|_| true)? {
                 *removed.entry(gone.client_id).or_default() += 1;
             }
-        } else if doomed(entry) {
+        } else {
             take_binding(maps, gateway_ip_be, entry, doomed, removed)?;
         }
     }
-    let replies: Vec<(FlowTuple, NatEntry)> = maps.ct_reply.iter().filter_map(|r| r.ok()).collect();
+    Ok(())
+}
+
+/// Reads the reply halves the same way and removes the ones `doomed` whose
+/// original is gone, and any under a key not its own.
+fn walk_replies(
+    maps: &mut DatapathMaps,
+    gateway_ip_be: u32,
+    doomed: &impl Fn(&NatEntry) -> bool,
+) -> Result<()> {
+    let mut replies: Vec<(FlowTuple, NatEntry)> = Vec::new();
+    map_batch::for_each_chunk(&maps.ct_reply, |keys, entries| {
+        let candidates = keys
+            .iter()
+            .zip(entries)
+            .filter(|(key, entry)| **key != entry.reply_tuple(gateway_ip_be) || doomed(entry));
+        replies.extend(candidates.map(|(key, entry)| (*key, *entry)));
+        Ok(())
+    })
+    .context("reading CT_REPLY")?;
     for (key, entry) in &replies {
         if *key != entry.reply_tuple(gateway_ip_be) {
             remove_judged(&mut maps.ct_reply, key, entry, &|_| true)?;
-            continue;
-        }
-        if !doomed(entry) {
             continue;
         }
         let original_lives =
@@ -246,14 +330,18 @@ fn walk_and_remove(
 
 /// Sweeps bindings idle past their timeout. The datapath also expires
 /// entries it meets; this catches the ones no packet comes for.
-pub fn sweep_expired(maps: &mut DatapathMaps, now_ns: u64) -> Result<usize> {
+/// Returns how many went, and a tally of the flows that stay (a binding
+/// judged expired that a packet revived meanwhile is not in it).
+pub fn sweep_expired(maps: &mut DatapathMaps, halves: Halves, now_ns: u64) -> Result<(usize, FlowTally)> {
     let cfg = maps.read_config()?;
-    remove_where(maps, |e| e.is_expired(&cfg, now_ns))
+    let mut kept = FlowTally::default();
+    let removed = remove_where(maps, halves, |e| e.is_expired(&cfg, now_ns), &mut kept)?;
+    Ok((removed, kept))
 }
 
 /// Forgets every flow of a client that is no longer one: its replies must
 /// never reach whoever gets its IP next.
 pub fn forget_client(maps: &mut DatapathMaps, client_outer_ip: Ipv4Addr) -> Result<usize> {
     let ip_be = u32::from(client_outer_ip).to_be();
-    remove_where(maps, |e| e.client_outer_ip_be == ip_be)
+    remove_where(maps, Halves::Both, |e| e.client_outer_ip_be == ip_be, &mut FlowTally::default())
 }

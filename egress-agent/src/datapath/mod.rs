@@ -4,6 +4,7 @@
 pub mod conntrack;
 pub mod gro_stage;
 pub mod loader;
+pub mod map_batch;
 pub mod maps;
 pub mod privileges;
 pub mod tcx;

@@ -20,7 +20,10 @@ use prometheus_client::{
 };
 
 use crate::{
-    datapath::{conntrack, maps::DatapathMaps},
+    datapath::{
+        conntrack::{self, FlowTally},
+        maps::DatapathMaps,
+    },
     gateway::reconcile::ClientTable,
     pods::{ClientIdentity, SourceHealth, SourceState},
 };
@@ -55,20 +58,26 @@ pub struct ClientSample {
 }
 
 impl DatapathSample {
-    /// Everything: walks the conntrack map, so it is taken once per sweep.
-    pub fn take(maps: &DatapathMaps, clients: &ClientTable, cfg: &GatewayConfig) -> Result<DatapathSample> {
-        let flows = conntrack::flows(maps)?;
+    /// Everything, once per sweep. `flows` is the sweep's tally of what it
+    /// kept; without one (the sweep failed) the conntrack map is walked
+    /// here.
+    pub fn take(
+        maps: &DatapathMaps,
+        clients: &ClientTable,
+        cfg: &GatewayConfig,
+        flows: Option<FlowTally>,
+    ) -> Result<DatapathSample> {
+        let flows = match flows {
+            Some(tally) => tally,
+            None => FlowTally::of(&conntrack::flows(maps)?),
+        };
         let mut flows_by_protocol: BTreeMap<&'static str, u64> =
             ["tcp", "udp", "icmp"].into_iter().map(|p| (p, 0)).collect();
-        let mut per_destination: BTreeMap<(u32, u16, u8), u64> = BTreeMap::new();
-        for flow in &flows {
-            *flows_by_protocol.entry(conntrack::protocol_name(flow.protocol)).or_default() += 1;
-            *per_destination.entry((flow.remote_ip_be, flow.remote_port_be, flow.protocol)).or_default() += 1;
-        }
+        flows_by_protocol.extend(flows.by_protocol.iter().map(|(p, n)| (*p, *n)));
         Ok(DatapathSample {
             flows_by_protocol,
-            nat_bindings: flows.len() as u64,
-            nat_ports_used_max: per_destination.values().copied().max().unwrap_or(0),
+            nat_bindings: flows.bindings(),
+            nat_ports_used_max: flows.most_towards_one_destination(),
             nat_ports_per_destination: (cfg.nat_port_max - cfg.nat_port_min) as u64 + 1,
             counters: maps.counter_totals()?,
             clients: client_samples(maps, clients)?,
@@ -105,16 +114,18 @@ pub struct GatewayMetrics {
 }
 
 impl GatewayMetrics {
-    /// After a sweep: a whole new sample. Calls `with_clients` with the
-    /// new client samples (the sweep's warning lines read them).
+    /// After a sweep: a whole new sample, with the sweep's tally of the
+    /// flows. Calls `with_clients` with the new client samples (the sweep's
+    /// warning lines read them).
     pub fn refresh(
         &self,
         maps: &DatapathMaps,
         clients: &ClientTable,
         cfg: &GatewayConfig,
+        flows: Option<FlowTally>,
         with_clients: impl FnOnce(&[ClientSample]),
     ) {
-        match DatapathSample::take(maps, clients, cfg) {
+        match DatapathSample::take(maps, clients, cfg, flows) {
             Ok(sample) => {
                 with_clients(&sample.clients);
                 *self.lock_sample() = sample;

@@ -72,14 +72,20 @@ impl Harness {
     /// A fresh program (fresh maps) with CLIENT_IP allowed and
     /// EXCLUDED_CIDR excluded. Fails loudly when not root.
     pub fn new(nat_ports: (u16, u16)) -> Harness {
+        Harness::with_table(nat_ports, 4096)
+    }
+
+    /// [`Harness::new`] with room for `flows` bindings (and the per-client
+    /// share as large).
+    pub fn with_table(nat_ports: (u16, u16), flows: u32) -> Harness {
         assert!(
             unsafe { libc::geteuid() } == 0,
             "packet-scenario tests load eBPF programs: run them as root (cargo xtask test)"
         );
         pin_to_one_cpu();
-        let mut datapath =
-            Datapath::load(&config(nat_ports), 4096, &[EXCLUDED_CIDR], None, &mut Default::default())
-                .expect("load program");
+        let cfg = GatewayConfig { max_flows_per_client: flows, ..config(nat_ports) };
+        let mut datapath = Datapath::load(&cfg, flows, &[EXCLUDED_CIDR], None, &mut Default::default())
+            .expect("load program");
         datapath.maps.add_client(CLIENT_IP, 1).unwrap();
         datapath.maps.add_client(SECOND_CLIENT_IP, 2).unwrap();
         Harness { datapath }
