@@ -125,6 +125,7 @@ const METRICS: &[&Metric] = &[
     &throughput::TCP_1_DOWN,
     &throughput::TCP_4_DOWN,
     &conn_rate::CONN_PER_S,
+    &conn_rate::ONE_DESTINATION_RATE,
     &udp_pps::UDP_DELIVERED,
     &udp_pps::UDP_LOSS,
     &latency::PING_RTT,
@@ -154,6 +155,7 @@ impl Sample {
 enum Measurement {
     Tcp { streams: u32, download: bool },
     ConnRate,
+    OneDestinationRate,
     UdpPps,
     Ping,
     TcpRr,
@@ -166,6 +168,7 @@ const MEASUREMENTS: &[Measurement] = &[
     Measurement::Tcp { streams: 1, download: true },
     Measurement::Tcp { streams: 4, download: true },
     Measurement::ConnRate,
+    Measurement::OneDestinationRate,
     Measurement::UdpPps,
     Measurement::Ping,
     Measurement::TcpRr,
@@ -182,6 +185,7 @@ impl Measurement {
                 )
             }
             Measurement::ConnRate => "conn/s".into(),
+            Measurement::OneDestinationRate => "conn/s one destination".into(),
             Measurement::UdpPps => "udp 64B".into(),
             Measurement::Ping => "ping".into(),
             Measurement::TcpRr => "tcp rr".into(),
@@ -194,6 +198,7 @@ impl Measurement {
                 throughput::measure(testbed, path, settings, streams, download)
             }
             Measurement::ConnRate => conn_rate::measure(testbed, path, settings),
+            Measurement::OneDestinationRate => conn_rate::measure_one_destination(testbed, path, settings),
             Measurement::UdpPps => udp_pps::measure(testbed, path, settings),
             Measurement::Ping => latency::measure_ping(testbed, path, settings),
             Measurement::TcpRr => latency::measure_tcp_rr(testbed, path, settings),
