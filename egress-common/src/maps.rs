@@ -55,6 +55,8 @@ pub const GRO_STAGE_PROGRAM: &str = "egress_gro_stage";
 /// The classifier on the GRO stage's sending end, which takes back the
 /// segments of a reply too big to be encapsulated whole.
 pub const RESEGMENT_PROGRAM: &str = "egress_resegmented";
+/// The micro-benchmarks' floor: the tunnel work alone (never attached).
+pub const TUNNEL_FLOOR_PROGRAM: &str = "egress_tunnel_floor";
 
 /// Default sizes; the agent may override the conntrack size at load time.
 pub const CLIENTS_MAX: u32 = 16_384;

@@ -21,6 +21,7 @@
 
 mod conntrack;
 mod csum;
+mod floor;
 mod gro_stage;
 mod headers;
 mod maps;
@@ -69,6 +70,13 @@ pub fn egress_resegmented(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn egress_gro_stage(ctx: TcContext) -> i32 {
     let verdict = gro_stage::forward(&ctx);
+    verdict::apply(verdict, &ctx)
+}
+
+/// The micro-benchmarks' floor (`floor`): never loaded by the agent.
+#[classifier]
+pub fn egress_tunnel_floor(ctx: TcContext) -> i32 {
+    let verdict = floor::tunnel_only(&ctx);
     verdict::apply(verdict, &ctx)
 }
 

@@ -16,7 +16,7 @@ use crate::{
     datapath::{self, counter},
     flows::{nat_port_of, Flow},
     report::Report,
-    timing::{run, run_each, run_expecting, Calibration, Stats},
+    timing::{run, run_each, run_expecting, run_on, Calibration, Stats},
 };
 
 /// Repetitions of the deliberately naive `repeat` run.
@@ -32,11 +32,19 @@ pub fn measure(
     let mut dp = datapath::fresh(CT_MAX_DEFAULT, object)?;
     let (to_remote, to_client) = open_one(&mut dp)?;
 
-    for (label, packet) in [
-        ("client→remote (decap, conntrack hit, SNAT)", &to_remote),
-        ("remote→client (conntrack hit, reverse NAT, encap)", &to_client),
+    for (direction, work, floor_work, packet) in [
+        ("client→remote", "decap, conntrack hit, SNAT", "decap, redirect", &to_remote),
+        ("remote→client", "conntrack hit, reverse NAT, encap", "encap, redirect", &to_client),
     ] {
-        time_forwarded(report, calibration, &mut dp, &format!("established {label}"), packet, runs)?;
+        let what = format!("established {direction} ({work})");
+        let established = time_forwarded(report, calibration, &mut dp, &what, packet, runs)?;
+        let what = format!("floor {direction}, the tunnel alone ({floor_work})");
+        let floor = time_floor(report, calibration, &mut dp, &what, packet, runs)?;
+        report.add(
+            format!("  = established ÷ floor, {direction}: medians"),
+            established.median / floor.median,
+            "×",
+        );
     }
 
     for (label, packet) in [("client→remote", &to_remote), ("remote→client", &to_client)] {
@@ -71,14 +79,41 @@ pub fn time_forwarded(
     what: &str,
     packet: &[u8],
     runs: usize,
-) -> Result<()> {
+) -> Result<Stats> {
     run_each(dp, std::iter::repeat_n(packet, WARM_UP_RUNS), TC_ACT_REDIRECT, what)?;
     let mut durations = run_each(dp, std::iter::repeat_n(packet, runs), TC_ACT_REDIRECT, what)?;
-    let stats = Stats::of(&mut durations).minus(calibration.overhead_ns());
+    Ok(add_stats(report, calibration, what, &mut durations))
+}
+
+/// Times `packet` through the floor program (`egress_tunnel_floor`: the
+/// tunnel work of the same path and nothing else), as [`time_forwarded`].
+fn time_floor(
+    report: &mut Report,
+    calibration: &Calibration,
+    dp: &mut Datapath,
+    what: &str,
+    packet: &[u8],
+    runs: usize,
+) -> Result<Stats> {
+    let mut durations = Vec::with_capacity(runs);
+    for run in 0..WARM_UP_RUNS + runs {
+        let result = run_on(dp.tunnel_floor()?, packet, 1)?;
+        ensure!(result.action == TC_ACT_REDIRECT, "{what}: the floor returned {}", result.action as i32);
+        if run >= WARM_UP_RUNS {
+            durations.push(result.duration_ns);
+        }
+    }
+    Ok(add_stats(report, calibration, what, &mut durations))
+}
+
+/// Reports median, mean and p99 of `durations` (less the clock overhead)
+/// as `what`'s rows.
+fn add_stats(report: &mut Report, calibration: &Calibration, what: &str, durations: &mut [u64]) -> Stats {
+    let stats = Stats::of(durations).minus(calibration.overhead_ns());
     report.add(format!("{what}: median"), stats.median, "ns/packet");
     report.add(format!("{what}: mean"), stats.mean, "ns/packet");
     report.add(format!("{what}: p99"), stats.p99, "ns/packet");
-    Ok(())
+    stats
 }
 
 /// Opens one TCP flow (SYN, SYN-ACK) and returns a data segment of it in

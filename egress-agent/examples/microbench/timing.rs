@@ -18,7 +18,7 @@
 //!   duration minus that overhead is what a `repeat` run would report if
 //!   the packet could be reset between repetitions.
 use anyhow::{bail, Context, Result};
-use aya::programs::{TestRun, TestRunOptions};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use egress_agent::datapath::loader::Datapath;
 
 /// One BPF_PROG_TEST_RUN call.
@@ -31,12 +31,17 @@ pub struct Run {
 
 /// Runs the program of `datapath` on `packet` `repeat` times (one call).
 pub fn run(datapath: &mut Datapath, packet: &[u8], repeat: u32) -> Result<Run> {
+    run_on(datapath.program()?, packet, repeat)
+}
+
+/// Runs `program` on `packet` `repeat` times (one call).
+pub fn run_on(program: &mut SchedClassifier, packet: &[u8], repeat: u32) -> Result<Run> {
     let mut out = vec![0u8; packet.len() + 256];
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(packet);
     opts.data_out = Some(&mut out);
     opts.repeat = repeat;
-    let result = datapath.program()?.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+    let result = program.test_run(opts).context("BPF_PROG_TEST_RUN")?;
     out.truncate(result.data_size_out as usize);
     Ok(Run { action: result.return_value, duration_ns: result.duration.as_nanos() as u64, packet: out })
 }

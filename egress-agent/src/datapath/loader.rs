@@ -179,6 +179,16 @@ impl Datapath {
         self.classifier(names::PROGRAM)
     }
 
+    /// The micro-benchmarks' floor program (the tunnel work alone), loaded
+    /// on first use; the agent never loads or attaches it.
+    pub fn tunnel_floor(&mut self) -> Result<&mut SchedClassifier> {
+        let floor = self.classifier(names::TUNNEL_FLOOR_PROGRAM)?;
+        if floor.fd().is_err() {
+            floor.load().context("the kernel verifier refused the floor program")?;
+        }
+        self.classifier(names::TUNNEL_FLOOR_PROGRAM)
+    }
+
     fn classifier(&mut self, name: &str) -> Result<&mut SchedClassifier> {
         Ok(self
             .ebpf

@@ -58,6 +58,12 @@ const _: () = assert!(core::mem::size_of::<TunnelHeader>() == TUNNEL_OVERHEAD);
 /// would only waste room (and UDP GSO packets are refused without it).
 #[inline(always)]
 pub fn push_tunnel(ctx: &TcContext, cfg: &GatewayConfig, entry: &NatEntry) -> Result<(), Counter> {
+    push_tunnel_to(ctx, cfg, &TunnelTarget::of(entry))
+}
+
+/// [`push_tunnel`] towards `target`.
+#[inline(always)]
+pub fn push_tunnel_to(ctx: &TcContext, cfg: &GatewayConfig, target: &TunnelTarget) -> Result<(), Counter> {
     // Checked before the packet grows: a GSO aggregate whose outer length
     // would not fit 16 bits is the caller's to resegment, never ours to
     // send with a wrapped length.
@@ -71,7 +77,7 @@ pub fn push_tunnel(ctx: &TcContext, cfg: &GatewayConfig, entry: &NatEntry) -> Re
         | encap_l2_len(ETH_HLEN as u64);
     ctx.adjust_room(TUNNEL_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, flags)
         .map_err(|_| Counter::DropRewriteFailed)?;
-    write_tunnel_header(ctx, cfg, &TunnelTarget::of(entry))
+    write_tunnel_header(ctx, cfg, target)
 }
 
 /// Who a packet is tunnelled back to: the worker pod's address and its
