@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use egress_common::counters::Counter;
 
-use crate::headers::{l4_csum_off, IPPROTO_ICMP, IPPROTO_UDP, IP_CSUM_OFF, IP_TTL_OFF};
+use crate::headers::{l4_csum_off, Ipv4Header, IPPROTO_ICMP, IPPROTO_UDP, IP_CSUM_OFF, IP_TTL_OFF};
 
 /// Flags for an L4 checksum update. UDP's zero checksum means "none" and
 /// must stay zero (BPF_F_MARK_MANGLED_0).
@@ -23,45 +23,76 @@ fn l4_flags(protocol: u8, size: u64, pseudo: bool) -> u64 {
     flags
 }
 
-/// Rewrites the IPv4 address at `ip_off + field_off` from `old_be` to
-/// `new_be`, fixing the IP checksum and, for TCP/UDP, the L4 checksum whose
-/// pseudo-header includes it.
+/// Updates the L4 checksum (TCP, UDP) of the packet whose IPv4 address
+/// `old_be` becomes `new_be`: its pseudo-header holds the address. ICMP
+/// has none.
 #[inline(always)]
-pub fn rewrite_ipv4_addr(
+pub fn update_l4_for_addr(
     ctx: &TcContext,
-    ip_off: usize,
-    field_off: usize,
     l4_off: usize,
     protocol: u8,
     old_be: u32,
     new_be: u32,
 ) -> Result<(), Counter> {
-    if protocol != IPPROTO_ICMP {
-        ctx.l4_csum_replace(
-            l4_off + l4_csum_off(protocol),
-            old_be as u64,
-            new_be as u64,
-            l4_flags(protocol, 4, true),
-        )
-        .map_err(|_| Counter::DropRewriteFailed)?;
+    if protocol == IPPROTO_ICMP {
+        return Ok(());
     }
-    rewrite_ipv4_addr_only(ctx, ip_off, field_off, old_be, new_be)
+    ctx.l4_csum_replace(
+        l4_off + l4_csum_off(protocol),
+        old_be as u64,
+        new_be as u64,
+        l4_flags(protocol, 4, true),
+    )
+    .map_err(|_| Counter::DropRewriteFailed)
 }
 
-/// Rewrites the IPv4 address at `ip_off + field_off` and the IP checksum
-/// only: for a fragment that carries no L4 header (its datagram's L4
-/// checksum, in the first fragment, was updated there).
+/// The 12 bytes of an IPv4 header from the TTL on: what a NAT hop changes.
+#[repr(C)]
+struct HopTail {
+    ttl: u8,
+    protocol: u8,
+    check: [u8; 2],
+    src: [u8; 4],
+    dst: [u8; 4],
+}
+
+/// One router hop's rewrite of the IPv4 header at `ip_off` (described by
+/// `ip`): the addresses become `src_be` and `dst_be`, the TTL drops by one
+/// (the caller has checked it is above 1), and the header checksum follows
+/// by RFC 1624's update, `~(~HC + ~m + m')` over the changed words.
+///
+/// Computed here rather than by `bpf_l3_csum_replace`: the IPv4 header
+/// checksum is never offloaded (GSO recomputes it per segment), so two
+/// helper calls and three stores become a 2-byte load and one store. The
+/// checksum is read now, not taken from `ip`: a step since (the ECN merge)
+/// may have changed it.
 #[inline(always)]
-pub fn rewrite_ipv4_addr_only(
+pub fn rewrite_ipv4_hop(
     ctx: &TcContext,
     ip_off: usize,
-    field_off: usize,
-    old_be: u32,
-    new_be: u32,
+    ip: &Ipv4Header,
+    src_be: u32,
+    dst_be: u32,
 ) -> Result<(), Counter> {
-    ctx.l3_csum_replace(ip_off + IP_CSUM_OFF, old_be as u64, new_be as u64, 4)
-        .map_err(|_| Counter::DropRewriteFailed)?;
-    ctx.store(ip_off + field_off, &new_be, 0).map_err(|_| Counter::DropRewriteFailed)
+    let check: [u8; 2] = ctx.load(ip_off + IP_CSUM_OFF).map_err(|_| Counter::DropMalformed)?;
+    let ttl = ip.ttl - 1;
+    let words = |ttl: u8, src_be: u32, dst_be: u32| -> [u32; 5] {
+        let (src, dst) = (u32::from_be(src_be), u32::from_be(dst_be));
+        [((ttl as u32) << 8) | ip.protocol as u32, src >> 16, src & 0xffff, dst >> 16, dst & 0xffff]
+    };
+    let (old, new) = (words(ip.ttl, ip.src_be, ip.dst_be), words(ttl, src_be, dst_be));
+    let mut sum = !u16::from_be_bytes(check) as u32;
+    for i in 0..5 {
+        sum += (0xffff - old[i]) + new[i];
+    }
+    let tail = HopTail {
+        ttl,
+        protocol: ip.protocol,
+        check: fold(sum).to_be_bytes(),
+        src: src_be.to_ne_bytes(),
+        dst: dst_be.to_ne_bytes(),
+    };
+    ctx.store(ip_off + IP_TTL_OFF, &tail, 0).map_err(|_| Counter::DropRewriteFailed)
 }
 
 /// Rewrites a 16-bit IPv4 header field (host order values) and the IP
@@ -127,17 +158,6 @@ pub fn rewrite_l4_port(
     )
     .map_err(|_| Counter::DropRewriteFailed)?;
     ctx.store(l4_off + field_off, &new_be, 0).map_err(|_| Counter::DropRewriteFailed)
-}
-
-/// Forwarding is a router hop: decrement the TTL (the caller has checked it
-/// is above 1) and patch the IP checksum for the TTL/protocol word.
-#[inline(always)]
-pub fn decrement_ttl(ctx: &TcContext, ip_off: usize, ttl: u8, protocol: u8) -> Result<(), Counter> {
-    let old_word = u16::from_ne_bytes([ttl, protocol]);
-    let new_word = u16::from_ne_bytes([ttl - 1, protocol]);
-    ctx.l3_csum_replace(ip_off + IP_CSUM_OFF, old_word as u64, new_word as u64, 2)
-        .map_err(|_| Counter::DropRewriteFailed)?;
-    ctx.store(ip_off + IP_TTL_OFF, &(ttl - 1), 0).map_err(|_| Counter::DropRewriteFailed)
 }
 
 /// Checksum of an option-less IPv4 header with no fragment bits, from its

@@ -13,10 +13,9 @@ use egress_common::{
 
 use crate::{
     conntrack::{self, Half},
-    csum,
-    headers::{Ipv4Header, IP_DST_OFF, IP_SRC_OFF},
+    headers::Ipv4Header,
     maps::{count, FRAGMENTS},
-    nat::rewrite::End,
+    nat::rewrite::{rewrite_ipv4_hop, End},
 };
 
 #[inline(always)]
@@ -81,12 +80,7 @@ pub fn rewrite_later(
     end: End,
     new_addr_be: u32,
 ) -> Result<(), Counter> {
-    let (field_off, old_addr_be) = match end {
-        End::Source => (IP_SRC_OFF, ip.src_be),
-        End::Destination => (IP_DST_OFF, ip.dst_be),
-    };
-    csum::rewrite_ipv4_addr_only(ctx, ip_off, field_off, old_addr_be, new_addr_be)?;
-    csum::decrement_ttl(ctx, ip_off, ip.ttl, ip.protocol)?;
+    rewrite_ipv4_hop(ctx, ip_off, ip, end, new_addr_be)?;
     count(Counter::FragmentTranslated);
     Ok(())
 }

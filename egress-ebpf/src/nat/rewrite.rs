@@ -5,7 +5,7 @@ use egress_common::counters::Counter;
 
 use crate::{
     csum,
-    headers::{Ipv4Header, ICMP_ID_OFF, IPPROTO_ICMP, IPV4_HLEN, IP_DST_OFF, IP_SRC_OFF},
+    headers::{Ipv4Header, ICMP_ID_OFF, IPPROTO_ICMP, IPV4_HLEN},
 };
 
 /// Which end of the packet NAT rewrites.
@@ -32,12 +32,29 @@ pub fn nat_v4_rewrite_headers(
     new_port_be: u16,
 ) -> Result<(), Counter> {
     let l4_off = ip_off + IPV4_HLEN;
-    let (addr_off, old_addr_be, port_off) = match end {
-        End::Source => (IP_SRC_OFF, ip.src_be, 0),
-        End::Destination => (IP_DST_OFF, ip.dst_be, 2),
+    let (old_addr_be, port_off) = match end {
+        End::Source => (ip.src_be, 0),
+        End::Destination => (ip.dst_be, 2),
     };
     let port_off = if ip.protocol == IPPROTO_ICMP { ICMP_ID_OFF } else { port_off };
     csum::rewrite_l4_port(ctx, l4_off, port_off, ip.protocol, old_port_be, new_port_be)?;
-    csum::rewrite_ipv4_addr(ctx, ip_off, addr_off, l4_off, ip.protocol, old_addr_be, new_addr_be)?;
-    csum::decrement_ttl(ctx, ip_off, ip.ttl, ip.protocol)
+    csum::update_l4_for_addr(ctx, l4_off, ip.protocol, old_addr_be, new_addr_be)?;
+    rewrite_ipv4_hop(ctx, ip_off, ip, end, new_addr_be)
+}
+
+/// The IPv4 header's part of a NAT hop: `end`'s address becomes
+/// `new_addr_be`, the TTL drops by one, the header checksum follows.
+#[inline(always)]
+pub fn rewrite_ipv4_hop(
+    ctx: &TcContext,
+    ip_off: usize,
+    ip: &Ipv4Header,
+    end: End,
+    new_addr_be: u32,
+) -> Result<(), Counter> {
+    let (src_be, dst_be) = match end {
+        End::Source => (new_addr_be, ip.dst_be),
+        End::Destination => (ip.src_be, new_addr_be),
+    };
+    csum::rewrite_ipv4_hop(ctx, ip_off, ip, src_be, dst_be)
 }
