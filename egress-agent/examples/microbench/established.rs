@@ -16,7 +16,7 @@ use crate::{
     datapath::{self, counter},
     flows::{nat_port_of, Flow},
     report::Report,
-    timing::{run, run_each, run_expecting, run_on, Calibration, Stats},
+    timing::{run, run_each_on, run_expecting, Calibration, Program, Stats},
 };
 
 /// Repetitions of the deliberately naive `repeat` run.
@@ -37,9 +37,10 @@ pub fn measure(
         ("remote→client", "conntrack hit, reverse NAT, encap", "encap, redirect", &to_client),
     ] {
         let what = format!("established {direction} ({work})");
-        let established = time_forwarded(report, calibration, &mut dp, &what, packet, runs)?;
+        let established =
+            time_forwarded(report, calibration, &mut dp, Program::Gateway, &what, packet, runs)?;
         let what = format!("floor {direction}, the tunnel alone ({floor_work})");
-        let floor = time_floor(report, calibration, &mut dp, &what, packet, runs)?;
+        let floor = time_forwarded(report, calibration, &mut dp, Program::TunnelFloor, &what, packet, runs)?;
         report.add(
             format!("  = established ÷ floor, {direction}: medians"),
             established.median / floor.median,
@@ -70,50 +71,24 @@ pub fn measure(
     Ok(())
 }
 
-/// Times `packet`, which the program forwards, run after run (each on a
+/// Times `packet`, which `program` forwards, run after run (each on a
 /// fresh copy, after a warm-up): median, mean and p99 as `what`'s rows.
 pub fn time_forwarded(
     report: &mut Report,
     calibration: &Calibration,
     dp: &mut Datapath,
+    program: Program,
     what: &str,
     packet: &[u8],
     runs: usize,
 ) -> Result<Stats> {
-    run_each(dp, std::iter::repeat_n(packet, WARM_UP_RUNS), TC_ACT_REDIRECT, what)?;
-    let mut durations = run_each(dp, std::iter::repeat_n(packet, runs), TC_ACT_REDIRECT, what)?;
-    Ok(add_stats(report, calibration, what, &mut durations))
-}
-
-/// Times `packet` through the floor program (`egress_tunnel_floor`: the
-/// tunnel work of the same path and nothing else), as [`time_forwarded`].
-fn time_floor(
-    report: &mut Report,
-    calibration: &Calibration,
-    dp: &mut Datapath,
-    what: &str,
-    packet: &[u8],
-    runs: usize,
-) -> Result<Stats> {
-    let mut durations = Vec::with_capacity(runs);
-    for run in 0..WARM_UP_RUNS + runs {
-        let result = run_on(dp.tunnel_floor()?, packet, 1)?;
-        ensure!(result.action == TC_ACT_REDIRECT, "{what}: the floor returned {}", result.action as i32);
-        if run >= WARM_UP_RUNS {
-            durations.push(result.duration_ns);
-        }
-    }
-    Ok(add_stats(report, calibration, what, &mut durations))
-}
-
-/// Reports median, mean and p99 of `durations` (less the clock overhead)
-/// as `what`'s rows.
-fn add_stats(report: &mut Report, calibration: &Calibration, what: &str, durations: &mut [u64]) -> Stats {
-    let stats = Stats::of(durations).minus(calibration.overhead_ns());
+    run_each_on(dp, program, std::iter::repeat_n(packet, WARM_UP_RUNS), TC_ACT_REDIRECT, what)?;
+    let mut durations = run_each_on(dp, program, std::iter::repeat_n(packet, runs), TC_ACT_REDIRECT, what)?;
+    let stats = Stats::of(&mut durations).minus(calibration.overhead_ns());
     report.add(format!("{what}: median"), stats.median, "ns/packet");
     report.add(format!("{what}: mean"), stats.mean, "ns/packet");
     report.add(format!("{what}: p99"), stats.p99, "ns/packet");
-    stats
+    Ok(stats)
 }
 
 /// Opens one TCP flow (SYN, SYN-ACK) and returns a data segment of it in

@@ -14,7 +14,7 @@ use crate::{
     established::time_forwarded,
     flows::nat_port_of,
     report::Report,
-    timing::{run_expecting, Calibration},
+    timing::{run_expecting, Calibration, Program},
 };
 const CLIENT_PORT: u16 = 43_210;
 const REMOTE_PORT: u16 = 53;
@@ -47,7 +47,8 @@ pub fn measure(
         ("client→remote (decap, fragment map hit, SNAT of the address)", &later_to_remote),
         ("remote→client (fragment map hit, reverse NAT of the address, encap)", &later_to_client),
     ] {
-        time_forwarded(report, calibration, &mut dp, &format!("later fragment {label}"), packet, runs)?;
+        let what = format!("later fragment {label}");
+        time_forwarded(report, calibration, &mut dp, Program::Gateway, &what, packet, runs)?;
     }
     Ok(())
 }

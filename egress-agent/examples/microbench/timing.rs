@@ -29,26 +29,55 @@ pub struct Run {
     pub packet: Vec<u8>,
 }
 
-/// Runs the program of `datapath` on `packet` `repeat` times (one call).
-pub fn run(datapath: &mut Datapath, packet: &[u8], repeat: u32) -> Result<Run> {
-    run_on(datapath.program()?, packet, repeat)
+/// Which of the object's classifiers a run times.
+#[derive(Clone, Copy)]
+pub enum Program {
+    /// The gateway's own (`egress_gateway`).
+    Gateway,
+    /// The floor: the tunnel work alone (`egress_tunnel_floor`).
+    TunnelFloor,
 }
 
-/// Runs `program` on `packet` `repeat` times (one call).
-pub fn run_on(program: &mut SchedClassifier, packet: &[u8], repeat: u32) -> Result<Run> {
+impl Program {
+    fn of(self, datapath: &mut Datapath) -> Result<&mut SchedClassifier> {
+        match self {
+            Program::Gateway => datapath.program(),
+            Program::TunnelFloor => datapath.tunnel_floor(),
+        }
+    }
+}
+
+/// Runs the program of `datapath` on `packet` `repeat` times (one call).
+pub fn run(datapath: &mut Datapath, packet: &[u8], repeat: u32) -> Result<Run> {
+    run_on(datapath, Program::Gateway, packet, repeat)
+}
+
+/// Runs `program` of `datapath` on `packet` `repeat` times (one call).
+pub fn run_on(datapath: &mut Datapath, program: Program, packet: &[u8], repeat: u32) -> Result<Run> {
     let mut out = vec![0u8; packet.len() + 256];
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(packet);
     opts.data_out = Some(&mut out);
     opts.repeat = repeat;
-    let result = program.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+    let result = program.of(datapath)?.test_run(opts).context("BPF_PROG_TEST_RUN")?;
     out.truncate(result.data_size_out as usize);
     Ok(Run { action: result.return_value, duration_ns: result.duration.as_nanos() as u64, packet: out })
 }
 
 /// Runs `packet` once and fails unless the program returned `action`.
 pub fn run_expecting(datapath: &mut Datapath, packet: &[u8], action: u32, what: &str) -> Result<Run> {
-    let result = run(datapath, packet, 1)?;
+    run_expecting_on(datapath, Program::Gateway, packet, action, what)
+}
+
+/// [`run_expecting`] with `program`.
+fn run_expecting_on(
+    datapath: &mut Datapath,
+    program: Program,
+    packet: &[u8],
+    action: u32,
+    what: &str,
+) -> Result<Run> {
+    let result = run_on(datapath, program, packet, 1)?;
     if result.action != action {
         bail!("{what}: the program returned {} instead of {action}", result.action as i32);
     }
@@ -127,7 +156,21 @@ pub fn run_each<'a>(
     action: u32,
     what: &str,
 ) -> Result<Vec<u64>> {
-    packets.into_iter().map(|p| run_expecting(datapath, p, action, what).map(|r| r.duration_ns)).collect()
+    run_each_on(datapath, Program::Gateway, packets, action, what)
+}
+
+/// [`run_each`] with `program`.
+pub fn run_each_on<'a>(
+    datapath: &mut Datapath,
+    program: Program,
+    packets: impl IntoIterator<Item = &'a [u8]>,
+    action: u32,
+    what: &str,
+) -> Result<Vec<u64>> {
+    packets
+        .into_iter()
+        .map(|p| run_expecting_on(datapath, program, p, action, what).map(|r| r.duration_ns))
+        .collect()
 }
 
 /// Pins this thread to `cpu`: test runs execute on the caller's CPU, so

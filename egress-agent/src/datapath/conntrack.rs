@@ -13,7 +13,7 @@ use egress_common::{
     ip::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
 };
 
-use super::{map_batch, maps::DatapathMaps};
+use super::{map_batch, maps::DatapathMaps, sys_bpf};
 
 type CtMap = aya::maps::HashMap<MapData, FlowTuple, NatEntry>;
 
@@ -98,21 +98,10 @@ fn take(map: &CtMap, key: &FlowTuple) -> std::io::Result<Option<NatEntry>> {
     };
     // SAFETY: bpf(2) reads the attribute and the key, and writes exactly
     // one value of the map's value size (NatEntry's, checked at load).
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_AND_DELETE_ELEM,
-            &mut attr,
-            std::mem::size_of::<Attr>() as u32,
-        )
-    };
-    if ret == 0 {
-        return Ok(Some(value));
-    }
-    let err = std::io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::ENOENT) => Ok(None),
-        _ => Err(err),
+    match unsafe { sys_bpf::bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) } {
+        Ok(()) => Ok(Some(value)),
+        Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(err) => Err(err),
     }
 }
 

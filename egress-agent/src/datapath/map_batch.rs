@@ -18,6 +18,8 @@ use aya::{
     Pod,
 };
 
+use super::sys_bpf;
+
 /// Entries asked for per syscall: a few hundred KiB of buffer, and few
 /// enough syscalls that their fixed cost vanishes at a million entries.
 const CHUNK: usize = 4096;
@@ -50,9 +52,8 @@ pub fn for_each_chunk<K: Pod, V: Pod>(
     mut each: impl FnMut(&[K], &[V]) -> Result<()>,
 ) -> Result<()> {
     let mut batch = Batched::<K, V>::new(CHUNK);
-    match batch.first(map.map())? {
-        Some(()) => {}
-        None => return walk_one_by_one(map, each),
+    if !batch.first(map.map())? {
+        return walk_one_by_one(map, each);
     }
     loop {
         each(&batch.keys[..batch.filled], &batch.values[..batch.filled])?;
@@ -104,11 +105,11 @@ impl<K: Pod, V: Pod> Batched<K, V> {
         Batched { keys: zeroed(capacity), values: zeroed(capacity), filled: 0, resume: 0, done: false }
     }
 
-    /// The first chunk; `None` if this kernel or map has no batch lookups.
-    fn first(&mut self, map: &MapData) -> Result<Option<()>> {
+    /// The first chunk; `false` if this kernel or map has no batch lookups.
+    fn first(&mut self, map: &MapData) -> Result<bool> {
         match self.call(map, false) {
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(524 /* ENOTSUPP */)) => Ok(None),
-            other => other.map(Some).context("reading a map (BPF_MAP_LOOKUP_BATCH)"),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(524 /* ENOTSUPP */)) => Ok(false),
+            other => other.map(|()| true).context("reading a map (BPF_MAP_LOOKUP_BATCH)"),
         }
     }
 
@@ -135,19 +136,10 @@ impl<K: Pod, V: Pod> Batched<K, V> {
             // map's key and value sizes (K's and V's, checked when aya
             // opened the map) and one token into `resume` (a hash map's
             // token is a u32; `resume` has room for eight bytes).
-            let ret = unsafe {
-                libc::syscall(
-                    libc::SYS_bpf,
-                    BPF_MAP_LOOKUP_BATCH,
-                    &mut attr,
-                    std::mem::size_of::<BatchAttr>() as u32,
-                )
-            };
-            if ret == 0 {
+            let Err(err) = (unsafe { sys_bpf::bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) }) else {
                 self.filled = attr.count as usize;
                 return Ok(());
-            }
-            let err = std::io::Error::last_os_error();
+            };
             match err.raw_os_error() {
                 Some(libc::ENOENT) => {
                     self.filled = attr.count as usize;

@@ -7,4 +7,5 @@ pub mod loader;
 pub mod map_batch;
 pub mod maps;
 pub mod privileges;
+mod sys_bpf;
 pub mod tcx;
