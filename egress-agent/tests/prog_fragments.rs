@@ -18,13 +18,19 @@
 //! when DF is clear; a tunnel packet fragmented on the way is dropped.
 mod common;
 
-use std::{net::Ipv4Addr, thread, time::Duration};
+use std::{
+    net::Ipv4Addr,
+    thread,
+    time::{Duration, Instant},
+};
 
 use common::*;
 use egress_common::{
     checksum::{internet_checksum, l4_checksum_ok},
     config::{DEFAULT_UDP_TIMEOUT_S, TUNNEL_GATEWAY_MAC, TUNNEL_OVERHEAD},
-    fragments::{FragmentKey, FRAGMENT_TIMEOUT_NS, IP_DF, IP_MF, IP_OFFSET_MASK},
+    fragments::{
+        FragmentKey, FIRST_FRAGMENTS, FRAGMENTS_MAX, FRAGMENT_TIMEOUT_NS, IP_DF, IP_MF, IP_OFFSET_MASK,
+    },
 };
 
 /// A second server out there.
@@ -307,6 +313,92 @@ fn another_client_cannot_slip_fragments_into_a_client_s_datagram() {
     let left = ipv4_fields_at(&out.packet, ETH_HLEN);
     assert!(left.payload == datagram.fragments()[1][IPV4_HLEN..], "its last fragment's bytes");
     assert_eq!(h.counter("fragment_translated"), 1);
+}
+
+/// How many first fragments one client's allowance may have let through
+/// in `elapsed` (its burst, its rate, and one a racing CPU may add).
+fn first_fragments_allowed_in(elapsed: Duration) -> u64 {
+    FIRST_FRAGMENTS.burst + (elapsed.as_nanos() as u64).div_ceil(FIRST_FRAGMENTS.interval_ns) + 1
+}
+
+/// Sends `count` first fragments of `client`'s datagrams (IDs from
+/// `first_id` up) and returns how many the gateway sent on.
+fn spray_first_fragments(h: &mut Harness, client: Ipv4Addr, first_id: u16, count: u32) -> u64 {
+    let mut sent_on = 0;
+    for i in 0..count {
+        let datagram = Datagram {
+            src: client,
+            id: first_id.wrapping_add(i as u16),
+            ..Datagram::from_client(DNS_QUERY, 2000)
+        };
+        let out = h.run(&datagram.tunnelled()[0]);
+        match out.action {
+            TC_ACT_REDIRECT => sent_on += 1,
+            TC_ACT_SHOT => {}
+            other => panic!("first fragment {i}: action {other}"),
+        }
+    }
+    sent_on
+}
+
+#[test]
+fn a_client_spraying_first_fragments_cannot_push_out_another_client_s_datagram() {
+    let mut h = Harness::default();
+    let datagram = Datagram::from_client(DNS_QUERY, 2000);
+    let [first, last]: [Vec<u8>; 2] = datagram.tunnelled().try_into().unwrap();
+    assert_eq!(h.run(&first).action, TC_ACT_REDIRECT);
+
+    // The second client sends more first fragments than the whole map
+    // holds, of datagrams it never finishes.
+    let sprayed = FRAGMENTS_MAX + FRAGMENTS_MAX / 4;
+    let started = Instant::now();
+    let sent_on = spray_first_fragments(&mut h, SECOND_CLIENT_IP, 0, sprayed);
+    let allowed = first_fragments_allowed_in(started.elapsed());
+    eprintln!("{sent_on} of {sprayed} sprayed first fragments went on (allowance: {allowed})");
+
+    // The first client's datagram is whole; its own allowance is its own.
+    assert_eq!(h.run(&last).action, TC_ACT_REDIRECT, "its last fragment was pushed out");
+    assert_eq!(h.counter("fragment_translated"), 1);
+    assert!(sent_on <= allowed, "{sent_on} went on, more than the allowance of {allowed}");
+    assert_eq!(h.counter("drop_fragment_over_budget"), sprayed as u64 - sent_on);
+    assert!(h.fragments().keys().count() < FRAGMENTS_MAX as usize, "the map never filled");
+    let next = Datagram { id: DATAGRAM_ID + 1, ..datagram };
+    assert_eq!(send_to_remote(&mut h, &next).len(), 2, "its next datagram goes too");
+
+    // The sprayer's allowance comes back with time.
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(spray_first_fragments(&mut h, SECOND_CLIENT_IP, sprayed as u16, 1), 1);
+}
+
+#[test]
+fn the_first_fragments_of_a_client_s_replies_come_out_of_its_allowance_too() {
+    let mut h = Harness::default();
+    let nat_port = open_flow(&mut h, DNS_QUERY, b"query");
+    let reply = Datagram::from_remote(L4::Udp { src: 53, dst: nat_port }, 3000);
+    assert_eq!(send_to_client(&mut h, &reply).len(), 3, "within the allowance, a reply goes whole");
+
+    // A remote the client controls answers with first fragments only, as
+    // fast as it can: they take entries in the same shared map.
+    let replies = 4 * FIRST_FRAGMENTS.burst as u32;
+    let started = Instant::now();
+    let mut sent_on = 0;
+    for i in 0..replies {
+        let first = Datagram { id: i as u16, ..reply }.on_the_wire().remove(0);
+        match h.run(&first).action {
+            TC_ACT_REDIRECT => sent_on += 1,
+            TC_ACT_SHOT => {}
+            other => panic!("reply first fragment {i}: action {other}"),
+        }
+    }
+    let allowed = first_fragments_allowed_in(started.elapsed());
+    assert!(sent_on < allowed, "{sent_on} of {replies} went on, more than the allowance of {allowed}");
+    assert_eq!(h.counter("drop_fragment_over_budget"), replies as u64 - sent_on);
+    // The client's own first fragments share that allowance, its replies'
+    // later fragments do not spend it.
+    let later = Datagram { id: 0, ..reply }.on_the_wire().remove(1);
+    let before = h.counter("drop_fragment_over_budget");
+    h.run(&later);
+    assert_eq!(h.counter("drop_fragment_over_budget"), before);
 }
 
 #[test]

@@ -141,6 +141,10 @@ counters! {
     /// gateway has not translated (lost, reordered behind it, or older than
     /// the fragment timeout): nothing says which flow it belongs to.
     DropFragmentUnmatched = 36 => "drop_fragment_unmatched",
+    /// A first fragment (either way) of a client that has used up its
+    /// allowance of entries in the shared fragment map (1,024 at once, then
+    /// 16,384 a second): one pod cannot push everyone's datagrams out.
+    DropFragmentOverBudget = 37 => "drop_fragment_over_budget",
 
     /// An IP fragment without ports (not the first of its datagram)
     /// translated like the first, which the fragment map remembered.

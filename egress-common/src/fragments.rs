@@ -8,7 +8,7 @@
 //! And a reply that does not fit the tunnel with DF clear is sent as two
 //! fragments: [`split_payload`] says where to cut it.
 
-use crate::conntrack::FlowTuple;
+use crate::{allowance::Allowance, conntrack::FlowTuple};
 
 /// What all fragments of one datagram share (RFC 791).
 #[repr(C)]
@@ -45,6 +45,17 @@ pub struct FragmentFlow {
 /// Datagrams in flight whose flow is remembered, per gateway. An LRU: a
 /// flood of first fragments pushes out the oldest entries, never memory.
 pub const FRAGMENTS_MAX: u32 = 16_384;
+
+/// How many first fragments of one client's flows (both ways) may be
+/// remembered: 1,024 at once, then 16,384 a second, the whole map's worth.
+/// One client spraying first fragments then turns the map over once a
+/// second at most, so everyone else's entries outlive the microseconds
+/// their later fragments take by far; it takes dozens of colluding pods
+/// to come near. The cost to an honest pod: over 16,384 fragmented
+/// datagrams a second (about 400 Mbit/s of 3000-byte datagrams), the rest
+/// are dropped (`drop_fragment_over_budget`).
+pub const FIRST_FRAGMENTS: Allowance =
+    Allowance { interval_ns: 1_000_000_000 / FRAGMENTS_MAX as u64, burst: 1_024 };
 
 /// How long later fragments may follow their first. They come within
 /// microseconds (a sender sends a datagram's fragments back to back); a

@@ -6,6 +6,7 @@
 //! as they appear on the wire, everything else is host order.
 #![no_std]
 
+pub mod allowance;
 pub mod checksum;
 pub mod config;
 pub mod conntrack;

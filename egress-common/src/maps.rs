@@ -34,6 +34,11 @@ pub const CLIENT_REFUSALS: &str = "CLIENT_REFUSALS";
 /// client with an ICMP error of its own (a GCRA "theoretical arrival time",
 /// `bpf_ktime_get_ns` clock).
 pub const ICMP_ANSWER_RATE: &str = "ICMP_ANSWER_RATE";
+/// `Array<u64>` indexed by client id: the client's allowance of first
+/// fragments remembered in `FRAGMENTS` (GCRA slot,
+/// `crate::fragments::FIRST_FRAGMENTS`). Not kept across restarts: it
+/// covers a fraction of a second.
+pub const FRAGMENT_ALLOWANCE: &str = "FRAGMENT_ALLOWANCE";
 /// `PerCpuArray<ClientTraffic>` indexed by client id (0 is never used).
 pub const CLIENT_TRAFFIC: &str = "CLIENT_TRAFFIC";
 /// `LruPerCpuHashMap<NatDestination, u64>`: new flows dropped because every

@@ -8,10 +8,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use egress_common::{
+    allowance::{Allowance, ICMP_ANSWERS},
     config::{GatewayConfig, CONFIG_LAYOUT_VERSION},
     conntrack::{FlowTuple, NatEntry},
     counters::{Counter, COUNTER_SLOTS},
-    fragments::{FragmentFlow, FragmentKey, FRAGMENTS_MAX, SPLIT_TAIL_MAX},
+    fragments::{FragmentFlow, FragmentKey, FIRST_FRAGMENTS, FRAGMENTS_MAX, SPLIT_TAIL_MAX},
     maps::{
         ClientInfo, ClientRefusals, ClientTraffic, NatDestination, CLIENTS_MAX, CLIENT_ID_MAX,
         CT_MAX_DEFAULT, CT_RECENT_SLOTS, EXCLUDED_DESTINATIONS_MAX, NAT_EXHAUSTED_MAX,
@@ -71,6 +72,9 @@ pub static CLIENT_REFUSALS: PerCpuArray<ClientRefusals> = PerCpuArray::with_max_
 
 #[map]
 pub static ICMP_ANSWER_RATE: Array<u64> = Array::with_max_entries(CLIENT_ID_MAX + 1, 0);
+
+#[map]
+pub static FRAGMENT_ALLOWANCE: Array<u64> = Array::with_max_entries(CLIENT_ID_MAX + 1, 0);
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
@@ -166,28 +170,35 @@ pub fn count_refusal(client_id: u32, refusal: Refusal, destination: &NatDestinat
     }
 }
 
-/// Time between two ICMP answers of the gateway's own to one client, and
-/// how many may go at once: Linux's icmp_ratelimit (1 s) and its burst (6).
-const ICMP_ANSWER_INTERVAL_NS: u64 = 1_000_000_000;
-const ICMP_ANSWER_BURST: u64 = 6;
+/// Takes one from `client_id`'s allowance kept in `slots`; false when it
+/// is spent. Plain loads and stores: racing CPUs may let one extra through
+/// (`egress_common::allowance`).
+#[inline(always)]
+fn take_allowance(slots: &Array<u64>, allowance: &Allowance, client_id: u32, now_ns: u64) -> bool {
+    let Some(slot) = slots.get_ptr_mut(client_id) else { return false };
+    // SAFETY: an aligned array value that lives as long as the map.
+    let next = allowance.take(unsafe { core::ptr::read_volatile(slot) }, now_ns);
+    match next {
+        Some(next) => {
+            unsafe { core::ptr::write_volatile(slot, next) };
+            true
+        }
+        None => false,
+    }
+}
 
-/// Whether the gateway may answer `client_id` with an ICMP error now, and
-/// if so takes one answer from its allowance (GCRA: the slot holds when the
-/// client's allowance is next fully spent). Racing CPUs may let one extra
-/// answer through; the rate stays bounded.
+/// Whether the gateway may answer `client_id` with an ICMP error of its
+/// own now (and takes one answer from its allowance if so).
 #[inline(always)]
 pub fn take_icmp_answer(client_id: u32, now_ns: u64) -> bool {
-    let Some(slot) = ICMP_ANSWER_RATE.get_ptr_mut(client_id) else { return false };
-    // SAFETY: an array value of this map; plain loads and stores.
-    let theoretical = unsafe { core::ptr::read_volatile(slot) };
-    let start = if theoretical > now_ns { theoretical } else { now_ns };
-    // Up to BURST answers at once: the allowance is spent when the next
-    // one would be due more than BURST - 1 intervals from now.
-    if start - now_ns > (ICMP_ANSWER_BURST - 1) * ICMP_ANSWER_INTERVAL_NS {
-        return false;
-    }
-    unsafe { core::ptr::write_volatile(slot, start + ICMP_ANSWER_INTERVAL_NS) };
-    true
+    take_allowance(&ICMP_ANSWER_RATE, &ICMP_ANSWERS, client_id, now_ns)
+}
+
+/// Whether a first fragment of `client_id`'s flows may take an entry in
+/// `FRAGMENTS` now (and takes one from its allowance if so).
+#[inline(always)]
+pub fn take_first_fragment(client_id: u32, now_ns: u64) -> bool {
+    take_allowance(&FRAGMENT_ALLOWANCE, &FIRST_FRAGMENTS, client_id, now_ns)
 }
 
 /// Which way a packet of a client's flow went.

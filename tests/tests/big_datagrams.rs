@@ -423,8 +423,11 @@ fn a_pod_spraying_fragments_gets_nothing_through_and_its_neighbour_s_datagrams_a
         (&w1.ns, w1.ip),
         &s.pod("w3").ns,
     );
+    let unmatched = s.counter("drop_fragment_unmatched").unwrap();
+    let over_budget = s.counter("drop_fragment_over_budget").unwrap();
+    eprintln!("the neighbour's exchanges: {delivered}; unmatched later fragments {unmatched} (sprayed {laters}); first fragments over budget {over_budget}");
     assert_eq!(delivered, NEIGHBOUR_ROUNDS, "every one of the neighbour's exchanges");
-    assert_eq!(s.counter("drop_fragment_unmatched").unwrap(), laters as u64);
+    assert_eq!(unmatched, laters as u64);
 }
 
 #[test]

@@ -14,13 +14,26 @@ use egress_common::{
 use crate::{
     conntrack::{self, Half},
     headers::Ipv4Header,
-    maps::{count, FRAGMENTS},
+    maps::{count, take_first_fragment, FRAGMENTS},
     nat::rewrite::{rewrite_ipv4_hop, End},
 };
 
 #[inline(always)]
 fn key_of(ip: &Ipv4Header) -> FragmentKey {
     FragmentKey::new(ip.src_be, ip.dst_be, ip.id_be, ip.protocol)
+}
+
+/// Before a first fragment of `client_id`'s flow is translated (and
+/// remembered): refused once the client has used up its allowance of
+/// entries in the shared map, so that one pod's spray of first fragments
+/// cannot push other pods' datagrams out before their later fragments
+/// come. Any other packet passes.
+#[inline(always)]
+pub fn charge_first(ip: &Ipv4Header, client_id: u32, now: u64) -> Result<(), Counter> {
+    if ip.is_first_fragment() && !take_first_fragment(client_id, now) {
+        return Err(Counter::DropFragmentOverBudget);
+    }
+    Ok(())
 }
 
 /// After a first fragment was translated with the binding `tuple` keys

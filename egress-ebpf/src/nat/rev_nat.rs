@@ -107,6 +107,10 @@ fn rev_nat_v4_process(
         // a NAT port is unsolicited and must not reach the pod or a worker.
         return if ip.protocol == IPPROTO_ICMP { Ok(Returned::NotOurs) } else { Err(Counter::DropNoMapping) };
     };
+    // Once per datagram: back from the pair, it was charged on the wire.
+    if arrival == Arrival::Wire {
+        fragments::charge_first(ip, entry.client_id, now)?;
+    }
     let fit = match rev_nat_v4_size_check(ctx, cfg, ip, arrival, entry.client_id)? {
         Ok(fit) => fit,
         Err(Returned::Resegment) => {

@@ -101,6 +101,7 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
         inner.ip.protocol,
     );
     let now = conntrack::now_ns();
+    fragments::charge_first(&inner.ip, client_id, now)?;
     // A new flow's first packet always goes straight out (its route is
     // still undecided).
     let mut route = UploadRoute::Direct;
