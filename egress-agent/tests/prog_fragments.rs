@@ -355,13 +355,20 @@ fn a_client_spraying_first_fragments_cannot_push_out_another_client_s_datagram()
     let sent_on = spray_first_fragments(&mut h, SECOND_CLIENT_IP, 0, sprayed);
     let allowed = first_fragments_allowed_in(started.elapsed());
     eprintln!("{sent_on} of {sprayed} sprayed first fragments went on (allowance: {allowed})");
-
-    // The first client's datagram is whole; its own allowance is its own.
-    assert_eq!(h.run(&last).action, TC_ACT_REDIRECT, "its last fragment was pushed out");
-    assert_eq!(h.counter("fragment_translated"), 1);
     assert!(sent_on <= allowed, "{sent_on} went on, more than the allowance of {allowed}");
     assert_eq!(h.counter("drop_fragment_over_budget"), sprayed as u64 - sent_on);
-    assert!(h.fragments().keys().count() < FRAGMENTS_MAX as usize, "the map never filled");
+
+    // The first client's datagram is whole; its own allowance is its own.
+    // Unless this machine is so slow (an emulated kernel) that the spray
+    // itself took over a second: a datagram whose later fragments come a
+    // second after its first may be forgotten, by design.
+    if allowed < FRAGMENTS_MAX as u64 {
+        assert!(h.fragments().keys().count() < FRAGMENTS_MAX as usize, "the map never filled");
+        assert_eq!(h.run(&last).action, TC_ACT_REDIRECT, "its last fragment was pushed out");
+        assert_eq!(h.counter("fragment_translated"), 1);
+    } else {
+        eprintln!("the spray was slower than the allowance here: only its bounds are checked");
+    }
     let next = Datagram { id: DATAGRAM_ID + 1, ..datagram };
     assert_eq!(send_to_remote(&mut h, &next).len(), 2, "its next datagram goes too");
 

@@ -2,7 +2,10 @@
 mod common;
 
 use common::*;
-use egress_agent::datapath::conntrack::{flows, sweep_expired, Halves};
+use egress_agent::datapath::{
+    conntrack::{flows, sweep_expired, Halves},
+    sweeper::{Sweeper, REPLY_HALVES_EVERY},
+};
 
 /// The default harness with a 1 s UDP timeout.
 fn harness() -> Harness {
@@ -104,4 +107,69 @@ fn a_stray_reply_half_goes_with_the_sweep_of_both_halves() {
     assert_eq!(h.reply_entries(), 1, "not seen from the original halves");
     sweep_expired(&mut h.datapath.maps, Halves::Both, now()).unwrap();
     assert_eq!(h.reply_entries(), 0, "the stray reply half went");
+}
+
+/// On a large table each interval reads a slice and the next carries on
+/// from there: every flow is tallied once a pass, and every expired flow
+/// goes, both halves, whichever part of a pass the sweep was in.
+#[test]
+fn a_large_table_is_swept_a_slice_an_interval() {
+    const FLOWS: u16 = 10_000;
+    let mut h = Harness::with_table((10_000, 60_000), 16_384);
+    for port in 20_000..20_000 + FLOWS {
+        assert_eq!(h.run(&from_client(L4::Udp { src: port, dst: 53 }, b"")).action, TC_ACT_REDIRECT);
+    }
+    let mut sweeper = Sweeper::with_slice(4_096);
+    let mut intervals = 0;
+    let kept = loop {
+        intervals += 1;
+        assert!(intervals <= 5, "no pass ended in {intervals} intervals");
+        let step = sweeper.step(&mut h.datapath.maps, now()).unwrap();
+        assert_eq!(step.removed, 0, "nothing has expired");
+        if let Some(kept) = step.tally {
+            break kept;
+        }
+    };
+    assert!(intervals >= 3, "10,000 flows in {intervals} slices of 4,096");
+    assert_eq!(kept.bindings(), FLOWS as u64, "each flow tallied once in the pass");
+
+    let mut cfg = h.datapath.maps.read_config().unwrap();
+    cfg.udp_timeout_s = 1;
+    h.datapath.maps.write_config(&cfg).unwrap();
+    expire_all(&mut h);
+    let mut removed = 0;
+    for interval in 1.. {
+        assert!(interval <= 12, "no pass after the expiry ended with nothing kept");
+        let step = sweeper.step(&mut h.datapath.maps, now()).unwrap();
+        removed += step.removed;
+        if step.tally.is_some_and(|kept| kept.bindings() == 0) {
+            break;
+        }
+    }
+    assert_eq!(removed, FLOWS as usize);
+    assert!(h.flows().is_empty());
+    assert_eq!(h.reply_entries(), 0);
+}
+
+/// The reply halves are walked after the first pass over the originals
+/// and after every REPLY_HALVES_EVERY-th: a stray reply half made after
+/// the first waits for the seventh.
+#[test]
+fn the_slices_walk_the_reply_halves_once_in_so_many_passes() {
+    let mut h = harness();
+    let mut sweeper = Sweeper::default();
+    h.run(&from_client(L4::Udp { src: 5000, dst: 53 }, b""));
+    assert!(
+        sweeper.step(&mut h.datapath.maps, now()).unwrap().tally.is_some(),
+        "a small table: a pass an interval"
+    );
+    expire_all(&mut h);
+    let original = h.datapath.maps.ct_original.keys().next().unwrap().unwrap();
+    h.datapath.maps.ct_original.remove(&original).unwrap();
+    for pass in 2..=REPLY_HALVES_EVERY {
+        assert!(sweeper.step(&mut h.datapath.maps, now()).unwrap().tally.is_some());
+        assert_eq!(h.reply_entries(), 1, "pass {pass} reads the original halves only");
+    }
+    sweeper.step(&mut h.datapath.maps, now()).unwrap();
+    assert_eq!(h.reply_entries(), 0, "the stray reply half went at pass {}", REPLY_HALVES_EVERY + 1);
 }

@@ -18,12 +18,10 @@
 use std::{path::Path, time::Instant};
 
 use anyhow::{bail, Result};
-use egress_agent::{
-    datapath::{
-        conntrack::{self, Halves},
-        loader::Datapath,
-    },
-    gateway::SWEEP_REPLY_HALVES_EVERY,
+use egress_agent::datapath::{
+    conntrack,
+    loader::Datapath,
+    sweeper::{Sweeper, REPLY_HALVES_EVERY},
 };
 
 use crate::{
@@ -127,35 +125,32 @@ fn lookups(
 }
 
 /// What the agent does with the maps, timed in this process with the
-/// agent's own functions: at every interval a sweep that walks the
-/// original halves (nothing has expired here) and tallies the flows for the
-/// metrics as it goes, and every SWEEP_REPLY_HALVES_EVERY intervals one
-/// that walks the reply halves too; on request, the flow listing behind `status`.
+/// agent's own functions: the sweep, a slice an interval, through
+/// REPLY_HALVES_EVERY passes over the original halves (one of which walks
+/// the reply halves too), tallying the flows for the metrics as it goes;
+/// on request, the flow listing behind `status`.
 fn agent_walks(report: &mut Report, dp: &mut Datapath, level: u32, at: &str) -> Result<()> {
-    let mut sweep = |halves: Halves| -> Result<(f64, f64)> {
+    let mut sweeper = Sweeper::default();
+    let (mut longest, mut cpu, mut intervals, mut passes) = (0.0f64, 0.0, 0u32, 0u64);
+    while passes < REPLY_HALVES_EVERY {
         let (started, cpu_before) = (Instant::now(), thread_cpu_ms());
-        let (removed, kept) =
-            conntrack::sweep_expired(&mut dp.maps, halves, egress_agent::netdev::monotonic_ns())?;
-        let (wall, cpu) = (started.elapsed().as_secs_f64() * 1e3, thread_cpu_ms() - cpu_before);
-        if removed != 0 || kept.bindings() != level as u64 {
-            bail!("the sweep removed {removed} flows and kept {} of {level} live ones", kept.bindings());
+        let step = sweeper.step(&mut dp.maps, egress_agent::netdev::monotonic_ns())?;
+        longest = longest.max(started.elapsed().as_secs_f64() * 1e3);
+        cpu += thread_cpu_ms() - cpu_before;
+        intervals += 1;
+        if step.removed != 0 {
+            bail!("the sweep removed {} of {level} live flows", step.removed);
         }
-        Ok((wall, cpu))
-    };
-    let (originals, originals_cpu) = sweep(Halves::Originals)?;
-    let (both, both_cpu) = sweep(Halves::Both)?;
-    report.add(format!("agent sweep and metrics tally, original halves ({at})"), originals, "ms");
-    report.add(
-        format!("agent sweep, both halves, 1 interval in {SWEEP_REPLY_HALVES_EVERY} ({at})"),
-        both,
-        "ms",
-    );
-    let every = SWEEP_REPLY_HALVES_EVERY as f64;
-    report.add(
-        format!("  = agent CPU per interval, mean of {SWEEP_REPLY_HALVES_EVERY} ({at})"),
-        (originals_cpu * (every - 1.0) + both_cpu) / every,
-        "ms",
-    );
+        if let Some(kept) = step.tally {
+            passes += 1;
+            if kept.bindings() != level as u64 {
+                bail!("a sweep pass kept {} of {level} live flows", kept.bindings());
+            }
+        }
+    }
+    report.add(format!("agent sweep, longest interval of {REPLY_HALVES_EVERY} passes ({at})"), longest, "ms");
+    report.add(format!("  = intervals per pass ({at})"), intervals as f64 / passes as f64, "");
+    report.add(format!("  = agent CPU per interval, mean ({at})"), cpu / intervals as f64, "ms");
     let started = Instant::now();
     let listed = conntrack::flows(&dp.maps)?.len();
     let listing = started.elapsed();

@@ -13,7 +13,11 @@ use egress_common::{
     ip::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
 };
 
-use super::{map_batch, maps::DatapathMaps, sys_bpf};
+use super::{
+    map_batch::{self, Cursor},
+    maps::DatapathMaps,
+    sys_bpf,
+};
 
 type CtMap = aya::maps::HashMap<MapData, FlowTuple, NatEntry>;
 
@@ -57,7 +61,7 @@ impl FlowTally {
         tally
     }
 
-    fn count(&mut self, flow: &NatEntry) {
+    pub(super) fn count(&mut self, flow: &NatEntry) {
         *self.by_protocol.entry(protocol_name(flow.protocol)).or_default() += 1;
         *self.per_destination.entry((flow.remote_ip_be, flow.remote_port_be, flow.protocol)).or_default() +=
             1;
@@ -205,7 +209,7 @@ fn take_binding(
 }
 
 /// Tells the datapath how many bindings of each client the agent removed.
-fn record_swept(maps: &mut DatapathMaps, removed: BTreeMap<u32, u64>) -> Result<()> {
+pub(super) fn record_swept(maps: &mut DatapathMaps, removed: BTreeMap<u32, u64>) -> Result<()> {
     for (client_id, count) in removed {
         maps.add_flows_swept(client_id, count)?;
     }
@@ -242,28 +246,37 @@ pub fn remove_where(
 ) -> Result<usize> {
     let gateway_ip_be = maps.read_config()?.gateway_ip_be;
     let mut removed: BTreeMap<u32, u64> = BTreeMap::new();
-    let mut walked = walk_originals(maps, gateway_ip_be, &doomed, &mut removed, kept);
+    let whole = || (Cursor::default(), usize::MAX);
+    let mut walked = walk_originals(maps, gateway_ip_be, &doomed, &mut removed, kept, whole());
     if walked.is_ok() && halves == Halves::Both {
-        walked = walk_replies(maps, gateway_ip_be, &doomed);
+        walked = walk_replies(maps, gateway_ip_be, &doomed, whole());
     }
     let total = removed.values().sum::<u64>() as usize;
     record_swept(maps, removed)?;
-    walked.map(|()| total)
+    walked.map(|_| total)
 }
 
-/// Reads the original halves in chunks, keeping only what may go (a
-/// handful per sweep, against every live flow read) and counting the rest
-/// into `kept`; then removes what may go entry by entry, each judged again
-/// as it goes.
-fn walk_originals(
+/// A part of a walk: where it starts (and, after, where the next part
+/// starts), and how many entries it reads at least (unless the map ends).
+pub(super) type Part = (Cursor, usize);
+
+/// Reads `part` of the original halves in chunks, keeping only what may go
+/// (a handful per sweep, against every live flow read) and counting the
+/// rest into `kept`; then removes what may go entry by entry, each judged
+/// again as it goes. Returns whether the walk reached the end and how many
+/// entries it read.
+pub(super) fn walk_originals(
     maps: &mut DatapathMaps,
     gateway_ip_be: u32,
     doomed: &impl Fn(&NatEntry) -> bool,
     removed: &mut BTreeMap<u32, u64>,
     kept: &mut FlowTally,
-) -> Result<()> {
+    (mut cursor, budget): Part,
+) -> Result<(bool, usize, Cursor)> {
     let mut originals: Vec<(FlowTuple, NatEntry)> = Vec::new();
-    map_batch::for_each_chunk(&maps.ct_original, |keys, entries| {
+    let mut read = 0;
+    let ended = map_batch::for_each_chunk_from(&maps.ct_original, &mut cursor, budget, |keys, entries| {
+        read += keys.len();
         for (key, entry) in keys.iter().zip(entries) {
             if *key != entry.original_tuple() || doomed(entry) {
                 originals.push((*key, *entry));
@@ -283,18 +296,21 @@ fn walk_originals(
             take_binding(maps, gateway_ip_be, entry, doomed, removed)?;
         }
     }
-    Ok(())
+    Ok((ended, read, cursor))
 }
 
-/// Reads the reply halves the same way and removes the ones `doomed` whose
-/// original is gone, and any under a key not its own.
-fn walk_replies(
+/// Reads `part` of the reply halves the same way and removes the ones
+/// `doomed` whose original is gone, and any under a key not its own.
+pub(super) fn walk_replies(
     maps: &mut DatapathMaps,
     gateway_ip_be: u32,
     doomed: &impl Fn(&NatEntry) -> bool,
-) -> Result<()> {
+    (mut cursor, budget): Part,
+) -> Result<(bool, usize, Cursor)> {
     let mut replies: Vec<(FlowTuple, NatEntry)> = Vec::new();
-    map_batch::for_each_chunk(&maps.ct_reply, |keys, entries| {
+    let mut read = 0;
+    let ended = map_batch::for_each_chunk_from(&maps.ct_reply, &mut cursor, budget, |keys, entries| {
+        read += keys.len();
         let candidates = keys
             .iter()
             .zip(entries)
@@ -314,7 +330,7 @@ fn walk_replies(
             remove_judged(&mut maps.ct_reply, key, entry, doomed)?;
         }
     }
-    Ok(())
+    Ok((ended, read, cursor))
 }
 
 /// Sweeps bindings idle past their timeout. The datapath also expires

@@ -44,23 +44,57 @@ struct BatchAttr {
     flags: u64,
 }
 
+/// Where a walk taken a part at a time stands: at the start of the map,
+/// or at the bucket the kernel said to resume from.
+#[derive(Debug, Default)]
+pub struct Cursor {
+    resume: Option<u64>,
+}
+
 /// Calls `each` with every entry of `map`, a chunk at a time (keys and
 /// values side by side). An error from `each` stops the walk and is
 /// returned.
 pub fn for_each_chunk<K: Pod, V: Pod>(
     map: &HashMap<MapData, K, V>,
-    mut each: impl FnMut(&[K], &[V]) -> Result<()>,
+    each: impl FnMut(&[K], &[V]) -> Result<()>,
 ) -> Result<()> {
+    for_each_chunk_from(map, &mut Cursor::default(), usize::MAX, each).map(|_| ())
+}
+
+/// Calls `each` with the entries of `map` from `cursor` on, a chunk at a
+/// time, until `budget` entries or more were read or the map ended.
+/// Returns whether it ended (the cursor is then back at the start); an
+/// error leaves the cursor where it was. A bucket is never split between
+/// two parts; entries added behind the cursor wait for the next round.
+/// Without batch lookups the whole map is read at once.
+pub fn for_each_chunk_from<K: Pod, V: Pod>(
+    map: &HashMap<MapData, K, V>,
+    cursor: &mut Cursor,
+    budget: usize,
+    mut each: impl FnMut(&[K], &[V]) -> Result<()>,
+) -> Result<bool> {
     let mut batch = Batched::<K, V>::new(CHUNK);
-    if !batch.first(map.map())? {
-        return walk_one_by_one(map, each);
+    match batch.call(map.map(), cursor.resume) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(524 /* ENOTSUPP */)) => {
+            *cursor = Cursor::default();
+            walk_one_by_one(map, each)?;
+            return Ok(true);
+        }
+        other => other.context("reading a map (BPF_MAP_LOOKUP_BATCH)")?,
     }
+    let mut read = 0;
     loop {
         each(&batch.keys[..batch.filled], &batch.values[..batch.filled])?;
+        read += batch.filled;
         if batch.done {
-            return Ok(());
+            *cursor = Cursor::default();
+            return Ok(true);
         }
-        batch.next(map.map())?;
+        if read >= budget {
+            cursor.resume = Some(batch.resume);
+            return Ok(false);
+        }
+        batch.call(map.map(), Some(batch.resume)).context("reading a map (BPF_MAP_LOOKUP_BATCH)")?;
     }
 }
 
@@ -105,25 +139,15 @@ impl<K: Pod, V: Pod> Batched<K, V> {
         Batched { keys: zeroed(capacity), values: zeroed(capacity), filled: 0, resume: 0, done: false }
     }
 
-    /// The first chunk; `false` if this kernel or map has no batch lookups.
-    fn first(&mut self, map: &MapData) -> Result<bool> {
-        match self.call(map, false) {
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(524 /* ENOTSUPP */)) => Ok(false),
-            other => other.map(|()| true).context("reading a map (BPF_MAP_LOOKUP_BATCH)"),
-        }
-    }
-
-    fn next(&mut self, map: &MapData) -> Result<()> {
-        self.call(map, true).context("reading a map (BPF_MAP_LOOKUP_BATCH)")
-    }
-
-    /// One `BPF_MAP_LOOKUP_BATCH`. `ENOENT` is the end of the map (the
-    /// entries of that last call are valid); `ENOSPC`, a bucket holding
-    /// more entries than the buffer, grows the buffer and asks again.
-    fn call(&mut self, map: &MapData, resuming: bool) -> std::io::Result<()> {
+    /// One `BPF_MAP_LOOKUP_BATCH` from the bucket `from` (None: the
+    /// first). `ENOENT` is the end of the map (the entries of that last
+    /// call are valid); `ENOSPC`, a bucket holding more entries than the
+    /// buffer, grows the buffer and asks again.
+    fn call(&mut self, map: &MapData, from: Option<u64>) -> std::io::Result<()> {
+        let token = from.unwrap_or(0);
         loop {
             let mut attr = BatchAttr {
-                in_batch: if resuming { &self.resume as *const u64 as u64 } else { 0 },
+                in_batch: if from.is_some() { &token as *const u64 as u64 } else { 0 },
                 out_batch: &mut self.resume as *mut u64 as u64,
                 keys: self.keys.as_mut_ptr() as u64,
                 values: self.values.as_mut_ptr() as u64,

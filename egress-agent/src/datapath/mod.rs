@@ -7,5 +7,6 @@ pub mod loader;
 pub mod map_batch;
 pub mod maps;
 pub mod privileges;
+pub mod sweeper;
 mod sys_bpf;
 pub mod tcx;

@@ -21,9 +21,9 @@ use self::{
 use crate::{
     cli::GatewayArgs,
     datapath::{
-        conntrack::{self, Halves},
         gro_stage::{self, GroStage},
         loader::Datapath,
+        sweeper::Sweeper,
     },
     netdev,
     observe::{
@@ -35,13 +35,6 @@ use crate::{
     },
     pods::{file::FileSource, kubernetes::KubeSource, ClientSnapshot, PodSource, SourceHealth},
 };
-
-/// Every this many sweeps, the reply halves are walked too, for strays
-/// (a reply half left without its original, which only a race in the
-/// datapath makes; it holds a NAT port until found). The other sweeps read
-/// the original halves only: at a million flows one walk takes about half a
-/// second (docs/benchmarks.md), so this halves the agent's steady work.
-pub const SWEEP_REPLY_HALVES_EVERY: u64 = 6;
 
 pub fn run(args: GatewayArgs) -> Result<()> {
     // Everything a user can get wrong is checked before touching the kernel.
@@ -145,7 +138,7 @@ async fn serve(mut settings: Settings) -> Result<()> {
     updates_rx.mark_changed();
     let source_task = tokio::spawn(source.run(updates_tx, source_health));
     let mut gc = tokio::time::interval(gc_interval);
-    let mut sweeps: u64 = 0;
+    let mut sweeper = Sweeper::default();
     let mut exhaustion = ExhaustionLog::default();
     let mut refusals = RefusalLog::default();
 
@@ -165,17 +158,15 @@ async fn serve(mut settings: Settings) -> Result<()> {
                 pending = updates_rx.borrow_and_update().clone();
             }
             _ = gc.tick() => {
-                sweeps += 1;
-                let halves = if sweeps % SWEEP_REPLY_HALVES_EVERY == 1 { Halves::Both } else { Halves::Originals };
-                let kept = match conntrack::sweep_expired(&mut datapath.maps, halves, netdev::monotonic_ns()) {
-                    Ok((removed, kept)) => {
-                        if removed > 0 {
-                            tracing::debug!(flows = removed, "expired flows removed");
+                let kept = match sweeper.step(&mut datapath.maps, netdev::monotonic_ns()) {
+                    Ok(step) => {
+                        if step.removed > 0 {
+                            tracing::debug!(flows = step.removed, "expired flows removed");
                         }
-                        Some(kept)
+                        step.tally
                     }
                     Err(err) => {
-                        tracing::warn!("conntrack sweep: {err:#}");
+                        tracing::warn!("conntrack sweep (starting it over): {err:#}");
                         None
                     }
                 };

@@ -20,10 +20,7 @@ use prometheus_client::{
 };
 
 use crate::{
-    datapath::{
-        conntrack::{self, FlowTally},
-        maps::DatapathMaps,
-    },
+    datapath::{conntrack::FlowTally, maps::DatapathMaps},
     gateway::reconcile::ClientTable,
     pods::{ClientIdentity, SourceHealth, SourceState},
 };
@@ -58,19 +55,14 @@ pub struct ClientSample {
 }
 
 impl DatapathSample {
-    /// Everything, once per sweep. `flows` is the sweep's tally of what it
-    /// kept; without one (the sweep failed) the conntrack map is walked
-    /// here.
+    /// Everything but the flows, which `flows` (a sweep pass's tally of
+    /// what it kept) gives: the conntrack map is never walked here.
     pub fn take(
         maps: &DatapathMaps,
         clients: &ClientTable,
         cfg: &GatewayConfig,
-        flows: Option<FlowTally>,
+        flows: &FlowTally,
     ) -> Result<DatapathSample> {
-        let flows = match flows {
-            Some(tally) => tally,
-            None => FlowTally::of(&conntrack::flows(maps)?),
-        };
         let mut flows_by_protocol: BTreeMap<&'static str, u64> =
             ["tcp", "udp", "icmp"].into_iter().map(|p| (p, 0)).collect();
         flows_by_protocol.extend(flows.by_protocol.iter().map(|(p, n)| (*p, *n)));
@@ -114,8 +106,10 @@ pub struct GatewayMetrics {
 }
 
 impl GatewayMetrics {
-    /// After a sweep: a whole new sample, with the sweep's tally of the
-    /// flows. Calls `with_clients` with the new client samples (the sweep's
+    /// After a sweep's slice: a whole new sample, with the tally of the
+    /// flows of the sweep pass that ended in it, or the last pass's flows
+    /// when none did (a pass over a large table takes a few intervals).
+    /// Calls `with_clients` with the new client samples (the sweep's
     /// warning lines read them).
     pub fn refresh(
         &self,
@@ -125,10 +119,16 @@ impl GatewayMetrics {
         flows: Option<FlowTally>,
         with_clients: impl FnOnce(&[ClientSample]),
     ) {
-        match DatapathSample::take(maps, clients, cfg, flows) {
-            Ok(sample) => {
+        match DatapathSample::take(maps, clients, cfg, flows.as_ref().unwrap_or(&FlowTally::default())) {
+            Ok(mut sample) => {
                 with_clients(&sample.clients);
-                *self.lock_sample() = sample;
+                let mut last = self.lock_sample();
+                if flows.is_none() {
+                    sample.flows_by_protocol = std::mem::take(&mut last.flows_by_protocol);
+                    (sample.nat_bindings, sample.nat_ports_used_max) =
+                        (last.nat_bindings, last.nat_ports_used_max);
+                }
+                *last = sample;
             }
             Err(err) => tracing::warn!("reading the datapath for metrics: {err:#}"),
         }
