@@ -112,12 +112,12 @@ impl Sweeper {
                 break Ok(());
             }
         };
-        step.removed = removed.values().sum::<u64>() as usize;
-        record_swept(maps, removed)?;
         if walked.is_err() {
             (self.phase, self.cursor, self.tally) =
                 (Phase::Originals, Cursor::default(), FlowTally::default());
         }
+        step.removed = removed.values().sum::<u64>() as usize;
+        record_swept(maps, removed)?;
         walked.map(|()| step)
     }
 }
