@@ -130,7 +130,9 @@ fn a_large_table_is_swept_a_slice_an_interval() {
             break kept;
         }
     };
-    assert!(intervals >= 3, "10,000 flows in {intervals} slices of 4,096");
+    // A slice reads whole chunks until it has 4,096 (less than 8,192 in
+    // all): 10,000 flows take two slices at least.
+    assert!(intervals >= 2, "10,000 flows in {intervals} slices of 4,096");
     assert_eq!(kept.bindings(), FLOWS as u64, "each flow tallied once in the pass");
 
     let mut cfg = h.datapath.maps.read_config().unwrap();

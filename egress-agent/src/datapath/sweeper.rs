@@ -2,7 +2,7 @@
 //! time. Reading an entry costs about 450 ns in the kernel's batch copy
 //! (a cache and a TLB miss each, in this VM), so reading a million flows
 //! takes about half a second; the loop that runs the sweep also applies
-//! client changes. So each interval reads at most [`SWEEP_SLICE`] entries
+//! client changes. So each interval reads about [`SWEEP_SLICE`] entries
 //! and carries on from there at the next: up to a quarter of a million
 //! flows a pass still ends every interval, a million take four.
 //!
@@ -20,7 +20,8 @@ use super::{
     maps::DatapathMaps,
 };
 
-/// Entries read per interval at most (plus the rest of the last chunk).
+/// Entries read per interval: whole chunks until there are this many (so
+/// less than one chunk of 4,096 more), or the rest of the table.
 pub const SWEEP_SLICE: usize = 262_144;
 
 /// The reply halves are walked after every this many passes over the
