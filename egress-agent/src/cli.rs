@@ -163,6 +163,12 @@ pub struct JoinArgs {
     /// The labels that put a pod behind the gateway (with --labels-file).
     #[arg(long, default_value = "egress=external")]
     pub selector: String,
+    /// Another gateway, for the pods whose labels match SELECTOR (with
+    /// --labels-file; repeatable; the first match wins, --selector's
+    /// --gateway before these): teams or destinations with their own
+    /// egress address.
+    #[arg(long = "gateway-for", num_args = 2, value_names = ["SELECTOR", "ADDRESS"])]
+    pub gateway_for: Vec<String>,
     /// Keep running and re-apply the decision whenever the labels change
     /// (a native sidecar), instead of applying it once.
     #[arg(long)]

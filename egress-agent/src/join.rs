@@ -16,6 +16,12 @@
 //! label decides: a pod that does not match `--selector` leaves instead,
 //! which removes the tunnel and restores direct egress. That makes removing
 //! the label a rollback, for running pods too when `--follow` is on.
+//!
+//! Several gateways (one per team or destination, each with its own egress
+//! address): each `--gateway-for SELECTOR ADDRESS` names another gateway
+//! for the pods its selector matches, and the first match decides. With
+//! `--follow`, a pod whose label changes moves to its new gateway (the
+//! tunnel device is re-created towards it).
 use std::{
     net::{Ipv4Addr, Ipv6Addr, ToSocketAddrs},
     path::Path,
@@ -36,24 +42,55 @@ use crate::{
 /// on its own period (about a minute), which dominates the delay.
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(5);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Decision {
-    Join,
+    /// Through the gateway at this address (as given: an address or a
+    /// Service's DNS name).
+    Join(String),
     Leave,
 }
 
+/// The gateways a pod may take, each with the labels that choose it, in
+/// the order they are tried.
+struct GatewayChoices(Vec<(LabelSelector, String)>);
+
+impl GatewayChoices {
+    /// `--selector` with `--gateway`, then each `--gateway-for` pair.
+    fn parse(args: &JoinArgs) -> Result<GatewayChoices> {
+        let first = LabelSelector::parse(&args.selector)
+            .map_err(|e| anyhow::anyhow!("invalid --selector {:?}: {e}", args.selector))?;
+        let mut choices = vec![(first, args.gateway.clone())];
+        for pair in args.gateway_for.chunks(2) {
+            let [selector, address] = pair else {
+                bail!("--gateway-for takes two values, SELECTOR ADDRESS");
+            };
+            if selector.trim().is_empty() {
+                bail!("--gateway-for {address}: an empty selector would take every pod; name the labels");
+            }
+            let parsed = LabelSelector::parse(selector)
+                .map_err(|e| anyhow::anyhow!("invalid --gateway-for selector {selector:?}: {e}"))?;
+            choices.push((parsed, address.clone()));
+        }
+        Ok(GatewayChoices(choices))
+    }
+
+    /// The first gateway whose selector matches `labels`.
+    fn for_labels(&self, labels: &std::collections::BTreeMap<String, String>) -> Option<&str> {
+        self.0.iter().find(|(selector, _)| selector.matches(labels)).map(|(_, gateway)| gateway.as_str())
+    }
+}
+
 pub fn run(args: JoinArgs) -> Result<()> {
-    let selector = LabelSelector::parse(&args.selector)
-        .map_err(|e| anyhow::anyhow!("invalid --selector {:?}: {e}", args.selector))?;
+    let choices = GatewayChoices::parse(&args)?;
     if !args.follow {
-        return apply(&args, decide(&args, &selector)?);
+        return apply(&args, &decide(&args, &choices)?);
     }
     // A sidecar: errors are reported and retried, never fatal; the pod's
     // routing stays as it was until the next attempt succeeds.
     let mut applied: Option<Decision> = None;
     loop {
-        match decide(&args, &selector) {
-            Ok(decision) if Some(decision) != applied => match apply(&args, decision) {
+        match decide(&args, &choices) {
+            Ok(decision) if applied.as_ref() != Some(&decision) => match apply(&args, &decision) {
                 Ok(()) => applied = Some(decision),
                 Err(err) => eprintln!("egress-agent: error: {err:#} (retrying)"),
             },
@@ -64,11 +101,15 @@ pub fn run(args: JoinArgs) -> Result<()> {
     }
 }
 
-/// Join unless the labels file says the pod is not selected.
-fn decide(args: &JoinArgs, selector: &LabelSelector) -> Result<Decision> {
-    let Some(path) = &args.labels_file else { return Ok(Decision::Join) };
+/// Without a labels file, through `--gateway`; with one, through the
+/// gateway the labels choose, or leave when none does.
+fn decide(args: &JoinArgs, choices: &GatewayChoices) -> Result<Decision> {
+    let Some(path) = &args.labels_file else { return Ok(Decision::Join(args.gateway.clone())) };
     let labels = read_labels_file(path)?;
-    Ok(if selector.matches(&labels) { Decision::Join } else { Decision::Leave })
+    Ok(match choices.for_labels(&labels) {
+        Some(gateway) => Decision::Join(gateway.to_string()),
+        None => Decision::Leave,
+    })
 }
 
 /// Parses the Downward API's `metadata.labels` file: one `key="value"` a line.
@@ -95,9 +136,9 @@ fn read_labels_file(path: &Path) -> Result<std::collections::BTreeMap<String, St
     Ok(labels)
 }
 
-fn apply(args: &JoinArgs, decision: Decision) -> Result<()> {
+fn apply(args: &JoinArgs, decision: &Decision) -> Result<()> {
     match decision {
-        Decision::Join => join(args),
+        Decision::Join(gateway) => join(args, gateway),
         Decision::Leave => leave(args),
     }
 }
@@ -110,14 +151,14 @@ fn resolve_gateway(gateway: &str) -> Result<Ipv4Addr> {
     }
     let addrs = (gateway, 0)
         .to_socket_addrs()
-        .with_context(|| format!("cannot resolve --gateway {gateway:?}: is the gateway Service deployed?"))?;
+        .with_context(|| format!("cannot resolve the gateway {gateway:?}: is its Service deployed?"))?;
     addrs
         .filter_map(|a| match a {
             std::net::SocketAddr::V4(v4) => Some(*v4.ip()),
             _ => None,
         })
         .next()
-        .with_context(|| format!("--gateway {gateway:?} has no IPv4 address"))
+        .with_context(|| format!("the gateway {gateway:?} has no IPv4 address"))
 }
 
 /// The `--cluster-cidr` values, by family.
@@ -137,9 +178,10 @@ impl ClusterCidrs {
     }
 }
 
-fn join(args: &JoinArgs) -> Result<()> {
+/// Joins the gateway at `gateway` (an address or a Service's DNS name).
+fn join(args: &JoinArgs, gateway: &str) -> Result<()> {
     let ClusterCidrs { v4: cluster_cidrs, v6: cluster_cidrs_v6 } = ClusterCidrs::parse(args)?;
-    let gateway = resolve_gateway(&args.gateway)?;
+    let gateway = resolve_gateway(gateway)?;
     if cluster_cidrs.is_empty() {
         eprintln!(
             "egress-agent: warning: no --cluster-cidr given: only {}'s own subnet and the gateway stay on it, all other cluster traffic goes through the gateway; pass the pod and service CIDRs",
@@ -282,16 +324,13 @@ fn leave(args: &JoinArgs) -> Result<()> {
         reopen_external_ipv6()?;
     }
     if ip_json(&["link", "show", "dev", &args.device]).is_err() {
-        println!("not joined: the pod's labels do not match {:?}; egress stays direct", args.selector);
+        println!("not joined: the pod's labels match no gateway's selector; egress stays direct");
         return Ok(());
     }
     let via = node_gateway(eth)?.to_string();
     ip(&["route", "replace", "default", "via", &via, "dev", eth, "onlink"])?;
     ip(&["link", "del", &args.device])?;
-    println!(
-        "left: the pod's labels no longer match {:?}; external traffic goes directly via {eth}",
-        args.selector
-    );
+    println!("left: the pod's labels no longer match any gateway's selector; external traffic goes directly via {eth}");
     Ok(())
 }
 

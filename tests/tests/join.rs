@@ -115,6 +115,26 @@ fn join_refuses_bad_input_with_one_line() {
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.contains("10.50.0.0/33"), "{err}");
     assert!(routes(&pod).iter().any(|r| r["dst"] == "default" && r["dev"] == "eth0"), "nothing changed");
+
+    // Another gateway for every pod (an empty selector), or for a selector
+    // that does not parse: refused before anything changes.
+    for (selector, what) in [("", "an empty selector"), ("egress in (", "invalid --gateway-for selector")] {
+        let args = [
+            bin.to_str().unwrap(),
+            "join",
+            "--gateway",
+            "10.96.0.10",
+            "--gateway-for",
+            selector,
+            "10.96.0.20",
+        ];
+        let out = pod.output(&args).unwrap();
+        assert!(!out.status.success(), "--gateway-for {selector:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(what), "{err}");
+    }
+    assert!(pod.ip(&["link", "show", "egress0"]).is_err(), "nothing changed");
 }
 
 /// Writes a Downward API `metadata.labels` file (`key="value"` lines).
