@@ -149,6 +149,10 @@ counters! {
     /// An IP fragment without ports (not the first of its datagram)
     /// translated like the first, which the fragment map remembered.
     FragmentTranslated = 48 => "fragment_translated",
+    /// A client's echo request to the tunnel's gateway address
+    /// (169.254.42.1) answered by the program through the client's tunnel:
+    /// the worker's proof that its path to this gateway works.
+    ProbeAnswered = 49 => "probe_answered",
 }
 
 /// Size of the counters array: room for growth without a layout change.

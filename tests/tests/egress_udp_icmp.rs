@@ -59,3 +59,18 @@ fn ping_through_the_gateway() {
         flow.nat_port
     );
 }
+
+/// `ping 169.254.42.1` (the tunnel's gateway address, the default route's
+/// next hop) from a worker is answered by the gateway's program through
+/// the tunnel: a listed pod's path to the gateway works; an unlisted one,
+/// joined all the same, gets no answer.
+#[test]
+fn a_worker_s_ping_of_the_tunnel_gateway_address_is_answered_by_the_gateway() {
+    let s = start(options());
+    let tunnel_gateway: std::net::Ipv4Addr = egress_common::config::TUNNEL_GATEWAY_IP.into();
+    clients::ping(&s.pod("w1").ns, tunnel_gateway, 3).unwrap_or_else(|e| panic!("ping from w1: {e:#}"));
+    assert_eq!(s.counter("probe_answered").unwrap(), 3);
+    assert!(clients::ping(&s.pod("w2").ns, tunnel_gateway, 1).is_err(), "w2 is not listed, yet was answered");
+    assert_eq!(s.counter("probe_answered").unwrap(), 3);
+    assert!(s.counter("drop_unknown_client").unwrap() >= 1);
+}

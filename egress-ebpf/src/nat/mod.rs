@@ -5,10 +5,12 @@
 //! directions share, `to_client` the tunnel tail of everything that goes
 //! back to a client. `fragments` remembers the flows of datagrams whose
 //! later fragments carry no ports; `frag_needed` answers a remote whose
-//! reply does not fit the tunnel.
+//! reply does not fit the tunnel; `probe` answers a worker's ping of the
+//! tunnel's gateway address.
 pub mod frag_needed;
 pub mod fragments;
 pub mod icmp_error;
+pub mod probe;
 pub mod rev_nat;
 pub mod rewrite;
 pub mod snat;

@@ -16,7 +16,7 @@ use crate::{
     },
     maps::{account, count, wire_segments, Direction, CLIENTS, EXCLUDED_DSTS},
     nat::{
-        fragments, icmp_error,
+        fragments, icmp_error, probe,
         rewrite::{nat_v4_rewrite_headers, End},
         time_exceeded,
     },
@@ -32,6 +32,8 @@ enum Sent {
     Out(UploadRoute),
     /// Its TTL ran out here: it became the gateway's time-exceeded answer.
     TimeExceeded,
+    /// A ping of the tunnel's gateway address: it became its echo reply.
+    ProbeAnswered,
 }
 
 #[inline(always)]
@@ -41,6 +43,9 @@ pub fn from_client(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
         Ok(Sent::Out(_)) => Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToRemote },
         Ok(Sent::TimeExceeded) => {
             Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::IcmpErrorToClient }
+        }
+        Ok(Sent::ProbeAnswered) => {
+            Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ProbeAnswered }
         }
         Err(reason) => Verdict::Drop(reason),
     }
@@ -58,6 +63,10 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
     // The pod may only send as itself: its tunnel carries its own address.
     if inner.ip.src_be != outer.src_be {
         return Err(Counter::DropSpoofedInnerSource);
+    }
+    // The worker asking whether its path to this gateway works.
+    if probe::is_probe(ctx, &inner.ip) {
+        return probe::answer(ctx, cfg, outer, &inner).map(|()| Sent::ProbeAnswered);
     }
     // Before anything answers it (time exceeded included): nothing about
     // these addresses leaves the gateway.
