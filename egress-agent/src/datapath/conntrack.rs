@@ -246,36 +246,34 @@ pub fn remove_where(
 ) -> Result<usize> {
     let gateway_ip_be = maps.read_config()?.gateway_ip_be;
     let mut removed: BTreeMap<u32, u64> = BTreeMap::new();
-    let whole = || (Cursor::default(), usize::MAX);
-    let mut walked = walk_originals(maps, gateway_ip_be, &doomed, &mut removed, kept, whole());
+    let mut walked =
+        walk_originals(maps, gateway_ip_be, &doomed, &mut removed, kept, &mut Cursor::default(), usize::MAX);
     if walked.is_ok() && halves == Halves::Both {
-        walked = walk_replies(maps, gateway_ip_be, &doomed, whole());
+        walked = walk_replies(maps, gateway_ip_be, &doomed, &mut Cursor::default(), usize::MAX);
     }
     let total = removed.values().sum::<u64>() as usize;
     record_swept(maps, removed)?;
     walked.map(|_| total)
 }
 
-/// A part of a walk: where it starts (and, after, where the next part
-/// starts), and how many entries it reads at least (unless the map ends).
-pub(super) type Part = (Cursor, usize);
-
-/// Reads `part` of the original halves in chunks, keeping only what may go
-/// (a handful per sweep, against every live flow read) and counting the
-/// rest into `kept`; then removes what may go entry by entry, each judged
-/// again as it goes. Returns whether the walk reached the end and how many
-/// entries it read.
+/// Reads the original halves in chunks from `cursor` until `budget` or
+/// more entries were read (`map_batch::for_each_chunk_from`), keeping only
+/// what may go (a handful per sweep, against every live flow read) and
+/// counting the rest into `kept`; then removes what may go entry by entry,
+/// each judged again as it goes. Returns whether the walk reached the end
+/// and how many entries it read.
 pub(super) fn walk_originals(
     maps: &mut DatapathMaps,
     gateway_ip_be: u32,
     doomed: &impl Fn(&NatEntry) -> bool,
     removed: &mut BTreeMap<u32, u64>,
     kept: &mut FlowTally,
-    (mut cursor, budget): Part,
-) -> Result<(bool, usize, Cursor)> {
+    cursor: &mut Cursor,
+    budget: usize,
+) -> Result<(bool, usize)> {
     let mut originals: Vec<(FlowTuple, NatEntry)> = Vec::new();
     let mut read = 0;
-    let ended = map_batch::for_each_chunk_from(&maps.ct_original, &mut cursor, budget, |keys, entries| {
+    let ended = map_batch::for_each_chunk_from(&maps.ct_original, cursor, budget, |keys, entries| {
         read += keys.len();
         for (key, entry) in keys.iter().zip(entries) {
             if *key != entry.original_tuple() || doomed(entry) {
@@ -296,20 +294,21 @@ pub(super) fn walk_originals(
             take_binding(maps, gateway_ip_be, entry, doomed, removed)?;
         }
     }
-    Ok((ended, read, cursor))
+    Ok((ended, read))
 }
 
-/// Reads `part` of the reply halves the same way and removes the ones
-/// `doomed` whose original is gone, and any under a key not its own.
+/// Reads the reply halves the same way and removes the ones `doomed` whose
+/// original is gone, and any under a key not its own.
 pub(super) fn walk_replies(
     maps: &mut DatapathMaps,
     gateway_ip_be: u32,
     doomed: &impl Fn(&NatEntry) -> bool,
-    (mut cursor, budget): Part,
-) -> Result<(bool, usize, Cursor)> {
+    cursor: &mut Cursor,
+    budget: usize,
+) -> Result<(bool, usize)> {
     let mut replies: Vec<(FlowTuple, NatEntry)> = Vec::new();
     let mut read = 0;
-    let ended = map_batch::for_each_chunk_from(&maps.ct_reply, &mut cursor, budget, |keys, entries| {
+    let ended = map_batch::for_each_chunk_from(&maps.ct_reply, cursor, budget, |keys, entries| {
         read += keys.len();
         let candidates = keys
             .iter()
@@ -330,7 +329,7 @@ pub(super) fn walk_replies(
             remove_judged(&mut maps.ct_reply, key, entry, doomed)?;
         }
     }
-    Ok((ended, read, cursor))
+    Ok((ended, read))
 }
 
 /// Sweeps bindings idle past their timeout. The datapath also expires

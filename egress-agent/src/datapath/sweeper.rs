@@ -87,18 +87,22 @@ impl Sweeper {
         let mut step = SweepStep::default();
         let mut budget = self.slice;
         let walked = loop {
-            let part = (std::mem::take(&mut self.cursor), budget);
             let walked = match self.phase {
-                Phase::Originals => {
-                    walk_originals(maps, cfg.gateway_ip_be, &doomed, &mut removed, &mut self.tally, part)
-                }
-                Phase::Replies => walk_replies(maps, cfg.gateway_ip_be, &doomed, part),
+                Phase::Originals => walk_originals(
+                    maps,
+                    cfg.gateway_ip_be,
+                    &doomed,
+                    &mut removed,
+                    &mut self.tally,
+                    &mut self.cursor,
+                    budget,
+                ),
+                Phase::Replies => walk_replies(maps, cfg.gateway_ip_be, &doomed, &mut self.cursor, budget),
             };
-            let (ended, read, cursor) = match walked {
+            let (ended, read) = match walked {
                 Ok(walked) => walked,
                 Err(err) => break Err(err),
             };
-            self.cursor = cursor;
             if !ended {
                 break Ok(());
             }

@@ -62,10 +62,5 @@ pub fn answer(
     // The addresses swap places: the header checksum, a sum, stays right.
     let swapped: [u32; 2] = [inner.ip.dst_be, inner.ip.src_be];
     ctx.store(INNER_IP_OFF + IP_ADDRS_OFF, &swapped, 0).map_err(|_| Counter::DropRewriteFailed)?;
-    let target = TunnelTarget {
-        outer_ip_be: outer.src_be,
-        client_mac: inner.client_mac,
-        tunnel_gateway_mac: inner.tunnel_gateway_mac,
-    };
-    write_tunnel_header(ctx, cfg, &target)
+    write_tunnel_header(ctx, cfg, &TunnelTarget::back_to_sender(outer, inner))
 }

@@ -71,12 +71,7 @@ pub fn answer(
     let answer =
         IcmpAnswer::new((ICMP_TIME_EXCEEDED, 0, 0), quote_len, quoted, cfg.gateway_ip_be, inner.ip.src_be);
     ctx.store(ANSWER_IP_OFF, &answer, 0).map_err(|_| Counter::DropRewriteFailed)?;
-    let target = TunnelTarget {
-        outer_ip_be: outer.src_be,
-        client_mac: inner.client_mac,
-        tunnel_gateway_mac: inner.tunnel_gateway_mac,
-    };
-    write_tunnel_header(ctx, cfg, &target)?;
+    write_tunnel_header(ctx, cfg, &TunnelTarget::back_to_sender(outer, inner))?;
     count(Counter::DropTtlExceeded);
     Ok(())
 }

@@ -13,8 +13,9 @@ use egress_common::{
     counters::Counter,
 };
 
+use super::decap::InnerFrame;
 use crate::{
-    headers::{ETH_HLEN, ETH_P_IP, IPPROTO_UDP, IPV4_HLEN, TUNNEL_OVERHEAD},
+    headers::{Ipv4Header, ETH_HLEN, ETH_P_IP, IPPROTO_UDP, IPV4_HLEN, TUNNEL_OVERHEAD},
     wire::Ipv4Wire,
 };
 
@@ -95,6 +96,17 @@ impl TunnelTarget {
             outer_ip_be: entry.client_outer_ip_be,
             client_mac: entry.client_mac,
             tunnel_gateway_mac: entry.tunnel_gateway_mac,
+        }
+    }
+
+    /// Back to the worker that sent the tunnel packet whose outer header is
+    /// `outer` and inner frame `inner` (the gateway's own answers to it).
+    #[inline(always)]
+    pub fn back_to_sender(outer: &Ipv4Header, inner: &InnerFrame) -> TunnelTarget {
+        TunnelTarget {
+            outer_ip_be: outer.src_be,
+            client_mac: inner.client_mac,
+            tunnel_gateway_mac: inner.tunnel_gateway_mac,
         }
     }
 }
