@@ -173,6 +173,12 @@ pub struct JoinArgs {
     /// (a native sidecar), instead of applying it once.
     #[arg(long)]
     pub follow: bool,
+    /// With --follow: the headless Service whose DNS name lists the ready
+    /// replicas of --gateway. The sidecar then points the tunnel at one of
+    /// them itself, probes it through the tunnel ten times a second and
+    /// moves to another when it stops answering (needs NET_RAW).
+    #[arg(long, value_name = "NAME")]
+    pub replicas: Option<String>,
 }
 
 #[derive(Args, Clone, Debug)]

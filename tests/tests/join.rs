@@ -134,6 +134,13 @@ fn join_refuses_bad_input_with_one_line() {
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
         assert!(err.contains(what), "{err}");
     }
+    // --replicas belongs to the sidecar: a one-shot join cannot probe.
+    let args = [bin.to_str().unwrap(), "join", "--gateway", "10.96.0.10", "--replicas", "gw.example.svc"];
+    let out = pod.output(&args).unwrap();
+    assert!(!out.status.success(), "--replicas without --follow accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("--replicas is for the --follow sidecar"), "{err}");
     assert!(pod.ip(&["link", "show", "egress0"]).is_err(), "nothing changed");
 }
 

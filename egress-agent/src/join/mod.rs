@@ -21,11 +21,21 @@
 //! address): each `--gateway-for SELECTOR ADDRESS` names another gateway
 //! for the pods its selector matches, and the first match decides. With
 //! `--follow`, a pod whose label changes moves to its new gateway (the
-//! tunnel device is re-created towards it).
+//! tunnel device's remote is changed in place).
+//!
+//! Several replicas of one gateway: with `--replicas NAME` (a headless
+//! Service's name) the `--follow` sidecar points the tunnel at one ready
+//! replica itself, probes it through the tunnel and moves within a second
+//! when it stops answering (see `steer`).
+mod connections;
+mod probe;
+mod replicas;
+mod steer;
+
 use std::{
     net::{Ipv4Addr, Ipv6Addr, ToSocketAddrs},
     path::Path,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
@@ -82,22 +92,104 @@ impl GatewayChoices {
 
 pub fn run(args: JoinArgs) -> Result<()> {
     let choices = GatewayChoices::parse(&args)?;
+    if args.replicas.is_some() && !args.follow {
+        bail!("--replicas is for the --follow sidecar (it probes and moves the tunnel while the pod runs); drop it from the one-shot join");
+    }
     if !args.follow {
         return apply(&args, &decide(&args, &choices)?);
     }
-    // A sidecar: errors are reported and retried, never fatal; the pod's
-    // routing stays as it was until the next attempt succeeds.
+    follow(&args, &choices)
+}
+
+/// The sidecar: errors are reported and retried, never fatal; the pod's
+/// routing stays as it was until the next attempt succeeds. While the pod
+/// is joined to `--gateway` and `--replicas` is given, the tunnel is
+/// steered between replicas every probe period.
+fn follow(args: &JoinArgs, choices: &GatewayChoices) -> Result<()> {
     let mut applied: Option<Decision> = None;
+    let mut steering: Option<steer::Steering<DeviceTunnel>> = None;
+    let mut next_look = Instant::now();
     loop {
-        match decide(&args, &choices) {
-            Ok(decision) if applied.as_ref() != Some(&decision) => match apply(&args, &decision) {
-                Ok(()) => applied = Some(decision),
+        let now = Instant::now();
+        if now >= next_look {
+            next_look = now + FOLLOW_INTERVAL;
+            match decide(args, choices) {
+                Ok(decision) if applied.as_ref() != Some(&decision) => match apply(args, &decision) {
+                    Ok(()) => applied = Some(decision),
+                    Err(err) => eprintln!("egress-agent: error: {err:#} (retrying)"),
+                },
+                Ok(_) => {}
                 Err(err) => eprintln!("egress-agent: error: {err:#} (retrying)"),
-            },
-            Ok(_) => {}
-            Err(err) => eprintln!("egress-agent: error: {err:#} (retrying)"),
+            }
+            let steered =
+                args.replicas.as_deref().filter(|_| applied == Some(Decision::Join(args.gateway.clone())));
+            match (steered, steering.is_some()) {
+                (None, _) => steering = None,
+                (Some(name), false) => match start_steering(args, name) {
+                    Ok(started) => steering = Some(started),
+                    Err(err) => eprintln!("egress-agent: error: {err:#} (retrying)"),
+                },
+                (Some(_), true) => {}
+            }
         }
-        std::thread::sleep(FOLLOW_INTERVAL);
+        match &mut steering {
+            Some(steering) => {
+                steering.tick(now);
+                std::thread::sleep(steer::PROBE_INTERVAL);
+            }
+            None => std::thread::sleep(next_look.saturating_duration_since(Instant::now())),
+        }
+    }
+}
+
+fn start_steering(args: &JoinArgs, name: &str) -> Result<steer::Steering<DeviceTunnel>> {
+    let worker = netdev::Interface::lookup(&args.interface)?.ipv4;
+    let cluster = ClusterCidrs::parse(args)?.v4;
+    let tunnel = DeviceTunnel {
+        device: args.device.clone(),
+        interface: args.interface.clone(),
+        node_gateway: node_gateway(&args.interface)?,
+        service: args.gateway.clone(),
+    };
+    let steering = steer::Steering::start(args, name, worker, cluster, tunnel)?;
+    println!(
+        "steering: probing the replica of {worker} every {:?} through {}",
+        steer::PROBE_INTERVAL,
+        args.device
+    );
+    Ok(steering)
+}
+
+/// The pod's tunnel device, pointed at a replica or at the Service.
+struct DeviceTunnel {
+    device: String,
+    interface: String,
+    node_gateway: Ipv4Addr,
+    /// `--gateway`: the tunnel Service.
+    service: String,
+}
+
+impl steer::Tunnel for DeviceTunnel {
+    fn point_at(&mut self, to: steer::Target) -> Result<()> {
+        let remote = match to {
+            steer::Target::Service => resolve_gateway(&self.service)?,
+            steer::Target::Replica(ip) => ip,
+        };
+        // The outer packets to it stay on eth0 (a replica's pod address is
+        // covered by the pod CIDR when --cluster-cidr names it; this route
+        // makes it so without).
+        let via = self.node_gateway.to_string();
+        ip(&["route", "replace", &format!("{remote}/32"), "via", &via, "dev", &self.interface, "onlink"])?;
+        set_vxlan_remote(&self.device, remote)
+    }
+
+    fn target(&self) -> Result<steer::Target> {
+        let remote = vxlan_remote(&self.device)?;
+        Ok(if Some(remote) == resolve_gateway(&self.service).ok() {
+            steer::Target::Service
+        } else {
+            steer::Target::Replica(remote)
+        })
     }
 }
 
@@ -373,18 +465,40 @@ fn tunnel_device_mac(pod_ip: Ipv4Addr) -> String {
     format!("06:65:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
 }
 
-/// Creates the VXLAN device, or re-creates it if it exists with other settings.
+/// The remote address of the VXLAN device `device`.
+fn vxlan_remote(device: &str) -> Result<Ipv4Addr> {
+    let links = ip_json(&["-d", "link", "show", "dev", device])?;
+    let remote = links[0]["linkinfo"]["info_data"]["remote"].as_str();
+    remote
+        .and_then(|r| r.parse().ok())
+        .with_context(|| format!("{device} has no IPv4 remote: is it our tunnel device?"))
+}
+
+/// Points the VXLAN device at another gateway address in place: its
+/// routes and neighbour stay, so no packet finds the pod without a route.
+fn set_vxlan_remote(device: &str, remote: Ipv4Addr) -> Result<()> {
+    ip(&["link", "set", "dev", device, "type", "vxlan", "remote", &remote.to_string()])?;
+    Ok(())
+}
+
+/// Creates the VXLAN device, or re-creates it if it exists with other
+/// settings. One that differs only in its remote is pointed at `gateway`
+/// in place, unless the `--replicas` sidecar steers it (it may point at a
+/// replica of this very gateway; the sidecar knows which).
 fn ensure_vxlan_device(args: &JoinArgs, gateway: Ipv4Addr, pod_ip: Ipv4Addr) -> Result<()> {
     let mac = tunnel_device_mac(pod_ip);
     let existing = ip_json(&["-d", "link", "show", "dev", &args.device]).ok();
     if let Some(link) = existing.as_ref().and_then(|l| l.get(0)) {
         let data = &link["linkinfo"]["info_data"];
-        let same = link["linkinfo"]["info_kind"] == "vxlan"
+        let same_but_remote = link["linkinfo"]["info_kind"] == "vxlan"
             && data["id"].as_u64() == Some(args.vni as u64)
-            && data["remote"].as_str() == Some(&gateway.to_string())
             && data["port"].as_u64() == Some(args.vxlan_port as u64)
             && link["address"].as_str() == Some(mac.as_str());
-        if same {
+        if same_but_remote {
+            let steered = args.replicas.is_some() && resolve_gateway(&args.gateway).ok() == Some(gateway);
+            if data["remote"].as_str() != Some(&gateway.to_string()) && !steered {
+                set_vxlan_remote(&args.device, gateway)?;
+            }
             return Ok(());
         }
         ip(&["link", "del", &args.device])?;

@@ -1,0 +1,235 @@
+//! The pod's own TCP connections that go through the tunnel, found and
+//! aborted with the kernel's socket diagnostics (NETLINK_SOCK_DIAG; the
+//! sidecar shares the pod's network namespace, so it sees the pod's
+//! sockets and nothing else).
+//!
+//! Moving the tunnel to another replica breaks every such connection (the
+//! other replica has no record of its NAT binding). So a worker on a
+//! healthy replica moves only while it has none, and after its replica is
+//! gone the sidecar aborts them (SOCK_DESTROY, needs NET_ADMIN): the
+//! application gets ECONNABORTED at once instead of waiting on a peer that
+//! will never answer.
+use std::{
+    io,
+    net::Ipv4Addr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
+
+use anyhow::{bail, Context, Result};
+
+const NETLINK_SOCK_DIAG: libc::c_int = 4;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const SOCK_DESTROY: u16 = 21;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_HEADER_LEN: usize = 16;
+/// `struct inet_diag_sockid`: ports, addresses, interface, cookie.
+const SOCKID_LEN: usize = 48;
+/// `struct inet_diag_req_v2`: family, protocol, extensions, pad, states, id.
+const REQUEST_LEN: usize = 8 + SOCKID_LEN;
+/// `struct inet_diag_msg` up to and including its id.
+const MESSAGE_ID_END: usize = 4 + SOCKID_LEN;
+
+/// TCP states (include/net/tcp_states.h) that hold no connection.
+const TCP_TIME_WAIT: u32 = 6;
+const TCP_CLOSE: u32 = 7;
+const TCP_LISTEN: u32 = 10;
+const CONNECTION_STATES: u32 = !(1 << TCP_TIME_WAIT | 1 << TCP_CLOSE | 1 << TCP_LISTEN);
+
+/// One TCP socket as the kernel names it (the raw `inet_diag_sockid`).
+#[derive(Clone, Copy)]
+pub struct Connection {
+    id: [u8; SOCKID_LEN],
+}
+
+impl Connection {
+    /// The peer's address (the first four bytes of `idiag_dst`).
+    pub fn peer(&self) -> Ipv4Addr {
+        Ipv4Addr::new(self.id[20], self.id[21], self.id[22], self.id[23])
+    }
+}
+
+/// The pod's TCP connections whose peer is outside `cluster` and outside
+/// loopback: the ones that leave through the gateway.
+pub fn through_the_tunnel(cluster: &[(Ipv4Addr, u8)]) -> Result<Vec<Connection>> {
+    let mut all = SockDiag::open()?.tcp_connections()?;
+    all.retain(|c| leaves_through_the_tunnel(c.peer(), cluster));
+    Ok(all)
+}
+
+/// Aborts every connection through the tunnel; returns how many.
+pub fn abort_through_the_tunnel(cluster: &[(Ipv4Addr, u8)]) -> Result<usize> {
+    let connections = through_the_tunnel(cluster)?;
+    let diag = SockDiag::open()?;
+    let mut aborted = 0;
+    for connection in &connections {
+        match diag.destroy(connection) {
+            Ok(()) => aborted += 1,
+            // Closed meanwhile.
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                bail!("cannot abort the pod's connections on the gone replica: this kernel lacks CONFIG_INET_DIAG_DESTROY; they end at their next packet instead")
+            }
+            Err(err) => return Err(err).context("aborting a connection on the gone replica (SOCK_DESTROY)"),
+        }
+    }
+    Ok(aborted)
+}
+
+fn leaves_through_the_tunnel(peer: Ipv4Addr, cluster: &[(Ipv4Addr, u8)]) -> bool {
+    let within = |(net, len): &(Ipv4Addr, u8)| {
+        let mask = if *len == 0 { 0 } else { u32::MAX << (32 - u32::from(*len)) };
+        u32::from(peer) & mask == u32::from(*net) & mask
+    };
+    !peer.is_loopback() && !peer.is_unspecified() && !cluster.iter().any(within)
+}
+
+struct SockDiag {
+    socket: OwnedFd,
+}
+
+impl SockDiag {
+    fn open() -> Result<SockDiag> {
+        // SAFETY: plain socket(2); the result is checked before it is owned.
+        let fd =
+            unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error()).context("opening a sock_diag netlink socket");
+        }
+        // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
+        Ok(SockDiag { socket: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    /// Every IPv4 TCP socket of this namespace that holds a connection.
+    fn tcp_connections(&self) -> Result<Vec<Connection>> {
+        self.send(
+            SOCK_DIAG_BY_FAMILY,
+            libc::NLM_F_REQUEST as u16 | libc::NLM_F_DUMP as u16,
+            CONNECTION_STATES,
+            &[0; SOCKID_LEN],
+        )
+        .context("asking for the pod's TCP sockets")?;
+        let mut found = Vec::new();
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let n = self.receive(&mut buf).context("reading the pod's TCP sockets")?;
+            for (kind, payload) in messages(&buf[..n]) {
+                match kind {
+                    NLMSG_DONE => return Ok(found),
+                    NLMSG_ERROR => bail!("listing the pod's TCP sockets: {}", error_of(payload)),
+                    SOCK_DIAG_BY_FAMILY if payload.len() >= MESSAGE_ID_END => {
+                        let mut id = [0u8; SOCKID_LEN];
+                        id.copy_from_slice(&payload[4..MESSAGE_ID_END]);
+                        found.push(Connection { id });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn destroy(&self, connection: &Connection) -> io::Result<()> {
+        self.send(
+            SOCK_DESTROY,
+            libc::NLM_F_REQUEST as u16 | libc::NLM_F_ACK as u16,
+            u32::MAX,
+            &connection.id,
+        )?;
+        let mut buf = [0u8; 1024];
+        let n = self.receive(&mut buf)?;
+        for (kind, payload) in messages(&buf[..n]) {
+            if kind == NLMSG_ERROR {
+                let code = payload.get(..4).map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap()));
+                return if code == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-code)) };
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::InvalidData, "no acknowledgement of SOCK_DESTROY"))
+    }
+
+    fn send(&self, kind: u16, flags: u16, states: u32, id: &[u8; SOCKID_LEN]) -> io::Result<()> {
+        let mut message = Vec::with_capacity(NLMSG_HEADER_LEN + REQUEST_LEN);
+        message.extend_from_slice(&((NLMSG_HEADER_LEN + REQUEST_LEN) as u32).to_ne_bytes());
+        message.extend_from_slice(&kind.to_ne_bytes());
+        message.extend_from_slice(&flags.to_ne_bytes());
+        message.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+        message.extend_from_slice(&0u32.to_ne_bytes()); // the kernel
+        message.extend_from_slice(&[libc::AF_INET as u8, libc::IPPROTO_TCP as u8, 0, 0]);
+        message.extend_from_slice(&states.to_ne_bytes());
+        message.extend_from_slice(id);
+        // SAFETY: send(2) of a buffer we own, of its own length.
+        let sent = unsafe { libc::send(self.socket.as_raw_fd(), message.as_ptr().cast(), message.len(), 0) };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn receive(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: recv(2) into a buffer we own, of its own length.
+        let n = unsafe { libc::recv(self.socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+/// The (type, payload) of each netlink message in a datagram.
+fn messages(mut datagram: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if datagram.len() < NLMSG_HEADER_LEN {
+            return None;
+        }
+        let len = u32::from_ne_bytes(datagram[..4].try_into().unwrap()) as usize;
+        let kind = u16::from_ne_bytes(datagram[4..6].try_into().unwrap());
+        if len < NLMSG_HEADER_LEN || len > datagram.len() {
+            return None;
+        }
+        let payload = &datagram[NLMSG_HEADER_LEN..len];
+        datagram = &datagram[(len + 3) & !3..];
+        Some((kind, payload))
+    })
+}
+
+fn error_of(payload: &[u8]) -> io::Error {
+    let code = payload.get(..4).map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap()));
+    io::Error::from_raw_os_error(-code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn cluster_and_loopback_peers_stay_out() {
+        let cluster = [(Ipv4Addr::new(10, 244, 0, 0), 16), (Ipv4Addr::new(10, 96, 0, 0), 12)];
+        assert!(leaves_through_the_tunnel(Ipv4Addr::new(10, 10, 10, 10), &cluster));
+        assert!(!leaves_through_the_tunnel(Ipv4Addr::new(10, 244, 3, 1), &cluster));
+        assert!(!leaves_through_the_tunnel(Ipv4Addr::new(10, 100, 0, 1), &cluster));
+        assert!(!leaves_through_the_tunnel(Ipv4Addr::LOCALHOST, &[]));
+    }
+
+    /// A loopback connection of this very process (found by its port) is
+    /// listed once and, aborted, fails its next read with ECONNABORTED.
+    #[test]
+    fn lists_and_aborts_a_live_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let port = client.local_addr().unwrap().port();
+        let diag = SockDiag::open().unwrap();
+        let mine: Vec<Connection> = diag
+            .tcp_connections()
+            .unwrap()
+            .into_iter()
+            .filter(|c| u16::from_be_bytes([c.id[0], c.id[1]]) == port)
+            .collect();
+        assert_eq!(mine.len(), 1, "the client's socket is listed once");
+        diag.destroy(&mine[0]).expect("SOCK_DESTROY (needs root and CONFIG_INET_DIAG_DESTROY)");
+        let mut buf = [0u8; 1];
+        let read = std::io::Read::read(&mut &client, &mut buf);
+        assert_eq!(read.unwrap_err().raw_os_error(), Some(libc::ECONNABORTED));
+        drop(server);
+    }
+}

@@ -1,0 +1,213 @@
+//! `join --follow --replicas NAME`: the sidecar points the pod's tunnel at
+//! one gateway replica itself, instead of leaving the choice to the tunnel
+//! Service, and moves it within a fraction of a second when that replica
+//! stops answering.
+//!
+//! - The ready replicas come from a headless Service's DNS name (ready pods
+//!   only; no API access, no RBAC for the worker).
+//! - The worker probes the replica its tunnel points at every
+//!   `PROBE_INTERVAL`, through the tunnel (see `probe`).
+//! - No genuine answer for `MISS_LIMIT` (`FIRST_ANSWER_LIMIT` until the
+//!   first answer since start): the replica is passed over for a while and the tunnel moves to the worker's next choice at once (one
+//!   netlink change of the device's remote; the routes stay). The pod's
+//!   connections through the tunnel were on the dead replica and cannot
+//!   survive: they are aborted at once (`connections`), so the application sees
+//!   an error now rather than a hang.
+//! - While its replica answers, a worker moves to its rendezvous choice
+//!   (`replicas`) only when it has no connection through the tunnel, so
+//!   evening out the spread never breaks a connection.
+//! - With no replica to choose (the name does not resolve, or every one
+//!   missed), the tunnel goes back to the Service, which is where `join`
+//!   points it first.
+use std::{
+    net::{Ipv4Addr, ToSocketAddrs},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+
+use super::{connections, probe::Prober, replicas::Replicas};
+use crate::cli::JoinArgs;
+
+/// How often the worker probes its replica.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// No genuine answer for this long and the replica is taken as gone:
+/// three probes in a row lost.
+pub const MISS_LIMIT: Duration = Duration::from_millis(300);
+/// Until the first answer ever, a replica gets this long: a new pod's
+/// sidecar may start before the replicas list the pod (the gateways' watch
+/// takes a moment), and passing every replica over for that would be wrong.
+pub const FIRST_ANSWER_LIMIT: Duration = Duration::from_secs(3);
+/// How often the headless Service's name is resolved.
+const RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where the tunnel points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The tunnel Service's address: kube-proxy picks the replica.
+    Service,
+    Replica(Ipv4Addr),
+}
+
+/// What the tunnel device needs to be pointed somewhere else.
+pub trait Tunnel {
+    /// Points the tunnel at `to`.
+    fn point_at(&mut self, to: Target) -> Result<()>;
+    /// What the tunnel points at now.
+    fn target(&self) -> Result<Target>;
+}
+
+pub struct Steering<T: Tunnel> {
+    tunnel: T,
+    target: Target,
+    prober: Prober,
+    replicas: Replicas,
+    resolved: mpsc::Receiver<Vec<Ipv4Addr>>,
+    cluster: Vec<(Ipv4Addr, u8)>,
+    /// The first probe sent to the current target: answers to earlier ones
+    /// came from another replica.
+    first_sequence: u16,
+    /// The current target's latest genuine answer, or when it became the
+    /// target.
+    answered_at: Instant,
+    /// Whether any target has answered since the sidecar started.
+    ever_answered: bool,
+}
+
+impl<T: Tunnel> Steering<T> {
+    pub fn start(
+        args: &JoinArgs,
+        name: &str,
+        worker: Ipv4Addr,
+        cluster: Vec<(Ipv4Addr, u8)>,
+        tunnel: T,
+    ) -> Result<Self> {
+        let prober = Prober::open(&args.device)?;
+        let target = tunnel.target()?;
+        let first_sequence = prober.next_sequence();
+        Ok(Steering {
+            tunnel,
+            target,
+            prober,
+            replicas: Replicas::new(worker),
+            resolved: resolve_every(name.to_string(), RESOLVE_INTERVAL),
+            cluster,
+            first_sequence,
+            answered_at: Instant::now(),
+            ever_answered: false,
+        })
+    }
+
+    /// One probe period: read answers and the latest DNS answer, move if
+    /// the replica is gone (or if the pod is idle and another replica is
+    /// its choice), then probe.
+    pub fn tick(&mut self, now: Instant) {
+        while let Ok(ready) = self.resolved.try_recv() {
+            self.replicas.set_ready(ready);
+        }
+        let first = self.first_sequence;
+        if self.prober.answers().into_iter().any(|seq| seq.wrapping_sub(first) < 0x8000) {
+            self.answered_at = now;
+            self.ever_answered = true;
+        }
+        let silent = now.duration_since(self.answered_at);
+        let limit = if self.ever_answered { MISS_LIMIT } else { FIRST_ANSWER_LIMIT };
+        if silent > limit {
+            if let Target::Replica(gone) = self.target {
+                self.replicas.mark_missed(gone, now);
+            }
+            let next = self.choice(now);
+            if next != self.target {
+                println!(
+                    "replica {} has not answered for {} ms: moving the tunnel to {}",
+                    describe(self.target),
+                    silent.as_millis(),
+                    describe(next)
+                );
+                self.move_to(next, now);
+                let aborted = connections::abort_through_the_tunnel(&self.cluster);
+                match aborted {
+                    Ok(0) => {}
+                    Ok(n) => println!("aborted {n} connections that were on the replica that is gone"),
+                    Err(err) => eprintln!("egress-agent: warning: {err:#}"),
+                }
+            }
+        } else {
+            let best = self.choice(now);
+            if best != self.target && best != Target::Service && self.idle() {
+                println!("moving the idle tunnel from {} to {}", describe(self.target), describe(best));
+                self.move_to(best, now);
+            }
+        }
+        if let Err(err) = self.prober.send() {
+            eprintln!("egress-agent: error: {err:#}");
+        }
+    }
+
+    fn choice(&mut self, now: Instant) -> Target {
+        self.replicas.choice(now).map_or(Target::Service, Target::Replica)
+    }
+
+    fn idle(&self) -> bool {
+        connections::through_the_tunnel(&self.cluster).is_ok_and(|c| c.is_empty())
+    }
+
+    fn move_to(&mut self, to: Target, now: Instant) {
+        match self.tunnel.point_at(to) {
+            Ok(()) => {
+                self.target = to;
+                self.first_sequence = self.prober.next_sequence();
+                self.answered_at = now;
+            }
+            Err(err) => {
+                eprintln!("egress-agent: error: moving the tunnel to {}: {err:#} (retrying)", describe(to))
+            }
+        }
+    }
+}
+
+fn describe(target: Target) -> String {
+    match target {
+        Target::Service => "the tunnel Service".to_string(),
+        Target::Replica(ip) => ip.to_string(),
+    }
+}
+
+/// Resolves `name` on its own thread every `interval` (a resolver that
+/// waits for an unreachable DNS server must not hold up the probes) and
+/// sends each answer's IPv4 addresses, sorted; a failure is reported once
+/// until the name resolves again, and sends nothing.
+fn resolve_every(name: String, interval: Duration) -> mpsc::Receiver<Vec<Ipv4Addr>> {
+    let (send, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut failing = false;
+        loop {
+            match (name.as_str(), 0).to_socket_addrs() {
+                Ok(addrs) => {
+                    let mut ready: Vec<Ipv4Addr> = addrs
+                        .filter_map(|a| match a {
+                            std::net::SocketAddr::V4(v4) => Some(*v4.ip()),
+                            _ => None,
+                        })
+                        .collect();
+                    ready.sort();
+                    ready.dedup();
+                    failing = false;
+                    if send.send(ready).is_err() {
+                        return;
+                    }
+                }
+                Err(err) if !failing => {
+                    eprintln!(
+                        "egress-agent: warning: cannot resolve --replicas {name:?} ({err}): is the headless Service deployed? The tunnel stays where it is"
+                    );
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+            std::thread::sleep(interval);
+        }
+    });
+    receive
+}
