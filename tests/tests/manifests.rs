@@ -551,6 +551,57 @@ fn tunnel_service_is_udp_with_client_ip_affinity() {
     }
 }
 
+/// The sidecar's `--replicas` names the gateway's headless Service, whose
+/// DNS answer is the ready gateway pods: no ClusterIP, no unready pods,
+/// the gateway's own selector, the tunnel's port.
+#[test]
+fn the_sidecar_finds_the_ready_replicas_through_the_headless_service() {
+    let mut checked = 0;
+    for r in rendered() {
+        for worker in workers(r) {
+            let follow = container(worker, "egress-follow");
+            let args = expanded_args(r, worker, follow);
+            let replicas = one_flag(&args, "--replicas", "egress-follow");
+            let Some(gw) = r.gateway() else { continue };
+            checked += 1;
+            let svc = r
+                .gateway_object("Service", "egress-gateway-replicas")
+                .unwrap_or_else(|| panic!("{}: no headless Service for --replicas", r.name));
+            let (name, namespace) =
+                (svc["metadata"]["name"].as_str().unwrap(), svc["metadata"]["namespace"].as_str().unwrap());
+            assert!(
+                replicas == format!("{name}.{namespace}.svc")
+                    || replicas.starts_with(&format!("{name}.{namespace}.svc.")),
+                "{}: --replicas {replicas:?} is not the Service {namespace}/{name}",
+                r.name
+            );
+            assert_eq!(svc["spec"]["clusterIP"], "None", "{}: {name} must be headless", r.name);
+            assert_ne!(
+                svc["spec"]["publishNotReadyAddresses"], true,
+                "{}: {name} must list ready pods only",
+                r.name
+            );
+            let pod_labels = gw["spec"]["template"]["metadata"]["labels"].as_object().unwrap();
+            let selector = svc["spec"]["selector"].as_object().expect("Service selector");
+            assert!(
+                !selector.is_empty() && selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
+                "{}: {name} selects the gateway pods",
+                r.name
+            );
+            let vxlan_port = one_flag(&expanded_args(r, gw, container(gw, "agent")), "--vxlan-port", &r.name);
+            let ports = svc["spec"]["ports"].as_array().expect("Service ports");
+            assert!(
+                ports
+                    .iter()
+                    .any(|p| p["protocol"] == "UDP" && p["targetPort"].as_u64() == vxlan_port.parse().ok()),
+                "{}: {name} carries the tunnel's port {vxlan_port}/UDP",
+                r.name
+            );
+        }
+    }
+    assert!(checked > 0, "no rendering holds both the gateway and a worker (deploy/overlays/kind should)");
+}
+
 #[test]
 fn the_gateway_only_reads_pods_and_namespaces() {
     let mut checked = 0;
@@ -620,7 +671,7 @@ fn workers(r: &Rendered) -> impl Iterator<Item = &Value> {
 }
 
 #[test]
-fn worker_join_containers_have_net_admin_only_and_read_the_label() {
+fn worker_join_containers_have_only_their_capabilities_and_read_the_label() {
     let mut checked = 0;
     for r in rendered() {
         for worker in workers(r) {
@@ -647,12 +698,10 @@ fn worker_join_containers_have_net_admin_only_and_read_the_label() {
             for c in [&inits[join_pos], &inits[follow_pos]] {
                 let name = c["name"].as_str().unwrap();
                 let sc = &c["securityContext"];
-                assert_eq!(
-                    strings(&sc["capabilities"]["add"]),
-                    ["NET_ADMIN"],
-                    "{}: {name} capabilities",
-                    r.name
-                );
+                // The --replicas probe is a raw ICMP socket.
+                let probes = flag_values(&expanded_args(r, worker, c), "--replicas").len() == 1;
+                let expected: &[&str] = if probes { &["NET_ADMIN", "NET_RAW"] } else { &["NET_ADMIN"] };
+                assert_eq!(strings(&sc["capabilities"]["add"]), expected, "{}: {name} capabilities", r.name);
                 assert_eq!(
                     strings(&sc["capabilities"]["drop"]),
                     ["ALL"],
