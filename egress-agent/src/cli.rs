@@ -29,6 +29,22 @@ pub enum Command {
     /// Take the datapath off the interface now (rollback): the state keeper
     /// lets go, a running agent detaches and exits, leftovers are removed.
     Detach(DetachArgs),
+    /// The gateway pod's preStop hook: tell the workers (in the answers to
+    /// their probes) to take new connections elsewhere, then wait until
+    /// this gateway's TCP connections have ended.
+    Drain(DrainArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct DrainArgs {
+    /// The agent's --status-addr.
+    #[arg(long, default_value = DEFAULT_STATUS_ADDR)]
+    pub agent_addr: String,
+    /// Wait at least this long, connections or not: workers without the
+    /// --replicas sidecar leave only when kube-proxy takes this pod out of
+    /// the tunnel Service.
+    #[arg(long, default_value_t = 5)]
+    pub min_wait_s: u64,
 }
 
 #[derive(Args, Clone, Debug)]

@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod datapath;
 pub mod detach;
+pub mod drain;
 pub mod gateway;
 pub mod join;
 pub mod keeper;

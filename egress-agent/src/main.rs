@@ -7,8 +7,9 @@
 //! - `status`: show the live flows and counters of this pod's gateway.
 //! - `keep`: hold the datapath across agent restarts (a sidecar).
 //! - `detach`: take the datapath off the interface (rollback).
+//! - `drain`: the gateway pod's preStop hook (workers move, flows end).
 use clap::Parser;
-use egress_agent::{cli, detach, gateway, join, keeper, status};
+use egress_agent::{cli, detach, drain, gateway, join, keeper, status};
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
@@ -37,6 +38,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Status(args) => status::run(args),
         cli::Command::Keep(args) => keeper::server::run(args),
         cli::Command::Detach(args) => detach::run(args),
+        cli::Command::Drain(args) => drain::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -40,6 +40,15 @@ pub struct Status {
     counters: serde_json::Map<String, serde_json::Value>,
 }
 
+impl Status {
+    /// The TCP flows that still carry a connection: not yet closed from
+    /// both sides (closing and time-wait flows carry nothing more).
+    pub fn open_tcp_connections(&self) -> usize {
+        let open = ["syn-sent", "open", "fin-client", "fin-remote"];
+        self.flows.iter().filter(|f| f.protocol == "tcp" && open.contains(&f.state.as_str())).count()
+    }
+}
+
 /// Opens the maps of the program whose CONFIG says it was set up in this
 /// network namespace on `ifindex`.
 pub fn find_maps(ifindex: u32) -> Result<DatapathMaps> {
@@ -139,14 +148,23 @@ pub fn run(args: StatusArgs) -> Result<()> {
 }
 
 /// `GET /status` from the agent's HTTP endpoint.
-fn fetch_from_agent(addr: &str) -> Result<Status> {
+pub fn fetch_from_agent(addr: &str) -> Result<Status> {
+    let body = agent_request(addr, "GET", "/status")?;
+    serde_json::from_str(&body).context("the agent's /status is not valid JSON")
+}
+
+/// One HTTP/1.1 request to the agent's `--status-addr`; the body of a 200.
+pub fn agent_request(addr: &str, method: &str, path: &str) -> Result<String> {
     use std::io::{Read, Write};
     let socket: std::net::SocketAddr =
         addr.parse().with_context(|| format!("invalid --agent-addr {addr:?}"))?;
     let timeout = std::time::Duration::from_secs(5);
     let mut stream = std::net::TcpStream::connect_timeout(&socket, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
-    write!(stream, "GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let text = String::from_utf8_lossy(&response);
@@ -154,7 +172,7 @@ fn fetch_from_agent(addr: &str) -> Result<Status> {
     if !head.starts_with("HTTP/1.1 200") {
         bail!("{}: {}", head.lines().next().unwrap_or(""), body.trim());
     }
-    serde_json::from_str(body).context("the agent's /status is not valid JSON")
+    Ok(body.to_string())
 }
 
 fn print_table(s: &Status) {

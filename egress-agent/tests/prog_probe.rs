@@ -8,7 +8,7 @@ mod common;
 use std::net::Ipv4Addr;
 
 use common::*;
-use egress_common::config::{TUNNEL_GATEWAY_IP, TUNNEL_GATEWAY_MAC, TUNNEL_OVERHEAD};
+use egress_common::config::{PROBE_DRAINING_CODE, TUNNEL_GATEWAY_IP, TUNNEL_GATEWAY_MAC, TUNNEL_OVERHEAD};
 
 const TUNNEL_GATEWAY: Ipv4Addr =
     Ipv4Addr::new(TUNNEL_GATEWAY_IP[0], TUNNEL_GATEWAY_IP[1], TUNNEL_GATEWAY_IP[2], TUNNEL_GATEWAY_IP[3]);
@@ -46,6 +46,36 @@ fn a_ping_of_the_tunnel_gateway_is_answered_through_the_worker_s_tunnel() {
     assert_eq!(h.counter("probe_answered"), 1);
     assert_eq!(h.counter("forwarded_to_remote"), 0, "nothing went out of the cluster");
     assert!(h.flows().is_empty(), "a probe makes no binding");
+}
+
+/// `egress-agent drain` sets CONFIG's `draining`: the answer says so in
+/// its code (checksum still right), and the pod's traffic is forwarded as
+/// before; clearing it takes the mark away.
+#[test]
+fn a_draining_gateway_marks_its_answers_and_goes_on_forwarding() {
+    let mut h = Harness::default();
+    let ping = to_tunnel_gateway(CLIENT_IP, CLIENT_IP, L4::EchoRequest { id: 9 }, b"draining?");
+    let answer_code = |h: &mut Harness| {
+        let out = h.run(&ping);
+        assert_eq!(out.action, TC_ACT_REDIRECT, "answered");
+        // ipv4_at verifies the header and ICMP checksums.
+        let reply = ipv4_at(&out.packet, ETH_HLEN + TUNNEL_OVERHEAD);
+        assert_eq!(reply.l4[0], 0, "an echo reply");
+        reply.l4[1]
+    };
+    assert_eq!(answer_code(&mut h), 0);
+
+    let mut cfg = h.datapath.maps.read_config().unwrap();
+    cfg.draining = 1;
+    h.datapath.maps.write_config(&cfg).unwrap();
+    assert_eq!(answer_code(&mut h), PROBE_DRAINING_CODE);
+    let out = h.run(&from_client(tcp_syn(40_000, 443), b""));
+    assert_eq!(out.action, TC_ACT_REDIRECT, "a new flow is still forwarded while draining");
+    assert_eq!(h.counter("forwarded_to_remote"), 1);
+
+    cfg.draining = 0;
+    h.datapath.maps.write_config(&cfg).unwrap();
+    assert_eq!(answer_code(&mut h), 0);
 }
 
 #[test]

@@ -15,6 +15,10 @@ pub const TUNNEL_GATEWAY_MAC: [u8; 6] = [0x02, 0x65, 0x67, 0x77, 0x00, 0x01];
 /// (not 169.254.1.1, which Calico already uses as the pod's eth0 gateway).
 pub const TUNNEL_GATEWAY_IP: [u8; 4] = [169, 254, 42, 1];
 
+/// The ICMP code of a probe answer (an echo reply from `TUNNEL_GATEWAY_IP`)
+/// from a gateway pod that is draining; 0 otherwise.
+pub const PROBE_DRAINING_CODE: u8 = 1;
+
 /// What VXLAN over IPv4 adds in front of the inner IPv4 packet: outer IPv4
 /// (20) + UDP (8) + VXLAN (8) + inner Ethernet (14). The worker's tunnel MTU
 /// is eth0's minus this.
@@ -94,7 +98,11 @@ pub struct GatewayConfig {
     pub vxlan_port_be: u16,
     pub nat_port_min: u16,
     pub nat_port_max: u16,
-    pub _pad0: u16,
+    /// Nonzero once the pod is terminating (`egress-agent drain`): the
+    /// answers to the workers' probes carry `PROBE_DRAINING_CODE`, so they
+    /// take their new connections elsewhere, while everything goes on being
+    /// forwarded. (Padding before, always 0: no layout change.)
+    pub draining: u16,
     pub port_retries: u32,
     pub tcp_syn_timeout_s: u32,
     pub tcp_established_timeout_s: u32,

@@ -128,7 +128,7 @@ impl Settings {
             vxlan_port_be: args.vxlan_port.to_be(),
             nat_port_min: nat_min,
             nat_port_max: nat_max,
-            _pad0: 0,
+            draining: 0,
             port_retries: args.port_retries,
             tcp_syn_timeout_s: args.tcp_syn_timeout_s,
             tcp_established_timeout_s: args.tcp_established_timeout_s,

@@ -4,7 +4,8 @@
 //!   for the kubelet and Prometheus. Nothing there names a flow.
 //! - `--status-addr` (loopback only): `/status`, what `egress-agent status`
 //!   prints: every flow, who talks to whom and on which NAT port, so only
-//!   processes inside the gateway pod can read it.
+//!   processes inside the gateway pod can read it; and `POST /drain`, what
+//!   `egress-agent drain` (the pod's preStop hook) asks for.
 //!
 //! Probes and scrapes only read shared state. A flow listing walks the
 //! conntrack map on a blocking thread through its own map handles: nothing
@@ -15,7 +16,13 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Router};
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::IntoResponse,
+    routing::{get, post},
+    Router,
+};
 use prometheus_client::registry::Registry;
 
 use super::Health;
@@ -65,11 +72,39 @@ pub fn serve_status(
     listener: tokio::net::TcpListener,
     source: Arc<StatusSource>,
 ) -> impl std::future::Future<Output = ()> {
-    let app = Router::new().route("/status", get(flow_status)).with_state(source);
+    let app = Router::new()
+        .route("/status", get(flow_status))
+        .route("/drain", post(start_drain))
+        .with_state(source);
     async move {
         if let Err(err) = axum::serve(listener, app).await {
             tracing::error!("status server stopped: {err}");
         }
+    }
+}
+
+/// `POST /drain`: from now on the answers to the workers' probes say this
+/// pod is draining (CONFIG's `draining`), so the workers take their new
+/// connections elsewhere; everything goes on being forwarded. Idempotent.
+async fn start_drain(State(source): State<Arc<StatusSource>>) -> axum::response::Response {
+    let marked = tokio::task::spawn_blocking(move || {
+        let mut maps = source.maps.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cfg = maps.read_config()?;
+        let first = cfg.draining == 0;
+        cfg.draining = 1;
+        maps.write_config(&cfg)?;
+        anyhow::Ok(first)
+    })
+    .await;
+    match marked {
+        Ok(Ok(first)) => {
+            if first {
+                tracing::info!("draining: probe answers tell the workers to move their new connections; forwarding goes on");
+            }
+            (StatusCode::OK, "draining\n").into_response()
+        }
+        Ok(Err(why)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{why:#}\n")).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the gateway is shutting down\n").into_response(),
     }
 }
 

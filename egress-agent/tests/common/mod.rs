@@ -43,7 +43,7 @@ pub fn config(nat_ports: (u16, u16)) -> GatewayConfig {
         vxlan_port_be: VXLAN_PORT.to_be(),
         nat_port_min: nat_ports.0,
         nat_port_max: nat_ports.1,
-        _pad0: 0,
+        draining: 0,
         port_retries: DEFAULT_PORT_RETRIES,
         tcp_syn_timeout_s: DEFAULT_TCP_SYN_TIMEOUT_S,
         tcp_established_timeout_s: DEFAULT_TCP_ESTABLISHED_TIMEOUT_S,

@@ -5,14 +5,18 @@
 //! worker's whole path to this gateway pod: its tunnel device, the
 //! Service's DNAT, the network between, the program attached and the pod
 //! listed. Nothing is forwarded, bound or remembered: the request becomes
-//! its reply in place (one packet for one, like any host's echo).
+//! its reply in place (one packet for one, like any host's echo). While
+//! the pod drains, the reply's code says so (`PROBE_DRAINING_CODE`).
 //!
 //! ```text
 //! in:  [eth][outer: worker → Service | UDP | VXLAN | eth][IPv4 pod → 169.254.42.1][ICMP echo request]
 //! out: [eth][outer: gateway → worker | UDP | VXLAN | eth][IPv4 169.254.42.1 → pod][ICMP echo reply]
 //! ```
 use aya_ebpf::programs::TcContext;
-use egress_common::{config::GatewayConfig, config::TUNNEL_GATEWAY_IP, counters::Counter};
+use egress_common::{
+    config::{GatewayConfig, PROBE_DRAINING_CODE, TUNNEL_GATEWAY_IP},
+    counters::Counter,
+};
 
 use crate::{
     headers::{Ipv4Header, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPV4_HLEN},
@@ -51,14 +55,16 @@ pub fn answer(
     if unsafe { (*ctx.skb.skb).gso_size } != 0 {
         return Err(Counter::DropMalformed);
     }
-    // Type 8 becomes 0 in the first 16-bit word (type, code), which the
-    // ICMP checksum covers; the addresses it does not cover.
+    // The first 16-bit word (type, code) becomes the reply's: type 0, code
+    // 0, or the draining mark while the pod terminates. The ICMP checksum
+    // covers it; the addresses it does not cover.
     let code: u8 = ctx.load(ICMP_OFF + 1).map_err(|_| Counter::DropMalformed)?;
+    let reply_code = if cfg.draining != 0 { PROBE_DRAINING_CODE } else { 0 };
     let request_word = u16::from_ne_bytes([ICMP_ECHO_REQUEST, code]);
-    let reply_word = u16::from_ne_bytes([ICMP_ECHO_REPLY, code]);
+    let reply_word = u16::from_ne_bytes([ICMP_ECHO_REPLY, reply_code]);
     ctx.l4_csum_replace(ICMP_OFF + 2, request_word as u64, reply_word as u64, 2)
         .map_err(|_| Counter::DropRewriteFailed)?;
-    ctx.store(ICMP_OFF, &ICMP_ECHO_REPLY, 0).map_err(|_| Counter::DropRewriteFailed)?;
+    ctx.store(ICMP_OFF, &reply_word, 0).map_err(|_| Counter::DropRewriteFailed)?;
     // The addresses swap places: the header checksum, a sum, stays right.
     let swapped: [u32; 2] = [inner.ip.dst_be, inner.ip.src_be];
     ctx.store(INNER_IP_OFF + IP_ADDRS_OFF, &swapped, 0).map_err(|_| Counter::DropRewriteFailed)?;
