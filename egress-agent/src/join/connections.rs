@@ -9,20 +9,15 @@
 //! gone the sidecar aborts them (SOCK_DESTROY, needs NET_ADMIN): the
 //! application gets ECONNABORTED at once instead of waiting on a peer that
 //! will never answer.
-use std::{
-    io,
-    net::Ipv4Addr,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
-};
+use std::{io, net::Ipv4Addr};
 
 use anyhow::{bail, Context, Result};
+
+use super::netlink::{error_code, messages, Netlink, NLMSG_DONE, NLMSG_ERROR};
 
 const NETLINK_SOCK_DIAG: libc::c_int = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const SOCK_DESTROY: u16 = 21;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_HEADER_LEN: usize = 16;
 /// `struct inet_diag_sockid`: ports, addresses, interface, cookie.
 const SOCKID_LEN: usize = 48;
 /// `struct inet_diag_req_v2`: family, protocol, extensions, pad, states, id.
@@ -85,38 +80,33 @@ fn leaves_through_the_tunnel(peer: Ipv4Addr, cluster: &[(Ipv4Addr, u8)]) -> bool
 }
 
 struct SockDiag {
-    socket: OwnedFd,
+    netlink: Netlink,
 }
 
 impl SockDiag {
     fn open() -> Result<SockDiag> {
-        // SAFETY: plain socket(2); the result is checked before it is owned.
-        let fd =
-            unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error()).context("opening a sock_diag netlink socket");
-        }
-        // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
-        Ok(SockDiag { socket: unsafe { OwnedFd::from_raw_fd(fd) } })
+        Ok(SockDiag {
+            netlink: Netlink::open(NETLINK_SOCK_DIAG).context("opening a sock_diag netlink socket")?,
+        })
     }
 
     /// Every IPv4 TCP socket of this namespace that holds a connection.
     fn tcp_connections(&self) -> Result<Vec<Connection>> {
-        self.send(
-            SOCK_DIAG_BY_FAMILY,
-            libc::NLM_F_REQUEST as u16 | libc::NLM_F_DUMP as u16,
-            CONNECTION_STATES,
-            &[0; SOCKID_LEN],
-        )
-        .context("asking for the pod's TCP sockets")?;
+        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+        self.netlink
+            .send(SOCK_DIAG_BY_FAMILY, flags, &request(CONNECTION_STATES, &[0; SOCKID_LEN]))
+            .context("asking for the pod's TCP sockets")?;
         let mut found = Vec::new();
         let mut buf = vec![0u8; 32 * 1024];
         loop {
-            let n = self.receive(&mut buf).context("reading the pod's TCP sockets")?;
+            let n = self.netlink.receive(&mut buf).context("reading the pod's TCP sockets")?;
             for (kind, payload) in messages(&buf[..n]) {
                 match kind {
                     NLMSG_DONE => return Ok(found),
-                    NLMSG_ERROR => bail!("listing the pod's TCP sockets: {}", error_of(payload)),
+                    NLMSG_ERROR => bail!(
+                        "listing the pod's TCP sockets: {}",
+                        io::Error::from_raw_os_error(-error_code(payload))
+                    ),
                     SOCK_DIAG_BY_FAMILY if payload.len() >= MESSAGE_ID_END => {
                         let mut id = [0u8; SOCKID_LEN];
                         id.copy_from_slice(&payload[4..MESSAGE_ID_END]);
@@ -129,71 +119,19 @@ impl SockDiag {
     }
 
     fn destroy(&self, connection: &Connection) -> io::Result<()> {
-        self.send(
-            SOCK_DESTROY,
-            libc::NLM_F_REQUEST as u16 | libc::NLM_F_ACK as u16,
-            u32::MAX,
-            &connection.id,
-        )?;
-        let mut buf = [0u8; 1024];
-        let n = self.receive(&mut buf)?;
-        for (kind, payload) in messages(&buf[..n]) {
-            if kind == NLMSG_ERROR {
-                let code = payload.get(..4).map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap()));
-                return if code == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-code)) };
-            }
-        }
-        Err(io::Error::new(io::ErrorKind::InvalidData, "no acknowledgement of SOCK_DESTROY"))
-    }
-
-    fn send(&self, kind: u16, flags: u16, states: u32, id: &[u8; SOCKID_LEN]) -> io::Result<()> {
-        let mut message = Vec::with_capacity(NLMSG_HEADER_LEN + REQUEST_LEN);
-        message.extend_from_slice(&((NLMSG_HEADER_LEN + REQUEST_LEN) as u32).to_ne_bytes());
-        message.extend_from_slice(&kind.to_ne_bytes());
-        message.extend_from_slice(&flags.to_ne_bytes());
-        message.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-        message.extend_from_slice(&0u32.to_ne_bytes()); // the kernel
-        message.extend_from_slice(&[libc::AF_INET as u8, libc::IPPROTO_TCP as u8, 0, 0]);
-        message.extend_from_slice(&states.to_ne_bytes());
-        message.extend_from_slice(id);
-        // SAFETY: send(2) of a buffer we own, of its own length.
-        let sent = unsafe { libc::send(self.socket.as_raw_fd(), message.as_ptr().cast(), message.len(), 0) };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn receive(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: recv(2) into a buffer we own, of its own length.
-        let n = unsafe { libc::recv(self.socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+        self.netlink.send(SOCK_DESTROY, flags, &request(u32::MAX, &connection.id))?;
+        self.netlink.acknowledged()
     }
 }
 
-/// The (type, payload) of each netlink message in a datagram.
-fn messages(mut datagram: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if datagram.len() < NLMSG_HEADER_LEN {
-            return None;
-        }
-        let len = u32::from_ne_bytes(datagram[..4].try_into().unwrap()) as usize;
-        let kind = u16::from_ne_bytes(datagram[4..6].try_into().unwrap());
-        if len < NLMSG_HEADER_LEN || len > datagram.len() {
-            return None;
-        }
-        let payload = &datagram[NLMSG_HEADER_LEN..len];
-        datagram = &datagram[(len + 3) & !3..];
-        Some((kind, payload))
-    })
-}
-
-fn error_of(payload: &[u8]) -> io::Error {
-    let code = payload.get(..4).map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap()));
-    io::Error::from_raw_os_error(-code)
+/// `struct inet_diag_req_v2` for IPv4 TCP sockets in `states`, matching `id`.
+fn request(states: u32, id: &[u8; SOCKID_LEN]) -> Vec<u8> {
+    let mut request = Vec::with_capacity(REQUEST_LEN);
+    request.extend_from_slice(&[libc::AF_INET as u8, libc::IPPROTO_TCP as u8, 0, 0]);
+    request.extend_from_slice(&states.to_ne_bytes());
+    request.extend_from_slice(id);
+    request
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@
 //! replica itself, probes it through the tunnel and moves within a second
 //! when it stops answering (see `steer`).
 mod connections;
+mod netlink;
 mod probe;
 mod replicas;
 mod steer;
@@ -170,7 +171,7 @@ struct DeviceTunnel {
 }
 
 impl steer::Tunnel for DeviceTunnel {
-    fn point_at(&mut self, to: steer::Target) -> Result<()> {
+    fn prepare(&mut self, to: steer::Target) -> Result<Ipv4Addr> {
         let remote = match to {
             steer::Target::Service => resolve_gateway(&self.service)?,
             steer::Target::Replica(ip) => ip,
@@ -180,6 +181,10 @@ impl steer::Tunnel for DeviceTunnel {
         // makes it so without).
         let via = self.node_gateway.to_string();
         ip(&["route", "replace", &format!("{remote}/32"), "via", &via, "dev", &self.interface, "onlink"])?;
+        Ok(remote)
+    }
+
+    fn switch(&mut self, remote: Ipv4Addr) -> Result<()> {
         set_vxlan_remote(&self.device, remote)
     }
 
@@ -477,8 +482,7 @@ fn vxlan_remote(device: &str) -> Result<Ipv4Addr> {
 /// Points the VXLAN device at another gateway address in place: its
 /// routes and neighbour stay, so no packet finds the pod without a route.
 fn set_vxlan_remote(device: &str, remote: Ipv4Addr) -> Result<()> {
-    ip(&["link", "set", "dev", device, "type", "vxlan", "remote", &remote.to_string()])?;
-    Ok(())
+    netlink::set_vxlan_remote(device, remote)
 }
 
 /// Creates the VXLAN device, or re-creates it if it exists with other

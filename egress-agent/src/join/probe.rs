@@ -18,7 +18,10 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use egress_common::{checksum::internet_checksum, config::TUNNEL_GATEWAY_IP};
+use egress_common::{
+    checksum::internet_checksum,
+    config::{PROBE_DRAINING_CODE, TUNNEL_GATEWAY_IP},
+};
 
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
@@ -28,6 +31,15 @@ const ICMP_FILTER: libc::c_int = 1;
 /// Bytes of the echo payload: the secret.
 const SECRET_LEN: usize = 16;
 const ECHO_HEADER_LEN: usize = 8;
+
+/// One genuine answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub sequence: u16,
+    /// The replica is terminating: it forwards what it holds, but new
+    /// connections belong elsewhere.
+    pub draining: bool,
+}
 
 /// A raw ICMP socket bound to the tunnel device (needs CAP_NET_RAW).
 pub struct Prober {
@@ -96,10 +108,9 @@ impl Prober {
         Ok(sequence)
     }
 
-    /// The sequence numbers of the genuine answers queued since the last
-    /// call (never blocks).
-    pub fn answers(&mut self) -> Vec<u16> {
-        let mut sequences = Vec::new();
+    /// The genuine answers queued since the last call (never blocks).
+    pub fn answers(&mut self) -> Vec<Answer> {
+        let mut answers = Vec::new();
         let mut buf = [0u8; 256];
         loop {
             // SAFETY: recv(2) into a buffer we own, of its own length.
@@ -107,30 +118,34 @@ impl Prober {
                 libc::recv(self.socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
             };
             if n <= 0 {
-                return sequences;
+                return answers;
             }
-            if let Some(sequence) = self.genuine_answer(&buf[..n as usize]) {
-                sequences.push(sequence);
+            if let Some(answer) = self.genuine_answer(&buf[..n as usize]) {
+                answers.push(answer);
             }
         }
     }
 
     /// A raw socket reads the IP header too: the answer must come from the
     /// next hop, be an echo reply to our identifier, verify, and carry the
-    /// secret.
-    fn genuine_answer(&self, packet: &[u8]) -> Option<u16> {
+    /// secret. Its code says whether the replica is draining.
+    fn genuine_answer(&self, packet: &[u8]) -> Option<Answer> {
         let header_len = usize::from(packet.first()? & 0x0f) * 4;
         if packet.len() < 20 || packet[12..16] != TUNNEL_GATEWAY_IP {
             return None;
         }
         let icmp = packet.get(header_len..)?;
-        if icmp.len() != ECHO_HEADER_LEN + SECRET_LEN || icmp[0] != ICMP_ECHO_REPLY || icmp[1] != 0 {
+        let draining = icmp.get(1) == Some(&PROBE_DRAINING_CODE);
+        if icmp.len() != ECHO_HEADER_LEN + SECRET_LEN
+            || icmp[0] != ICMP_ECHO_REPLY
+            || !(icmp[1] == 0 || draining)
+        {
             return None;
         }
         let verifies = egress_common::checksum::ones_complement_sum(icmp, 0) == 0xffff;
         let ours = u16::from_be_bytes([icmp[4], icmp[5]]) == self.identifier;
-        (verifies && ours && icmp[ECHO_HEADER_LEN..] == self.secret)
-            .then(|| u16::from_be_bytes([icmp[6], icmp[7]]))
+        let sequence = u16::from_be_bytes([icmp[6], icmp[7]]);
+        (verifies && ours && icmp[ECHO_HEADER_LEN..] == self.secret).then_some(Answer { sequence, draining })
     }
 }
 
@@ -192,6 +207,15 @@ mod tests {
         packet
     }
 
+    /// The same answer with another ICMP code, its checksum made right.
+    fn with_code(mut packet: Vec<u8>, code: u8) -> Vec<u8> {
+        packet[21] = code;
+        packet[22..24].fill(0);
+        let checksum = internet_checksum(&packet[20..]);
+        packet[22..24].copy_from_slice(&checksum.to_be_bytes());
+        packet
+    }
+
     fn prober() -> Prober {
         // Any descriptor will do: only the checks are exercised.
         let socket = std::fs::File::open("/dev/null").unwrap().into();
@@ -201,7 +225,10 @@ mod tests {
     #[test]
     fn an_echoed_secret_from_the_next_hop_is_an_answer() {
         let p = prober();
-        assert_eq!(p.genuine_answer(&reply_packet(7, 41, &[9; SECRET_LEN], TUNNEL_GATEWAY_IP)), Some(41));
+        let answer = reply_packet(7, 41, &[9; SECRET_LEN], TUNNEL_GATEWAY_IP);
+        assert_eq!(p.genuine_answer(&answer), Some(Answer { sequence: 41, draining: false }));
+        let draining = with_code(answer, PROBE_DRAINING_CODE);
+        assert_eq!(p.genuine_answer(&draining), Some(Answer { sequence: 41, draining: true }));
     }
 
     #[test]
@@ -212,7 +239,8 @@ mod tests {
         let other_source = reply_packet(7, 1, &[9; SECRET_LEN], [10, 0, 0, 9]);
         let mut bad_checksum = reply_packet(7, 1, &[9; SECRET_LEN], TUNNEL_GATEWAY_IP);
         bad_checksum[22] ^= 1;
-        for packet in [wrong_secret, other_identifier, other_source, bad_checksum] {
+        let other_code = with_code(reply_packet(7, 1, &[9; SECRET_LEN], TUNNEL_GATEWAY_IP), 3);
+        for packet in [wrong_secret, other_identifier, other_source, bad_checksum, other_code] {
             assert_eq!(p.genuine_answer(&packet), None);
         }
     }

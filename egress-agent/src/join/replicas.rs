@@ -16,7 +16,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// How long a replica that missed probes is passed over.
+/// How long a replica that missed probes (or said it is draining) is
+/// passed over.
 pub const MISSED_HOLD: Duration = Duration::from_secs(30);
 
 /// The ready replicas as last resolved, and the ones that recently failed
@@ -38,8 +39,10 @@ impl Replicas {
         self.ready = ready;
     }
 
-    pub fn mark_missed(&mut self, replica: Ipv4Addr, now: Instant) {
-        self.missed.insert(replica, now);
+    /// Passes `replica` over for `MISSED_HOLD` from `now` (it missed its
+    /// probes, or it is draining); whether it was not passed over already.
+    pub fn pass_over(&mut self, replica: Ipv4Addr, now: Instant) -> bool {
+        self.missed.insert(replica, now).is_none()
     }
 
     /// The replica this worker should be on: the best-ranked ready one
@@ -127,12 +130,12 @@ mod tests {
         r.set_ready(ready.clone());
         let t0 = Instant::now();
         let first = r.choice(t0).unwrap();
-        r.mark_missed(first, t0);
+        r.pass_over(first, t0);
         let second = r.choice(t0).unwrap();
         assert_ne!(second, first);
-        r.mark_missed(second, t0);
+        r.pass_over(second, t0);
         let third = r.choice(t0).unwrap();
-        r.mark_missed(third, t0);
+        r.pass_over(third, t0);
         assert_eq!(r.choice(t0), None, "every replica missed");
         assert_eq!(r.choice(t0 + MISSED_HOLD), Some(first), "the hold is over");
     }

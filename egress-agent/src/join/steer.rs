@@ -16,6 +16,10 @@
 //! - While its replica answers, a worker moves to its rendezvous choice
 //!   (`replicas`) only when it has no connection through the tunnel, so
 //!   evening out the spread never breaks a connection.
+//! - A replica that is terminating marks its answers (`egress-agent
+//!   drain`): it is passed over like one that missed, but nothing is
+//!   aborted; the worker moves at its first idle moment, while the replica
+//!   goes on forwarding the connections it holds.
 //! - With no replica to choose (the name does not resolve, or every one
 //!   missed), the tunnel goes back to the Service, which is where `join`
 //!   points it first.
@@ -27,7 +31,11 @@ use std::{
 
 use anyhow::Result;
 
-use super::{connections, probe::Prober, replicas::Replicas};
+use super::{
+    connections,
+    probe::{Answer, Prober},
+    replicas::Replicas,
+};
 use crate::cli::JoinArgs;
 
 /// How often the worker probes its replica.
@@ -50,10 +58,15 @@ pub enum Target {
     Replica(Ipv4Addr),
 }
 
-/// What the tunnel device needs to be pointed somewhere else.
+/// What the tunnel device needs to be pointed somewhere else, in two
+/// steps: whatever may take a while first, then the switch itself, which
+/// is one netlink message (a connection the pod opens between a check that
+/// found it idle and the switch would break; that moment must be short).
 pub trait Tunnel {
-    /// Points the tunnel at `to`.
-    fn point_at(&mut self, to: Target) -> Result<()>;
+    /// Makes `to` reachable (its route); returns the address to switch to.
+    fn prepare(&mut self, to: Target) -> Result<Ipv4Addr>;
+    /// Points the tunnel at `remote`, prepared before.
+    fn switch(&mut self, remote: Ipv4Addr) -> Result<()>;
     /// What the tunnel points at now.
     fn target(&self) -> Result<Target>;
 }
@@ -107,15 +120,22 @@ impl<T: Tunnel> Steering<T> {
             self.replicas.set_ready(ready);
         }
         let first = self.first_sequence;
-        if self.prober.answers().into_iter().any(|seq| seq.wrapping_sub(first) < 0x8000) {
+        let answers: Vec<Answer> =
+            self.prober.answers().into_iter().filter(|a| a.sequence.wrapping_sub(first) < 0x8000).collect();
+        if !answers.is_empty() {
             self.answered_at = now;
             self.ever_answered = true;
+        }
+        if let (Target::Replica(leaving), true) = (self.target, answers.iter().any(|a| a.draining)) {
+            if self.replicas.pass_over(leaving, now) {
+                println!("replica {leaving} is draining: the tunnel moves as soon as the pod has no connection through it");
+            }
         }
         let silent = now.duration_since(self.answered_at);
         let limit = if self.ever_answered { MISS_LIMIT } else { FIRST_ANSWER_LIMIT };
         if silent > limit {
             if let Target::Replica(gone) = self.target {
-                self.replicas.mark_missed(gone, now);
+                self.replicas.pass_over(gone, now);
             }
             let next = self.choice(now);
             if next != self.target {
@@ -125,7 +145,7 @@ impl<T: Tunnel> Steering<T> {
                     silent.as_millis(),
                     describe(next)
                 );
-                self.move_to(next, now);
+                self.move_to(next, now, false);
                 let aborted = connections::abort_through_the_tunnel(&self.cluster);
                 match aborted {
                     Ok(0) => {}
@@ -136,8 +156,10 @@ impl<T: Tunnel> Steering<T> {
         } else {
             let best = self.choice(now);
             if best != self.target && best != Target::Service && self.idle() {
-                println!("moving the idle tunnel from {} to {}", describe(self.target), describe(best));
-                self.move_to(best, now);
+                let from = self.target;
+                if self.move_to(best, now, true) {
+                    println!("moved the idle tunnel from {} to {}", describe(from), describe(best));
+                }
             }
         }
         if let Err(err) = self.prober.send() {
@@ -153,15 +175,27 @@ impl<T: Tunnel> Steering<T> {
         connections::through_the_tunnel(&self.cluster).is_ok_and(|c| c.is_empty())
     }
 
-    fn move_to(&mut self, to: Target, now: Instant) {
-        match self.tunnel.point_at(to) {
-            Ok(()) => {
+    /// Points the tunnel at `to`; with `only_if_idle`, only if the pod
+    /// still has no connection through it just before the switch. Whether
+    /// it moved.
+    fn move_to(&mut self, to: Target, now: Instant, only_if_idle: bool) -> bool {
+        let moved = self.tunnel.prepare(to).and_then(|remote| {
+            if only_if_idle && !self.idle() {
+                return Ok(false);
+            }
+            self.tunnel.switch(remote).map(|()| true)
+        });
+        match moved {
+            Ok(true) => {
                 self.target = to;
                 self.first_sequence = self.prober.next_sequence();
                 self.answered_at = now;
+                true
             }
+            Ok(false) => false,
             Err(err) => {
-                eprintln!("egress-agent: error: moving the tunnel to {}: {err:#} (retrying)", describe(to))
+                eprintln!("egress-agent: error: moving the tunnel to {}: {err:#} (retrying)", describe(to));
+                false
             }
         }
     }
