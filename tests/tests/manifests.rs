@@ -476,6 +476,46 @@ fn gateway_probes_are_healthz_and_readyz_on_the_metrics_port() {
     }
 }
 
+/// A terminating gateway drains before it stops: its preStop hook runs
+/// `egress-agent drain` (where the image puts it), asking the agent on its
+/// own --status-addr, within a grace period longer than drain's least wait.
+#[test]
+fn the_gateway_drains_before_it_stops() {
+    let dockerfile = std::fs::read_to_string(deploy_dir().join("Dockerfile")).unwrap();
+    for r in rendered() {
+        let Some(gw) = r.gateway() else { continue };
+        let agent = container(gw, "agent");
+        let command = strings(&agent["lifecycle"]["preStop"]["exec"]["command"]);
+        assert!(
+            command.len() >= 2 && command[1] == "drain",
+            "{}: the agent's preStop is {command:?}, not drain",
+            r.name
+        );
+        assert!(
+            dockerfile
+                .lines()
+                .any(|l| l.starts_with("COPY") && l.trim_end().ends_with(&format!(" {}", command[0]))),
+            "{}: the image has no {}",
+            r.name,
+            command[0]
+        );
+        let status_addr = flag_values(&expanded_args(r, gw, agent), "--status-addr");
+        assert_eq!(
+            flag_values(&command, "--agent-addr"),
+            status_addr,
+            "{}: drain asks the agent where it listens",
+            r.name
+        );
+        let min_wait: u64 = flag_values(&command, "--min-wait-s").first().map_or(5, |v| v.parse().unwrap());
+        let grace = pod_spec(gw)["terminationGracePeriodSeconds"].as_u64().unwrap_or(30);
+        assert!(
+            grace > min_wait,
+            "{}: terminationGracePeriodSeconds {grace} ends the drain before its {min_wait} s",
+            r.name
+        );
+    }
+}
+
 /// The ports the gateway pod listens on are never NAT ports: the datapath
 /// would take a scrape or a probe to one for a reply (and drop it).
 #[test]
