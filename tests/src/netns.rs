@@ -187,6 +187,15 @@ fn kill_and_delete(name: &str, grace: Duration) {
             eprintln!("warning: ip netns del {name}: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
     }
+    // The files `ip netns exec` mounts over /etc in this namespace (a
+    // test's own resolv.conf), if a test gave it any.
+    let _ = std::fs::remove_dir_all(etc_dir(name));
+}
+
+/// `/etc/netns/NAME`: what `ip netns exec NAME` bind-mounts over /etc
+/// (each file in it over its namesake), e.g. a resolv.conf of its own.
+pub fn etc_dir(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from("/etc/netns").join(name)
 }
 
 fn signal_all(pids: &[i32], sig: i32) {

@@ -20,7 +20,6 @@ use std::{
     collections::BTreeMap,
     io::Read,
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
-    path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
@@ -28,7 +27,7 @@ use std::{
 use common::*;
 use egress_common::config::{DEFAULT_VNI, DEFAULT_VXLAN_PORT, TUNNEL_GATEWAY_IP, TUNNEL_GATEWAY_MAC};
 use egress_tests::{
-    agent::Agent, clients, topology::Pod, util::TempDir, Daemon, EgressSetup, GatewayOptions,
+    agent::Agent, clients, netns, topology::Pod, util::TempDir, Daemon, EgressSetup, GatewayOptions,
 };
 
 const WORKERS: usize = 20;
@@ -36,6 +35,8 @@ const WORKERS: usize = 20;
 const REPLICAS_NAME: &str = "egress-gateway-replicas.egress-system.svc.cluster.local";
 /// The goal: every affected worker connects again within this.
 const FAILOVER_GOAL: Duration = Duration::from_secs(1);
+/// The rollout test's grace period (terminationGracePeriodSeconds).
+const GRACE: Duration = Duration::from_secs(15);
 /// How long the clients keep connecting after the failure.
 const AFTER_FAILURE: Duration = Duration::from_secs(3);
 /// A client's new connection: connect and answer within this, or failed.
@@ -45,27 +46,33 @@ const ATTEMPT_PAUSE: Duration = Duration::from_millis(50);
 /// The cluster DNS for the workers: dnsmasq in its own pod answering the
 /// replicas' name from a hosts file, and each worker namespace's
 /// resolv.conf pointing at it (`ip netns exec` mounts
-/// /etc/netns/NAME/resolv.conf over /etc/resolv.conf).
+/// /etc/netns/NAME/resolv.conf over /etc/resolv.conf; deleting the
+/// namespace removes it).
 struct ClusterDns {
-    _dnsmasq: Daemon,
-    _hosts: TempDir,
-    resolv_dirs: Vec<PathBuf>,
+    dnsmasq: Daemon,
+    hosts: TempDir,
 }
 
-impl Drop for ClusterDns {
-    fn drop(&mut self) {
-        for dir in &self.resolv_dirs {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+impl ClusterDns {
+    /// The headless Service's answer changes to `replicas` (the hosts
+    /// file rewritten, dnsmasq told to read it again).
+    fn answer(&self, replicas: &[Ipv4Addr]) {
+        write_hosts(&self.hosts.path().join("hosts"), replicas);
+        // SAFETY: kill(2) of our own child, not reaped yet.
+        assert_eq!(unsafe { libc::kill(self.dnsmasq.pid().unwrap() as i32, libc::SIGHUP) }, 0);
     }
+}
+
+fn write_hosts(path: &std::path::Path, replicas: &[Ipv4Addr]) {
+    let lines: String = replicas.iter().map(|ip| format!("{ip} {REPLICAS_NAME}\n")).collect();
+    std::fs::write(path, lines).unwrap();
 }
 
 fn cluster_dns(s: &mut EgressSetup, replicas: &[Ipv4Addr], workers: &[String]) -> ClusterDns {
     let pod = s.cluster.add_pod(0, "dns").unwrap();
     let hosts = TempDir::new("replicas-dns").unwrap();
     let hosts_file = hosts.path().join("hosts");
-    let lines: String = replicas.iter().map(|ip| format!("{ip} {REPLICAS_NAME}\n")).collect();
-    std::fs::write(&hosts_file, lines).unwrap();
+    write_hosts(&hosts_file, replicas);
     let args = [
         "dnsmasq".to_string(),
         "--conf-file=/dev/null".into(),
@@ -80,14 +87,12 @@ fn cluster_dns(s: &mut EgressSetup, replicas: &[Ipv4Addr], workers: &[String]) -
         "--user=root".into(),
     ];
     let dnsmasq = Daemon::spawn(&pod.ns, "dnsmasq", &args).unwrap();
-    let mut resolv_dirs = Vec::new();
     for name in workers {
-        let dir = PathBuf::from("/etc/netns").join(s.pod(name).ns.name());
+        let dir = netns::etc_dir(s.pod(name).ns.name());
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("resolv.conf"), format!("nameserver {}\n", pod.ip)).unwrap();
-        resolv_dirs.push(dir);
     }
-    let dns = ClusterDns { _dnsmasq: dnsmasq, _hosts: hosts, resolv_dirs };
+    let dns = ClusterDns { dnsmasq, hosts };
     eventually("the workers resolve the replicas' name", OK_TIMEOUT, || {
         let out = s.pod(&workers[0]).ns.output(&["getent", "ahostsv4", REPLICAS_NAME]).unwrap();
         replicas.iter().all(|r| String::from_utf8_lossy(&out.stdout).contains(&r.to_string()))
@@ -322,6 +327,92 @@ fn a_replica_whose_network_goes_away_loses_its_workers_within_a_second() {
     let (attempts, cut) =
         connect_through_failure(&r, || drop(victim_pod.ns.ip(&["link", "set", "eth0", "down"]).unwrap()));
     assert_failover("network gone", &on, victim, &attempts, cut);
+}
+
+/// One step of `kubectl rollout restart` (maxSurge 1): a new replica comes
+/// up and joins the headless Service's answer, an old one runs its preStop
+/// hook, `egress-agent drain`, then its agent is stopped.
+/// Meanwhile every worker keeps opening short connections and one of the
+/// old replica's workers runs a 4 s upload. Not one short connection may
+/// fail, the upload must finish, and the drain must end once the upload
+/// has (long before any grace period).
+#[test]
+fn a_rollout_cuts_no_connection_that_ends_within_the_grace() {
+    let mut r = three_replicas_and_twenty_workers();
+    let mut ips: Vec<Ipv4Addr> = r.pods.iter().map(|p| p.ip).collect();
+    let workers = r.workers.clone();
+    let dns = cluster_dns(&mut r.s, &ips, &workers);
+    let _sidecars: Vec<Daemon> = workers.iter().map(|n| steering_sidecar(&r.s, n)).collect();
+    let on = settled(&r);
+    let old = busiest(&on);
+    let old_pod = r.pods.iter().find(|p| p.ip == old).unwrap().clone();
+    let streamer = on.iter().find(|(_, ip)| **ip == old).unwrap().0.clone();
+    let _iperf3 = clients::start_iperf3_server(r.s.cluster.outside(), r.s.server_ip()).unwrap();
+
+    // The surge: a new replica, ready, in the answer. The old one stays
+    // in it, as when the cluster DNS is slow to drop a terminating pod: the
+    // mark in its probe answers alone must move its workers.
+    let new = r.s.add_gateway_pod("gw4", 24).unwrap();
+    r.agents.push(Agent::start_gateway(&new.ns, &r.s.agent_binary, &r.s.agent_args).unwrap());
+    ips.push(new.ip);
+    dns.answer(&ips);
+
+    let server = r.s.server_ip().to_string();
+    let old_agent = match r.pods.iter().position(|p| p.ip == old).unwrap() {
+        0 => &r.s.agent,
+        i => &r.agents[i - 1],
+    };
+    let (attempts, stopped, upload, drained_after) = std::thread::scope(|scope| {
+        let upload = scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(500));
+            let args = ["iperf3", "-c", server.as_str(), "-t", "4", "-b", "20M"];
+            r.s.pod(&streamer).ns.output(&args).unwrap()
+        });
+        let mut drained_after = Duration::ZERO;
+        let (attempts, stopped) = connect_through_failure(&r, || {
+            let started = Instant::now();
+            let binary = r.s.agent_binary.display().to_string();
+            // The kubelet ends a preStop hook at the grace period.
+            let grace = GRACE.as_secs().to_string();
+            let drain =
+                old_pod.ns.output(&["timeout", &grace, &binary, "drain", "--min-wait-s", "1"]).unwrap();
+            drained_after = started.elapsed();
+            assert!(
+                drain.status.success(),
+                "drain did not end by itself within the {GRACE:?} grace: {}",
+                String::from_utf8_lossy(&drain.stdout).trim().replace('\n', " / ")
+            );
+            eprintln!("drain: {}", String::from_utf8_lossy(&drain.stdout).trim().replace('\n', " / "));
+            old_agent.kill_hard().unwrap();
+        });
+        (attempts, stopped, upload.join().unwrap(), drained_after)
+    });
+    assert!(
+        upload.status.success(),
+        "the upload on the draining replica broke: {}",
+        String::from_utf8_lossy(&upload.stdout)
+    );
+    eprintln!("the old replica drained in {drained_after:?} (its upload lasted 4 s)");
+
+    let mut failed = 0;
+    for (name, attempts) in &attempts {
+        let lost: Vec<_> = attempts.iter().filter(|a| a.via.is_none()).collect();
+        failed += lost.len();
+        let after: Vec<_> = attempts.iter().filter(|a| a.started > stopped).collect();
+        assert!(
+            after.iter().all(|a| a.via.is_some_and(|ip| ip != old)),
+            "{name} still goes to the stopped replica"
+        );
+        if !lost.is_empty() {
+            eprintln!("{name}: {} of {} short connections failed", lost.len(), attempts.len());
+        }
+    }
+    let total: usize = attempts.values().map(Vec::len).sum();
+    eprintln!("rollout step: {failed} of {total} short connections failed");
+    assert_eq!(failed, 0, "short connections failed during the rollout");
+    for name in on.iter().filter(|(_, ip)| **ip == old).map(|(n, _)| n) {
+        assert_ne!(tunnel_remote(&r.s, name), Some(old), "{name} did not leave the drained replica");
+    }
 }
 
 /// A hostile labeled pod knows the victim's address, its tunnel MAC (it is
