@@ -149,6 +149,39 @@ fn steering_sidecar(s: &EgressSetup, name: &str) -> Daemon {
     Daemon::spawn(&s.pod(name).ns, &format!("steer-{name}"), &args).unwrap()
 }
 
+impl Replicas {
+    fn ips(&self) -> Vec<Ipv4Addr> {
+        self.pods.iter().map(|p| p.ip).collect()
+    }
+
+    /// The agent of the replica at `ip`.
+    fn agent_of(&self, ip: Ipv4Addr) -> &Agent {
+        match self.pods.iter().position(|p| p.ip == ip).expect("a replica's address") {
+            0 => &self.s.agent,
+            i => &self.agents[i - 1],
+        }
+    }
+}
+
+/// The replicas with the cluster DNS answering their name, every worker's
+/// steering sidecar running, and the replica each worker settled on.
+struct Steered {
+    // Field order is drop order: the sidecars before their namespaces.
+    sidecars: Vec<Daemon>,
+    dns: ClusterDns,
+    on: BTreeMap<String, Ipv4Addr>,
+    r: Replicas,
+}
+
+fn steered() -> Steered {
+    let mut r = three_replicas_and_twenty_workers();
+    let (ips, workers) = (r.ips(), r.workers.clone());
+    let dns = cluster_dns(&mut r.s, &ips, &workers);
+    let sidecars = workers.iter().map(|n| steering_sidecar(&r.s, n)).collect();
+    let on = settled(&r);
+    Steered { sidecars, dns, on, r }
+}
+
 /// The remote of pod `name`'s tunnel device.
 fn tunnel_remote(s: &EgressSetup, name: &str) -> Option<Ipv4Addr> {
     let out = s.pod(name).ns.output(&["ip", "-j", "-d", "link", "show", "dev", "egress0"]).ok()?;
@@ -275,23 +308,15 @@ fn assert_failover(
 
 #[test]
 fn a_killed_replica_s_workers_connect_again_within_a_second() {
-    let mut r = three_replicas_and_twenty_workers();
-    let ips: Vec<Ipv4Addr> = r.pods.iter().map(|p| p.ip).collect();
-    let workers = r.workers.clone();
-    let _dns = cluster_dns(&mut r.s, &ips, &workers);
-    let _sidecars: Vec<Daemon> = workers.iter().map(|n| steering_sidecar(&r.s, n)).collect();
-    let on = settled(&r);
-    for ip in &ips {
+    let Steered { on, r, .. } = &steered();
+    for ip in &r.ips() {
         let n = on.values().filter(|v| *v == ip).count();
         eprintln!("replica {ip}: {n} workers");
         assert!(n >= 3, "replica {ip} carries {n} of {WORKERS} workers: the spread is uneven");
     }
 
-    let victim = busiest(&on);
-    let victim_agent = match r.pods.iter().position(|p| p.ip == victim).unwrap() {
-        0 => &r.s.agent,
-        i => &r.agents[i - 1],
-    };
+    let victim = busiest(on);
+    let victim_agent = r.agent_of(victim);
     // An idle connection per affected worker, opened before the kill.
     let to = SocketAddrV4::new(r.s.server_ip(), clients::ECHO_HTTP_PORT);
     let idle: Vec<_> = on
@@ -302,8 +327,8 @@ fn a_killed_replica_s_workers_connect_again_within_a_second() {
         })
         .collect();
 
-    let (attempts, killed) = connect_through_failure(&r, || victim_agent.kill_hard().unwrap());
-    assert_failover("kill -9", &on, victim, &attempts, killed);
+    let (attempts, killed) = connect_through_failure(r, || victim_agent.kill_hard().unwrap());
+    assert_failover("kill -9", on, victim, &attempts, killed);
 
     // The idle connections were on the dead replica: the sidecar aborted
     // them when it moved, so a read fails at once instead of hanging.
@@ -316,17 +341,12 @@ fn a_killed_replica_s_workers_connect_again_within_a_second() {
 
 #[test]
 fn a_replica_whose_network_goes_away_loses_its_workers_within_a_second() {
-    let mut r = three_replicas_and_twenty_workers();
-    let ips: Vec<Ipv4Addr> = r.pods.iter().map(|p| p.ip).collect();
-    let workers = r.workers.clone();
-    let _dns = cluster_dns(&mut r.s, &ips, &workers);
-    let _sidecars: Vec<Daemon> = workers.iter().map(|n| steering_sidecar(&r.s, n)).collect();
-    let on = settled(&r);
-    let victim = busiest(&on);
+    let Steered { on, r, .. } = &steered();
+    let victim = busiest(on);
     let victim_pod = r.pods.iter().find(|p| p.ip == victim).unwrap().clone();
     let (attempts, cut) =
-        connect_through_failure(&r, || drop(victim_pod.ns.ip(&["link", "set", "eth0", "down"]).unwrap()));
-    assert_failover("network gone", &on, victim, &attempts, cut);
+        connect_through_failure(r, || drop(victim_pod.ns.ip(&["link", "set", "eth0", "down"]).unwrap()));
+    assert_failover("network gone", on, victim, &attempts, cut);
 }
 
 /// One step of `kubectl rollout restart` (maxSurge 1): a new replica comes
@@ -338,12 +358,8 @@ fn a_replica_whose_network_goes_away_loses_its_workers_within_a_second() {
 /// has (long before any grace period).
 #[test]
 fn a_rollout_cuts_no_connection_that_ends_within_the_grace() {
-    let mut r = three_replicas_and_twenty_workers();
-    let mut ips: Vec<Ipv4Addr> = r.pods.iter().map(|p| p.ip).collect();
-    let workers = r.workers.clone();
-    let dns = cluster_dns(&mut r.s, &ips, &workers);
-    let _sidecars: Vec<Daemon> = workers.iter().map(|n| steering_sidecar(&r.s, n)).collect();
-    let on = settled(&r);
+    let Steered { dns, on, mut r, sidecars: _sidecars } = steered();
+    let mut ips = r.ips();
     let old = busiest(&on);
     let old_pod = r.pods.iter().find(|p| p.ip == old).unwrap().clone();
     let streamer = on.iter().find(|(_, ip)| **ip == old).unwrap().0.clone();
@@ -358,10 +374,7 @@ fn a_rollout_cuts_no_connection_that_ends_within_the_grace() {
     dns.answer(&ips);
 
     let server = r.s.server_ip().to_string();
-    let old_agent = match r.pods.iter().position(|p| p.ip == old).unwrap() {
-        0 => &r.s.agent,
-        i => &r.agents[i - 1],
-    };
+    let old_agent = r.agent_of(old);
     let (attempts, stopped, upload, drained_after) = std::thread::scope(|scope| {
         let upload = scope.spawn(|| {
             std::thread::sleep(Duration::from_millis(500));
@@ -422,18 +435,13 @@ fn a_rollout_cuts_no_connection_that_ends_within_the_grace() {
 /// do not carry the victim's secret, so the victim moves all the same.
 #[test]
 fn forged_probe_answers_do_not_keep_a_worker_on_a_dead_replica() {
-    let mut r = three_replicas_and_twenty_workers();
-    let ips: Vec<Ipv4Addr> = r.pods.iter().map(|p| p.ip).collect();
-    let workers = r.workers.clone();
-    let _dns = cluster_dns(&mut r.s, &ips, &workers);
-    let sidecars: Vec<Daemon> = workers.iter().map(|n| steering_sidecar(&r.s, n)).collect();
-    let on = settled(&r);
+    let Steered { sidecars, on, mut r, dns: _dns } = steered();
     let victim = busiest(&on);
     let targets: Vec<(Pod, u16)> = on
         .iter()
         .filter(|(_, ip)| **ip == victim)
         .map(|(name, _)| {
-            let sidecar = &sidecars[workers.iter().position(|w| w == name).unwrap()];
+            let sidecar = &sidecars[r.workers.iter().position(|w| w == name).unwrap()];
             (r.s.pod(name).clone(), sidecar.pid().unwrap() as u16)
         })
         .collect();
@@ -461,10 +469,7 @@ fn forged_probe_answers_do_not_keep_a_worker_on_a_dead_replica() {
         "the forged answers do not come out of the victim's tunnel: {seen:?}"
     );
 
-    let victim_agent = match r.pods.iter().position(|p| p.ip == victim).unwrap() {
-        0 => &r.s.agent,
-        i => &r.agents[i - 1],
-    };
+    let victim_agent = r.agent_of(victim);
     let flooding = AtomicBool::new(true);
     let (attempts, killed) = std::thread::scope(|scope| {
         scope.spawn(|| {
