@@ -21,7 +21,7 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub fn run(args: DrainArgs) -> Result<()> {
     let started = Instant::now();
     let min_wait = Duration::from_secs(args.min_wait_s);
-    status::agent_request(&args.agent_addr, "POST", "/drain").with_context(|| {
+    let mut open = ask_to_drain(&args.agent_addr).with_context(|| {
         format!(
             "no gateway agent answered at {} to start draining: is it running in this pod? (pass --agent-addr if its --status-addr is not the default)",
             args.agent_addr
@@ -30,13 +30,6 @@ pub fn run(args: DrainArgs) -> Result<()> {
     println!("draining: workers move their new connections to other replicas; waiting for this one's to end");
     let mut last = None;
     loop {
-        let open = match status::fetch_from_agent(&args.agent_addr) {
-            Ok(status) => status.open_tcp_connections(),
-            Err(err) => {
-                println!("the agent no longer answers ({err:#}): nothing left to wait for");
-                return Ok(());
-            }
-        };
         if open == 0 && started.elapsed() >= min_wait {
             println!("drained after {:.1} s: no TCP connection left", started.elapsed().as_secs_f64());
             return Ok(());
@@ -46,5 +39,18 @@ pub fn run(args: DrainArgs) -> Result<()> {
             last = Some(open);
         }
         std::thread::sleep(POLL_INTERVAL);
+        open = match ask_to_drain(&args.agent_addr) {
+            Ok(open) => open,
+            Err(err) => {
+                println!("the agent no longer answers ({err:#}): nothing left to wait for");
+                return Ok(());
+            }
+        };
     }
+}
+
+/// `POST /drain` (idempotent): the TCP connections the gateway still carries.
+fn ask_to_drain(agent_addr: &str) -> Result<usize> {
+    let body = status::agent_request(agent_addr, "POST", "/drain")?;
+    body.trim().parse().with_context(|| format!("the agent's /drain answered {:?}, not a count", body.trim()))
 }

@@ -40,15 +40,6 @@ pub struct Status {
     counters: serde_json::Map<String, serde_json::Value>,
 }
 
-impl Status {
-    /// The TCP flows that still carry a connection: not yet closed from
-    /// both sides (closing and time-wait flows carry nothing more).
-    pub fn open_tcp_connections(&self) -> usize {
-        let open = ["syn-sent", "open", "fin-client", "fin-remote"];
-        self.flows.iter().filter(|f| f.protocol == "tcp" && open.contains(&f.state.as_str())).count()
-    }
-}
-
 /// Opens the maps of the program whose CONFIG says it was set up in this
 /// network namespace on `ifindex`.
 pub fn find_maps(ifindex: u32) -> Result<DatapathMaps> {
@@ -148,7 +139,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
 }
 
 /// `GET /status` from the agent's HTTP endpoint.
-pub fn fetch_from_agent(addr: &str) -> Result<Status> {
+fn fetch_from_agent(addr: &str) -> Result<Status> {
     let body = agent_request(addr, "GET", "/status")?;
     serde_json::from_str(&body).context("the agent's /status is not valid JSON")
 }

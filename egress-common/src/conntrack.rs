@@ -89,6 +89,12 @@ impl FlowState {
             _ => FlowState::Open,
         }
     }
+
+    /// Whether a TCP flow in this state still carries a connection: not yet
+    /// closed from both sides (what a draining gateway waits for).
+    pub fn carries_connection(self) -> bool {
+        !matches!(self, FlowState::Closing | FlowState::TimeWait)
+    }
 }
 
 /// Everything the datapath needs to translate a packet of the flow in either

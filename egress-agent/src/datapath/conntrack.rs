@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, Result};
 use aya::maps::{IterableMap, MapData, MapError};
 use egress_common::{
-    conntrack::{FlowTuple, NatEntry},
+    conntrack::{FlowState, FlowTuple, NatEntry},
     ip::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
 };
 
@@ -42,6 +42,21 @@ pub fn flows(maps: &DatapathMaps) -> Result<Vec<NatEntry>> {
     })
     .context("reading CT_ORIGINAL")?;
     Ok(out)
+}
+
+/// The TCP flows that still carry a connection, counted chunk by chunk
+/// (nothing is copied): what a draining gateway waits for.
+pub fn open_tcp_connections(maps: &DatapathMaps) -> Result<usize> {
+    let mut open = 0;
+    map_batch::for_each_chunk(&maps.ct_original, |_, entries| {
+        open += entries
+            .iter()
+            .filter(|e| e.protocol == IPPROTO_TCP && FlowState::from_u8(e.state).carries_connection())
+            .count();
+        Ok(())
+    })
+    .context("reading CT_ORIGINAL")?;
+    Ok(open)
 }
 
 /// What the metrics need of the flows, counted as a walk goes: the sweep

@@ -26,7 +26,10 @@ use axum::{
 use prometheus_client::registry::Registry;
 
 use super::Health;
-use crate::{datapath::maps::DatapathMaps, status};
+use crate::{
+    datapath::{conntrack, maps::DatapathMaps},
+    status,
+};
 
 struct Probes {
     health: Arc<Health>,
@@ -85,23 +88,27 @@ pub fn serve_status(
 
 /// `POST /drain`: from now on the answers to the workers' probes say this
 /// pod is draining (CONFIG's `draining`), so the workers take their new
-/// connections elsewhere; everything goes on being forwarded. Idempotent.
+/// connections elsewhere; everything goes on being forwarded. Idempotent:
+/// `egress-agent drain` asks again each time it polls. Answers with the
+/// number of TCP connections the pod still carries.
 async fn start_drain(State(source): State<Arc<StatusSource>>) -> axum::response::Response {
     let marked = tokio::task::spawn_blocking(move || {
         let mut maps = source.maps.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut cfg = maps.read_config()?;
         let first = cfg.draining == 0;
-        cfg.draining = 1;
-        maps.write_config(&cfg)?;
-        anyhow::Ok(first)
+        if first {
+            cfg.draining = 1;
+            maps.write_config(&cfg)?;
+        }
+        anyhow::Ok((first, conntrack::open_tcp_connections(&maps)?))
     })
     .await;
     match marked {
-        Ok(Ok(first)) => {
+        Ok(Ok((first, open))) => {
             if first {
-                tracing::info!("draining: probe answers tell the workers to move their new connections; forwarding goes on");
+                tracing::info!(open, "draining: probe answers tell the workers to move their new connections; forwarding goes on");
             }
-            (StatusCode::OK, "draining\n").into_response()
+            (StatusCode::OK, format!("{open}\n")).into_response()
         }
         Ok(Err(why)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{why:#}\n")).into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the gateway is shutting down\n").into_response(),
