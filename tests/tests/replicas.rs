@@ -461,7 +461,7 @@ fn forged_probe_answers_do_not_keep_a_worker_on_a_dead_replica() {
         .run(|| {
             let socket = tunnel_icmp_socket();
             forge(&socket_for_forging(&attacker));
-            Ok(echo_reply_identifiers(&socket))
+            Ok(echo_replies(&socket))
         })
         .unwrap();
     assert!(
@@ -547,7 +547,7 @@ fn tunnel_icmp_socket() -> std::os::fd::OwnedFd {
 
 /// The (identifier, sequence) of the echo replies from 169.254.42.1 the
 /// socket reads within a second (the sidecar's own answers included).
-fn echo_reply_identifiers(socket: &std::os::fd::OwnedFd) -> Vec<(u16, u16)> {
+fn echo_replies(socket: &std::os::fd::OwnedFd) -> Vec<(u16, u16)> {
     use std::os::fd::AsRawFd;
     let mut found = Vec::new();
     let mut buf = [0u8; 256];

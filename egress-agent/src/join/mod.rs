@@ -278,6 +278,9 @@ impl ClusterCidrs {
 /// Joins the gateway at `gateway` (an address or a Service's DNS name).
 fn join(args: &JoinArgs, gateway: &str) -> Result<()> {
     let ClusterCidrs { v4: cluster_cidrs, v6: cluster_cidrs_v6 } = ClusterCidrs::parse(args)?;
+    // The `--replicas` sidecar points the tunnel at a replica of this very
+    // gateway itself; joining it again must not undo that.
+    let steered = args.replicas.is_some() && gateway == args.gateway;
     let gateway = resolve_gateway(gateway)?;
     if cluster_cidrs.is_empty() {
         eprintln!(
@@ -290,7 +293,7 @@ fn join(args: &JoinArgs, gateway: &str) -> Result<()> {
     let eth_mtu = link_mtu(eth)?;
     let node_gateway = node_gateway(eth)?;
 
-    ensure_vxlan_device(args, gateway, pod_ip)?;
+    ensure_vxlan_device(args, gateway, pod_ip, steered)?;
     ip(&["link", "set", &args.device, "mtu", &(eth_mtu - TUNNEL_OVERHEAD as u32).to_string(), "up"])?;
     let next_hop = Ipv4Addr::from(TUNNEL_GATEWAY_IP).to_string();
     let mac = TUNNEL_GATEWAY_MAC.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
@@ -487,9 +490,9 @@ fn set_vxlan_remote(device: &str, remote: Ipv4Addr) -> Result<()> {
 
 /// Creates the VXLAN device, or re-creates it if it exists with other
 /// settings. One that differs only in its remote is pointed at `gateway`
-/// in place, unless the `--replicas` sidecar steers it (it may point at a
-/// replica of this very gateway; the sidecar knows which).
-fn ensure_vxlan_device(args: &JoinArgs, gateway: Ipv4Addr, pod_ip: Ipv4Addr) -> Result<()> {
+/// in place, unless it is `steered` (the `--replicas` sidecar may point it
+/// at a replica of this very gateway; the sidecar knows which).
+fn ensure_vxlan_device(args: &JoinArgs, gateway: Ipv4Addr, pod_ip: Ipv4Addr, steered: bool) -> Result<()> {
     let mac = tunnel_device_mac(pod_ip);
     let existing = ip_json(&["-d", "link", "show", "dev", &args.device]).ok();
     if let Some(link) = existing.as_ref().and_then(|l| l.get(0)) {
@@ -499,7 +502,6 @@ fn ensure_vxlan_device(args: &JoinArgs, gateway: Ipv4Addr, pod_ip: Ipv4Addr) -> 
             && data["port"].as_u64() == Some(args.vxlan_port as u64)
             && link["address"].as_str() == Some(mac.as_str());
         if same_but_remote {
-            let steered = args.replicas.is_some() && resolve_gateway(&args.gateway).ok() == Some(gateway);
             if data["remote"].as_str() != Some(&gateway.to_string()) && !steered {
                 set_vxlan_remote(&args.device, gateway)?;
             }
