@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod join;
 pub mod keeper;
 pub mod netdev;
+pub mod netlink;
 pub mod observe;
 pub mod pods;
 pub mod status;

@@ -1,5 +1,5 @@
 //! Facts about network interfaces and the current network namespace.
-use std::{ffi::CStr, net::Ipv4Addr, os::unix::fs::MetadataExt, process::Command};
+use std::{ffi::CStr, net::Ipv4Addr, os::unix::fs::MetadataExt};
 
 use anyhow::{bail, Context, Result};
 
@@ -58,18 +58,6 @@ fn first_ipv4(name: &str) -> Result<Option<Ipv4Addr>> {
     }
     unsafe { libc::freeifaddrs(addrs) };
     Ok(found)
-}
-
-/// Runs `ip ARGS`, failing with its stderr.
-pub fn ip(args: &[&str]) -> Result<String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running `ip` (iproute2 must be installed in the image)")?;
-    if !out.status.success() {
-        bail!("`ip {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Identity of this process's network namespace.

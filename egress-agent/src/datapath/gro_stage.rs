@@ -12,7 +12,7 @@
 //! (`RX` computes its checksum) before it is sent as two fragments.
 use anyhow::{bail, Context, Result};
 
-use crate::netdev::{self, ip};
+use crate::netlink::{link, Netlink};
 
 /// The sending end: no TSO, or veth would skip GRO for what it sends. For
 /// resegmented replies, the receiving end: no GRO, and the
@@ -33,20 +33,20 @@ impl GroStage {
     /// carry fits. A pair left by a killed agent is kept and set up again:
     /// a program that agent left attached may still be sending into it.
     pub fn create(mtu: u32) -> Result<GroStage> {
-        let mtu = mtu.to_string();
-        if netdev::ifindex(RX).is_err() || netdev::ifindex(TX).is_err() {
+        let netlink = Netlink::route()?;
+        if link::index(RX).is_none() || link::index(TX).is_none() {
             remove_leftover();
-            ip(&["link", "add", TX, "mtu", &mtu, "type", "veth", "peer", "name", RX, "mtu", &mtu])
-                .context("creating the GRO stage's veth pair (or run with --no-gro-stage)")?;
+            link::add_veth(&netlink, TX, RX, mtu).context("the GRO stage (or run with --no-gro-stage)")?;
         }
-        for end in [TX, RX] {
-            ip(&["link", "set", "dev", end, "mtu", &mtu])?;
-        }
-        let stage = GroStage { tx_ifindex: netdev::ifindex(TX)?, rx_ifindex: netdev::ifindex(RX)? };
-        for end in [TX, RX] {
+        let (Some(tx_ifindex), Some(rx_ifindex)) = (link::index(TX), link::index(RX)) else {
+            bail!("the GRO stage's veth pair {TX}/{RX} vanished as it was set up");
+        };
+        let stage = GroStage { tx_ifindex, rx_ifindex };
+        for end in [tx_ifindex, rx_ifindex] {
+            link::set(&netlink, end, Some(mtu), false)?;
             // No IPv6 link-local address: the pod's stack has no reason to
             // send anything into the pair.
-            ip(&["link", "set", "dev", end, "addrgenmode", "none"])?;
+            link::set_no_ipv6_address(&netlink, end)?;
         }
         // Neither end segments in hardware: what either sends is cut into
         // segments as it leaves (uploads are single segments anyway).
@@ -56,8 +56,8 @@ impl GroStage {
         // to be cut into fragments has its UDP checksum computed over the
         // whole datagram as it leaves (`tunnel::split` in egress-ebpf).
         set_offload(RX, ETHTOOL_STXCSUM, false)?;
-        for end in [TX, RX] {
-            ip(&["link", "set", "dev", end, "up"])?;
+        for end in [tx_ifindex, rx_ifindex] {
+            link::set(&netlink, end, None, true)?;
         }
         // veth turns on its NAPI (and so GRO) only while both ends are up.
         // GRO on the stage's end only: on `TX` it would merge the segments
@@ -71,10 +71,8 @@ impl GroStage {
 /// Deletes a pair a killed agent left behind, if any (with the stage off,
 /// once the new program no longer sends into it). Says whether there was one.
 pub fn remove_leftover() -> bool {
-    if netdev::ifindex(TX).is_err() {
-        return false;
-    }
-    if let Err(e) = ip(&["link", "del", TX]) {
+    let Some(tx) = link::index(TX) else { return false };
+    if let Err(e) = Netlink::route().and_then(|netlink| link::delete(&netlink, tx)) {
         tracing::warn!("removing a leftover GRO stage: {e:#}");
     }
     true
@@ -90,7 +88,7 @@ impl GroStage {
 
 impl Drop for GroStage {
     fn drop(&mut self) {
-        if let Err(e) = ip(&["link", "del", TX]) {
+        if let Err(e) = Netlink::route().and_then(|netlink| link::delete(&netlink, self.tx_ifindex)) {
             tracing::warn!("removing the GRO stage: {e:#}");
         }
     }

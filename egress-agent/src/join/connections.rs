@@ -9,11 +9,11 @@
 //! gone the sidecar aborts them (SOCK_DESTROY, needs NET_ADMIN): the
 //! application gets ECONNABORTED at once instead of waiting on a peer that
 //! will never answer.
-use std::{io, net::Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
 
-use super::netlink::{error_code, messages, Netlink, NLMSG_DONE, NLMSG_ERROR};
+use crate::netlink::{Netlink, Refused, CHANGE};
 
 const NETLINK_SOCK_DIAG: libc::c_int = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -61,8 +61,8 @@ pub fn abort_through_the_tunnel(cluster: &[(Ipv4Addr, u8)]) -> Result<usize> {
         match diag.destroy(connection) {
             Ok(()) => aborted += 1,
             // Closed meanwhile.
-            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            Err(err) if err.errno == libc::ENOENT => {}
+            Err(err) if err.errno == libc::EOPNOTSUPP => {
                 bail!("cannot abort the pod's connections on the gone replica: this kernel lacks CONFIG_INET_DIAG_DESTROY; they end at their next packet instead")
             }
             Err(err) => return Err(err).context("aborting a connection on the gone replica (SOCK_DESTROY)"),
@@ -92,36 +92,19 @@ impl SockDiag {
 
     /// Every IPv4 TCP socket of this namespace that holds a connection.
     fn tcp_connections(&self) -> Result<Vec<Connection>> {
-        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-        self.netlink
-            .send(SOCK_DIAG_BY_FAMILY, flags, &request(CONNECTION_STATES, &[0; SOCKID_LEN]))
-            .context("asking for the pod's TCP sockets")?;
-        let mut found = Vec::new();
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            let n = self.netlink.receive(&mut buf).context("reading the pod's TCP sockets")?;
-            for (kind, payload) in messages(&buf[..n]) {
-                match kind {
-                    NLMSG_DONE => return Ok(found),
-                    NLMSG_ERROR => bail!(
-                        "listing the pod's TCP sockets: {}",
-                        io::Error::from_raw_os_error(-error_code(payload))
-                    ),
-                    SOCK_DIAG_BY_FAMILY if payload.len() >= MESSAGE_ID_END => {
-                        let mut id = [0u8; SOCKID_LEN];
-                        id.copy_from_slice(&payload[4..MESSAGE_ID_END]);
-                        found.push(Connection { id });
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let answers = self
+            .netlink
+            .dump(SOCK_DIAG_BY_FAMILY, &request(CONNECTION_STATES, &[0; SOCKID_LEN]), SOCK_DIAG_BY_FAMILY)
+            .context("listing the pod's TCP sockets")?;
+        Ok(answers
+            .iter()
+            .filter_map(|payload| payload.get(4..MESSAGE_ID_END))
+            .map(|id| Connection { id: id.try_into().expect("a socket id is SOCKID_LEN bytes") })
+            .collect())
     }
 
-    fn destroy(&self, connection: &Connection) -> io::Result<()> {
-        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
-        self.netlink.send(SOCK_DESTROY, flags, &request(u32::MAX, &connection.id))?;
-        self.netlink.acknowledged()
+    fn destroy(&self, connection: &Connection) -> Result<(), Refused> {
+        self.netlink.request(SOCK_DESTROY, CHANGE, &request(u32::MAX, &connection.id))
     }
 }
 

@@ -28,24 +28,28 @@
 //! replica itself, probes it through the tunnel and moves within a second
 //! when it stops answering (see `steer`).
 mod connections;
-mod netlink;
 mod probe;
 mod replicas;
 mod steer;
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr, ToSocketAddrs},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs},
     path::Path,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
 use egress_common::config::{TUNNEL_GATEWAY_IP, TUNNEL_GATEWAY_MAC, TUNNEL_OVERHEAD};
-use serde_json::Value;
 
 use crate::{
     cli::JoinArgs,
-    netdev::{self, ip},
+    netdev,
+    netlink::{
+        link::{self, VxlanSpec},
+        neighbour,
+        route::{self, Route},
+        Netlink,
+    },
     pods::selector::LabelSelector,
 };
 
@@ -144,14 +148,17 @@ fn follow(args: &JoinArgs, choices: &GatewayChoices) -> Result<()> {
 }
 
 fn start_steering(args: &JoinArgs, name: &str) -> Result<steer::Steering<DeviceTunnel>> {
-    let worker = netdev::Interface::lookup(&args.interface)?.ipv4;
+    let eth = netdev::Interface::lookup(&args.interface)?;
     let cluster = ClusterCidrs::parse(args)?.v4;
+    let netlink = Netlink::route()?;
     let tunnel = DeviceTunnel {
         device: args.device.clone(),
-        interface: args.interface.clone(),
-        node_gateway: node_gateway(&args.interface)?,
+        interface: eth.ifindex,
+        node_gateway: node_gateway(&netlink, &eth)?,
         service: args.gateway.clone(),
+        netlink,
     };
+    let worker = eth.ipv4;
     let steering = steer::Steering::start(args, name, worker, cluster, tunnel)?;
     println!(
         "steering: probing the replica of {worker} every {:?} through {}",
@@ -164,10 +171,12 @@ fn start_steering(args: &JoinArgs, name: &str) -> Result<steer::Steering<DeviceT
 /// The pod's tunnel device, pointed at a replica or at the Service.
 struct DeviceTunnel {
     device: String,
-    interface: String,
+    /// eth0's index.
+    interface: u32,
     node_gateway: Ipv4Addr,
     /// `--gateway`: the tunnel Service.
     service: String,
+    netlink: Netlink,
 }
 
 impl steer::Tunnel for DeviceTunnel {
@@ -179,17 +188,18 @@ impl steer::Tunnel for DeviceTunnel {
         // The outer packets to it stay on eth0 (a replica's pod address is
         // covered by the pod CIDR when --cluster-cidr names it; this route
         // makes it so without).
-        let via = self.node_gateway.to_string();
-        ip(&["route", "replace", &format!("{remote}/32"), "via", &via, "dev", &self.interface, "onlink"])?;
+        let outer = Route::via(remote.into(), 32, self.node_gateway.into(), self.interface).onlink();
+        route::replace(&self.netlink, &outer)?;
         Ok(remote)
     }
 
     fn switch(&mut self, remote: Ipv4Addr) -> Result<()> {
-        set_vxlan_remote(&self.device, remote)
+        let device = tunnel_device(&self.netlink, &self.device)?;
+        link::set_vxlan_remote(&self.netlink, device.index, remote)
     }
 
     fn target(&self) -> Result<steer::Target> {
-        let remote = vxlan_remote(&self.device)?;
+        let remote = vxlan_remote(&self.netlink, &self.device)?;
         Ok(if Some(remote) == resolve_gateway(&self.service).ok() {
             steer::Target::Service
         } else {
@@ -289,37 +299,29 @@ fn join(args: &JoinArgs, gateway: &str) -> Result<()> {
         );
     }
     let eth = &args.interface;
-    let pod_ip = netdev::Interface::lookup(eth)?.ipv4;
-    let eth_mtu = link_mtu(eth)?;
-    let node_gateway = node_gateway(eth)?;
+    let eth_link = netdev::Interface::lookup(eth)?;
+    let pod_ip = eth_link.ipv4;
+    let netlink = Netlink::route()?;
+    let node_gateway = node_gateway(&netlink, &eth_link)?;
 
-    ensure_vxlan_device(args, gateway, pod_ip, steered)?;
-    ip(&["link", "set", &args.device, "mtu", &(eth_mtu - TUNNEL_OVERHEAD as u32).to_string(), "up"])?;
-    let next_hop = Ipv4Addr::from(TUNNEL_GATEWAY_IP).to_string();
-    let mac = TUNNEL_GATEWAY_MAC.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
-    ip(&["neigh", "replace", &next_hop, "lladdr", &mac, "dev", &args.device, "nud", "permanent"])?;
+    let device = ensure_vxlan_device(&netlink, args, gateway, &eth_link, steered)?;
+    link::set(&netlink, device, Some(eth_link.mtu - TUNNEL_OVERHEAD as u32), true)
+        .with_context(|| format!("bringing {} up", args.device))?;
+    let next_hop = Ipv4Addr::from(TUNNEL_GATEWAY_IP);
+    neighbour::replace_permanent(&netlink, device, next_hop, TUNNEL_GATEWAY_MAC)?;
     warn_if_reverse_path_filtering(&args.device);
 
     // The tunnel's own outer packets, and the cluster, stay on eth0.
     // `onlink`: CNIs like Calico give pods a /32 and a next hop outside it.
-    let via = node_gateway.to_string();
-    let vip = format!("{gateway}/32");
-    ip(&["route", "replace", &vip, "via", &via, "dev", eth, "onlink"])?;
+    let via = IpAddr::V4(node_gateway);
+    route::replace(&netlink, &Route::via(gateway.into(), 32, via, eth_link.ifindex).onlink())?;
     for (addr, len) in &cluster_cidrs {
-        ip(&["route", "replace", &format!("{addr}/{len}"), "via", &via, "dev", eth, "onlink"])?;
+        route::replace(&netlink, &Route::via((*addr).into(), *len, via, eth_link.ifindex).onlink())?;
     }
-    ip(&[
-        "route",
-        "replace",
-        "default",
-        "via",
-        &next_hop,
-        "dev",
-        &args.device,
-        "onlink",
-        "src",
-        &pod_ip.to_string(),
-    ])?;
+    let default = Route::via(Ipv4Addr::UNSPECIFIED.into(), 0, next_hop.into(), device)
+        .onlink()
+        .with_source(pod_ip.into());
+    route::replace(&netlink, &default)?;
     println!(
         "joined: external traffic of {pod_ip} goes through {} to {gateway} (VNI {}, port {}); {} cluster CIDRs stay on {eth}",
         args.device,
@@ -328,7 +330,7 @@ fn join(args: &JoinArgs, gateway: &str) -> Result<()> {
         cluster_cidrs.len()
     );
     if ipv6_enabled(eth) {
-        close_external_ipv6(eth, &cluster_cidrs_v6)?;
+        close_external_ipv6(&netlink, &eth_link, &cluster_cidrs_v6)?;
     }
     Ok(())
 }
@@ -338,7 +340,7 @@ fn join(args: &JoinArgs, gateway: &str) -> Result<()> {
 /// fails at once (ENETUNREACH) rather than hang. Everything more specific
 /// (the pod's own subnet, link-local, the cluster ranges added before
 /// them) stays as it is.
-const IPV6_HALVES: [&str; 2] = ["::/1", "8000::/1"];
+const IPV6_HALVES: [Ipv6Addr; 2] = [Ipv6Addr::UNSPECIFIED, Ipv6Addr::new(0x8000, 0, 0, 0, 0, 0, 0, 0)];
 
 /// Whether the pod's stack runs IPv6 on `eth` at all.
 fn ipv6_enabled(eth: &str) -> bool {
@@ -348,48 +350,51 @@ fn ipv6_enabled(eth: &str) -> bool {
 
 /// Fail closed for IPv6 (the tunnel carries IPv4 only): the cluster's IPv6
 /// ranges via eth0's IPv6 next hop, then everything else unreachable.
-fn close_external_ipv6(eth: &str, cluster_cidrs: &[(Ipv6Addr, u8)]) -> Result<()> {
+fn close_external_ipv6(
+    netlink: &Netlink,
+    eth: &netdev::Interface,
+    cluster_cidrs: &[(Ipv6Addr, u8)],
+) -> Result<()> {
     if !cluster_cidrs.is_empty() {
-        let Some(via) = node_gateway_v6(eth)? else {
+        let Some(via) = node_gateway_of(netlink, eth, true)? else {
             bail!(
-                "this pod has no IPv6 route via a next hop on {eth} to keep the IPv6 --cluster-cidr ranges on: is its IPv6 default route missing?"
+                "this pod has no IPv6 route via a next hop on {} to keep the IPv6 --cluster-cidr ranges on: is its IPv6 default route missing?",
+                eth.name
             );
         };
         for (addr, len) in cluster_cidrs {
-            ip(&["-6", "route", "replace", &format!("{addr}/{len}"), "via", &via.to_string(), "dev", eth])?;
+            route::replace(netlink, &Route::via((*addr).into(), *len, via, eth.ifindex))?;
         }
     }
     for half in IPV6_HALVES {
-        ip(&["-6", "route", "replace", "unreachable", half])?;
+        route::replace(netlink, &Route::unreachable(half.into(), 1))?;
     }
     println!(
-        "IPv6: external traffic of this pod is unreachable (the gateway carries IPv4); {} IPv6 cluster CIDRs stay on {eth}",
-        cluster_cidrs.len()
+        "IPv6: external traffic of this pod is unreachable (the gateway carries IPv4); {} IPv6 cluster CIDRs stay on {}",
+        cluster_cidrs.len(),
+        eth.name
     );
     Ok(())
 }
 
 /// Undoes `close_external_ipv6`: external IPv6 goes by the pod's own routes
 /// again. The cluster routes stay (they are the same as the default's).
-fn reopen_external_ipv6() -> Result<()> {
+fn reopen_external_ipv6(netlink: &Netlink) -> Result<()> {
     for half in IPV6_HALVES {
-        let present = ip_json(&["-6", "route", "show", "type", "unreachable", half])?;
-        if present.as_array().is_some_and(|routes| !routes.is_empty()) {
-            ip(&["-6", "route", "del", "unreachable", half])?;
-        }
+        route::delete(netlink, &Route::unreachable(half.into(), 1))?;
     }
     Ok(())
 }
 
-/// The IPv6 next hop of eth0, as `node_gateway` for IPv4: the default
-/// route's, or any route's via eth0 (on a re-run); None without one.
-fn node_gateway_v6(eth: &str) -> Result<Option<Ipv6Addr>> {
-    let gateway_of = |routes: &Value| -> Option<String> {
-        routes.as_array()?.iter().find_map(|r| r["gateway"].as_str().map(str::to_string))
-    };
-    let found = gateway_of(&ip_json(&["-6", "route", "show", "default", "dev", eth])?)
-        .or(gateway_of(&ip_json(&["-6", "route", "show", "dev", eth])?));
-    found.map(|gw| gw.parse().with_context(|| format!("IPv6 route gateway {gw:?}"))).transpose()
+/// The next hop of eth0 in one family: the default route's on a first run;
+/// on a re-run (the default now points into the tunnel, perhaps towards
+/// another gateway address) any route's via eth0 that has one, such as
+/// ours to the cluster CIDRs. None without one.
+fn node_gateway_of(netlink: &Netlink, eth: &netdev::Interface, ipv6: bool) -> Result<Option<IpAddr>> {
+    let routes = route::list(netlink, ipv6)?;
+    let on_eth = || routes.iter().filter(|r| r.device == Some(eth.ifindex) && r.gateway.is_some());
+    let default = on_eth().find(|r| r.prefix_len == 0);
+    Ok(default.or_else(|| on_eth().next()).and_then(|r| r.gateway))
 }
 
 /// ICMP errors from cluster addresses (the gateway's node when a link
@@ -420,125 +425,100 @@ fn warn_if_reverse_path_filtering(device: &str) {
 /// Nothing to do when there is no tunnel device; the gateway is not needed.
 fn leave(args: &JoinArgs) -> Result<()> {
     let eth = &args.interface;
+    let netlink = Netlink::route()?;
     if ipv6_enabled(eth) {
-        reopen_external_ipv6()?;
+        reopen_external_ipv6(&netlink)?;
     }
-    if ip_json(&["link", "show", "dev", &args.device]).is_err() {
+    let Some(device) = link::index(&args.device) else {
         println!("not joined: the pod's labels match no gateway's selector; egress stays direct");
         return Ok(());
-    }
-    let via = node_gateway(eth)?.to_string();
-    ip(&["route", "replace", "default", "via", &via, "dev", eth, "onlink"])?;
-    ip(&["link", "del", &args.device])?;
+    };
+    let eth_link = netdev::Interface::lookup(eth)?;
+    let via = node_gateway(&netlink, &eth_link)?;
+    route::replace(
+        &netlink,
+        &Route::via(Ipv4Addr::UNSPECIFIED.into(), 0, via.into(), eth_link.ifindex).onlink(),
+    )?;
+    link::delete(&netlink, device).with_context(|| format!("removing {}", args.device))?;
     println!("left: the pod's labels no longer match any gateway's selector; external traffic goes directly via {eth}");
     Ok(())
 }
 
-fn ip_json(args: &[&str]) -> Result<Value> {
-    let mut full = vec!["-j"];
-    full.extend_from_slice(args);
-    let text = ip(&full)?;
-    if text.trim().is_empty() {
-        return Ok(Value::Array(vec![]));
-    }
-    serde_json::from_str(&text).with_context(|| format!("parsing `ip -j {}`", args.join(" ")))
-}
-
-fn link_mtu(dev: &str) -> Result<u32> {
-    let links = ip_json(&["link", "show", "dev", dev])?;
-    links[0]["mtu"].as_u64().map(|m| m as u32).with_context(|| format!("no MTU for {dev}"))
-}
-
-/// The node-side next hop of eth0: the default route's on a first run; on
-/// a re-run (the default now points into the tunnel, perhaps towards another
-/// gateway address) any route via eth0 that has one, such as ours to the
-/// cluster CIDRs.
-fn node_gateway(eth: &str) -> Result<Ipv4Addr> {
-    let gateway_of = |routes: &Value| -> Option<String> {
-        routes.as_array()?.iter().find_map(|r| r["gateway"].as_str().map(str::to_string))
-    };
-    let found = gateway_of(&ip_json(&["route", "show", "default", "dev", eth])?)
-        .or(gateway_of(&ip_json(&["route", "show", "dev", eth])?));
-    match found {
-        Some(gw) => gw.parse().with_context(|| format!("route gateway {gw:?}")),
-        None => bail!("no route via a next hop on {eth} to learn the node's address from: is this a pod network namespace?"),
+/// eth0's IPv4 next hop (see `node_gateway_of`).
+fn node_gateway(netlink: &Netlink, eth: &netdev::Interface) -> Result<Ipv4Addr> {
+    match node_gateway_of(netlink, eth, false)? {
+        Some(IpAddr::V4(gateway)) => Ok(gateway),
+        _ => bail!(
+            "no route via a next hop on {} to learn the node's address from: is this a pod network namespace?",
+            eth.name
+        ),
     }
 }
 
 /// The tunnel device's MAC, derived from the pod IP (locally administered,
 /// unicast): a re-created device keeps it, so replies to the pod's live
 /// flows, which carry the MAC the gateway learned, still reach it.
-fn tunnel_device_mac(pod_ip: Ipv4Addr) -> String {
+fn tunnel_device_mac(pod_ip: Ipv4Addr) -> [u8; 6] {
     let [a, b, c, d] = pod_ip.octets();
-    format!("06:65:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+    [0x06, 0x65, a, b, c, d]
+}
+
+/// The tunnel device, which `join` made.
+fn tunnel_device(netlink: &Netlink, device: &str) -> Result<link::Link> {
+    link::get(netlink, device)?
+        .with_context(|| format!("there is no device {device}: has join run in this pod?"))
 }
 
 /// The remote address of the VXLAN device `device`.
-fn vxlan_remote(device: &str) -> Result<Ipv4Addr> {
-    let links = ip_json(&["-d", "link", "show", "dev", device])?;
-    let remote = links[0]["linkinfo"]["info_data"]["remote"].as_str();
-    remote
-        .and_then(|r| r.parse().ok())
+fn vxlan_remote(netlink: &Netlink, device: &str) -> Result<Ipv4Addr> {
+    tunnel_device(netlink, device)?
+        .vxlan
+        .and_then(|vxlan| vxlan.remote)
         .with_context(|| format!("{device} has no IPv4 remote: is it our tunnel device?"))
 }
 
-/// Points the VXLAN device at another gateway address in place: its
-/// routes and neighbour stay, so no packet finds the pod without a route.
-fn set_vxlan_remote(device: &str, remote: Ipv4Addr) -> Result<()> {
-    netlink::set_vxlan_remote(device, remote)
-}
-
 /// Creates the VXLAN device, or re-creates it if it exists with other
-/// settings. One that differs only in its remote is pointed at `gateway`
-/// in place, unless it is `steered` (the `--replicas` sidecar may point it
-/// at a replica of this very gateway; the sidecar knows which).
-fn ensure_vxlan_device(args: &JoinArgs, gateway: Ipv4Addr, pod_ip: Ipv4Addr, steered: bool) -> Result<()> {
-    let mac = tunnel_device_mac(pod_ip);
-    let existing = ip_json(&["-d", "link", "show", "dev", &args.device]).ok();
-    if let Some(link) = existing.as_ref().and_then(|l| l.get(0)) {
-        let data = &link["linkinfo"]["info_data"];
-        let same_but_remote = link["linkinfo"]["info_kind"] == "vxlan"
-            && data["id"].as_u64() == Some(args.vni as u64)
-            && data["port"].as_u64() == Some(args.vxlan_port as u64)
-            && link["address"].as_str() == Some(mac.as_str());
+/// settings, and returns its index. One that differs only in its remote
+/// is pointed at `gateway` in place (its routes and neighbour stay, so no
+/// packet finds the pod without a route), unless it is `steered` (the
+/// `--replicas` sidecar may point it at a replica of this very gateway;
+/// the sidecar knows which).
+fn ensure_vxlan_device(
+    netlink: &Netlink,
+    args: &JoinArgs,
+    gateway: Ipv4Addr,
+    eth: &netdev::Interface,
+    steered: bool,
+) -> Result<u32> {
+    let mac = tunnel_device_mac(eth.ipv4);
+    if let Some(existing) = link::get(netlink, &args.device)? {
+        let same_but_remote = existing.mac == Some(mac)
+            && existing.vxlan.as_ref().is_some_and(|v| v.vni == args.vni && v.port == args.vxlan_port);
         if same_but_remote {
-            if data["remote"].as_str() != Some(&gateway.to_string()) && !steered {
-                set_vxlan_remote(&args.device, gateway)?;
+            let remote = existing.vxlan.and_then(|v| v.remote);
+            if remote != Some(gateway) && !steered {
+                link::set_vxlan_remote(netlink, existing.index, gateway)?;
             }
-            return Ok(());
+            return Ok(existing.index);
         }
-        ip(&["link", "del", &args.device])?;
+        link::delete(netlink, existing.index).with_context(|| format!("replacing {}", args.device))?;
     }
-    let port = args.vxlan_port.to_string();
-    let port_end = (args.vxlan_port as u32 + 1).to_string();
-    ip(&[
-        "link",
-        "add",
-        &args.device,
-        "address",
-        &mac,
-        "type",
-        "vxlan",
-        "id",
-        &args.vni.to_string(),
-        "remote",
-        &gateway.to_string(),
-        "local",
-        &pod_ip.to_string(),
-        "dev",
-        &args.interface,
-        "dstport",
-        &port,
-        // One fixed source port: the Service's conntrack entry, and so the
-        // chosen gateway replica, stays the same for all of this pod's flows,
-        // and the gateway can answer to exactly that port.
-        "srcport",
-        &port,
-        &port_end,
-        // Outer UDP checksums do not survive the Service DNAT across veths
-        // reliably; zero is valid for IPv4 VXLAN.
-        "noudpcsum",
-        "nolearning",
-    ])?;
-    Ok(())
+    link::add_vxlan(
+        netlink,
+        &VxlanSpec {
+            name: &args.device,
+            mac,
+            vni: args.vni,
+            remote: gateway,
+            local: eth.ipv4,
+            underlay: eth.ifindex,
+            // One fixed source port: the Service's conntrack entry, and so
+            // the chosen gateway replica, stays the same for all of this
+            // pod's flows, and the gateway can answer to exactly that port.
+            // Outer UDP checksums do not survive the Service DNAT across
+            // veths reliably; zero is valid for IPv4 VXLAN.
+            port: args.vxlan_port,
+        },
+    )?;
+    link::index(&args.device).with_context(|| format!("{} vanished right after it was created", args.device))
 }
