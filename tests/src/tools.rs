@@ -65,7 +65,11 @@ fn nc_is_openbsd() -> bool {
 
 /// The packages whose commands are missing.
 pub fn missing_packages() -> Vec<&'static str> {
-    TOOLS
+    missing_of(TOOLS)
+}
+
+fn missing_of(tools: &[Tool]) -> Vec<&'static str> {
+    tools
         .iter()
         .filter(|t| match t.command {
             "nc" => which("nc").is_none() || !nc_is_openbsd(),
@@ -84,23 +88,26 @@ pub fn missing_packages() -> Vec<&'static str> {
 /// `PATH`. Concurrent callers (parallel test binaries) are serialized with a
 /// file lock so two apt-gets never race for dpkg's lock.
 pub fn ensure_packages() -> Result<()> {
+    ensure_tools(TOOLS)
+}
+
+/// [`ensure_packages`] for other tools: the container engine, the musl
+/// compiler, which only some steps need.
+pub fn ensure_tools(tools: &[Tool]) -> Result<()> {
     static IN_PROCESS: Mutex<()> = Mutex::new(());
     let _guard = IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
-    if missing_packages().is_empty() {
+    if missing_of(tools).is_empty() {
         return Ok(());
     }
     let _file_lock = lock_file("/tmp/egress-tests-apt.lock")?;
-    let missing = missing_packages();
+    let missing = missing_of(tools);
     if missing.is_empty() {
         return Ok(());
     }
     install(&missing).with_context(|| {
-        format!(
-            "the test tools are missing and could not be installed (apt-get install {})",
-            missing.join(" ")
-        )
+        format!("tools are missing and could not be installed (apt-get install {})", missing.join(" "))
     })?;
-    let still = missing_packages();
+    let still = missing_of(tools);
     if !still.is_empty() {
         bail!("still missing after apt-get install: {}", still.join(" "));
     }

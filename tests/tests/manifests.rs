@@ -476,6 +476,39 @@ fn gateway_probes_are_healthz_and_readyz_on_the_metrics_port() {
     }
 }
 
+/// The Dockerfile users build with (a builder stage, then the image) ends
+/// in deploy/Containerfile, line for line, which `cargo xtask image`
+/// builds offline: the same image either way. Only where the binary is
+/// copied from differs.
+#[test]
+fn the_dockerfile_ends_in_the_containerfile() {
+    let last_stage = |file: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(deploy_dir().join(file)).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).collect();
+        let from = lines
+            .iter()
+            .rposition(|l| l.starts_with("FROM "))
+            .unwrap_or_else(|| panic!("{file} has no FROM"));
+        lines[from..]
+            .iter()
+            .map(|l| match l.strip_prefix("COPY ") {
+                // COPY [--from=STAGE] SOURCE DEST: only the destination counts.
+                Some(copy) => format!("COPY -> {}", copy.split_whitespace().last().unwrap_or_default()),
+                None => l.to_string(),
+            })
+            .collect()
+    };
+    let containerfile = last_stage("Containerfile");
+    assert_eq!(last_stage("Dockerfile"), containerfile);
+    assert_eq!(containerfile[0], "FROM scratch", "the image is the one binary and nothing else");
+    for label in ["source", "revision", "version"] {
+        assert!(
+            containerfile.iter().any(|l| l.contains(&format!("org.opencontainers.image.{label}="))),
+            "the image lacks the OCI label {label}"
+        );
+    }
+}
+
 /// A terminating gateway drains before it stops: its preStop hook runs
 /// `egress-agent drain` (where the image puts it), asking the agent on its
 /// own --status-addr, within a grace period longer than drain's least wait.
@@ -934,7 +967,7 @@ fn every_manifest_file_says_what_it_is_for() {
             if path.is_dir() {
                 walk(&path, missing);
             } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml")
-                || path.file_name().is_some_and(|n| n == "Dockerfile")
+                || path.file_name().is_some_and(|n| n == "Dockerfile" || n == "Containerfile")
             {
                 let text = std::fs::read_to_string(&path).unwrap();
                 if !text.starts_with('#') {

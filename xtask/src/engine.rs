@@ -75,6 +75,28 @@ pub fn detect() -> Result<Engine> {
     }
 }
 
+/// The engine to build with, installing Debian's podman when there is
+/// none (as the tests install their tools).
+pub fn detect_or_install() -> Result<Engine> {
+    if let Ok(engine) = detect() {
+        return Ok(engine);
+    }
+    ensure_podman()?;
+    Ok(Engine::Podman)
+}
+
+/// Podman, installed from Debian's packages when missing: with runc (crun,
+/// its default there, refuses hybrid cgroup layouts) and catatonit (the
+/// pause process `podman kube play` needs).
+pub fn ensure_podman() -> Result<()> {
+    use egress_tests::tools::{ensure_tools, Tool};
+    ensure_tools(&[
+        Tool { command: "podman", package: "podman" },
+        Tool { command: "runc", package: "runc" },
+        Tool { command: "catatonit", package: "catatonit" },
+    ])
+}
+
 /// Runs `cmd` with captured output; None if it is still running after
 /// `timeout` (it is then killed).
 fn output_within(cmd: &mut Command, timeout: Duration) -> Option<Output> {

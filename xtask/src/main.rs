@@ -9,7 +9,8 @@
 //! - `bench`: direct egress, a Linux gateway and ours, side by side.
 //! - `bench-micro`: the program timed with BPF_PROG_TEST_RUN, conntrack at scale, agent memory.
 //! - `soak`: ten minutes of mixed traffic; flows must expire, memory stay flat.
-//! - `image`: the container image (docker or podman).
+//! - `build-static`: the static (musl) agent the image ships.
+//! - `image`: the container image, offline (docker or podman; podman installed when neither is).
 //! - `kind-test`: the manifests end to end in a kind cluster.
 mod bench;
 mod demo;
@@ -89,7 +90,13 @@ enum Task {
         #[arg(long, default_value_t = 10.0)]
         minutes: f64,
     },
-    /// Build the container image (deploy/Dockerfile) with docker or podman.
+    /// Build the static (musl) agent the image ships, the eBPF object embedded.
+    BuildStatic {
+        /// Also copy it, stripped, to this path.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Build the container image offline (deploy/Containerfile: the static agent FROM scratch) with docker or podman.
     Image {
         /// Image reference to tag the build with.
         #[arg(long, default_value = image::DEFAULT_TAG)]
@@ -121,6 +128,7 @@ fn main() {
             microbench::run(&microbench::Options { json, quick, rounds, only })
         }
         Task::Soak { minutes } => soak::run(minutes),
+        Task::BuildStatic { out } => image::build_static(out.as_deref()),
         Task::Image { tag } => image::run(&tag),
         Task::KindTest { skip_if_missing, keep } => kind::run(&kind::Options { skip_if_missing, keep }),
     };

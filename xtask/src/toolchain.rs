@@ -165,3 +165,32 @@ pub fn build_all() -> Result<()> {
     build_agent()?;
     Ok(())
 }
+
+/// The target of the image's binary: static, so the image holds one file.
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// The release agent linked statically against musl, with the eBPF object
+/// embedded: what the image ships. Adds the Rust target and Debian's musl
+/// compiler (ring's C parts need it) when missing.
+pub fn build_static_agent() -> Result<PathBuf> {
+    build_ebpf()?;
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if !installed.lines().any(|t| t.trim() == STATIC_TARGET) {
+        eprintln!("xtask: adding the Rust target {STATIC_TARGET} (once per machine)");
+        status(Command::new("rustup").args(["target", "add", STATIC_TARGET])).with_context(|| {
+            format!("`rustup target add {STATIC_TARGET}` failed (is the network reachable?)")
+        })?;
+    }
+    egress_tests::tools::ensure_tools(&[egress_tests::tools::Tool {
+        command: "musl-gcc",
+        package: "musl-tools",
+    }])?;
+    status(
+        Command::new("cargo")
+            .args(["build", "--release", "--locked", "-p", "egress-agent", "--target", STATIC_TARGET])
+            .current_dir(workspace_root())
+            .env(format!("CC_{}", STATIC_TARGET.replace('-', "_")), "musl-gcc"),
+    )
+    .context("building the static agent")?;
+    Ok(workspace_root().join("target").join(STATIC_TARGET).join("release/egress-agent"))
+}

@@ -46,10 +46,7 @@ pub fn connect(path: &Path) -> io::Result<OwnedFd> {
 
 /// Bounds every send and receive on `sock` by `timeout`.
 pub fn set_timeout(sock: &OwnedFd, timeout: std::time::Duration) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
+    let tv = libc::timeval { tv_sec: timeout.as_secs() as _, tv_usec: timeout.subsec_micros() as _ };
     for option in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
         let ret = unsafe {
             libc::setsockopt(
