@@ -25,7 +25,10 @@
 //! - [`soak`]: minutes of mixed traffic, then checks that the conntrack
 //!   empties and the agent's memory stayed flat (`cargo xtask soak`).
 //! - [`tools`]: installs the Debian packages the harness needs.
+//! - [`podman`]: containers of the shipped image in the test namespaces.
 //! - [`kubectl`]: kubectl from PyPI, for rendering the manifests.
+//! - [`kustomize`]: the rendered manifests, and a container's env and args
+//!   as the kubelet would make them.
 //! - [`linkattr`]: link attributes Debian 12's iproute2 cannot set (the
 //!   IPv4 GSO limit, for a sender of super-packets above 64 KiB).
 //! - [`cidr`]: a tiny IPv4 CIDR type so addresses stay configuration.
@@ -40,9 +43,11 @@ pub mod cidr;
 pub mod clients;
 pub mod craft;
 pub mod kubectl;
+pub mod kustomize;
 pub mod linkattr;
 pub mod load;
 pub mod netns;
+pub mod podman;
 pub mod process;
 pub mod reference;
 pub mod scenario;

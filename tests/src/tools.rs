@@ -34,6 +34,15 @@ pub const TOOLS: &[Tool] = &[
     Tool { command: "dnsmasq", package: "dnsmasq-base" },
 ];
 
+/// Podman, for the container test and `cargo xtask image`: with runc
+/// (crun, Debian's default, refuses hybrid cgroup layouts) and catatonit
+/// (the pause process of `podman kube play`).
+pub const PODMAN: &[Tool] = &[
+    Tool { command: "podman", package: "podman" },
+    Tool { command: "runc", package: "runc" },
+    Tool { command: "catatonit", package: "catatonit" },
+];
+
 /// Finds `command` on `PATH` (plus the sbin directories, which a non-login
 /// root shell may lack).
 pub fn which(command: &str) -> Option<PathBuf> {

@@ -85,16 +85,9 @@ pub fn detect_or_install() -> Result<Engine> {
     Ok(Engine::Podman)
 }
 
-/// Podman, installed from Debian's packages when missing: with runc (crun,
-/// its default there, refuses hybrid cgroup layouts) and catatonit (the
-/// pause process `podman kube play` needs).
+/// Podman, installed from Debian's packages when missing.
 pub fn ensure_podman() -> Result<()> {
-    use egress_tests::tools::{ensure_tools, Tool};
-    ensure_tools(&[
-        Tool { command: "podman", package: "podman" },
-        Tool { command: "runc", package: "runc" },
-        Tool { command: "catatonit", package: "catatonit" },
-    ])
+    egress_tests::tools::ensure_tools(egress_tests::tools::PODMAN)
 }
 
 /// Runs `cmd` with captured output; None if it is still running after

@@ -1,6 +1,8 @@
 //! `cargo xtask test`: what CI runs. Unit tests, BPF_PROG_TEST_RUN packet
 //! scenarios and namespace integration tests all run against the real
-//! kernel, so this needs root; it installs the packages it needs. A full
+//! kernel, so this needs root; it installs the packages it needs. It builds
+//! the container image with podman (installed when missing) for the
+//! container test, which runs it as the rendered manifests say. A full
 //! run (no filter) then repeats the packet scenarios on Linux 6.1, runs a
 //! one-round smoke of `cargo xtask bench`, and runs
 //! the kind end-to-end test where docker and kind exist (saying plainly
@@ -10,7 +12,9 @@ use std::process::Command;
 use anyhow::{bail, Result};
 
 use crate::{
-    bench, kernels, kind,
+    bench,
+    engine::{self, Engine},
+    image, kernels, kind,
     run::{is_root, status, workspace_root},
     toolchain,
 };
@@ -22,6 +26,10 @@ pub fn run(filter: &[String]) -> Result<()> {
     egress_tests::tools::ensure_packages()?;
     toolchain::build_all()?;
     let agent = toolchain::agent_binary();
+    // The image the container test runs (tests/tests/container.rs), built
+    // with podman, which that test drives.
+    engine::ensure_podman()?;
+    image::build(Engine::Podman, image::DEFAULT_TAG)?;
     status(
         Command::new("cargo")
             .args(["test", "--release", "--locked", "--workspace", "--no-fail-fast"])
@@ -30,6 +38,7 @@ pub fn run(filter: &[String]) -> Result<()> {
             .args(filter)
             .current_dir(workspace_root())
             .env("EGRESS_AGENT_BIN", &agent)
+            .env("EGRESS_IMAGE", format!("localhost/{}", image::DEFAULT_TAG))
             .env("EGRESS_EBPF_OBJECT", toolchain::ebpf_object_path()),
     )?;
     if filter.is_empty() {
