@@ -139,7 +139,10 @@ impl Drop for Podman {
         if names.is_empty() {
             return;
         }
-        let mut args = vec!["rm".to_string(), "--force".into(), "--time".into(), "0".into()];
+        // --ignore: a `--rm` container is gone already, and one missing
+        // name must not keep the others.
+        let mut args =
+            vec!["rm".to_string(), "--force".into(), "--ignore".into(), "--time".into(), "0".into()];
         args.extend(names);
         let _ = self.output(&args);
     }
