@@ -19,6 +19,7 @@ use egress_tests::{
     clients,
     kustomize::{container, expanded_args, relative, render, Rendered},
     podman::{kubelet_flags, Podman},
+    process::Daemon,
     scenario::PodsFile,
     topology::{Cluster, Pod},
     util::{workspace_root, TempDir},
@@ -62,6 +63,18 @@ fn render_with(resource: &str, components: &[&str]) -> Result<Rendered> {
     let objects = render(&kubectl, &dir)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Rendered { name: format!("{resource}+{components:?}"), objects })
+}
+
+/// The namespace cluster, the outside's echo server, and the pod list
+/// (what the API server would give the agent) naming the pods `listed`.
+fn cluster_listing(listed: &[&str]) -> Result<(Cluster, Daemon, PodsFile)> {
+    let cluster = Cluster::build_default()?;
+    let echo =
+        clients::start_echo_server(cluster.outside(), &clients::echo_server_binary()?, cluster.server_ips())?;
+    let pods_file = PodsFile::create()?;
+    let entries: Vec<_> = listed.iter().map(|name| (cluster.pod(name).ip, *name)).collect();
+    pods_file.write(&entries)?;
+    Ok((cluster, echo, pods_file))
 }
 
 /// The worker example's Deployment (the one with the join containers).
@@ -175,16 +188,8 @@ fn the_image_runs_as_the_manifests_say() {
     let gateway_unconfined = render_with("overlays/example", &["components/seccomp-unconfined"]).unwrap();
     let workers = render_with("examples/worker", &[]).unwrap();
 
-    let cluster = Cluster::build_default().unwrap();
-    let echo = clients::start_echo_server(
-        cluster.outside(),
-        &clients::echo_server_binary().unwrap(),
-        cluster.server_ips(),
-    )
-    .unwrap();
-    let pods_file = PodsFile::create().unwrap();
+    let (cluster, echo, pods_file) = cluster_listing(&["w1"]).unwrap();
     let (w1, w2) = (cluster.pod("w1").clone(), cluster.pod("w2").clone());
-    pods_file.write(&[(w1.ip, "w1")]).unwrap();
     let keeper_volume = MemoryVolume::new("keeper").unwrap();
     let gateway = cluster.gateway().clone();
     // Linux's default range: only the manifest's sysctl can move the
@@ -390,16 +395,8 @@ fn podman_kube_play_runs_the_gateway_deployment() {
     let Some(image) = image() else { return };
     let rendered = render_with("overlays/example", &["components/seccomp-unconfined"]).unwrap();
     let workers = render_with("examples/worker", &[]).unwrap();
-    let cluster = Cluster::build_default().unwrap();
-    let _echo = clients::start_echo_server(
-        cluster.outside(),
-        &clients::echo_server_binary().unwrap(),
-        cluster.server_ips(),
-    )
-    .unwrap();
-    let pods_file = PodsFile::create().unwrap();
+    let (cluster, _echo, pods_file) = cluster_listing(&["w1"]).unwrap();
     let w1 = cluster.pod("w1").clone();
-    pods_file.write(&[(w1.ip, "w1")]).unwrap();
     let gateway = cluster.gateway().clone();
     let podman = Podman::new(cluster.prefix()).unwrap();
 
