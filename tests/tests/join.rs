@@ -320,4 +320,14 @@ fn a_labeled_pod_s_external_ipv6_is_closed_and_reopened_when_it_leaves() {
     write_labels(&labels, &[]);
     join_with_labels(&pod, &labels, &["--cluster-cidr", "fd00:96::/112"]);
     curl6(&pod, external).expect("after the label, IPv6 goes out directly again");
+
+    // A /1 of the pod's own (a VPN's split default, say) is not ours:
+    // leaving again keeps it.
+    pod.ip(&["-6", "route", "add", "8000::/1", "dev", "eth0"]).unwrap();
+    join_with_labels(&pod, &labels, &["--cluster-cidr", "fd00:96::/112"]);
+    let kept = pod.ip(&["-6", "route", "show", "8000::/1"]).unwrap();
+    assert!(
+        String::from_utf8_lossy(&kept.stdout).contains("8000::/1 dev eth0"),
+        "leave deleted the pod's own 8000::/1"
+    );
 }

@@ -302,10 +302,11 @@ fn join(args: &JoinArgs, gateway: &str) -> Result<()> {
     let eth_link = netdev::Interface::lookup(eth)?;
     let pod_ip = eth_link.ipv4;
     let netlink = Netlink::route()?;
+    let eth_mtu = link::get(&netlink, eth)?.with_context(|| format!("interface {eth} vanished"))?.mtu;
     let node_gateway = node_gateway(&netlink, &eth_link)?;
 
     let device = ensure_vxlan_device(&netlink, args, gateway, &eth_link, steered)?;
-    link::set(&netlink, device, Some(eth_link.mtu - TUNNEL_OVERHEAD as u32), true)
+    link::set(&netlink, device, Some(eth_mtu - TUNNEL_OVERHEAD as u32), true)
         .with_context(|| format!("bringing {} up", args.device))?;
     let next_hop = Ipv4Addr::from(TUNNEL_GATEWAY_IP);
     neighbour::replace_permanent(&netlink, device, next_hop, TUNNEL_GATEWAY_MAC)?;
@@ -380,8 +381,16 @@ fn close_external_ipv6(
 /// Undoes `close_external_ipv6`: external IPv6 goes by the pod's own routes
 /// again. The cluster routes stay (they are the same as the default's).
 fn reopen_external_ipv6(netlink: &Netlink) -> Result<()> {
-    for half in IPV6_HALVES {
-        route::delete(netlink, &Route::unreachable(half.into(), 1))?;
+    // Only our unreachable halves: a route to ::/1 or 8000::/1 of another
+    // kind (a VPN's split default, say) is the pod's own, and the kernel
+    // would delete it by prefix alone.
+    let ours = |r: &Route| {
+        r.unreachable
+            && r.prefix_len == 1
+            && IPV6_HALVES.iter().any(|half| r.destination == IpAddr::V6(*half))
+    };
+    for route in route::list(netlink, true)?.iter().filter(|r| ours(r)) {
+        route::delete(netlink, route)?;
     }
     Ok(())
 }
