@@ -73,20 +73,32 @@ pub fn index(name: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
+/// The name of link `index`, or `#index` if it has none (any more).
+pub fn name(index: u32) -> String {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: if_indextoname(3) writes at most IF_NAMESIZE bytes, NUL
+    // included, into a buffer of that size that we own.
+    let found = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if found.is_null() {
+        return format!("#{index}");
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
+}
+
 /// Looks `name` up; None if there is no such link.
 pub fn get(netlink: &Netlink, name: &str) -> Result<Option<Link>> {
     let Some(index) = index(name) else { return Ok(None) };
     netlink
         .send(RTM_GETLINK, libc::NLM_F_REQUEST as u16, &ifinfomsg(index, 0, 0))
-        .context("asking for a link")?;
+        .with_context(|| format!("asking for the link {name}"))?;
     let mut buf = vec![0u8; 32 * 1024];
-    let n = netlink.receive(&mut buf).context("reading a link")?;
-    for (kind, payload) in super::messages(&buf[..n]) {
-        if kind == RTM_NEWLINK {
-            return Ok(Some(parse(payload)));
+    for message in netlink.receive(&mut buf).with_context(|| format!("reading the link {name}"))? {
+        if message.kind == RTM_NEWLINK {
+            return Ok(Some(parse(message.payload)));
         }
-        if kind == super::NLMSG_ERROR {
-            match super::refusal(payload) {
+        if message.kind == super::NLMSG_ERROR {
+            match super::refusal(&message) {
                 // Gone between the two calls.
                 Some(r) if r.errno == libc::ENODEV => return Ok(None),
                 Some(r) => return Err(r).with_context(|| format!("reading the link {name}")),
@@ -195,8 +207,8 @@ pub fn set(netlink: &Netlink, index: u32, mtu: Option<u32>, up: bool) -> Result<
         request.extend_from_slice(&attribute(IFLA_MTU, &mtu.to_ne_bytes()));
     }
     netlink.request(RTM_NEWLINK, CHANGE, &request).with_context(|| match mtu {
-        Some(mtu) => format!("setting the MTU of link {index} to {mtu}"),
-        None => format!("bringing link {index} up"),
+        Some(mtu) => format!("setting the MTU of {} to {mtu}", name(index)),
+        None => format!("bringing {} up", name(index)),
     })
 }
 
@@ -207,7 +219,7 @@ pub fn set_no_ipv6_address(netlink: &Netlink, index: u32) -> Result<()> {
     let request = [ifinfomsg(index, 0, 0), nested(IFLA_AF_SPEC, &[mode])].concat();
     netlink
         .request(RTM_NEWLINK, CHANGE, &request)
-        .with_context(|| format!("turning off IPv6 address generation on link {index}"))
+        .with_context(|| format!("turning off IPv6 address generation on {}", name(index)))
 }
 
 /// Points the VXLAN device at `remote` in place: one RTM_NEWLINK on the
@@ -230,7 +242,7 @@ fn vxlan_remote_request(index: u32, remote: Ipv4Addr) -> Vec<u8> {
 pub fn delete(netlink: &Netlink, index: u32) -> Result<()> {
     netlink
         .request(RTM_DELLINK, CHANGE, &ifinfomsg(index, 0, 0))
-        .with_context(|| format!("deleting link {index}"))
+        .with_context(|| format!("deleting {}", name(index)))
 }
 
 /// `struct ifinfomsg`: any family, link `index`, `flags` where `change`.

@@ -6,11 +6,14 @@
 //!
 //! One socket, one request at a time: every request either waits for its
 //! acknowledgement or reads its dump to the end before the next is sent.
+//! Each carries its own sequence number, and answers to any other (left
+//! by a request whose reading was cut short) are passed over.
 pub mod link;
 pub mod neighbour;
 pub mod route;
 
 use std::{
+    cell::Cell,
     fmt, io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
@@ -21,6 +24,12 @@ const NLMSG_HEADER_LEN: usize = 16;
 const NLA_HEADER_LEN: usize = 4;
 const NLA_F_NESTED: u16 = 1 << 15;
 const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | (1 << 14));
+/// A dump that changed while it was read (NLM_F_DUMP_INTR).
+const NLM_F_DUMP_INTR: u16 = 0x10;
+/// An error that holds only the request's header (NETLINK_CAP_ACK).
+const NLM_F_CAPPED: u16 = 0x100;
+/// An error followed by extended-ack attributes (NETLINK_EXT_ACK).
+const NLM_F_ACK_TLVS: u16 = 0x200;
 
 // linux/netlink.h: socket options, and the extended acknowledgement.
 const SOL_NETLINK: libc::c_int = 270;
@@ -63,6 +72,8 @@ impl From<io::Error> for Refused {
 
 pub struct Netlink {
     socket: OwnedFd,
+    /// The sequence number of the last request sent.
+    sequence: Cell<u32>,
 }
 
 impl Netlink {
@@ -73,7 +84,7 @@ impl Netlink {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
-        let netlink = Netlink { socket: unsafe { OwnedFd::from_raw_fd(fd) } };
+        let netlink = Netlink { socket: unsafe { OwnedFd::from_raw_fd(fd) }, sequence: Cell::new(0) };
         // Errors without our request echoed back, and with the kernel's
         // reason where it has one. Both are optional: without them the
         // errno alone is reported.
@@ -102,13 +113,15 @@ impl Netlink {
         };
     }
 
-    /// Sends one message of `kind` with `payload` (to the kernel).
+    /// Sends one message of `kind` with `payload` (to the kernel), under
+    /// a new sequence number; `receive` then yields only its answers.
     pub fn send(&self, kind: u16, flags: u16, payload: &[u8]) -> io::Result<()> {
+        self.sequence.set(self.sequence.get().wrapping_add(1));
         let mut message = Vec::with_capacity(NLMSG_HEADER_LEN + payload.len());
         message.extend_from_slice(&((NLMSG_HEADER_LEN + payload.len()) as u32).to_ne_bytes());
         message.extend_from_slice(&kind.to_ne_bytes());
         message.extend_from_slice(&flags.to_ne_bytes());
-        message.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+        message.extend_from_slice(&self.sequence.get().to_ne_bytes());
         message.extend_from_slice(&0u32.to_ne_bytes()); // the kernel
         message.extend_from_slice(payload);
         // SAFETY: send(2) of a buffer we own, of its own length.
@@ -119,14 +132,33 @@ impl Netlink {
         Ok(())
     }
 
-    /// One datagram of answers.
-    pub fn receive(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: recv(2) into a buffer we own, of its own length.
-        let n = unsafe { libc::recv(self.socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
+    /// One datagram, retried when a signal interrupts the wait.
+    fn receive_datagram(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: recv(2) into a buffer we own, of its own length.
+            let n = unsafe { libc::recv(self.socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
         }
-        Ok(n as usize)
+    }
+
+    /// The answers to the last request in the next datagram that has any
+    /// (answers to earlier requests are passed over).
+    pub fn receive<'b>(&self, buf: &'b mut [u8]) -> io::Result<Vec<Message<'b>>> {
+        let sequence = self.sequence.get();
+        let n = loop {
+            let n = self.receive_datagram(buf)?;
+            if messages(&buf[..n]).any(|m| m.sequence == sequence) {
+                break n;
+            }
+        };
+        let datagram: &'b [u8] = &buf[..n];
+        Ok(messages(datagram).filter(|m| m.sequence == sequence).collect())
     }
 
     /// Sends a request with `flags` (which include NLM_F_ACK) and waits
@@ -139,10 +171,9 @@ impl Netlink {
     /// Waits for the acknowledgement of a request sent with NLM_F_ACK.
     pub fn acknowledged(&self) -> Result<(), Refused> {
         let mut buf = [0u8; 4096];
-        let n = self.receive(&mut buf)?;
-        for (kind, payload) in messages(&buf[..n]) {
-            if kind == NLMSG_ERROR {
-                return refusal(payload).map_or(Ok(()), Err);
+        for message in self.receive(&mut buf)? {
+            if message.kind == NLMSG_ERROR {
+                return refusal(&message).map_or(Ok(()), Err);
             }
         }
         Err(Refused { errno: libc::EBADMSG, reason: Some("no netlink acknowledgement".into()) })
@@ -155,16 +186,29 @@ impl Netlink {
         let mut found = Vec::new();
         let mut buf = vec![0u8; 32 * 1024];
         loop {
-            let n = self.receive(&mut buf)?;
-            for (kind, payload) in messages(&buf[..n]) {
-                match kind {
-                    NLMSG_DONE => return Ok(found),
+            for message in self.receive(&mut buf)? {
+                if message.flags & NLM_F_DUMP_INTR != 0 {
+                    // The table changed while it was read: the list may
+                    // miss entries. The caller's next attempt reads it anew.
+                    return Err(Refused {
+                        errno: libc::EAGAIN,
+                        reason: Some("the list changed while read".into()),
+                    });
+                }
+                match message.kind {
+                    // NLMSG_DONE carries the dump's own result.
+                    NLMSG_DONE => {
+                        return match error_code(message.payload) {
+                            code if code < 0 => Err(Refused { errno: -code, reason: None }),
+                            _ => Ok(found),
+                        }
+                    }
                     NLMSG_ERROR => {
-                        if let Some(refused) = refusal(payload) {
+                        if let Some(refused) = refusal(&message) {
                             return Err(refused);
                         }
                     }
-                    k if k == answer => found.push(payload.to_vec()),
+                    k if k == answer => found.push(message.payload.to_vec()),
                     _ => {}
                 }
             }
@@ -172,34 +216,56 @@ impl Netlink {
     }
 }
 
-/// The refusal an NLMSG_ERROR payload carries; None for an acknowledgement.
-/// With NETLINK_CAP_ACK the payload is the errno, the request's header and
-/// then the extended-ack attributes.
-fn refusal(payload: &[u8]) -> Option<Refused> {
-    let code = error_code(payload);
+/// The refusal an NLMSG_ERROR message carries; None for an
+/// acknowledgement. Its payload is the errno and the request's header,
+/// then the rest of the request unless capped (NETLINK_CAP_ACK), then the
+/// extended-ack attributes if flagged.
+fn refusal(message: &Message) -> Option<Refused> {
+    let code = error_code(message.payload);
     if code == 0 {
         return None;
     }
-    let reason = payload.get(4 + NLMSG_HEADER_LEN..).and_then(|tlvs| {
-        attributes(tlvs).find(|(kind, _)| *kind == NLMSGERR_ATTR_MSG).map(|(_, text)| c_string(text))
-    });
+    let request_len = match message.flags & NLM_F_CAPPED {
+        0 => message
+            .payload
+            .get(4..8)
+            .map_or(NLMSG_HEADER_LEN, |l| u32::from_ne_bytes(l.try_into().unwrap()) as usize),
+        _ => NLMSG_HEADER_LEN,
+    };
+    let reason = (message.flags & NLM_F_ACK_TLVS != 0)
+        .then(|| message.payload.get(4 + aligned(request_len)..))
+        .flatten()
+        .and_then(|tlvs| {
+            attributes(tlvs).find(|(kind, _)| *kind == NLMSGERR_ATTR_MSG).map(|(_, text)| c_string(text))
+        });
     Some(Refused { errno: -code, reason })
 }
 
-/// The (type, payload) of each netlink message in a datagram.
-pub fn messages(mut datagram: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+/// One netlink message of a datagram.
+#[derive(Debug)]
+pub struct Message<'a> {
+    pub kind: u16,
+    pub flags: u16,
+    pub sequence: u32,
+    pub payload: &'a [u8],
+}
+
+/// Each netlink message in a datagram.
+pub fn messages(mut datagram: &[u8]) -> impl Iterator<Item = Message<'_>> {
     std::iter::from_fn(move || {
         if datagram.len() < NLMSG_HEADER_LEN {
             return None;
         }
         let len = u32::from_ne_bytes(datagram[..4].try_into().unwrap()) as usize;
         let kind = u16::from_ne_bytes(datagram[4..6].try_into().unwrap());
+        let flags = u16::from_ne_bytes(datagram[6..8].try_into().unwrap());
+        let sequence = u32::from_ne_bytes(datagram[8..12].try_into().unwrap());
         if len < NLMSG_HEADER_LEN || len > datagram.len() {
             return None;
         }
         let payload = &datagram[NLMSG_HEADER_LEN..len];
         datagram = &datagram[aligned(len).min(datagram.len())..];
-        Some((kind, payload))
+        Some(Message { kind, flags, sequence, payload })
     })
 }
 
@@ -282,9 +348,12 @@ mod tests {
         let mut payload = (-libc::EINVAL).to_ne_bytes().to_vec();
         payload.extend_from_slice(&[0u8; NLMSG_HEADER_LEN]);
         payload.extend_from_slice(&attribute(NLMSGERR_ATTR_MSG, b"Nexthop has invalid gateway\0"));
-        let refused = refusal(&payload).unwrap();
+        let message = |payload, flags| Message { kind: NLMSG_ERROR, flags, sequence: 1, payload };
+        let refused = refusal(&message(&payload, NLM_F_CAPPED | NLM_F_ACK_TLVS)).unwrap();
         assert_eq!(refused.errno, libc::EINVAL);
         assert_eq!(refused.to_string(), "Invalid argument (os error 22) (Nexthop has invalid gateway)");
-        assert!(refusal(&0i32.to_ne_bytes()).is_none());
+        // Without the flag there are no attributes to read.
+        assert!(refusal(&message(&payload, NLM_F_CAPPED)).unwrap().reason.is_none());
+        assert!(refusal(&message(&0i32.to_ne_bytes(), 0)).is_none());
     }
 }

@@ -89,7 +89,7 @@ impl std::fmt::Display for Route {
             write!(f, " via {gateway}")?;
         }
         if let Some(device) = self.device {
-            write!(f, " dev #{device}")?;
+            write!(f, " dev {}", super::link::name(device))?;
         }
         Ok(())
     }
