@@ -206,7 +206,9 @@ impl Agent {
     }
 
     /// `kill -9`: the agent dies on the spot, with no chance to clean up
-    /// (what a crash or an OOM kill does). Not waited for.
+    /// (what a crash or an OOM kill does). Returns once it is dead (a
+    /// zombie: its files, and with them its BPF links, are closed); not
+    /// reaped.
     pub fn kill_hard(&self) -> Result<()> {
         let pid = self.pid().context("the agent was already stopped")?;
         // SAFETY: kill(2) on our own child's pid, which is not reaped yet
@@ -214,7 +216,18 @@ impl Agent {
         if unsafe { libc::kill(pid as i32, libc::SIGKILL) } != 0 {
             return Err(std::io::Error::last_os_error()).context("sending SIGKILL to the agent");
         }
-        Ok(())
+        let dead = || {
+            // The state is the field after the parenthesised command name.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+                .unwrap_or(true)
+        };
+        crate::util::wait_for(
+            "the killed agent to die",
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            || Ok(dead().then_some(())),
+        )
     }
 }
 

@@ -250,6 +250,14 @@ pub struct Iperf3Options {
     pub reverse: bool,
 }
 
+/// Bytes per interval in an `iperf3 -J` report.
+pub fn interval_bytes(report: &serde_json::Value) -> Vec<u64> {
+    report["intervals"]
+        .as_array()
+        .map(|all| all.iter().filter_map(|i| i["sum"]["bytes"].as_u64()).collect())
+        .unwrap_or_default()
+}
+
 /// `iperf3 -c server -t secs [-R]` from `ns`.
 pub fn iperf3(ns: &Netns, server: Ipv4Addr, secs: u32, reverse: bool) -> Result<Throughput> {
     iperf3_with(ns, server, &Iperf3Options { secs: secs as f64, streams: 1, reverse })

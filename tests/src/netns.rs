@@ -276,22 +276,28 @@ fn delete_matching(matches: impl Fn(&str) -> bool) -> usize {
 pub fn cleanup_stale() -> usize {
     let mut removed = 0;
     for name in list() {
-        let Some(rest) = name.strip_prefix("egt") else {
-            continue;
-        };
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        if !rest[digits.len()..].starts_with('c') {
-            continue; // not a unique_prefix() name
-        }
-        let Ok(pid) = digits.parse::<u32>() else {
-            continue;
-        };
-        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if is_stale(&name) {
             kill_and_delete(&name, Duration::from_millis(0));
             removed += 1;
         }
     }
     removed
+}
+
+/// Whether `name` (a namespace, a container, a folder) was made under a
+/// [`unique_prefix`] of a test process that no longer exists.
+pub fn is_stale(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("egt") else {
+        return false;
+    };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    if !rest[digits.len()..].starts_with('c') {
+        return false; // not a unique_prefix() name
+    }
+    let Ok(pid) = digits.parse::<u32>() else {
+        return false;
+    };
+    pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 static CLEANUP_PREFIXES: Mutex<Vec<String>> = Mutex::new(Vec::new());

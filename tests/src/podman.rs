@@ -37,7 +37,32 @@ impl Podman {
         crate::tools::ensure_tools(crate::tools::PODMAN)?;
         let conf = TempDir::new("podman")?;
         std::fs::write(conf.path().join("containers.conf"), CONTAINERS_CONF)?;
-        Ok(Podman { conf, prefix: prefix.to_string(), started: Default::default() })
+        let podman = Podman { conf, prefix: prefix.to_string(), started: Default::default() };
+        podman.remove_stale();
+        Ok(podman)
+    }
+
+    /// Containers and /dev/shm folders left by test processes that were
+    /// killed before they could remove them.
+    fn remove_stale(&self) {
+        let listed = self.run(&["ps".into(), "--all".into(), "--format".into(), "{{.Names}}".into()]);
+        let stale: Vec<String> = listed
+            .unwrap_or_default()
+            .lines()
+            .filter(|n| crate::netns::is_stale(n))
+            .map(str::to_string)
+            .collect();
+        if !stale.is_empty() {
+            let mut args =
+                vec!["rm".to_string(), "--force".into(), "--ignore".into(), "--time".into(), "0".into()];
+            args.extend(stale);
+            let _ = self.output(&args);
+        }
+        for entry in std::fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
+            if crate::netns::is_stale(&entry.file_name().to_string_lossy()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
     }
 
     /// The full name of container `name`.

@@ -21,14 +21,6 @@ fn with_keeper() -> GatewayOptions {
     GatewayOptions { state_keeper: true, extra_args: vec!["--gc-interval-s".into(), "1".into()], ..options() }
 }
 
-/// Bytes per interval in an `iperf3 -J` report.
-fn interval_bytes(report: &serde_json::Value) -> Vec<u64> {
-    report["intervals"]
-        .as_array()
-        .map(|all| all.iter().filter_map(|i| i["sum"]["bytes"].as_u64()).collect())
-        .unwrap_or_default()
-}
-
 fn start_agent_again(s: &EgressSetup) -> Agent {
     Agent::start_gateway(&s.cluster.gateway().ns, &s.agent_binary, &s.agent_args)
         .unwrap_or_else(|e| panic!("restarting the agent: {e:#}"))
@@ -87,7 +79,7 @@ fn kill_9_during_a_stream_and_a_udp_exchange_loses_no_flow() {
     assert_ne!(before, after, "the running link kept the old program");
     assert!(log.contains("flows_carried_over=true"), "the new agent started from empty maps:\n{log}");
 
-    let intervals = interval_bytes(&stream);
+    let intervals = clients::interval_bytes(&stream);
     eprintln!("TCP bytes per 0.5 s: {intervals:?}");
     assert!(
         stream.get("error").is_none(),

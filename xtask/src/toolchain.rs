@@ -166,20 +166,23 @@ pub fn build_all() -> Result<()> {
     Ok(())
 }
 
-/// The target of the image's binary: static, so the image holds one file.
-pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+/// The target of the image's binary: static, so the image holds one file;
+/// for this machine's architecture.
+pub fn static_target() -> String {
+    format!("{}-unknown-linux-musl", std::env::consts::ARCH)
+}
 
 /// The release agent linked statically against musl, with the eBPF object
 /// embedded: what the image ships. Adds the Rust target and Debian's musl
 /// compiler (ring's C parts need it) when missing.
 pub fn build_static_agent() -> Result<PathBuf> {
     build_ebpf()?;
+    let target = static_target();
     let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
-    if !installed.lines().any(|t| t.trim() == STATIC_TARGET) {
-        eprintln!("xtask: adding the Rust target {STATIC_TARGET} (once per machine)");
-        status(Command::new("rustup").args(["target", "add", STATIC_TARGET])).with_context(|| {
-            format!("`rustup target add {STATIC_TARGET}` failed (is the network reachable?)")
-        })?;
+    if !installed.lines().any(|t| t.trim() == target) {
+        eprintln!("xtask: adding the Rust target {target} (once per machine)");
+        status(Command::new("rustup").args(["target", "add", &target]))
+            .with_context(|| format!("`rustup target add {target}` failed (is the network reachable?)"))?;
     }
     egress_tests::tools::ensure_tools(&[egress_tests::tools::Tool {
         command: "musl-gcc",
@@ -187,10 +190,10 @@ pub fn build_static_agent() -> Result<PathBuf> {
     }])?;
     status(
         Command::new("cargo")
-            .args(["build", "--release", "--locked", "-p", "egress-agent", "--target", STATIC_TARGET])
+            .args(["build", "--release", "--locked", "-p", "egress-agent", "--target", &target])
             .current_dir(workspace_root())
-            .env(format!("CC_{}", STATIC_TARGET.replace('-', "_")), "musl-gcc"),
+            .env(format!("CC_{}", target.replace('-', "_")), "musl-gcc"),
     )
     .context("building the static agent")?;
-    Ok(workspace_root().join("target").join(STATIC_TARGET).join("release/egress-agent"))
+    Ok(workspace_root().join("target").join(&target).join("release/egress-agent"))
 }
