@@ -3,6 +3,8 @@ use std::{ffi::CStr, net::Ipv4Addr, os::unix::fs::MetadataExt};
 
 use anyhow::{bail, Context, Result};
 
+use crate::netlink::{link, Netlink};
+
 /// An interface the agent works on.
 pub struct Interface {
     pub name: String,
@@ -13,27 +15,25 @@ pub struct Interface {
 
 impl Interface {
     /// Looks up `name`, failing with a line that says what is missing.
+    /// The MTU comes over netlink, not /sys/class/net: sysfs shows the
+    /// namespace it was mounted in, which need not be this process's.
     pub fn lookup(name: &str) -> Result<Interface> {
         let ifindex = ifindex(name)?;
         let ipv4 = first_ipv4(name)?.with_context(|| {
             format!("interface {name} has no IPv4 address: give it one or pick another --interface")
         })?;
-        let mtu_path = format!("/sys/class/net/{name}/mtu");
-        let mtu = std::fs::read_to_string(&mtu_path)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .with_context(|| format!("cannot read the MTU of {name} from {mtu_path}"))?;
+        let netlink = Netlink::route()?;
+        let mtu = link::get(&netlink, name)?
+            .with_context(|| format!("interface {name} vanished while it was looked up: check --interface"))?
+            .mtu;
         Ok(Interface { name: name.to_string(), ifindex, ipv4, mtu })
     }
 }
 
+/// The index of interface `name`, or a line naming the flag to check.
 pub fn ifindex(name: &str) -> Result<u32> {
-    let c = std::ffi::CString::new(name).context("interface name contains NUL")?;
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if idx == 0 {
-        bail!("interface {name} not found in this network namespace: check --interface");
-    }
-    Ok(idx)
+    link::index(name)
+        .with_context(|| format!("interface {name} not found in this network namespace: check --interface"))
 }
 
 fn first_ipv4(name: &str) -> Result<Option<Ipv4Addr>> {

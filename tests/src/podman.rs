@@ -52,17 +52,25 @@ impl Podman {
             .filter(|n| crate::netns::is_stale(n))
             .map(str::to_string)
             .collect();
-        if !stale.is_empty() {
-            let mut args =
-                vec!["rm".to_string(), "--force".into(), "--ignore".into(), "--time".into(), "0".into()];
-            args.extend(stale);
-            let _ = self.output(&args);
-        }
+        self.remove(stale);
         for entry in std::fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
             if crate::netns::is_stale(&entry.file_name().to_string_lossy()) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
+    }
+
+    /// Removes containers `names` now, running or not. `--ignore`: a
+    /// `--rm` container is gone already, and one missing name must not
+    /// keep the others.
+    fn remove(&self, names: Vec<String>) {
+        if names.is_empty() {
+            return;
+        }
+        let mut args =
+            vec!["rm".to_string(), "--force".into(), "--ignore".into(), "--time".into(), "0".into()];
+        args.extend(names);
+        let _ = self.output(&args);
     }
 
     /// The full name of container `name`.
@@ -161,15 +169,7 @@ impl Podman {
 impl Drop for Podman {
     fn drop(&mut self) {
         let names = std::mem::take(&mut *self.started.lock().unwrap());
-        if names.is_empty() {
-            return;
-        }
-        // --ignore: a `--rm` container is gone already, and one missing
-        // name must not keep the others.
-        let mut args =
-            vec!["rm".to_string(), "--force".into(), "--ignore".into(), "--time".into(), "0".into()];
-        args.extend(names);
-        let _ = self.output(&args);
+        self.remove(names);
     }
 }
 

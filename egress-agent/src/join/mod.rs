@@ -302,7 +302,7 @@ fn join(args: &JoinArgs, gateway: &str) -> Result<()> {
     let eth_link = netdev::Interface::lookup(eth)?;
     let pod_ip = eth_link.ipv4;
     let netlink = Netlink::route()?;
-    let eth_mtu = link::get(&netlink, eth)?.with_context(|| format!("interface {eth} vanished"))?.mtu;
+    let eth_mtu = eth_link.mtu;
     let node_gateway = node_gateway(&netlink, &eth_link)?;
 
     let device = ensure_vxlan_device(&netlink, args, gateway, &eth_link, steered)?;

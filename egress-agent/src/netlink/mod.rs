@@ -270,7 +270,7 @@ pub fn messages(mut datagram: &[u8]) -> impl Iterator<Item = Message<'_>> {
 }
 
 /// The (negative errno) code of an NLMSG_ERROR payload; 0 is success.
-pub fn error_code(payload: &[u8]) -> i32 {
+fn error_code(payload: &[u8]) -> i32 {
     payload.get(..4).map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap()))
 }
 
