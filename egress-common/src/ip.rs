@@ -1,10 +1,20 @@
-//! IPv4 numbers, one name each, shared by the program and the agent: the
-//! protocols the gateway translates, the ICMP types it reads or writes, and
-//! the destinations it must never translate.
+//! IP numbers, one name each, shared by the program and the agent: the
+//! protocols the gateway translates, the ICMP and ICMPv6 types it reads or
+//! writes, and the destinations it must never translate.
 
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+/// ICMP for IPv6 (RFC 4443): its checksum, unlike ICMP's, covers a
+/// pseudo-header with both addresses, so NAT must update it like TCP's.
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+/// IPv6 extension headers the gateway recognises, to refuse them by name
+/// (RFC 8200 4): hop-by-hop options, routing, fragment, destination options.
+pub const IPV6_EXT_HOP_BY_HOP: u8 = 0;
+pub const IPV6_EXT_ROUTING: u8 = 43;
+pub const IPV6_EXT_FRAGMENT: u8 = 44;
+pub const IPV6_EXT_DESTINATION_OPTIONS: u8 = 60;
 
 pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMP_DEST_UNREACHABLE: u8 = 3;
@@ -13,6 +23,23 @@ pub const ICMP_REDIRECT: u8 = 5;
 pub const ICMP_ECHO_REQUEST: u8 = 8;
 pub const ICMP_TIME_EXCEEDED: u8 = 11;
 pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
+
+pub const ICMPV6_DEST_UNREACHABLE: u8 = 1;
+/// Packet Too Big: IPv6 routers never fragment, so path MTU discovery
+/// depends on this one reaching the sender (RFC 8201).
+pub const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+pub const ICMPV6_TIME_EXCEEDED: u8 = 3;
+pub const ICMPV6_PARAMETER_PROBLEM: u8 = 4;
+pub const ICMPV6_ECHO_REQUEST: u8 = 128;
+pub const ICMPV6_ECHO_REPLY: u8 = 129;
+
+/// Whether an ICMPv6 type is an error message: types 0-127 are errors,
+/// 128-255 informational (RFC 4443 2.1). As for ICMP, none is ever sent
+/// about an error.
+#[inline(always)]
+pub fn is_icmpv6_error(icmp_type: u8) -> bool {
+    icmp_type < 128
+}
 
 /// Whether an ICMP type is an error message (RFC 1122 3.2.2). No ICMP
 /// error is ever sent about one of these (RFC 1812 4.3.2.7), or two
@@ -48,6 +75,28 @@ pub fn is_martian_destination(dst_be: u32, gateway_ip_be: u32) -> bool {
     first_octet == 0 || first_octet == 127 || first_octet >= 224 || dst_be == gateway_ip_be
 }
 
+/// Whether `dst` is an IPv6 address the gateway must never NAT a client's
+/// packet to, whatever `--exclude-cidr` says; the IPv6 counterparts of
+/// [`is_martian_destination`]'s:
+///
+/// - `::/128` (unspecified) and `::1/128` (loopback);
+/// - `::ffff:0:0/96` (IPv4-mapped): the gateway's stack would treat it as
+///   IPv4, outside every IPv4 rule;
+/// - `fe80::/10` (link-local): the gateway's own link, the node's and its
+///   other pods', not the internet;
+/// - `ff00::/8` (multicast): one client's packet would go to many;
+/// - the gateway's own IPv6 address.
+#[inline(always)]
+pub fn is_martian_destination_v6(dst: &[u8; 16], gateway_ip6: &[u8; 16]) -> bool {
+    let word = |at: usize| u32::from_be_bytes([dst[at], dst[at + 1], dst[at + 2], dst[at + 3]]);
+    let head_zero = word(0) == 0 && word(4) == 0;
+    let unspecified_or_loopback = head_zero && word(8) == 0 && word(12) <= 1;
+    let ipv4_mapped = head_zero && word(8) == 0x0000_ffff;
+    let link_local = dst[0] == 0xfe && dst[1] & 0xc0 == 0x80;
+    let multicast = dst[0] == 0xff;
+    unspecified_or_loopback || ipv4_mapped || link_local || multicast || dst == gateway_ip6
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +123,31 @@ mod tests {
         }
         for fine in [be(1, 1, 1, 1), be(126, 255, 255, 255), be(128, 0, 0, 1), be(223, 255, 255, 255)] {
             assert!(!is_martian_destination(fine, gateway), "{:?}", fine.to_ne_bytes());
+        }
+    }
+
+    #[test]
+    fn ipv6_martians_and_the_gateway_itself_are_never_natted() {
+        let v6 = |text: &str| text.parse::<core::net::Ipv6Addr>().unwrap().octets();
+        let gateway = v6("2001:db8:ffff::10");
+        for martian in ["::", "::1", "::ffff:1.1.1.1", "fe80::1", "febf::1", "ff02::1", "ff0e::fb"] {
+            assert!(is_martian_destination_v6(&v6(martian), &gateway), "{martian}");
+        }
+        assert!(is_martian_destination_v6(&gateway, &gateway));
+        for fine in
+            ["2606:4700::1111", "::2", "::1.1.1.1", "64:ff9b::1.1.1.1", "fec0::1", "fd00::1", "fe00::1"]
+        {
+            assert!(!is_martian_destination_v6(&v6(fine), &gateway), "{fine}");
+        }
+    }
+
+    #[test]
+    fn icmpv6_errors_are_told_from_informational_messages() {
+        for error in [ICMPV6_DEST_UNREACHABLE, ICMPV6_PACKET_TOO_BIG, ICMPV6_TIME_EXCEEDED, 127] {
+            assert!(is_icmpv6_error(error));
+        }
+        for informational in [ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY, 133, 135, 255] {
+            assert!(!is_icmpv6_error(informational));
         }
     }
 
