@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{Map, MapData, MapInfo};
-use egress_common::conntrack::FlowState;
+use egress_common::conntrack::{Binding, FlowState};
 use egress_common::maps as names;
 use serde::{Deserialize, Serialize};
 

@@ -4,7 +4,10 @@
 mod common;
 
 use common::*;
-use egress_common::{conntrack::FlowTuple, ip::IPPROTO_TCP};
+use egress_common::{
+    conntrack::{Binding, FlowTuple},
+    ip::IPPROTO_TCP,
+};
 
 /// The default `--nat-ports`, where worker pods' own ports (Linux's
 /// 32768-60999) fall.

@@ -15,7 +15,7 @@ use common::*;
 use egress_agent::datapath::conntrack::{remove_binding, sweep_expired, Halves};
 use egress_common::{
     config::{GatewayConfig, TUNNEL_GATEWAY_MAC},
-    conntrack::{FlowState, FlowTuple},
+    conntrack::{Binding, FlowState, FlowTuple},
 };
 
 fn set_config(h: &mut Harness, change: impl FnOnce(&mut GatewayConfig)) {

@@ -10,7 +10,8 @@
 
 use crate::{
     config::GatewayConfig,
-    ip::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
+    ip::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
+    maps::{NatDestination, NatDestination6},
 };
 
 const NS_PER_S: u64 = 1_000_000_000;
@@ -136,38 +137,50 @@ pub struct NatEntry {
     pub created_ns: u64,
 }
 
-impl NatEntry {
-    /// The tuple the client sends with.
-    #[inline(always)]
-    pub fn original_tuple(&self) -> FlowTuple {
-        FlowTuple::new(
-            self.client_ip_be,
-            self.remote_ip_be,
-            self.client_port_be,
-            self.remote_port_be,
-            self.protocol,
-        )
-    }
+/// A binding of either address family: the fields both [`NatEntry`] and
+/// [`NatEntry6`] hold, and the rules decided on them alone (timeouts,
+/// expiry, what may make room, a binding's identity), so the two families'
+/// conntrack cannot drift apart. The datapath's conntrack is written once
+/// over this trait.
+pub trait Binding: Copy {
+    /// An address of the family, as the datapath holds it.
+    type Address: Copy + PartialEq;
+    /// A flow as seen in one direction (a conntrack key).
+    type Tuple: Copy + PartialEq;
+    /// What NAT ports are allocated per ([`NatDestination`]).
+    type Destination: Copy;
 
+    /// The tuple the client sends with.
+    fn original_tuple(&self) -> Self::Tuple;
+    /// The tuple the remote's replies carry, given the gateway's address.
+    fn reply_tuple(&self, gateway: Self::Address) -> Self::Tuple;
+    /// The destination whose NAT ports this binding takes one of.
+    fn nat_destination(&self) -> Self::Destination;
     /// Whether `other` is the other half of this same binding (same flow,
     /// same NAT port, made at the same moment). A half whose partner was
     /// removed can find its tuple taken by a newer binding, possibly with
     /// the same NAT port; it must never act on that one.
-    #[inline(always)]
-    pub fn same_binding(&self, other: &NatEntry) -> bool {
-        self.client_ip_be == other.client_ip_be
-            && self.remote_ip_be == other.remote_ip_be
-            && self.client_port_be == other.client_port_be
-            && self.remote_port_be == other.remote_port_be
-            && self.nat_port_be == other.nat_port_be
-            && self.protocol == other.protocol
-            && self.created_ns == other.created_ns
-    }
+    fn same_binding(&self, other: &Self) -> bool;
+
+    fn protocol(&self) -> u8;
+    /// A [`FlowState`].
+    fn state(&self) -> u8;
+    /// [`FLOW_SEEN_REPLY`].
+    fn flags(&self) -> u8;
+    fn last_seen_ns(&self) -> u64;
+    fn client_id(&self) -> u32;
+    fn client_port_be(&self) -> u16;
+    fn nat_port_be(&self) -> u16;
+    fn set_nat_port_be(&mut self, nat_port_be: u16);
+    fn set_created_ns(&mut self, created_ns: u64);
+    /// Stores a packet's activity: the new state and flags, and when.
+    fn set_activity(&mut self, state: u8, flags: u8, now_ns: u64);
+    fn set_upload_route(&mut self, route: u8);
 
     /// Whether the remote has answered this flow.
     #[inline(always)]
-    pub fn seen_reply(&self) -> bool {
-        self.flags & FLOW_SEEN_REPLY != 0
+    fn seen_reply(&self) -> bool {
+        self.flags() & FLOW_SEEN_REPLY != 0
     }
 
     /// Whether a full table (or its client's full share) may take this
@@ -177,15 +190,16 @@ impl NatEntry {
     /// timeout. A live flow that has seen replies keeps its NAT port until
     /// it ends.
     #[inline(always)]
-    pub fn is_evictable(&self, cfg: &GatewayConfig, now_ns: u64) -> bool {
-        let ended = self.protocol == IPPROTO_TCP
-            && (self.state == FlowState::Closing as u8 || self.state == FlowState::TimeWait as u8);
+    fn is_evictable(&self, cfg: &GatewayConfig, now_ns: u64) -> bool {
+        let ended = self.protocol() == IPPROTO_TCP
+            && (self.state() == FlowState::Closing as u8 || self.state() == FlowState::TimeWait as u8);
         !self.seen_reply() || ended || self.is_expired(cfg, now_ns)
     }
 
-    /// How long the flow may stay idle, by protocol and TCP state.
+    /// How long the flow may stay idle, by protocol and TCP state (ICMP
+    /// and ICMPv6 echo alike by the ICMP timeout).
     #[inline(always)]
-    pub fn idle_timeout_ns(&self, cfg: &GatewayConfig) -> u64 {
+    fn idle_timeout_ns(&self, cfg: &GatewayConfig) -> u64 {
         // Every timeout is loaded first and then one is picked by value.
         // Left to itself the compiler picks a field *address* by branch and
         // loads once; the verifier refuses such path-dependent pointer
@@ -197,11 +211,11 @@ impl NatEntry {
         let time_wait = load(&cfg.tcp_time_wait_timeout_s);
         let udp = load(&cfg.udp_timeout_s);
         let icmp = load(&cfg.icmp_timeout_s);
-        let seconds = match self.protocol {
+        let seconds = match self.protocol() {
             // Unreplied, a TCP binding is a connection attempt at most,
             // whatever the client sent (a FIN or an ACK picks nothing up).
             IPPROTO_TCP if !self.seen_reply() => syn,
-            IPPROTO_TCP => match FlowState::from_u8(self.state) {
+            IPPROTO_TCP => match FlowState::from_u8(self.state()) {
                 FlowState::SynSent => syn,
                 // A half-closed flow can go on streaming one way for as long
                 // as an open one.
@@ -220,32 +234,211 @@ impl NatEntry {
     /// Whether the flow has been idle past its timeout at `now_ns`
     /// (CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns` reads).
     #[inline(always)]
-    pub fn is_expired(&self, cfg: &GatewayConfig, now_ns: u64) -> bool {
-        now_ns > self.last_seen_ns && now_ns - self.last_seen_ns > self.idle_timeout_ns(cfg)
+    fn is_expired(&self, cfg: &GatewayConfig, now_ns: u64) -> bool {
+        let last_seen_ns = self.last_seen_ns();
+        now_ns > last_seen_ns && now_ns - last_seen_ns > self.idle_timeout_ns(cfg)
     }
+}
 
-    /// The destination whose NAT ports this binding takes one of.
-    #[inline(always)]
-    pub fn nat_destination(&self) -> crate::maps::NatDestination {
-        let remote_port_be = if self.protocol == IPPROTO_ICMP { 0 } else { self.remote_port_be };
-        crate::maps::NatDestination {
-            remote_ip_be: self.remote_ip_be,
-            remote_port_be,
-            protocol: self.protocol,
-            _pad: 0,
+/// The [`Binding`] accessors of the fields both entries name alike.
+macro_rules! shared_binding_fields {
+    () => {
+        #[inline(always)]
+        fn protocol(&self) -> u8 {
+            self.protocol
         }
+        #[inline(always)]
+        fn state(&self) -> u8 {
+            self.state
+        }
+        #[inline(always)]
+        fn flags(&self) -> u8 {
+            self.flags
+        }
+        #[inline(always)]
+        fn last_seen_ns(&self) -> u64 {
+            self.last_seen_ns
+        }
+        #[inline(always)]
+        fn client_id(&self) -> u32 {
+            self.client_id
+        }
+        #[inline(always)]
+        fn client_port_be(&self) -> u16 {
+            self.client_port_be
+        }
+        #[inline(always)]
+        fn nat_port_be(&self) -> u16 {
+            self.nat_port_be
+        }
+        #[inline(always)]
+        fn set_nat_port_be(&mut self, nat_port_be: u16) {
+            self.nat_port_be = nat_port_be;
+        }
+        #[inline(always)]
+        fn set_created_ns(&mut self, created_ns: u64) {
+            self.created_ns = created_ns;
+        }
+        #[inline(always)]
+        fn set_activity(&mut self, state: u8, flags: u8, now_ns: u64) {
+            self.state = state;
+            self.flags = flags;
+            self.last_seen_ns = now_ns;
+        }
+        #[inline(always)]
+        fn set_upload_route(&mut self, route: u8) {
+            self.upload_route = route;
+        }
+    };
+}
+
+impl Binding for NatEntry {
+    /// Network order.
+    type Address = u32;
+    type Tuple = FlowTuple;
+    type Destination = NatDestination;
+
+    #[inline(always)]
+    fn original_tuple(&self) -> FlowTuple {
+        FlowTuple::new(
+            self.client_ip_be,
+            self.remote_ip_be,
+            self.client_port_be,
+            self.remote_port_be,
+            self.protocol,
+        )
     }
 
-    /// The tuple the remote's replies carry, given the gateway's address.
     #[inline(always)]
-    pub fn reply_tuple(&self, gateway_ip_be: u32) -> FlowTuple {
+    fn reply_tuple(&self, gateway_ip_be: u32) -> FlowTuple {
         let remote_port_be = if self.protocol == IPPROTO_ICMP { 0 } else { self.remote_port_be };
         FlowTuple::new(self.remote_ip_be, gateway_ip_be, remote_port_be, self.nat_port_be, self.protocol)
     }
+
+    #[inline(always)]
+    fn nat_destination(&self) -> NatDestination {
+        let remote_port_be = if self.protocol == IPPROTO_ICMP { 0 } else { self.remote_port_be };
+        NatDestination { remote_ip_be: self.remote_ip_be, remote_port_be, protocol: self.protocol, _pad: 0 }
+    }
+
+    #[inline(always)]
+    fn same_binding(&self, other: &NatEntry) -> bool {
+        self.client_ip_be == other.client_ip_be
+            && self.remote_ip_be == other.remote_ip_be
+            && self.client_port_be == other.client_port_be
+            && self.remote_port_be == other.remote_port_be
+            && self.nat_port_be == other.nat_port_be
+            && self.protocol == other.protocol
+            && self.created_ns == other.created_ns
+    }
+
+    shared_binding_fields!();
+}
+
+/// [`FlowTuple`] for IPv6. ICMPv6 echo is tracked like ICMP echo: the
+/// identifier in place of the client's port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowTuple6 {
+    pub src_ip: [u8; 16],
+    pub dst_ip: [u8; 16],
+    pub src_port_be: u16,
+    pub dst_port_be: u16,
+    pub protocol: u8,
+    /// Two scalars, as in [`FlowTuple`].
+    pub _pad0: u8,
+    pub _pad1: u16,
+}
+
+impl FlowTuple6 {
+    #[inline(always)]
+    pub fn new(
+        src_ip: [u8; 16],
+        dst_ip: [u8; 16],
+        src_port_be: u16,
+        dst_port_be: u16,
+        protocol: u8,
+    ) -> FlowTuple6 {
+        FlowTuple6 { src_ip, dst_ip, src_port_be, dst_port_be, protocol, _pad0: 0, _pad1: 0 }
+    }
+}
+
+/// [`NatEntry`] for an IPv6 flow. The tunnel stays IPv4 in a dual-stack
+/// cluster, so the worker's outer address is still an IPv4 one; the client
+/// is the same client (its id) under either family.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NatEntry6 {
+    /// The labeled pod's IPv6 address inside the tunnel.
+    pub client_ip: [u8; 16],
+    pub remote_ip: [u8; 16],
+    /// The worker's address the VXLAN packets came from.
+    pub client_outer_ip_be: u32,
+    pub client_port_be: u16,
+    pub remote_port_be: u16,
+    pub nat_port_be: u16,
+    pub protocol: u8,
+    /// A [`FlowState`].
+    pub state: u8,
+    pub client_mac: [u8; 6],
+    pub tunnel_gateway_mac: [u8; 6],
+    pub last_seen_ns: u64,
+    pub client_id: u32,
+    /// An [`UploadRoute`].
+    pub upload_route: u8,
+    /// [`FLOW_SEEN_REPLY`].
+    pub flags: u8,
+    pub _pad0: u16,
+    /// See [`NatEntry::created_ns`].
+    pub created_ns: u64,
+}
+
+impl Binding for NatEntry6 {
+    type Address = [u8; 16];
+    type Tuple = FlowTuple6;
+    type Destination = NatDestination6;
+
+    #[inline(always)]
+    fn original_tuple(&self) -> FlowTuple6 {
+        FlowTuple6::new(
+            self.client_ip,
+            self.remote_ip,
+            self.client_port_be,
+            self.remote_port_be,
+            self.protocol,
+        )
+    }
+
+    #[inline(always)]
+    fn reply_tuple(&self, gateway_ip6: [u8; 16]) -> FlowTuple6 {
+        let remote_port_be = if self.protocol == IPPROTO_ICMPV6 { 0 } else { self.remote_port_be };
+        FlowTuple6::new(self.remote_ip, gateway_ip6, remote_port_be, self.nat_port_be, self.protocol)
+    }
+
+    #[inline(always)]
+    fn nat_destination(&self) -> NatDestination6 {
+        let remote_port_be = if self.protocol == IPPROTO_ICMPV6 { 0 } else { self.remote_port_be };
+        NatDestination6 { remote_ip: self.remote_ip, remote_port_be, protocol: self.protocol, _pad: 0 }
+    }
+
+    #[inline(always)]
+    fn same_binding(&self, other: &NatEntry6) -> bool {
+        self.client_ip == other.client_ip
+            && self.remote_ip == other.remote_ip
+            && self.client_port_be == other.client_port_be
+            && self.remote_port_be == other.remote_port_be
+            && self.nat_port_be == other.nat_port_be
+            && self.protocol == other.protocol
+            && self.created_ns == other.created_ns
+    }
+
+    shared_binding_fields!();
 }
 
 const _: () = assert!(core::mem::size_of::<FlowTuple>() == 16);
 const _: () = assert!(core::mem::size_of::<NatEntry>() == 56);
+const _: () = assert!(core::mem::size_of::<FlowTuple6>() == 40);
+const _: () = assert!(core::mem::size_of::<NatEntry6>() == 80);
 
 #[cfg(test)]
 mod tests {
@@ -311,5 +504,56 @@ mod tests {
         assert!(a.same_binding(&b), "state and activity do not change a binding's identity");
         b.created_ns = 1;
         assert!(!a.same_binding(&b), "a newer binding of the same tuple and port is another binding");
+    }
+
+    #[test]
+    fn both_families_follow_the_same_rules() {
+        let cfg = config();
+        let now = 10_000 * NS_PER_S;
+        for (protocol, protocol6) in
+            [(IPPROTO_TCP, IPPROTO_TCP), (IPPROTO_UDP, IPPROTO_UDP), (IPPROTO_ICMP, IPPROTO_ICMPV6)]
+        {
+            for state in [FlowState::SynSent, FlowState::Open, FlowState::Closing, FlowState::TimeWait] {
+                for (flags, idle_s) in [(0, 10), (FLOW_SEEN_REPLY, 10), (FLOW_SEEN_REPLY, 100)] {
+                    let last_seen_ns = now - idle_s * NS_PER_S;
+                    let v4 =
+                        NatEntry { protocol, state: state as u8, flags, last_seen_ns, ..Default::default() };
+                    let v6 = NatEntry6 {
+                        protocol: protocol6,
+                        state: state as u8,
+                        flags,
+                        last_seen_ns,
+                        ..Default::default()
+                    };
+                    let what = (protocol, state, flags, idle_s);
+                    assert_eq!(v4.idle_timeout_ns(&cfg), v6.idle_timeout_ns(&cfg), "{what:?}");
+                    assert_eq!(v4.is_expired(&cfg, now), v6.is_expired(&cfg, now), "{what:?}");
+                    assert_eq!(v4.is_evictable(&cfg, now), v6.is_evictable(&cfg, now), "{what:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_ipv6_echo_binding_is_keyed_by_its_identifier_alone() {
+        let (client, remote, gateway) = ([0xfd; 16], [0x26; 16], [0x20; 16]);
+        let echo = NatEntry6 {
+            client_ip: client,
+            remote_ip: remote,
+            client_port_be: 7u16.to_be(),
+            remote_port_be: 9u16.to_be(),
+            nat_port_be: 40_000u16.to_be(),
+            protocol: IPPROTO_ICMPV6,
+            ..Default::default()
+        };
+        assert_eq!(echo.original_tuple(), FlowTuple6::new(client, remote, 7u16.to_be(), 9u16.to_be(), 58));
+        assert_eq!(echo.reply_tuple(gateway), FlowTuple6::new(remote, gateway, 0, 40_000u16.to_be(), 58));
+        assert_eq!(echo.nat_destination().remote_port_be, 0);
+        let udp = NatEntry6 { protocol: IPPROTO_UDP, ..echo };
+        assert_eq!(udp.reply_tuple(gateway).src_port_be, 9u16.to_be());
+        let mut newer = udp;
+        newer.created_ns = 1;
+        assert!(!udp.same_binding(&newer));
+        assert!(!udp.same_binding(&echo));
     }
 }

@@ -120,3 +120,14 @@ pub struct NatDestination {
     pub protocol: u8,
     pub _pad: u8,
 }
+
+/// [`NatDestination`] for IPv6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct NatDestination6 {
+    pub remote_ip: [u8; 16],
+    /// 0 for ICMPv6 echo.
+    pub remote_port_be: u16,
+    pub protocol: u8,
+    pub _pad: u8,
+}

@@ -14,15 +14,19 @@
 //!
 //! A half missing its partner (the sweep removes one after the other) is
 //! re-created from it, never on top of a newer binding.
+//!
+//! Written once for both address families over [`Tracked`]: a family is
+//! its entry type, which names its maps.
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    maps::{HashMap, PerCpuArray},
 };
 use egress_common::{
     config::{GatewayConfig, MAX_PORT_RETRIES},
-    conntrack::{FlowState, FlowTuple, NatEntry, FLOW_SEEN_REPLY},
+    conntrack::{Binding, FlowState, FlowTuple, NatEntry, FLOW_SEEN_REPLY},
     counters::Counter,
-    maps::CT_RECENT_SLOTS,
+    maps::{NatDestination, CT_RECENT_SLOTS},
     ports::{candidate_port, preserved_port},
 };
 
@@ -33,6 +37,63 @@ use crate::{
         CT_RECENT, CT_RECENT_CURSOR, CT_REPLY, CT_SCRATCH,
     },
 };
+
+/// An address family's bindings and the maps that hold them. The client's
+/// share (`CLIENT_FLOWS`) counts the bindings of both families together.
+pub trait Tracked: Binding + 'static {
+    /// The half keyed by the tuple the client sends.
+    fn original_map() -> &'static HashMap<Self::Tuple, Self>;
+    /// The half keyed by the tuple replies carry.
+    fn reply_map() -> &'static HashMap<Self::Tuple, Self>;
+    /// Each CPU's ring of the original tuples of the bindings it made last.
+    fn recent_map() -> &'static PerCpuArray<Self::Tuple>;
+    /// Where each CPU writes next in its ring.
+    fn recent_cursor_map() -> &'static PerCpuArray<u32>;
+    /// One entry per CPU to copy a binding into, off the stack.
+    fn scratch_map() -> &'static PerCpuArray<Self>;
+    /// The gateway's address of this family: replies are sent to it.
+    fn gateway(cfg: &GatewayConfig) -> Self::Address;
+    /// Counts a new flow dropped because every NAT port towards
+    /// `destination` was bound.
+    fn count_exhausted(destination: &Self::Destination);
+    /// Counts a new flow of `client_id` refused for `refusal`.
+    fn count_refused(client_id: u32, refusal: Refusal, destination: &Self::Destination);
+}
+
+impl Tracked for NatEntry {
+    #[inline(always)]
+    fn original_map() -> &'static HashMap<FlowTuple, NatEntry> {
+        &CT_ORIGINAL
+    }
+    #[inline(always)]
+    fn reply_map() -> &'static HashMap<FlowTuple, NatEntry> {
+        &CT_REPLY
+    }
+    #[inline(always)]
+    fn recent_map() -> &'static PerCpuArray<FlowTuple> {
+        &CT_RECENT
+    }
+    #[inline(always)]
+    fn recent_cursor_map() -> &'static PerCpuArray<u32> {
+        &CT_RECENT_CURSOR
+    }
+    #[inline(always)]
+    fn scratch_map() -> &'static PerCpuArray<NatEntry> {
+        &CT_SCRATCH
+    }
+    #[inline(always)]
+    fn gateway(cfg: &GatewayConfig) -> u32 {
+        cfg.gateway_ip_be
+    }
+    #[inline(always)]
+    fn count_exhausted(destination: &NatDestination) {
+        count_nat_exhausted(destination)
+    }
+    #[inline(always)]
+    fn count_refused(client_id: u32, refusal: Refusal, destination: &NatDestination) {
+        count_refusal(client_id, refusal, destination)
+    }
+}
 
 const NS_PER_S: u64 = 1_000_000_000;
 /// Timestamps are written at most this often per flow: a write per packet
@@ -71,30 +132,30 @@ pub enum Half {
 /// [`ct_lookup`] copies the entry out and checks that the copy still
 /// belongs to the packet's tuple; writes go through [`BindingRef::touch`]
 /// and [`BindingRef::set_upload_route`], which only store small fields.
-pub struct BindingRef {
-    ptr: *mut NatEntry,
+pub struct BindingRef<B: Tracked> {
+    ptr: *mut B,
     half: Half,
 }
 
 /// A live binding for `tuple` in `half`'s map, with a copy of it that
 /// belongs to `tuple`; an expired one is removed.
 #[inline(always)]
-pub fn ct_lookup(
+pub fn ct_lookup<B: Tracked>(
     cfg: &GatewayConfig,
     half: Half,
-    tuple: &FlowTuple,
+    tuple: &B::Tuple,
     now: u64,
-) -> Option<(BindingRef, NatEntry)> {
+) -> Option<(BindingRef<B>, B)> {
     let ptr = match half {
-        Half::Original => CT_ORIGINAL.get_ptr_mut(tuple),
-        Half::Reply => CT_REPLY.get_ptr_mut(tuple),
+        Half::Original => B::original_map().get_ptr_mut(tuple),
+        Half::Reply => B::reply_map().get_ptr_mut(tuple),
     }?;
     // SAFETY: a value pointer the map lookup just returned: valid memory for
     // this program run (see `BindingRef`); the copy is checked below.
     let entry = unsafe { core::ptr::read_volatile(ptr) };
     let belongs = match half {
         Half::Original => entry.original_tuple() == *tuple,
-        Half::Reply => entry.reply_tuple(cfg.gateway_ip_be) == *tuple,
+        Half::Reply => entry.reply_tuple(B::gateway(cfg)) == *tuple,
     };
     if !belongs {
         // Deleted and reused for another binding since the lookup: for this
@@ -113,26 +174,26 @@ pub fn ct_lookup(
 /// and takes the binding off its client's count. Returns whether the
 /// original half was removed here.
 #[inline(always)]
-pub fn ct_remove_binding(cfg: &GatewayConfig, entry: &NatEntry) -> bool {
-    let reply = entry.reply_tuple(cfg.gateway_ip_be);
-    if let Some(ptr) = CT_REPLY.get_ptr(&reply) {
+pub fn ct_remove_binding<B: Tracked>(cfg: &GatewayConfig, entry: &B) -> bool {
+    let reply = entry.reply_tuple(B::gateway(cfg));
+    if let Some(ptr) = B::reply_map().get_ptr(&reply) {
         if unsafe { &*ptr }.same_binding(entry) {
-            let _ = CT_REPLY.remove(&reply);
+            let _ = B::reply_map().remove(&reply);
         }
     }
     let original = entry.original_tuple();
-    let Some(ptr) = CT_ORIGINAL.get_ptr(&original) else { return false };
+    let Some(ptr) = B::original_map().get_ptr(&original) else { return false };
     if !unsafe { &*ptr }.same_binding(entry) {
         return false;
     }
-    ct_remove_original(&original, entry.client_id)
+    ct_remove_original::<B>(&original, entry.client_id())
 }
 
 /// Removes the original half under `tuple` (a binding of `client_id`) and
 /// takes it off the client's count, if the removal was ours.
 #[inline(always)]
-pub fn ct_remove_original(tuple: &FlowTuple, client_id: u32) -> bool {
-    if CT_ORIGINAL.remove(tuple).is_err() {
+pub fn ct_remove_original<B: Tracked>(tuple: &B::Tuple, client_id: u32) -> bool {
+    if B::original_map().remove(tuple).is_err() {
         return false;
     }
     client_flows_add(client_id, ONE_LESS);
@@ -140,8 +201,8 @@ pub fn ct_remove_original(tuple: &FlowTuple, client_id: u32) -> bool {
 }
 
 /// Why a new binding could not be made.
-fn refuse(entry: &NatEntry, refusal: Refusal) -> Counter {
-    count_refusal(entry.client_id, refusal, &entry.nat_destination());
+fn refuse<B: Tracked>(entry: &B, refusal: Refusal) -> Counter {
+    B::count_refused(entry.client_id(), refusal, &entry.nat_destination());
     match refusal {
         Refusal::OverShare => Counter::DropClientFlowLimit,
         Refusal::TableFull => Counter::DropConntrackFull,
@@ -162,27 +223,28 @@ fn refuse(entry: &NatEntry, refusal: Refusal) -> Counter {
 ///
 /// Returns the flow's NAT port (network order).
 #[inline(always)]
-pub fn ct_create_binding(cfg: &GatewayConfig, entry: &mut NatEntry, now: u64) -> Result<u16, Counter> {
-    entry.created_ns = now;
+pub fn ct_create_binding<B: Tracked>(cfg: &GatewayConfig, entry: &mut B, now: u64) -> Result<u16, Counter> {
+    entry.set_created_ns(now);
+    let client_id = entry.client_id();
     // At its share, a client may only replace one of its own bindings that
     // may go (never answered, ended, expired); otherwise it is refused.
-    if client_flow_count(entry.client_id) >= cfg.max_flows_per_client as u64
-        && !ct_make_room(cfg, now, entry.client_id)
+    if client_flow_count(client_id) >= cfg.max_flows_per_client as u64
+        && !ct_make_room::<B>(cfg, now, client_id)
     {
         return Err(refuse(entry, Refusal::OverShare));
     }
     match ct_claim_nat_port(cfg, entry) {
         Ok(()) => {}
         Err(e) if e == -EEXIST => {
-            count_nat_exhausted(&entry.nat_destination());
+            B::count_exhausted(&entry.nat_destination());
             return Err(Counter::DropNatPortsExhausted);
         }
         // The table is full: one binding that may go makes room, and the
         // port last tried (free of any reply tuple) is tried again.
         Err(_) => {
-            if !ct_make_room(cfg, now, ANY_CLIENT)
-                || CT_REPLY
-                    .insert(&entry.reply_tuple(cfg.gateway_ip_be), &*entry, BPF_NOEXIST as u64)
+            if !ct_make_room::<B>(cfg, now, ANY_CLIENT)
+                || B::reply_map()
+                    .insert(&entry.reply_tuple(B::gateway(cfg)), &*entry, BPF_NOEXIST as u64)
                     .is_err()
             {
                 return Err(refuse(entry, Refusal::TableFull));
@@ -190,11 +252,11 @@ pub fn ct_create_binding(cfg: &GatewayConfig, entry: &mut NatEntry, now: u64) ->
         }
     }
     let original = entry.original_tuple();
-    match CT_ORIGINAL.insert(&original, &*entry, BPF_NOEXIST as u64) {
+    match B::original_map().insert(&original, &*entry, BPF_NOEXIST as u64) {
         Ok(()) => {}
         Err(e) => {
             // Give our port back either way.
-            let _ = CT_REPLY.remove(&entry.reply_tuple(cfg.gateway_ip_be));
+            let _ = B::reply_map().remove(&entry.reply_tuple(B::gateway(cfg)));
             if e != -EEXIST {
                 return Err(refuse(entry, Refusal::TableFull));
             }
@@ -202,8 +264,10 @@ pub fn ct_create_binding(cfg: &GatewayConfig, entry: &mut NatEntry, now: u64) ->
             // its NAT port, if the binding is still there and still this
             // flow's (the port read first, then the tuple checked: the
             // stack has no room for a whole copy here).
-            let Some(theirs) = CT_ORIGINAL.get_ptr(&original) else { return Err(Counter::DropConntrackFull) };
-            let nat_port_be = unsafe { core::ptr::read_volatile(&(*theirs).nat_port_be) };
+            let Some(theirs) = B::original_map().get_ptr(&original) else {
+                return Err(Counter::DropConntrackFull);
+            };
+            let nat_port_be = unsafe { (*theirs).nat_port_be() };
             return if unsafe { &*theirs }.original_tuple() == original {
                 Ok(nat_port_be)
             } else {
@@ -211,10 +275,10 @@ pub fn ct_create_binding(cfg: &GatewayConfig, entry: &mut NatEntry, now: u64) ->
             };
         }
     }
-    client_flows_add(entry.client_id, 1);
-    ct_remember_recent(&original);
+    client_flows_add(client_id, 1);
+    ct_remember_recent::<B>(&original);
     count(Counter::FlowCreated);
-    Ok(entry.nat_port_be)
+    Ok(entry.nat_port_be())
 }
 
 /// Claims a NAT port for `entry` by inserting its reply half (`BPF_NOEXIST`,
@@ -236,12 +300,13 @@ pub fn ct_create_binding(cfg: &GatewayConfig, entry: &mut NatEntry, now: u64) ->
 /// The loop body has one way to continue and one to stop: each branch more
 /// multiplies the verifier's states per iteration.
 #[inline(always)]
-fn ct_claim_nat_port(cfg: &GatewayConfig, entry: &mut NatEntry) -> Result<(), i32> {
+fn ct_claim_nat_port<B: Tracked>(cfg: &GatewayConfig, entry: &mut B) -> Result<(), i32> {
+    let gateway = B::gateway(cfg);
     if let Some(nat_port) =
-        preserved_port(cfg.nat_port_min, cfg.nat_port_max, u16::from_be(entry.client_port_be))
+        preserved_port(cfg.nat_port_min, cfg.nat_port_max, u16::from_be(entry.client_port_be()))
     {
-        entry.nat_port_be = nat_port.to_be();
-        let inserted = CT_REPLY.insert(&entry.reply_tuple(cfg.gateway_ip_be), &*entry, BPF_NOEXIST as u64);
+        entry.set_nat_port_be(nat_port.to_be());
+        let inserted = B::reply_map().insert(&entry.reply_tuple(gateway), &*entry, BPF_NOEXIST as u64);
         if inserted != Err(-EEXIST) {
             return inserted;
         }
@@ -255,8 +320,8 @@ fn ct_claim_nat_port(cfg: &GatewayConfig, entry: &mut NatEntry) -> Result<(), i3
         }
         let fresh = unsafe { bpf_get_prandom_u32() };
         let nat_port = candidate_port(cfg.nat_port_min, cfg.nat_port_max, random, fresh, attempt);
-        entry.nat_port_be = nat_port.to_be();
-        inserted = CT_REPLY.insert(&entry.reply_tuple(cfg.gateway_ip_be), &*entry, BPF_NOEXIST as u64);
+        entry.set_nat_port_be(nat_port.to_be());
+        inserted = B::reply_map().insert(&entry.reply_tuple(gateway), &*entry, BPF_NOEXIST as u64);
         if inserted != Err(-EEXIST) {
             break;
         }
@@ -267,13 +332,13 @@ fn ct_claim_nat_port(cfg: &GatewayConfig, entry: &mut NatEntry) -> Result<(), i3
 /// Writes a new binding's original tuple to this CPU's ring of recent
 /// bindings (`CT_RECENT`), where `ct_make_room` looks for one that may go.
 #[inline(always)]
-fn ct_remember_recent(original: &FlowTuple) {
-    let Some(cursor) = CT_RECENT_CURSOR.get_ptr_mut(0) else { return };
+fn ct_remember_recent<B: Tracked>(original: &B::Tuple) {
+    let Some(cursor) = B::recent_cursor_map().get_ptr_mut(0) else { return };
     // SAFETY: per-CPU values: this CPU is their only writer. The cursor
     // counts every binding this CPU made (wrapping); the slot is its rest.
     let made = unsafe { *cursor };
     unsafe { *cursor = made.wrapping_add(1) };
-    if let Some(ring) = CT_RECENT.get_ptr_mut(made % CT_RECENT_SLOTS) {
+    if let Some(ring) = B::recent_map().get_ptr_mut(made % CT_RECENT_SLOTS) {
         unsafe { *ring = *original };
     }
 }
@@ -287,8 +352,8 @@ const ANY_CLIENT: u32 = 0;
 /// bindings: the newest eight, then eight at random. Never a live flow
 /// that has seen replies. Returns whether room was made.
 #[inline(always)]
-fn ct_make_room(cfg: &GatewayConfig, now: u64, owner: u32) -> bool {
-    let Some(cursor) = CT_RECENT_CURSOR.get(0).copied() else { return false };
+fn ct_make_room<B: Tracked>(cfg: &GatewayConfig, now: u64, owner: u32) -> bool {
+    let Some(cursor) = B::recent_cursor_map().get(0).copied() else { return false };
     let filled = if cursor < CT_RECENT_SLOTS { cursor } else { CT_RECENT_SLOTS };
     if filled == 0 {
         return false;
@@ -298,18 +363,18 @@ fn ct_make_room(cfg: &GatewayConfig, now: u64, owner: u32) -> bool {
         // it is the one making flows), then any of the ring's at random.
         let back = if sample < MAKE_ROOM_SAMPLES / 2 { sample } else { unsafe { bpf_get_prandom_u32() } };
         let slot = cursor.wrapping_sub(1).wrapping_sub(back % filled) % CT_RECENT_SLOTS;
-        let Some(tuple) = CT_RECENT.get(slot).copied() else { continue };
-        let Some(ptr) = CT_ORIGINAL.get_ptr(&tuple) else { continue };
+        let Some(tuple) = B::recent_map().get(slot).copied() else { continue };
+        let Some(ptr) = B::original_map().get_ptr(&tuple) else { continue };
         // One copy, decided on and removed by: the slot may be recycled for
         // another binding meanwhile, which the removal then leaves alone.
         // The copy lives in this CPU's scratch entry (the stack is full).
-        let Some(scratch) = CT_SCRATCH.get_ptr_mut(0) else { return false };
+        let Some(scratch) = B::scratch_map().get_ptr_mut(0) else { return false };
         // SAFETY: a per-CPU value nothing else on this CPU uses meanwhile.
         let victim = unsafe {
             core::ptr::copy_nonoverlapping(ptr, scratch, 1);
             &*scratch
         };
-        let owned = owner == ANY_CLIENT || victim.client_id == owner;
+        let owned = owner == ANY_CLIENT || victim.client_id() == owner;
         if owned
             && victim.original_tuple() == tuple
             && victim.is_evictable(cfg, now)
@@ -361,15 +426,13 @@ pub fn next_tcp_state(state: u8, flags: u8, half: Half) -> u8 {
 /// Writes a packet's activity into a binding's entry, if the entry (a map
 /// slot) still holds the binding `copy` was taken from.
 #[inline(always)]
-fn write_activity(slot: &mut NatEntry, copy: &NatEntry, new_state: u8, new_flags: u8, now: u64) {
+fn write_activity<B: Tracked>(slot: &mut B, copy: &B, new_state: u8, new_flags: u8, now: u64) {
     if slot.same_binding(copy) {
-        slot.state = new_state;
-        slot.flags = new_flags;
-        slot.last_seen_ns = now;
+        slot.set_activity(new_state, new_flags, now);
     }
 }
 
-impl BindingRef {
+impl<B: Tracked> BindingRef<B> {
     /// Records activity (and a new state) on this half and checks that the
     /// other half still belongs to this binding; re-creates it if it went
     /// missing. A packet of the reply half also marks the binding as
@@ -382,11 +445,11 @@ impl BindingRef {
     /// written at most once per interval (or on a change) to keep cache
     /// lines quiet.
     #[inline(always)]
-    pub fn touch(&self, cfg: &GatewayConfig, copy: &NatEntry, new_state: u8, now: u64) -> bool {
-        let new_flags = if self.half == Half::Reply { copy.flags | FLOW_SEEN_REPLY } else { copy.flags };
-        let write = copy.state != new_state
-            || copy.flags != new_flags
-            || now >= copy.last_seen_ns + REFRESH_INTERVAL_NS;
+    pub fn touch(&self, cfg: &GatewayConfig, copy: &B, new_state: u8, now: u64) -> bool {
+        let new_flags = if self.half == Half::Reply { copy.flags() | FLOW_SEEN_REPLY } else { copy.flags() };
+        let write = copy.state() != new_state
+            || copy.flags() != new_flags
+            || now >= copy.last_seen_ns() + REFRESH_INTERVAL_NS;
         if self.half == Half::Reply && !write {
             return true;
         }
@@ -398,12 +461,12 @@ impl BindingRef {
         }
         let (other_tuple, other) = match self.half {
             Half::Original => {
-                let t = copy.reply_tuple(cfg.gateway_ip_be);
-                (t, CT_REPLY.get_ptr_mut(&t))
+                let t = copy.reply_tuple(B::gateway(cfg));
+                (t, B::reply_map().get_ptr_mut(&t))
             }
             Half::Reply => {
                 let t = copy.original_tuple();
-                (t, CT_ORIGINAL.get_ptr_mut(&t))
+                (t, B::original_map().get_ptr_mut(&t))
             }
         };
         if let Some(other) = other {
@@ -424,14 +487,7 @@ impl BindingRef {
     /// from (another CPU may have recycled it). Returns false only when the
     /// binding is lost: the slot or the tuple now holds another binding.
     #[inline(always)]
-    fn restore(
-        &self,
-        other_tuple: &FlowTuple,
-        copy: &NatEntry,
-        new_state: u8,
-        new_flags: u8,
-        now: u64,
-    ) -> bool {
+    fn restore(&self, other_tuple: &B::Tuple, copy: &B, new_state: u8, new_flags: u8, now: u64) -> bool {
         // SAFETY: see `BindingRef`; inserted from in place (the stack has no
         // room for another copy), after checking what the slot holds.
         let this = unsafe { &*self.ptr };
@@ -441,13 +497,13 @@ impl BindingRef {
         // NOEXIST: if another CPU just bound this tuple, it is theirs (or
         // it restored the same half first, which is as good).
         let inserted = match self.half {
-            Half::Original => CT_REPLY.insert(other_tuple, this, BPF_NOEXIST as u64),
-            Half::Reply => CT_ORIGINAL.insert(other_tuple, this, BPF_NOEXIST as u64),
+            Half::Original => B::reply_map().insert(other_tuple, this, BPF_NOEXIST as u64),
+            Half::Reply => B::original_map().insert(other_tuple, this, BPF_NOEXIST as u64),
         };
         match inserted {
             Ok(()) => {
                 if self.half == Half::Reply {
-                    client_flows_add(copy.client_id, 1);
+                    client_flows_add(copy.client_id(), 1);
                 }
                 count(Counter::FlowHalfRestored);
                 true
@@ -457,8 +513,8 @@ impl BindingRef {
             Err(e) if e != -EEXIST => true,
             Err(_) => {
                 let now_there = match self.half {
-                    Half::Original => CT_REPLY.get_ptr_mut(other_tuple),
-                    Half::Reply => CT_ORIGINAL.get_ptr_mut(other_tuple),
+                    Half::Original => B::reply_map().get_ptr_mut(other_tuple),
+                    Half::Reply => B::original_map().get_ptr_mut(other_tuple),
                 };
                 match now_there {
                     Some(there) => {
@@ -475,11 +531,11 @@ impl BindingRef {
     /// Stores the flow's upload route (original half only), if the slot
     /// still holds the binding `copy` was taken from.
     #[inline(always)]
-    pub fn set_upload_route(&self, copy: &NatEntry, route: u8) {
+    pub fn set_upload_route(&self, copy: &B, route: u8) {
         // SAFETY: see `BindingRef`; one byte of the entry.
         let slot = unsafe { &mut *self.ptr };
         if self.half == Half::Original && slot.same_binding(copy) {
-            slot.upload_route = route;
+            slot.set_upload_route(route);
         }
     }
 }

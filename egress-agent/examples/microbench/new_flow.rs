@@ -10,6 +10,7 @@ use anyhow::{bail, Result};
 use egress_agent::datapath::loader::Datapath;
 use egress_common::{
     config::{DEFAULT_NAT_PORT_MAX, DEFAULT_NAT_PORT_MIN},
+    conntrack::Binding,
     maps::CT_MAX_DEFAULT,
     ports::range_len,
 };

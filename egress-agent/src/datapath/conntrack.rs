@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, Result};
 use aya::maps::{IterableMap, MapData, MapError};
 use egress_common::{
-    conntrack::{FlowState, FlowTuple, NatEntry},
+    conntrack::{Binding, FlowState, FlowTuple, NatEntry},
     ip::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
 };
 

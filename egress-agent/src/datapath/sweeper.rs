@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use egress_common::conntrack::NatEntry;
+use egress_common::conntrack::{Binding, NatEntry};
 
 use super::{
     conntrack::{record_swept, walk_originals, walk_replies, FlowTally},

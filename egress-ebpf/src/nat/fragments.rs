@@ -76,7 +76,7 @@ pub fn binding_of_later(cfg: &GatewayConfig, ip: &Ipv4Header, half: Half, now: u
         let _ = FRAGMENTS.remove(key);
         return None;
     }
-    let (_, entry) = conntrack::ct_lookup(cfg, half, &flow.tuple, now)?;
+    let (_, entry) = conntrack::ct_lookup::<NatEntry>(cfg, half, &flow.tuple, now)?;
     let same_binding = entry.client_id == flow.client_id
         && (flow.binding_created_ns == 0 || entry.created_ns == flow.binding_created_ns);
     same_binding.then_some(entry)

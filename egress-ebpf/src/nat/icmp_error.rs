@@ -20,7 +20,10 @@
 //! need no change.
 use aya_ebpf::programs::TcContext;
 use egress_common::{
-    checksum::nat_checksum_update, config::GatewayConfig, conntrack::FlowTuple, counters::Counter,
+    checksum::nat_checksum_update,
+    config::GatewayConfig,
+    conntrack::{FlowTuple, NatEntry},
+    counters::Counter,
 };
 
 use crate::{
@@ -107,7 +110,8 @@ pub fn rev_nat_v4_icmp_error(
     let tuple =
         FlowTuple::new(quote.ip.dst_be, quote.ip.src_be, remote_port_be, nat_port_be, quote.ip.protocol);
     // An error does not keep its flow alive: no refresh, no state change.
-    let Some((_, entry)) = conntrack::ct_lookup(cfg, Half::Reply, &tuple, conntrack::now_ns()) else {
+    let Some((_, entry)) = conntrack::ct_lookup::<NatEntry>(cfg, Half::Reply, &tuple, conntrack::now_ns())
+    else {
         // An echo identifier in the NAT range may be the gateway pod's own
         // ping (as for echo replies, `rev_nat`): its stack's business.
         return if quote.ip.protocol == IPPROTO_ICMP {
@@ -166,7 +170,8 @@ pub fn snat_v4_icmp_error(
     let client_port_be = quote.dst_port_be;
     let tuple =
         FlowTuple::new(quote.ip.dst_be, quote.ip.src_be, client_port_be, remote_port_be, quote.ip.protocol);
-    let Some((_, entry)) = conntrack::ct_lookup(cfg, Half::Original, &tuple, conntrack::now_ns()) else {
+    let Some((_, entry)) = conntrack::ct_lookup::<NatEntry>(cfg, Half::Original, &tuple, conntrack::now_ns())
+    else {
         return Err(Counter::DropNoMapping);
     };
     let quote_len = (inner.total_len as u32).saturating_sub((IPV4_HLEN + ICMP_HLEN) as u32);

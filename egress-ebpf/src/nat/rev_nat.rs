@@ -102,7 +102,7 @@ fn rev_nat_v4_process(
     }
     let tuple = FlowTuple::new(ip.src_be, ip.dst_be, ports.src_port_be, ports.dst_port_be, ip.protocol);
     let now = conntrack::now_ns();
-    let Some((binding, entry)) = conntrack::ct_lookup(cfg, Half::Reply, &tuple, now) else {
+    let Some((binding, entry)) = conntrack::ct_lookup::<NatEntry>(cfg, Half::Reply, &tuple, now) else {
         // Echo replies may be the gateway pod's own pings; anything else on
         // a NAT port is unsolicited and must not reach the pod or a worker.
         return if ip.protocol == IPPROTO_ICMP { Ok(Returned::NotOurs) } else { Err(Counter::DropNoMapping) };
@@ -247,7 +247,7 @@ fn rev_nat_v4_size_check(
 fn rev_nat_v4_refresh(
     cfg: &GatewayConfig,
     tuple: &FlowTuple,
-    binding: &BindingRef,
+    binding: &BindingRef<NatEntry>,
     entry: &NatEntry,
     ports: &L4Ports,
     now: u64,

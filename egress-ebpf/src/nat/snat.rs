@@ -176,8 +176,8 @@ fn snat_v4_lookup(
     tuple: &FlowTuple,
     ports: &L4Ports,
     now: u64,
-) -> Option<(BindingRef, NatEntry)> {
-    let (binding, entry) = conntrack::ct_lookup(cfg, Half::Original, tuple, now)?;
+) -> Option<(BindingRef<NatEntry>, NatEntry)> {
+    let (binding, entry) = conntrack::ct_lookup::<NatEntry>(cfg, Half::Original, tuple, now)?;
     let state = if tuple.protocol == IPPROTO_TCP {
         conntrack::next_tcp_state(entry.state, ports.flags_or_type, Half::Original)
     } else {
@@ -186,7 +186,7 @@ fn snat_v4_lookup(
     if binding.touch(cfg, &entry, state, now) {
         return Some((binding, entry));
     }
-    conntrack::ct_remove_original(tuple, entry.client_id);
+    conntrack::ct_remove_original::<NatEntry>(tuple, entry.client_id);
     count(Counter::FlowRebound);
     None
 }
@@ -233,7 +233,12 @@ fn snat_v4_new_mapping(
 /// Where this packet of an established TCP flow goes, moving the flow's
 /// route on as `UploadRoute::next` says (written only when it changes).
 #[inline(always)]
-fn gro_route(ctx: &TcContext, binding: &BindingRef, entry: &NatEntry, ip_total_len: u16) -> UploadRoute {
+fn gro_route(
+    ctx: &TcContext,
+    binding: &BindingRef<NatEntry>,
+    entry: &NatEntry,
+    ip_total_len: u16,
+) -> UploadRoute {
     let is_gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
     let (next, via_stage) = UploadRoute::from_u8(entry.upload_route).next(is_gso, ip_total_len);
     if next as u8 != entry.upload_route {
