@@ -109,7 +109,9 @@ pub fn run(agent: &std::path::Path) -> Result<()> {
     std::fs::write(&pods, "10.99.0.1 host\n")?;
     let mut script = String::from("set -e\n");
     for b in &binaries {
-        script.push_str(&format!("{} --test-threads=1\n", b.display()));
+        // --show-output: what a test measured on this kernel (the
+        // verifier's instruction count) is in the log.
+        script.push_str(&format!("{} --test-threads=1 --show-output\n", b.display()));
     }
     // The kernel-matrix guest has veth1 (10.99.0.2) in netns `peer`. The
     // agent runs there as the gateway container does: uid 0 with NET_ADMIN,
