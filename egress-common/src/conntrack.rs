@@ -240,37 +240,16 @@ pub trait Binding: Copy {
     }
 }
 
-/// The [`Binding`] accessors of the fields both entries name alike.
+/// The [`Binding`] accessors of the fields both entries name alike: a
+/// getter for each field listed, and the setters.
 macro_rules! shared_binding_fields {
-    () => {
-        #[inline(always)]
-        fn protocol(&self) -> u8 {
-            self.protocol
-        }
-        #[inline(always)]
-        fn state(&self) -> u8 {
-            self.state
-        }
-        #[inline(always)]
-        fn flags(&self) -> u8 {
-            self.flags
-        }
-        #[inline(always)]
-        fn last_seen_ns(&self) -> u64 {
-            self.last_seen_ns
-        }
-        #[inline(always)]
-        fn client_id(&self) -> u32 {
-            self.client_id
-        }
-        #[inline(always)]
-        fn client_port_be(&self) -> u16 {
-            self.client_port_be
-        }
-        #[inline(always)]
-        fn nat_port_be(&self) -> u16 {
-            self.nat_port_be
-        }
+    ($($field:ident: $ty:ty),* $(,)?) => {
+        $(
+            #[inline(always)]
+            fn $field(&self) -> $ty {
+                self.$field
+            }
+        )*
         #[inline(always)]
         fn set_nat_port_be(&mut self, nat_port_be: u16) {
             self.nat_port_be = nat_port_be;
@@ -332,7 +311,15 @@ impl Binding for NatEntry {
             && self.created_ns == other.created_ns
     }
 
-    shared_binding_fields!();
+    shared_binding_fields!(
+        protocol: u8,
+        state: u8,
+        flags: u8,
+        last_seen_ns: u64,
+        client_id: u32,
+        client_port_be: u16,
+        nat_port_be: u16,
+    );
 }
 
 /// [`FlowTuple`] for IPv6. ICMPv6 echo is tracked like ICMP echo: the
@@ -432,7 +419,15 @@ impl Binding for NatEntry6 {
             && self.created_ns == other.created_ns
     }
 
-    shared_binding_fields!();
+    shared_binding_fields!(
+        protocol: u8,
+        state: u8,
+        flags: u8,
+        last_seen_ns: u64,
+        client_id: u32,
+        client_port_be: u16,
+        nat_port_be: u16,
+    );
 }
 
 const _: () = assert!(core::mem::size_of::<FlowTuple>() == 16);
