@@ -114,7 +114,8 @@ counters! {
     DropRewriteFailed = 27 => "drop_rewrite_failed",
     /// The redirect back out of the interface failed.
     DropRedirectFailed = 28 => "drop_redirect_failed",
-    /// The program has no configuration yet.
+    /// The program has no configuration yet (or no IPv6 program to hand a
+    /// client's IPv6 packet to).
     DropNotConfigured = 29 => "drop_not_configured",
     /// TTL would reach zero when forwarded (a client's packet is answered
     /// with time exceeded unless it is an ICMP error itself or the client's
@@ -145,6 +146,14 @@ counters! {
     /// allowance of entries in the shared fragment map (1,024 at once, then
     /// 16,384 a second): one pod cannot push everyone's datagrams out.
     DropFragmentOverBudget = 37 => "drop_fragment_over_budget",
+    /// A client's IPv6 packet with an extension header (hop-by-hop,
+    /// routing, fragment, destination options) before its transport
+    /// header: not translated.
+    DropIpv6ExtHeader = 38 => "drop_ipv6_ext_header",
+    /// A client's well-formed IPv6 packet to a routable destination: IPv6
+    /// egress is not translated yet (issue 14), so it is dropped here,
+    /// never sent with another address.
+    DropIpv6NotTranslated = 39 => "drop_ipv6_not_translated",
 
     /// An IP fragment without ports (not the first of its datagram)
     /// translated like the first, which the fragment map remembered.

@@ -50,11 +50,26 @@ pub const FRAGMENTS: &str = "FRAGMENTS";
 /// `PerCpuArray<[u8; SPLIT_TAIL_MAX]>` with one slot: the second part of a
 /// reply being split, off the stack.
 pub const SPLIT_TAIL: &str = "SPLIT_TAIL";
+/// `ProgramArray` with one slot, [`IPV6_PROGRAM_SLOT`]: the IPv6
+/// classifier the main one hands a client's inner IPv6 packet to (a tail
+/// call). IPv6 has a program of its own because the IPv4 paths already
+/// take most of what the verifier accepts in one (`prog_verifier`). The
+/// agent fills it at load; it is never carried over (a new build brings its
+/// own program), and a held descriptor keeps it filled for the running
+/// program until the next agent's replaces it (the kernel empties a
+/// program array when its last descriptor closes).
+pub const IPV6_PROGRAMS: &str = "IPV6_PROGRAMS";
+/// The slot of [`IPV6_PROGRAMS`] that holds [`IPV6_PROGRAM`].
+pub const IPV6_PROGRAM_SLOT: u32 = 0;
+
 /// `PerCpuArray<u64>` indexed by [`crate::counters::Counter`].
 pub const COUNTERS: &str = "COUNTERS";
 
 /// The classifier's name in the object (and in `bpftool prog`).
 pub const PROGRAM: &str = "egress_gateway";
+/// The IPv6 classifier, reached from [`PROGRAM`] through [`IPV6_PROGRAMS`]
+/// only (never attached).
+pub const IPV6_PROGRAM: &str = "egress_gateway6";
 /// The classifier on the GRO stage's receiving end (`crate::gro`).
 pub const GRO_STAGE_PROGRAM: &str = "egress_gro_stage";
 /// The classifier on the GRO stage's sending end, which takes back the

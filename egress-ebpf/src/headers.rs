@@ -3,7 +3,9 @@ use aya_ebpf::programs::TcContext;
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86DD;
 pub const IPV4_HLEN: usize = 20;
+pub const IPV6_HLEN: usize = 40;
 pub const UDP_HLEN: usize = 8;
 pub const VXLAN_HLEN: usize = 8;
 pub const ICMP_HLEN: usize = 8;
@@ -175,5 +177,44 @@ pub fn l4_csum_off(protocol: u8) -> usize {
         IPPROTO_TCP => TCP_CSUM_OFF,
         IPPROTO_UDP => UDP_CSUM_OFF,
         _ => ICMP_CSUM_OFF,
+    }
+}
+
+/// The parts of an IPv6 header the paths decide on.
+#[derive(Clone, Copy)]
+pub struct Ipv6Header {
+    /// Version (4 bits), traffic class (8), the flow label's top 4 bits.
+    pub first_word_high: u16,
+    /// Bytes after the fixed header (extension headers included).
+    pub payload_len: u16,
+    pub next_header: u8,
+    pub dst: [u8; 16],
+}
+
+#[repr(C)]
+struct RawIpv6 {
+    first_word: [u8; 4],
+    payload_len: [u8; 2],
+    next_header: u8,
+    hop_limit: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+}
+
+impl Ipv6Header {
+    #[inline(always)]
+    pub fn load(ctx: &TcContext, off: usize) -> Result<Self, ()> {
+        let raw: RawIpv6 = ctx.load(off).map_err(|_| ())?;
+        Ok(Ipv6Header {
+            first_word_high: u16::from_be_bytes([raw.first_word[0], raw.first_word[1]]),
+            payload_len: u16::from_be_bytes(raw.payload_len),
+            next_header: raw.next_header,
+            dst: raw.dst,
+        })
+    }
+
+    #[inline(always)]
+    pub fn is_v6(&self) -> bool {
+        self.first_word_high >> 12 == 6
     }
 }

@@ -8,6 +8,7 @@
 //!   datagrams: reverse the NAT, encapsulate back to the client's worker,
 //!   send out (`rev_nat::from_remote`).
 //!
+//! A labeled pod's IPv6 packets go on to `egress_gateway6` by a tail call.
 //! A second classifier, `egress_gro_stage`, sends on what the GRO stage
 //! (`egress_common::gro`) re-aggregated from a client's upload; a third,
 //! `egress_resegmented`, takes back the segments of a reply that was too
@@ -24,6 +25,7 @@ mod csum;
 mod floor;
 mod gro_stage;
 mod headers;
+mod ipv6;
 mod maps;
 mod nat;
 mod tunnel;
@@ -36,9 +38,21 @@ use headers::{Ipv4Header, ETH_HLEN, ETH_P_IP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLE
 use nat::rev_nat::Arrival;
 use verdict::Verdict;
 
+// Inlined into the entry point the macro wraps it in: a tail call
+// (`Verdict::ToIpv6Program`) from a subprogram needs BTF the object does not
+// carry, and the verifier refuses it.
 #[classifier]
+#[inline(always)]
 pub fn egress_gateway(ctx: TcContext) -> i32 {
     let verdict = classify(&ctx, Arrival::Wire);
+    verdict::apply(verdict, &ctx)
+}
+
+/// A labeled pod's IPv6 packet, still in its tunnel: reached only by the
+/// tail call in `verdict::apply` (`ipv6`).
+#[classifier]
+pub fn egress_gateway6(ctx: TcContext) -> i32 {
+    let verdict = ipv6::from_client(&ctx);
     verdict::apply(verdict, &ctx)
 }
 
@@ -48,6 +62,7 @@ pub fn egress_gateway(ctx: TcContext) -> i32 {
 /// fragments, tunnelled already (`tunnel::split`). Only these ever arrive
 /// here; anything else is dropped.
 #[classifier]
+#[inline(always)]
 pub fn egress_resegmented(ctx: TcContext) -> i32 {
     let Some(cfg) = maps::config() else {
         return verdict::apply(Verdict::Drop(Counter::DropNotConfigured), &ctx);

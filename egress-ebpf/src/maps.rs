@@ -4,8 +4,11 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
+    helpers::bpf_tail_call,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray},
+    programs::TcContext,
+    EbpfContext,
 };
 use egress_common::{
     allowance::{Allowance, ICMP_ANSWERS},
@@ -15,7 +18,7 @@ use egress_common::{
     fragments::{FragmentFlow, FragmentKey, FIRST_FRAGMENTS, FRAGMENTS_MAX, SPLIT_TAIL_MAX},
     maps::{
         ClientInfo, ClientRefusals, ClientTraffic, NatDestination, CLIENTS_MAX, CLIENT_ID_MAX,
-        CT_MAX_DEFAULT, CT_RECENT_SLOTS, EXCLUDED_DESTINATIONS_MAX, NAT_EXHAUSTED_MAX,
+        CT_MAX_DEFAULT, CT_RECENT_SLOTS, EXCLUDED_DESTINATIONS_MAX, IPV6_PROGRAM_SLOT, NAT_EXHAUSTED_MAX,
     },
 };
 
@@ -75,6 +78,22 @@ pub static ICMP_ANSWER_RATE: Array<u64> = Array::with_max_entries(CLIENT_ID_MAX 
 
 #[map]
 pub static FRAGMENT_ALLOWANCE: Array<u64> = Array::with_max_entries(CLIENT_ID_MAX + 1, 0);
+
+/// `egress_common::maps::IPV6_PROGRAMS`.
+#[map]
+pub static IPV6_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Hands the packet to the IPv6 program; returns only if its slot is
+/// empty. aya's `ProgramArray::tail_call` is left to the compiler to
+/// inline, and a tail call from a subprogram needs BTF the object does not
+/// carry (the verifier refuses it), so the helper is called here, inlined.
+#[inline(always)]
+pub fn tail_call_ipv6(ctx: &TcContext) {
+    let map = &IPV6_PROGRAMS as *const ProgramArray as *mut core::ffi::c_void;
+    // SAFETY: `ProgramArray` is `repr(transparent)` over its map
+    // definition, which is what the helper's map argument points to.
+    unsafe { bpf_tail_call(ctx.as_ptr(), map, IPV6_PROGRAM_SLOT) };
+}
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);

@@ -27,12 +27,22 @@ pub enum Verdict {
     Resegment {
         ifindex: u32,
     },
+    /// A client's IPv6 packet, its outer headers and client checked: for
+    /// `egress_gateway6`, through a tail call.
+    ToIpv6Program,
     Drop(Counter),
 }
 
 #[inline(always)]
-pub fn apply(verdict: Verdict, _ctx: &TcContext) -> i32 {
+pub fn apply(verdict: Verdict, ctx: &TcContext) -> i32 {
     match verdict {
+        Verdict::ToIpv6Program => {
+            // A tail call does not return when it happens; when it cannot
+            // (an empty slot), execution goes on below.
+            maps::tail_call_ipv6(ctx);
+            maps::count(Counter::DropNotConfigured);
+            TC_ACT_SHOT
+        }
         Verdict::NotOurs => {
             maps::count(Counter::PassedToStack);
             TC_ACT_UNSPEC

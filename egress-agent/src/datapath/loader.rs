@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use anyhow::{Context, Result};
 use aya::{
-    maps::{Map, MapData, MapInfo},
+    maps::{Map, MapData, MapInfo, ProgramArray},
     programs::{
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
         SchedClassifier, TcAttachType,
@@ -64,6 +64,12 @@ pub struct Datapath {
     map_fds: Vec<(&'static str, OwnedFd)>,
     /// TCX links by program name (none on kernels attached through netlink).
     links: Vec<(&'static str, OwnedFd)>,
+    /// The IPv6 program's slot: kept open for as long as the program runs,
+    /// since the kernel empties a program array when its last descriptor
+    /// closes (and then hands the state keeper a duplicate).
+    ipv6_programs: ProgramArray<MapData>,
+    /// A duplicate of its descriptor, for the state keeper.
+    ipv6_programs_fd: OwnedFd,
     /// The maps were a previous agent's: flows, clients and counters went on.
     pub adopted: bool,
     /// Entries of each conntrack half (a running table keeps its size).
@@ -126,8 +132,26 @@ impl Datapath {
             map_fds.push((name, fd));
         }
         let maps = DatapathMaps::from_maps(|name| ebpf.take_map(name))?;
-        let mut datapath =
-            Datapath { ebpf, maps, map_fds, links: Vec::new(), adopted, conntrack_size: ct_size };
+        let (ipv6_programs, ipv6_programs_fd) = match ebpf.take_map(names::IPV6_PROGRAMS) {
+            Some(Map::ProgramArray(data)) => {
+                let fd = data.fd().as_fd().try_clone_to_owned()?;
+                (ProgramArray::try_from(Map::ProgramArray(data))?, fd)
+            }
+            _ => anyhow::bail!(
+                "map {} missing from the eBPF object, or not a program array",
+                names::IPV6_PROGRAMS
+            ),
+        };
+        let mut datapath = Datapath {
+            ebpf,
+            maps,
+            map_fds,
+            links: Vec::new(),
+            ipv6_programs,
+            ipv6_programs_fd,
+            adopted,
+            conntrack_size: ct_size,
+        };
         datapath.program()?.load().map_err(|err| {
             let errno = match &err {
                 aya::programs::ProgramError::LoadError { io_error, .. } => io_error.raw_os_error(),
@@ -151,6 +175,7 @@ impl Datapath {
             }
             anyhow::Error::new(err).context("the kernel verifier refused the program")
         })?;
+        datapath.load_ipv6_program()?;
         datapath
             .classifier(names::GRO_STAGE_PROGRAM)?
             .load()
@@ -177,6 +202,18 @@ impl Datapath {
     /// The main classifier, for attaching or for BPF_PROG_TEST_RUN.
     pub fn program(&mut self) -> Result<&mut SchedClassifier> {
         self.classifier(names::PROGRAM)
+    }
+
+    /// Loads the IPv6 classifier into its slot, where the main one's tail
+    /// call finds it: before anything is attached, so no packet meets an
+    /// empty slot.
+    fn load_ipv6_program(&mut self) -> Result<()> {
+        let program = self.classifier(names::IPV6_PROGRAM)?;
+        program.load().context("the kernel verifier refused the IPv6 program")?;
+        let fd = program.fd()?.try_clone()?;
+        self.ipv6_programs
+            .set(names::IPV6_PROGRAM_SLOT, &fd, 0)
+            .context("placing the IPv6 program in its slot")
     }
 
     /// The micro-benchmarks' floor program (the tunnel work alone), loaded
@@ -301,12 +338,15 @@ impl Datapath {
         })
     }
 
-    /// Everything the state keeper should hold: the state maps and the
-    /// TCX links.
+    /// Everything the state keeper should hold: the state maps, the TCX
+    /// links, and the IPv6 program's slot (never adopted: held so the
+    /// running program's tail call keeps its target until the next agent's
+    /// program replaces it).
     pub fn state_objects(&self) -> Vec<(String, BorrowedFd<'_>)> {
         let maps = self.map_fds.iter().map(|(name, fd)| (map_key(name), fd.as_fd()));
         let links = self.links.iter().map(|(name, fd)| (link_key(name), fd.as_fd()));
-        maps.chain(links).collect()
+        let ipv6 = std::iter::once((map_key(names::IPV6_PROGRAMS), self.ipv6_programs_fd.as_fd()));
+        maps.chain(links).chain(ipv6).collect()
     }
 }
 

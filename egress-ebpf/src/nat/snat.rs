@@ -20,7 +20,7 @@ use crate::{
         rewrite::{nat_v4_rewrite_headers, End},
         time_exceeded,
     },
-    tunnel::decap::{merge_ecn, parse_tunnel, strip_tunnel, InnerFrame, INNER_IP_OFF},
+    tunnel::decap::{merge_ecn, parse_tunnel, strip_tunnel, Inner, InnerFrame, INNER_IP_OFF},
     verdict::Verdict,
 };
 
@@ -34,6 +34,8 @@ enum Sent {
     TimeExceeded,
     /// A ping of the tunnel's gateway address: it became its echo reply.
     ProbeAnswered,
+    /// An IPv6 packet, for the IPv6 program.
+    Ipv6,
 }
 
 #[inline(always)]
@@ -47,6 +49,7 @@ pub fn from_client(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
         Ok(Sent::ProbeAnswered) => {
             Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ProbeAnswered }
         }
+        Ok(Sent::Ipv6) => Verdict::ToIpv6Program,
         Err(reason) => Verdict::Drop(reason),
     }
 }
@@ -59,7 +62,10 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
         return Err(Counter::DropUnknownClient);
     };
     let client_id = client.client_id;
-    let inner = parse_tunnel(ctx, cfg)?;
+    let inner = match parse_tunnel(ctx, cfg)? {
+        Inner::Ipv4(frame) => frame,
+        Inner::Ipv6 => return Ok(Sent::Ipv6),
+    };
     // The pod may only send as itself: its tunnel carries its own address.
     if inner.ip.src_be != outer.src_be {
         return Err(Counter::DropSpoofedInnerSource);

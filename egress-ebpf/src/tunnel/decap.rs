@@ -6,7 +6,7 @@ use aya_ebpf::{
 use egress_common::{config::GatewayConfig, counters::Counter};
 
 use crate::headers::{
-    Ipv4Header, ETH_HLEN, ETH_P_IP, IPV4_HLEN, IP_CSUM_OFF, TUNNEL_OVERHEAD, UDP_HLEN, VXLAN_HLEN,
+    Ipv4Header, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPV4_HLEN, IP_CSUM_OFF, TUNNEL_OVERHEAD, UDP_HLEN, VXLAN_HLEN,
 };
 
 /// ECN codepoints (the TOS byte's two low bits, RFC 3168).
@@ -31,19 +31,28 @@ pub struct InnerFrame {
     pub ip: Ipv4Header,
 }
 
+/// What a valid tunnel packet carries.
+pub enum Inner {
+    Ipv4(InnerFrame),
+    /// An IPv6 frame: `egress_gateway6` (`crate::ipv6`) checks the rest.
+    Ipv6,
+}
+
 /// Checks the VXLAN header and the inner Ethernet/IPv4 headers. The outer
 /// UDP checksum is never looked at: workers send zero (valid for IPv4) and a
 /// Service DNAT on the way may leave it stale.
 #[inline(always)]
-pub fn parse_tunnel(ctx: &TcContext, cfg: &GatewayConfig) -> Result<InnerFrame, Counter> {
+pub fn parse_tunnel(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Inner, Counter> {
     let vxlan: [u8; 8] = ctx.load(VXLAN_OFF).map_err(|_| Counter::DropMalformed)?;
     let vni = u32::from_be_bytes([0, vxlan[4], vxlan[5], vxlan[6]]);
     if vxlan[0] & VXLAN_FLAG_VNI == 0 || vni != cfg.vni {
         return Err(Counter::DropBadVni);
     }
     let eth: [u8; 14] = ctx.load(INNER_ETH_OFF).map_err(|_| Counter::DropMalformed)?;
-    if u16::from_be_bytes([eth[12], eth[13]]) != ETH_P_IP {
-        return Err(Counter::DropUnsupportedProtocol);
+    match u16::from_be_bytes([eth[12], eth[13]]) {
+        ETH_P_IP => {}
+        ETH_P_IPV6 => return Ok(Inner::Ipv6),
+        _ => return Err(Counter::DropUnsupportedProtocol),
     }
     let ip = Ipv4Header::load(ctx, INNER_IP_OFF).map_err(|_| Counter::DropMalformed)?;
     if !ip.is_v4() || (ip.version_ihl & 0x0f) < 5 || (ip.total_len as usize) < IPV4_HLEN {
@@ -56,11 +65,11 @@ pub fn parse_tunnel(ctx: &TcContext, cfg: &GatewayConfig) -> Result<InnerFrame, 
     if ip.has_options() {
         return Err(Counter::DropIpOptions);
     }
-    Ok(InnerFrame {
+    Ok(Inner::Ipv4(InnerFrame {
         client_mac: [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]],
         tunnel_gateway_mac: [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]],
         ip,
-    })
+    }))
 }
 
 /// Merges the outer header's ECN into the inner packet before the tunnel
