@@ -177,6 +177,20 @@ pub trait Binding: Copy {
     fn set_activity(&mut self, state: u8, flags: u8, now_ns: u64);
     fn set_upload_route(&mut self, route: u8);
 
+    /// The NAT port of the entry at `this` (a map slot another CPU may
+    /// rewrite at any moment) in one volatile load, which keeps its place
+    /// among the caller's other volatile loads.
+    ///
+    /// # Safety
+    /// `this` points to memory holding a `Self`.
+    unsafe fn nat_port_be_volatile(this: *const Self) -> u16;
+    /// The original tuple of the entry at `this`, each field read by a
+    /// volatile load, so after any volatile load before it.
+    ///
+    /// # Safety
+    /// `this` points to memory holding a `Self`.
+    unsafe fn original_tuple_volatile(this: *const Self) -> Self::Tuple;
+
     /// Whether the remote has answered this flow.
     #[inline(always)]
     fn seen_reply(&self) -> bool {
@@ -251,6 +265,10 @@ macro_rules! shared_binding_fields {
             }
         )*
         #[inline(always)]
+        unsafe fn nat_port_be_volatile(this: *const Self) -> u16 {
+            unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*this).nat_port_be)) }
+        }
+        #[inline(always)]
         fn set_nat_port_be(&mut self, nat_port_be: u16) {
             self.nat_port_be = nat_port_be;
         }
@@ -286,6 +304,20 @@ impl Binding for NatEntry {
             self.remote_port_be,
             self.protocol,
         )
+    }
+
+    #[inline(always)]
+    unsafe fn original_tuple_volatile(this: *const NatEntry) -> FlowTuple {
+        use core::ptr::{addr_of, read_volatile};
+        unsafe {
+            FlowTuple::new(
+                read_volatile(addr_of!((*this).client_ip_be)),
+                read_volatile(addr_of!((*this).remote_ip_be)),
+                read_volatile(addr_of!((*this).client_port_be)),
+                read_volatile(addr_of!((*this).remote_port_be)),
+                read_volatile(addr_of!((*this).protocol)),
+            )
+        }
     }
 
     #[inline(always)]
@@ -394,6 +426,20 @@ impl Binding for NatEntry6 {
             self.remote_port_be,
             self.protocol,
         )
+    }
+
+    #[inline(always)]
+    unsafe fn original_tuple_volatile(this: *const NatEntry6) -> FlowTuple6 {
+        use core::ptr::{addr_of, read_volatile};
+        unsafe {
+            FlowTuple6::new(
+                read_volatile(addr_of!((*this).client_ip)),
+                read_volatile(addr_of!((*this).remote_ip)),
+                read_volatile(addr_of!((*this).client_port_be)),
+                read_volatile(addr_of!((*this).remote_port_be)),
+                read_volatile(addr_of!((*this).protocol)),
+            )
+        }
     }
 
     #[inline(always)]

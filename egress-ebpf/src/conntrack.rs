@@ -267,8 +267,11 @@ pub fn ct_create_binding<B: Tracked>(cfg: &GatewayConfig, entry: &mut B, now: u6
             let Some(theirs) = B::original_map().get_ptr(&original) else {
                 return Err(Counter::DropConntrackFull);
             };
-            let nat_port_be = unsafe { (*theirs).nat_port_be() };
-            return if unsafe { &*theirs }.original_tuple() == original {
+            // SAFETY: a value pointer the lookup just returned (see
+            // `BindingRef`). Volatile loads keep their order: the port
+            // first, then the tuple it must still belong to.
+            let nat_port_be = unsafe { B::nat_port_be_volatile(theirs) };
+            return if unsafe { B::original_tuple_volatile(theirs) } == original {
                 Ok(nat_port_be)
             } else {
                 Err(Counter::DropConntrackFull)
