@@ -99,8 +99,10 @@ fn hostile_ipv6_is_dropped_for_what_it_is() {
     }
     // A payload length that claims more than arrived, or a version that
     // is not 6 under the IPv6 ethertype.
-    let lying = raw_frame6(17, &udp, Some(1400));
-    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &lying), "drop_malformed");
+    for claimed in [udp.len() as u16 + 1, 1400] {
+        let lying = raw_frame6(17, &udp, Some(claimed));
+        assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &lying), "drop_malformed");
+    }
     let mut version4 = raw_frame6(17, &udp, None);
     version4[ETH_HLEN] = 0x45;
     assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &version4), "drop_malformed");

@@ -54,10 +54,13 @@ pub const SPLIT_TAIL: &str = "SPLIT_TAIL";
 /// classifier the main one hands a client's inner IPv6 packet to (a tail
 /// call). IPv6 has a program of its own because the IPv4 paths already
 /// take most of what the verifier accepts in one (`prog_verifier`). The
-/// agent fills it at load; it is never carried over (a new build brings its
-/// own program), and a held descriptor keeps it filled for the running
-/// program until the next agent's replaces it (the kernel empties a
-/// program array when its last descriptor closes).
+/// agent fills it at load and holds it; it is never carried over (a new
+/// build brings its own program). The kernel empties a program array when
+/// its last descriptor closes: the state keeper holds one too from the
+/// agent's first hand-over on, so a killed agent's program keeps its IPv6
+/// program until the next agent's replaces it. An agent killed before its
+/// first hand-over leaves an empty slot: its program then drops a pod's
+/// IPv6 as `drop_not_configured`, never lets it through.
 pub const IPV6_PROGRAMS: &str = "IPV6_PROGRAMS";
 /// The slot of [`IPV6_PROGRAMS`] that holds [`IPV6_PROGRAM`].
 pub const IPV6_PROGRAM_SLOT: u32 = 0;

@@ -37,7 +37,12 @@ pub fn tunnel_only(ctx: &TcContext) -> Verdict {
             .is_ok_and(|ports| u16::from_ne_bytes([ports[2], ports[3]]) == cfg.vxlan_port_be);
     let sent = if to_tunnel {
         decap::parse_tunnel(ctx, cfg)
-            .and_then(|_| decap::strip_tunnel(ctx))
+            .and_then(|inner| match inner {
+                decap::Inner::Ipv4(_) => Ok(()),
+                // Never sent out with the pod's own address.
+                decap::Inner::Ipv6 => Err(Counter::DropUnsupportedProtocol),
+            })
+            .and_then(|()| decap::strip_tunnel(ctx))
             .map(|()| Counter::ForwardedToRemote)
     } else {
         // Where to is not the cost: back to the sender.

@@ -226,7 +226,8 @@ impl Datapath {
         self.classifier(names::TUNNEL_FLOOR_PROGRAM)
     }
 
-    fn classifier(&mut self, name: &str) -> Result<&mut SchedClassifier> {
+    /// One of the object's classifiers by name (`egress_common::maps`).
+    pub fn classifier(&mut self, name: &str) -> Result<&mut SchedClassifier> {
         Ok(self
             .ebpf
             .program_mut(name)
