@@ -149,6 +149,9 @@ pub trait Binding: Copy {
     type Tuple: Copy + PartialEq;
     /// What NAT ports are allocated per ([`NatDestination`]).
     type Destination: Copy;
+    /// The family's echo protocol (ICMP, ICMPv6), keyed by its identifier
+    /// on the client's side alone.
+    const ECHO_PROTOCOL: u8;
 
     /// The tuple the client sends with.
     fn original_tuple(&self) -> Self::Tuple;
@@ -170,6 +173,7 @@ pub trait Binding: Copy {
     fn last_seen_ns(&self) -> u64;
     fn client_id(&self) -> u32;
     fn client_port_be(&self) -> u16;
+    fn remote_port_be(&self) -> u16;
     fn nat_port_be(&self) -> u16;
     fn set_nat_port_be(&mut self, nat_port_be: u16);
     fn set_created_ns(&mut self, created_ns: u64);
@@ -190,6 +194,17 @@ pub trait Binding: Copy {
     /// # Safety
     /// `this` points to memory holding a `Self`.
     unsafe fn original_tuple_volatile(this: *const Self) -> Self::Tuple;
+
+    /// The remote's port as the reply tuple and the NAT destination key
+    /// it: 0 for echo, whose replies carry the identifier on our side only.
+    #[inline(always)]
+    fn keyed_remote_port_be(&self) -> u16 {
+        if self.protocol() == Self::ECHO_PROTOCOL {
+            0
+        } else {
+            self.remote_port_be()
+        }
+    }
 
     /// Whether the remote has answered this flow.
     #[inline(always)]
@@ -294,6 +309,7 @@ impl Binding for NatEntry {
     type Address = u32;
     type Tuple = FlowTuple;
     type Destination = NatDestination;
+    const ECHO_PROTOCOL: u8 = IPPROTO_ICMP;
 
     #[inline(always)]
     fn original_tuple(&self) -> FlowTuple {
@@ -322,13 +338,18 @@ impl Binding for NatEntry {
 
     #[inline(always)]
     fn reply_tuple(&self, gateway_ip_be: u32) -> FlowTuple {
-        let remote_port_be = if self.protocol == IPPROTO_ICMP { 0 } else { self.remote_port_be };
-        FlowTuple::new(self.remote_ip_be, gateway_ip_be, remote_port_be, self.nat_port_be, self.protocol)
+        FlowTuple::new(
+            self.remote_ip_be,
+            gateway_ip_be,
+            self.keyed_remote_port_be(),
+            self.nat_port_be,
+            self.protocol,
+        )
     }
 
     #[inline(always)]
     fn nat_destination(&self) -> NatDestination {
-        let remote_port_be = if self.protocol == IPPROTO_ICMP { 0 } else { self.remote_port_be };
+        let remote_port_be = self.keyed_remote_port_be();
         NatDestination { remote_ip_be: self.remote_ip_be, remote_port_be, protocol: self.protocol, _pad: 0 }
     }
 
@@ -350,6 +371,7 @@ impl Binding for NatEntry {
         last_seen_ns: u64,
         client_id: u32,
         client_port_be: u16,
+        remote_port_be: u16,
         nat_port_be: u16,
     );
 }
@@ -416,6 +438,7 @@ impl Binding for NatEntry6 {
     type Address = [u8; 16];
     type Tuple = FlowTuple6;
     type Destination = NatDestination6;
+    const ECHO_PROTOCOL: u8 = IPPROTO_ICMPV6;
 
     #[inline(always)]
     fn original_tuple(&self) -> FlowTuple6 {
@@ -444,13 +467,18 @@ impl Binding for NatEntry6 {
 
     #[inline(always)]
     fn reply_tuple(&self, gateway_ip6: [u8; 16]) -> FlowTuple6 {
-        let remote_port_be = if self.protocol == IPPROTO_ICMPV6 { 0 } else { self.remote_port_be };
-        FlowTuple6::new(self.remote_ip, gateway_ip6, remote_port_be, self.nat_port_be, self.protocol)
+        FlowTuple6::new(
+            self.remote_ip,
+            gateway_ip6,
+            self.keyed_remote_port_be(),
+            self.nat_port_be,
+            self.protocol,
+        )
     }
 
     #[inline(always)]
     fn nat_destination(&self) -> NatDestination6 {
-        let remote_port_be = if self.protocol == IPPROTO_ICMPV6 { 0 } else { self.remote_port_be };
+        let remote_port_be = self.keyed_remote_port_be();
         NatDestination6 { remote_ip: self.remote_ip, remote_port_be, protocol: self.protocol, _pad: 0 }
     }
 
@@ -472,6 +500,7 @@ impl Binding for NatEntry6 {
         last_seen_ns: u64,
         client_id: u32,
         client_port_be: u16,
+        remote_port_be: u16,
         nat_port_be: u16,
     );
 }
