@@ -1,5 +1,9 @@
 //! Facts about network interfaces and the current network namespace.
-use std::{ffi::CStr, net::Ipv4Addr, os::unix::fs::MetadataExt};
+use std::{
+    ffi::CStr,
+    net::{Ipv4Addr, Ipv6Addr},
+    os::unix::fs::MetadataExt,
+};
 
 use anyhow::{bail, Context, Result};
 
@@ -10,23 +14,31 @@ pub struct Interface {
     pub name: String,
     pub ifindex: u32,
     pub ipv4: Ipv4Addr,
+    /// Its first global IPv6 address, if it has one (a dual-stack pod).
+    pub ipv6: Option<Ipv6Addr>,
     pub mtu: u32,
 }
 
 impl Interface {
     /// Looks up `name`, failing with a line that says what is missing.
-    /// The MTU comes over netlink, not /sys/class/net: sysfs shows the
-    /// namespace it was mounted in, which need not be this process's.
+    /// The index and MTU come over netlink, not /sys/class/net: sysfs shows
+    /// the namespace it was mounted in, which need not be this process's.
     pub fn lookup(name: &str) -> Result<Interface> {
-        let ifindex = ifindex(name)?;
-        let ipv4 = first_ipv4(name)?.with_context(|| {
+        let netlink = Netlink::route()?;
+        let link = link::get(&netlink, name)?.with_context(|| {
+            format!("interface {name} not found in this network namespace: check --interface")
+        })?;
+        let addresses = addresses(name)?;
+        let ipv4 = addresses.ipv4.with_context(|| {
             format!("interface {name} has no IPv4 address: give it one or pick another --interface")
         })?;
-        let netlink = Netlink::route()?;
-        let mtu = link::get(&netlink, name)?
-            .with_context(|| format!("interface {name} vanished while it was looked up: check --interface"))?
-            .mtu;
-        Ok(Interface { name: name.to_string(), ifindex, ipv4, mtu })
+        Ok(Interface {
+            name: name.to_string(),
+            ifindex: link.index,
+            ipv4,
+            ipv6: addresses.ipv6,
+            mtu: link.mtu,
+        })
     }
 }
 
@@ -36,28 +48,49 @@ pub fn ifindex(name: &str) -> Result<u32> {
         .with_context(|| format!("interface {name} not found in this network namespace: check --interface"))
 }
 
-fn first_ipv4(name: &str) -> Result<Option<Ipv4Addr>> {
+/// The first address of each family an interface has.
+struct Addresses {
+    ipv4: Option<Ipv4Addr>,
+    /// Global only: a link-local address cannot be the source of traffic
+    /// that leaves the link.
+    ipv6: Option<Ipv6Addr>,
+}
+
+fn addresses(name: &str) -> Result<Addresses> {
     let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
     if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
         return Err(std::io::Error::last_os_error()).context("getifaddrs");
     }
-    let mut found = None;
+    let mut found = Addresses { ipv4: None, ipv6: None };
     let mut cur = addrs;
     while !cur.is_null() {
         let ifa = unsafe { &*cur };
         let ifa_name = unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy();
         if ifa_name == name && !ifa.ifa_addr.is_null() {
             let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
-            if family == libc::AF_INET {
+            if family == libc::AF_INET && found.ipv4.is_none() {
                 let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-                break;
+                found.ipv4 = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            } else if family == libc::AF_INET6 && found.ipv6.is_none() {
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                let address = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                if is_global_unicast(address) {
+                    found.ipv6 = Some(address);
+                }
             }
         }
         cur = ifa.ifa_next;
     }
     unsafe { libc::freeifaddrs(addrs) };
     Ok(found)
+}
+
+/// Not ::, ::1, link-local (fe80::/10) or multicast.
+fn is_global_unicast(address: Ipv6Addr) -> bool {
+    !(address.is_unspecified()
+        || address.is_loopback()
+        || address.is_multicast()
+        || address.segments()[0] & 0xffc0 == 0xfe80)
 }
 
 /// Identity of this process's network namespace.
@@ -119,6 +152,16 @@ pub fn parse_ipv6_cidr(text: &str) -> Result<(std::net::Ipv6Addr, u8)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_global_ipv6_address_is_a_source() {
+        for global in ["2001:db8::1", "fd00:10:244::5", "64:ff9b::1"] {
+            assert!(is_global_unicast(global.parse().unwrap()), "{global}");
+        }
+        for local in ["::", "::1", "fe80::1", "febf::1", "ff02::1"] {
+            assert!(!is_global_unicast(local.parse().unwrap()), "{local}");
+        }
+    }
 
     #[test]
     fn ipv6_cidrs() {
