@@ -41,19 +41,33 @@ pub struct Status {
 }
 
 /// Opens the maps of the program whose CONFIG says it was set up in this
-/// network namespace on `ifindex`.
+/// network namespace on `ifindex`: the main program's and its IPv6
+/// program's (which alone uses the IPv6 maps), paired by the CONFIG map
+/// they share.
 pub fn find_maps(ifindex: u32) -> Result<DatapathMaps> {
     let netns = netdev::netns_inode()?;
+    // Each datapath's maps by name, keyed by its CONFIG map's id.
+    let mut datapaths: Vec<(u32, Vec<(String, u32)>)> = Vec::new();
     for info in aya::programs::loaded_programs() {
         let Ok(info) = info else { continue };
-        if info.name_as_str() != Some(names::PROGRAM) {
+        if !matches!(info.name_as_str(), Some(names::PROGRAM | names::IPV6_PROGRAM)) {
             continue;
         }
         let Ok(Some(map_ids)) = info.map_ids() else { continue };
-        let mut by_name: Vec<(String, u32)> = map_ids
+        let by_name: Vec<(String, u32)> = map_ids
             .iter()
             .filter_map(|id| Some((MapInfo::from_id(*id).ok()?.name_as_str()?.to_string(), *id)))
             .collect();
+        let Some(config_id) = by_name.iter().find(|(name, _)| name == names::CONFIG).map(|(_, id)| *id)
+        else {
+            continue;
+        };
+        match datapaths.iter_mut().find(|(id, _)| *id == config_id) {
+            Some((_, maps)) => maps.extend(by_name),
+            None => datapaths.push((config_id, by_name)),
+        }
+    }
+    for (_, mut by_name) in datapaths {
         let maps = DatapathMaps::from_maps(|wanted| {
             let pos = by_name.iter().position(|(n, _)| n == wanted)?;
             let (_, id) = by_name.swap_remove(pos);

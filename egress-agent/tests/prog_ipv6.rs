@@ -1,26 +1,30 @@
 //! A labeled pod's IPv6 packets in its IPv4 tunnel (a dual-stack cluster):
-//! handed to `egress_gateway6` by a tail call and, until IPv6 egress is
-//! translated (issue 14), dropped there, each for its reason. Nothing of a
-//! pod's IPv6 ever leaves the gateway, and no flow is made for it.
+//! handed to `egress_gateway6` by a tail call, checked there as their
+//! translation will need them and, until IPv6 egress is translated
+//! (issue 14), dropped, each for its reason. Nothing of a pod's IPv6 ever
+//! leaves the gateway, and no flow is made for it.
 mod common;
 
 use std::net::Ipv6Addr;
 
 use common::*;
-use egress_common::{config::TUNNEL_GATEWAY_MAC, ip::IPPROTO_ICMPV6};
+use egress_common::{
+    config::{GatewayConfig, TUNNEL_GATEWAY_MAC},
+    ip::IPPROTO_ICMPV6,
+};
 use etherparse::PacketBuilder;
 
-const CLIENT_IP6: &str = "fd00:10:244:1::5";
-const REMOTE_IP6: &str = "2606:4700::1111";
 const ETH_HLEN: usize = 14;
 
-fn v6(text: &str) -> [u8; 16] {
-    text.parse::<Ipv6Addr>().unwrap().octets()
+fn v6(text: &str) -> Ipv6Addr {
+    text.parse().unwrap()
 }
 
-/// An inner Ethernet + IPv6 frame from the client to `dst`, built by etherparse.
-fn frame6(dst: &str, l4: L4) -> Vec<u8> {
-    let ip = PacketBuilder::ethernet2(CLIENT_MAC, TUNNEL_GATEWAY_MAC).ipv6(v6(CLIENT_IP6), v6(dst), 64);
+/// An inner Ethernet + IPv6 frame from `src` to `dst` with `hop_limit`,
+/// built by etherparse.
+fn frame6_from(src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8, l4: L4) -> Vec<u8> {
+    let ip =
+        PacketBuilder::ethernet2(CLIENT_MAC, TUNNEL_GATEWAY_MAC).ipv6(src.octets(), dst.octets(), hop_limit);
     let mut out = Vec::new();
     match l4 {
         L4::Tcp { src, dst, .. } => ip.tcp(src, dst, 1000, 64_000).syn().write(&mut out, b"data").unwrap(),
@@ -31,8 +35,13 @@ fn frame6(dst: &str, l4: L4) -> Vec<u8> {
     out
 }
 
-/// An inner Ethernet + IPv6 frame with `next_header` and `payload` as
-/// given, its payload length `claimed` (or the true one).
+/// The listed client's frame to `dst`.
+fn frame6(dst: Ipv6Addr, l4: L4) -> Vec<u8> {
+    frame6_from(CLIENT_IP6, dst, 64, l4)
+}
+
+/// An inner Ethernet + IPv6 frame from the client with `next_header` and
+/// `payload` as given, its payload length `claimed` (or the true one).
 fn raw_frame6(next_header: u8, payload: &[u8], claimed: Option<u16>) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&TUNNEL_GATEWAY_MAC);
@@ -41,10 +50,16 @@ fn raw_frame6(next_header: u8, payload: &[u8], claimed: Option<u16>) -> Vec<u8> 
     out.extend_from_slice(&[0x60, 0, 0, 0]);
     out.extend_from_slice(&claimed.unwrap_or(payload.len() as u16).to_be_bytes());
     out.extend_from_slice(&[next_header, 64]);
-    out.extend_from_slice(&v6(CLIENT_IP6));
-    out.extend_from_slice(&v6(REMOTE_IP6));
+    out.extend_from_slice(&CLIENT_IP6.octets());
+    out.extend_from_slice(&REMOTE_IP6.octets());
     out.extend_from_slice(payload);
     out
+}
+
+/// An ICMPv6 message of `icmp_type` (checksum left zero: the checks under
+/// test come before any checksum would be).
+fn icmpv6(icmp_type: u8) -> Vec<u8> {
+    raw_frame6(IPPROTO_ICMPV6, &[icmp_type, 0, 0, 0, 0, 0, 0, 0], None)
 }
 
 fn sent(h: &Harness) -> u64 {
@@ -64,11 +79,14 @@ fn assert_dropped(h: &mut Harness, packet: &[u8], counter: &str) {
 }
 
 #[test]
-fn a_pod_s_ipv6_reaches_the_ipv6_program_and_never_leaves() {
+fn a_pod_s_ipv6_passes_every_check_and_never_leaves() {
     let mut h = Harness::default();
     for l4 in [tcp_syn(40_000, 443), L4::Udp { src: 40_001, dst: 53 }, L4::EchoRequest { id: 7 }] {
         assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &frame6(REMOTE_IP6, l4)), "drop_ipv6_not_translated");
     }
+    // The second client, as itself, too.
+    let second = frame6_from(SECOND_CLIENT_IP6, REMOTE_IP6, 64, tcp_syn(40_000, 443));
+    assert_dropped(&mut h, &tunnel(SECOND_CLIENT_IP, VNI, &second), "drop_ipv6_not_translated");
     // The same pod's IPv4 still goes out: the tail call is IPv6's alone.
     let out = h.run(&from_client(tcp_syn(40_000, 443), b""));
     assert_eq!(out.action, TC_ACT_REDIRECT);
@@ -76,9 +94,61 @@ fn a_pod_s_ipv6_reaches_the_ipv6_program_and_never_leaves() {
 }
 
 #[test]
+fn a_pod_may_send_ipv6_only_as_itself() {
+    let mut h = Harness::default();
+    // Another client's listed address, an unlisted one, the gateway's own
+    // as a source: all carried in the first client's tunnel.
+    for src in [SECOND_CLIENT_IP6, v6("fd00:10:244:1::99"), GATEWAY_IP6] {
+        let frame = frame6_from(src, REMOTE_IP6, 64, L4::Udp { src: 40_000, dst: 53 });
+        assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &frame), "drop_spoofed_inner_source");
+    }
+    // An address removed from the client's list is no longer its own.
+    h.datapath.maps.remove_client6(CLIENT_IP6).unwrap();
+    let frame = frame6(REMOTE_IP6, L4::Udp { src: 40_000, dst: 53 });
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &frame), "drop_spoofed_inner_source");
+}
+
+#[test]
+fn destinations_never_natted_are_dropped_before_the_hop_limit() {
+    let mut h = Harness::default();
+    let udp = L4::Udp { src: 40_002, dst: 53 };
+    // Martians and the gateway's own address, whatever the hop limit.
+    for martian in ["::1", "::", "::ffff:10.0.0.1", "fe80::1", "ff02::1", "ff0e::1"] {
+        assert_dropped(
+            &mut h,
+            &tunnel(CLIENT_IP, VNI, &frame6(v6(martian), udp)),
+            "drop_martian_destination",
+        );
+    }
+    let own = frame6_from(CLIENT_IP6, GATEWAY_IP6, 1, udp);
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &own), "drop_martian_destination");
+    // An excluded range; a hop limit of 1 ends before the exclusion is
+    // looked at (the time-exceeded answer to come goes first, as IPv4's).
+    h.datapath.maps.add_excluded6(v6("2001:db8:1::"), 48).unwrap();
+    let excluded = v6("2001:db8:1::53");
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &frame6(excluded, udp)), "drop_excluded_destination");
+    let expiring = frame6_from(CLIENT_IP6, excluded, 1, udp);
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &expiring), "drop_ipv6_not_translated");
+    // Next to it, outside the range: not excluded.
+    let outside = frame6(v6("2001:db8:2::53"), udp);
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &outside), "drop_ipv6_not_translated");
+}
+
+#[test]
+fn a_gateway_without_ipv6_drops_a_pod_s_ipv6_as_disabled() {
+    let cfg = GatewayConfig { gateway_ip6: [0; 16], ..config((20_000, 20_099)) };
+    let mut h = Harness::with_config(&cfg, 4096);
+    let frame = frame6(REMOTE_IP6, tcp_syn(40_000, 443));
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &frame), "drop_ipv6_disabled");
+    // Malformed packets are still that first.
+    let truncated = &raw_frame6(17, &[0; 12], None)[..ETH_HLEN + 30];
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, truncated), "drop_malformed");
+}
+
+#[test]
 fn hostile_ipv6_is_dropped_for_what_it_is() {
     let mut h = Harness::default();
-    let udp = [0x9c, 0x41, 0x00, 0x35, 0x00, 0x0c, 0x00, 0x00, b'd', b'a', b't', b'a'];
+    let udp = [0x9c, 0x41, 0x00, 0x35, 0x00, 0x0c, 0x12, 0x34, b'd', b'a', b't', b'a'];
     // Extension headers before the transport header: an 8-byte hop-by-hop
     // (next header UDP, PadN), and the others by their numbers alone.
     let mut hop_by_hop = vec![17, 0, 1, 4, 0, 0, 0, 0];
@@ -92,11 +162,6 @@ fn hostile_ipv6_is_dropped_for_what_it_is() {
         let frame = raw_frame6(next_header, &hop_by_hop, None);
         assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &frame), "drop_ipv6_ext_header");
     }
-    // Destinations never to be NATed, whatever the protocol.
-    for martian in ["::1", "::", "::ffff:10.0.0.1", "fe80::1", "ff02::1", "ff0e::1"] {
-        let frame = frame6(martian, L4::Udp { src: 40_002, dst: 53 });
-        assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &frame), "drop_martian_destination");
-    }
     // A payload length that claims more than arrived, or a version that
     // is not 6 under the IPv6 ethertype.
     for claimed in [udp.len() as u16 + 1, 1400] {
@@ -108,7 +173,13 @@ fn hostile_ipv6_is_dropped_for_what_it_is() {
     assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &version4), "drop_malformed");
     let truncated = &raw_frame6(17, &udp, None)[..ETH_HLEN + 30];
     assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, truncated), "drop_malformed");
-    // SCTP, and an ICMPv6 echo reply sent as if in answer to nothing.
+    // A UDP header cut short, and a zero UDP checksum (mandatory in IPv6).
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &raw_frame6(17, &udp[..6], None)), "drop_malformed");
+    let mut unchecked = udp;
+    unchecked[6..8].copy_from_slice(&[0, 0]);
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &raw_frame6(17, &unchecked, None)), "drop_malformed");
+    // SCTP; an ICMPv6 echo reply as if in answer to nothing; neighbour and
+    // router solicitations, which are the link's and never a remote's.
     assert_dropped(
         &mut h,
         &tunnel(CLIENT_IP, VNI, &raw_frame6(132, &udp, None)),
@@ -116,7 +187,15 @@ fn hostile_ipv6_is_dropped_for_what_it_is() {
     );
     let reply = frame6(REMOTE_IP6, L4::EchoReply { id: 9 });
     assert_eq!(reply[ETH_HLEN + 6], IPPROTO_ICMPV6);
-    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &reply), "drop_ipv6_not_translated");
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &reply), "drop_unsupported_protocol");
+    for informational in [133, 135, 136] {
+        assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &icmpv6(informational)), "drop_unsupported_protocol");
+    }
+    // A client's ICMPv6 errors (unreachable, Packet Too Big) are not
+    // translated yet.
+    for error in [1, 2] {
+        assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &icmpv6(error)), "drop_ipv6_not_translated");
+    }
 }
 
 #[test]

@@ -1,12 +1,12 @@
 //! The datapath's configuration, written by the agent into the one-slot
 //! `CONFIG` array before the program is attached.
 
-/// Version of this layout and of the map value types (6: conntrack halves
-/// that never evict on their own, `NatEntry::flags` and `created_ns`,
-/// per-client flow counts and refusals, `max_flows_per_client`,
-/// `resegment_ifindex`); bumped whenever one changes so an agent never
+/// Version of this layout and of the map value types (7: `gateway_ip6` and
+/// the IPv6 maps; 6: conntrack halves that never evict on their own,
+/// `NatEntry::flags` and `created_ns`, per-client flow counts and
+/// refusals, `max_flows_per_client`, `resegment_ifindex`); bumped whenever one changes so an agent never
 /// adopts a program whose maps it would misread.
-pub const CONFIG_LAYOUT_VERSION: u32 = 6;
+pub const CONFIG_LAYOUT_VERSION: u32 = 7;
 
 /// The fixed inner MAC the workers use for their tunnel next hop
 /// (`TUNNEL_GATEWAY_IP`). Locally administered, so it can never clash with a NIC.
@@ -125,6 +125,10 @@ pub struct GatewayConfig {
     /// sending end of a veth pair inside the pod without TSO, whose other
     /// end runs `egress_resegmented`. 0: no such pair; the reply is dropped.
     pub resegment_ifindex: u32,
+    /// The gateway pod's own IPv6 on the attached interface (its first
+    /// global one), what a labeled pod's IPv6 leaves with; all zero when it
+    /// has none, and then no IPv6 is translated (`drop_ipv6_disabled`).
+    pub gateway_ip6: [u8; 16],
 }
 
 impl GatewayConfig {
@@ -133,10 +137,16 @@ impl GatewayConfig {
     pub fn is_nat_port(&self, port: u16) -> bool {
         port >= self.nat_port_min && port <= self.nat_port_max
     }
+
+    /// Whether the gateway has an IPv6 address to translate to.
+    #[inline(always)]
+    pub fn has_ipv6(&self) -> bool {
+        self.gateway_ip6 != [0; 16]
+    }
 }
 
 // The layout is shared with the kernel byte for byte: no implicit padding.
-const _: () = assert!(core::mem::size_of::<GatewayConfig>() == 80);
+const _: () = assert!(core::mem::size_of::<GatewayConfig>() == 96);
 
 #[cfg(test)]
 mod tests {

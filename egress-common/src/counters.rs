@@ -150,10 +150,13 @@ counters! {
     /// routing, fragment, destination options) before its transport
     /// header: not translated.
     DropIpv6ExtHeader = 38 => "drop_ipv6_ext_header",
-    /// A client's well-formed IPv6 packet to a routable destination: IPv6
-    /// egress is not translated yet (issue 14), so it is dropped here,
-    /// never sent with another address.
+    /// A client's IPv6 packet of a kind IPv6 egress does not translate yet
+    /// (issue 14): an ICMPv6 error it sends, or a packet whose hop limit
+    /// ends at the gateway. Dropped here, never sent with another address.
     DropIpv6NotTranslated = 39 => "drop_ipv6_not_translated",
+    /// A client's IPv6 packet while the gateway pod has no global IPv6
+    /// address to translate it to (an IPv4-only gateway).
+    DropIpv6Disabled = 40 => "drop_ipv6_disabled",
 
     /// An IP fragment without ports (not the first of its datagram)
     /// translated like the first, which the fragment map remembered.

@@ -7,6 +7,12 @@ pub const CONFIG: &str = "CONFIG";
 pub const CLIENTS: &str = "CLIENTS";
 /// `LpmTrie<u32 (IPv4, network order), u8>`: destinations never NATed.
 pub const EXCLUDED_DESTINATIONS: &str = "EXCLUDED_DSTS";
+/// `HashMap<[u8; 16] (a client's inner IPv6), ClientInfo>`: the IPv6
+/// address each labeled pod may send as, with the client id of its outer
+/// IPv4 in `CLIENTS` (a pod's tunnel carries both its families).
+pub const CLIENTS6: &str = "CLIENTS6";
+/// `LpmTrie<[u8; 16], u8>`: IPv6 destinations never NATed.
+pub const EXCLUDED_DESTINATIONS6: &str = "EXCLUDED_DSTS6";
 /// `HashMap<FlowTuple, NatEntry>` keyed by the client's original tuple. A
 /// plain (preallocated) hash, not an LRU: nothing leaves it behind the
 /// datapath's back (docs/conntrack.md).

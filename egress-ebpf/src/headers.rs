@@ -10,8 +10,9 @@ pub const UDP_HLEN: usize = 8;
 pub const VXLAN_HLEN: usize = 8;
 pub const ICMP_HLEN: usize = 8;
 pub use egress_common::ip::{
-    is_icmp_error, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM,
-    ICMP_TIME_EXCEEDED, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+    is_icmp_error, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY,
+    ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
+    IPPROTO_UDP,
 };
 
 pub use egress_common::config::TUNNEL_OVERHEAD;
@@ -132,8 +133,9 @@ pub struct L4Ports {
     pub flags_or_type: u8,
 }
 
-/// Reads ports (or the ICMP echo identifier) at `off`. `Err` means truncated;
-/// `Ok(None)` means a protocol or ICMP type we do not translate.
+/// Reads ports (or the ICMP or ICMPv6 echo identifier) at `off`. `Err`
+/// means truncated; `Ok(None)` means a protocol or ICMP type we do not
+/// translate.
 #[inline(always)]
 pub fn load_l4(ctx: &TcContext, off: usize, protocol: u8) -> Result<Option<L4Ports>, ()> {
     match protocol {
@@ -153,14 +155,14 @@ pub fn load_l4(ctx: &TcContext, off: usize, protocol: u8) -> Result<Option<L4Por
                 flags_or_type: 0,
             }))
         }
-        IPPROTO_ICMP => {
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             let b: [u8; 8] = ctx.load(off).map_err(|_| ())?;
             let id_be = u16::from_ne_bytes([b[4], b[5]]);
-            match b[0] {
-                ICMP_ECHO_REQUEST => {
+            match (protocol, b[0]) {
+                (IPPROTO_ICMP, ICMP_ECHO_REQUEST) | (IPPROTO_ICMPV6, ICMPV6_ECHO_REQUEST) => {
                     Ok(Some(L4Ports { src_port_be: id_be, dst_port_be: 0, flags_or_type: b[0] }))
                 }
-                ICMP_ECHO_REPLY => {
+                (IPPROTO_ICMP, ICMP_ECHO_REPLY) | (IPPROTO_ICMPV6, ICMPV6_ECHO_REPLY) => {
                     Ok(Some(L4Ports { src_port_be: 0, dst_port_be: id_be, flags_or_type: b[0] }))
                 }
                 _ => Ok(None),
@@ -170,7 +172,8 @@ pub fn load_l4(ctx: &TcContext, off: usize, protocol: u8) -> Result<Option<L4Por
     }
 }
 
-/// Offset of the checksum field inside the L4 header.
+/// Offset of the checksum field inside the L4 header (ICMP's and ICMPv6's
+/// are at the same place).
 #[inline(always)]
 pub fn l4_csum_off(protocol: u8) -> usize {
     match protocol {
@@ -188,6 +191,8 @@ pub struct Ipv6Header {
     /// Bytes after the fixed header (extension headers included).
     pub payload_len: u16,
     pub next_header: u8,
+    pub hop_limit: u8,
+    pub src: [u8; 16],
     pub dst: [u8; 16],
 }
 
@@ -209,6 +214,8 @@ impl Ipv6Header {
             first_word_high: u16::from_be_bytes([raw.first_word[0], raw.first_word[1]]),
             payload_len: u16::from_be_bytes(raw.payload_len),
             next_header: raw.next_header,
+            hop_limit: raw.hop_limit,
+            src: raw.src,
             dst: raw.dst,
         })
     }

@@ -32,6 +32,14 @@ pub static CLIENTS: HashMap<u32, ClientInfo> = HashMap::with_max_entries(CLIENTS
 pub static EXCLUDED_DSTS: LpmTrie<u32, u8> =
     LpmTrie::with_max_entries(EXCLUDED_DESTINATIONS_MAX, BPF_F_NO_PREALLOC);
 
+/// `egress_common::maps::CLIENTS6`.
+#[map]
+pub static CLIENTS6: HashMap<[u8; 16], ClientInfo> = HashMap::with_max_entries(CLIENTS_MAX, 0);
+
+#[map]
+pub static EXCLUDED_DSTS6: LpmTrie<[u8; 16], u8> =
+    LpmTrie::with_max_entries(EXCLUDED_DESTINATIONS_MAX, BPF_F_NO_PREALLOC);
+
 /// Preallocated hashes, not LRUs: an LRU takes entries back on its own,
 /// so a live flow could lose a half and, with it, its NAT port. Here only
 /// the rules in `conntrack` (and the agent's sweep) remove a binding.

@@ -22,10 +22,12 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/eg
 /// The maps that hold state worth keeping across agent restarts: all but
 /// the rings of recent bindings, which only serve to find room in a full
 /// table (and the object's global-data maps, rebuilt with each load).
-const STATE_MAPS: [&str; 12] = [
+const STATE_MAPS: [&str; 14] = [
     names::CONFIG,
     names::CLIENTS,
+    names::CLIENTS6,
     names::EXCLUDED_DESTINATIONS,
+    names::EXCLUDED_DESTINATIONS6,
     names::CT_ORIGINAL,
     names::CT_REPLY,
     names::COUNTERS,

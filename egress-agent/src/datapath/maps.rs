@@ -1,5 +1,8 @@
 //! Typed handles on the program's maps.
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
 use anyhow::{anyhow, Context, Result};
 use aya::maps::{
@@ -17,7 +20,9 @@ use egress_common::{
 pub struct DatapathMaps {
     pub config: Array<MapData, GatewayConfig>,
     pub clients: HashMap<MapData, u32, ClientInfo>,
+    pub clients6: HashMap<MapData, [u8; 16], ClientInfo>,
     pub excluded: LpmTrie<MapData, u32, u8>,
+    pub excluded6: LpmTrie<MapData, [u8; 16], u8>,
     pub ct_original: HashMap<MapData, FlowTuple, NatEntry>,
     pub ct_reply: HashMap<MapData, FlowTuple, NatEntry>,
     pub counters: PerCpuArray<MapData, u64>,
@@ -37,7 +42,11 @@ impl DatapathMaps {
         Ok(DatapathMaps {
             config: get(names::CONFIG)?.try_into().context(names::CONFIG)?,
             clients: get(names::CLIENTS)?.try_into().context(names::CLIENTS)?,
+            clients6: get(names::CLIENTS6)?.try_into().context(names::CLIENTS6)?,
             excluded: get(names::EXCLUDED_DESTINATIONS)?.try_into().context(names::EXCLUDED_DESTINATIONS)?,
+            excluded6: get(names::EXCLUDED_DESTINATIONS6)?
+                .try_into()
+                .context(names::EXCLUDED_DESTINATIONS6)?,
             ct_original: get(names::CT_ORIGINAL)?.try_into().context(names::CT_ORIGINAL)?,
             ct_reply: get(names::CT_REPLY)?.try_into().context(names::CT_REPLY)?,
             counters: get(names::COUNTERS)?.try_into().context(names::COUNTERS)?,
@@ -94,9 +103,28 @@ impl DatapathMaps {
         }
     }
 
+    /// Lets client `client_id` (already added by its IPv4) also send as `ip`.
+    pub fn add_client6(&mut self, ip: Ipv6Addr, client_id: u32) -> Result<()> {
+        self.clients6
+            .insert(ip.octets(), ClientInfo { client_id }, 0)
+            .with_context(|| format!("adding client address {ip} (is the CLIENTS6 map full?)"))
+    }
+
+    pub fn remove_client6(&mut self, ip: Ipv6Addr) -> Result<()> {
+        match self.clients6.remove(&ip.octets()) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing client address {ip}")),
+        }
+    }
+
     pub fn add_excluded(&mut self, addr: Ipv4Addr, prefix_len: u8) -> Result<()> {
         let key = Key::new(prefix_len as u32, u32::from(addr).to_be());
         self.excluded.insert(&key, 1, 0).with_context(|| format!("adding excluded CIDR {addr}/{prefix_len}"))
+    }
+
+    pub fn add_excluded6(&mut self, addr: Ipv6Addr, prefix_len: u8) -> Result<()> {
+        let key = Key::new(prefix_len as u32, addr.octets());
+        self.excluded6.insert(&key, 1, 0).with_context(|| format!("adding excluded CIDR {addr}/{prefix_len}"))
     }
 
     /// Makes the excluded CIDRs exactly `wanted` (a map carried over from a

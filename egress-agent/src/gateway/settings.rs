@@ -142,6 +142,7 @@ impl Settings {
             max_flows_per_client,
             // Set once the resegmentation pair exists (`gateway::serve`).
             resegment_ifindex: 0,
+            gateway_ip6: interface.ipv6.map_or([0; 16], |address| address.octets()),
         };
         Ok(Settings {
             interface,

@@ -4,7 +4,7 @@
 //! code, independent of the kernel's incremental helpers.
 #![allow(dead_code)]
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::programs::{TestRun, TestRunOptions};
 use egress_agent::datapath::loader::Datapath;
@@ -22,6 +22,12 @@ pub const OTHER_POD_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 6);
 /// A second listed client.
 pub const SECOND_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 7);
 pub const REMOTE_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+/// The gateway pod's IPv6, and the listed client's (a dual-stack pod).
+pub const GATEWAY_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x244, 0x2, 0, 0, 0, 1);
+pub const CLIENT_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x244, 0x1, 0, 0, 0, 5);
+/// The second client's IPv6.
+pub const SECOND_CLIENT_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x244, 0x1, 0, 0, 0, 7);
+pub const REMOTE_IP6: Ipv6Addr = Ipv6Addr::new(0x2606, 0x4700, 0, 0, 0, 0, 0, 0x1111);
 pub const EXCLUDED_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(192, 0, 2, 0), 24);
 pub const VNI: u32 = 42;
 pub const VXLAN_PORT: u16 = 4789;
@@ -56,6 +62,7 @@ pub fn config(nat_ports: (u16, u16)) -> GatewayConfig {
         // The harness's table holds 4096 flows: no share unless a test sets one.
         max_flows_per_client: 4096,
         resegment_ifindex: 0,
+        gateway_ip6: GATEWAY_IP6.octets(),
     }
 }
 
@@ -78,16 +85,23 @@ impl Harness {
     /// [`Harness::new`] with room for `flows` bindings (and the per-client
     /// share as large).
     pub fn with_table(nat_ports: (u16, u16), flows: u32) -> Harness {
+        let cfg = GatewayConfig { max_flows_per_client: flows, ..config(nat_ports) };
+        Harness::with_config(&cfg, flows)
+    }
+
+    /// A fresh program configured with `cfg`, its table holding `flows`.
+    pub fn with_config(cfg: &GatewayConfig, flows: u32) -> Harness {
         assert!(
             unsafe { libc::geteuid() } == 0,
             "packet-scenario tests load eBPF programs: run them as root (cargo xtask test)"
         );
         pin_to_one_cpu();
-        let cfg = GatewayConfig { max_flows_per_client: flows, ..config(nat_ports) };
-        let mut datapath = Datapath::load(&cfg, flows, &[EXCLUDED_CIDR], None, &mut Default::default())
+        let mut datapath = Datapath::load(cfg, flows, &[EXCLUDED_CIDR], None, &mut Default::default())
             .expect("load program");
         datapath.maps.add_client(CLIENT_IP, 1).unwrap();
         datapath.maps.add_client(SECOND_CLIENT_IP, 2).unwrap();
+        datapath.maps.add_client6(CLIENT_IP6, 1).unwrap();
+        datapath.maps.add_client6(SECOND_CLIENT_IP6, 2).unwrap();
         Harness { datapath }
     }
 

@@ -1,4 +1,4 @@
-//! The two directions of the NAT: `snat` for what clients send, `rev_nat`
+//! The two directions of the NAT: `snat` (`snat6`) for what clients send, `rev_nat`
 //! for what remotes answer, and `icmp_error` for the errors routers send
 //! about a client's flow; `time_exceeded` is the gateway's own answer to a
 //! client's packet that expires here. `rewrite` is the header rewrite both
@@ -14,5 +14,6 @@ pub mod probe;
 pub mod rev_nat;
 pub mod rewrite;
 pub mod snat;
+pub mod snat6;
 pub mod time_exceeded;
 pub mod to_client;
