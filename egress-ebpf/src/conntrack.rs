@@ -152,7 +152,7 @@ pub fn ct_lookup<B: Tracked>(
     }?;
     // SAFETY: a value pointer the map lookup just returned: valid memory for
     // this program run (see `BindingRef`); the copy is checked below.
-    let entry = unsafe { core::ptr::read_volatile(ptr) };
+    let entry = unsafe { copy_binding(ptr) };
     let belongs = match half {
         Half::Original => entry.original_tuple() == *tuple,
         Half::Reply => entry.reply_tuple(B::gateway(cfg)) == *tuple,
@@ -168,6 +168,29 @@ pub fn ct_lookup<B: Tracked>(
         return None;
     }
     Some((BindingRef { ptr, half }, entry))
+}
+
+/// A copy of the binding at `ptr`, read once and in 8-byte words.
+/// Volatile, so the compiler neither reads the map again later instead of
+/// the copy nor moves the reads past the checks made on it. In words,
+/// because a volatile read of the whole struct is made field by field and
+/// its arrays byte by byte: an IPv6 binding's two addresses were 32
+/// one-byte loads, each spilled to an 8-byte stack slot (`ct_lookup` took
+/// 400 bytes of stack for IPv6).
+///
+/// # Safety
+/// `ptr` points to a live, 8-byte aligned binding (a map value).
+#[inline(always)]
+unsafe fn copy_binding<B: Tracked>(ptr: *const B) -> B {
+    const { assert!(core::mem::size_of::<B>() % 8 == 0 && core::mem::align_of::<B>() == 8) };
+    let mut copy = core::mem::MaybeUninit::<B>::uninit();
+    let (from, to) = (ptr as *const u64, copy.as_mut_ptr() as *mut u64);
+    for word in 0..core::mem::size_of::<B>() / 8 {
+        // SAFETY: within both bindings, aligned (asserted above).
+        unsafe { to.add(word).write(core::ptr::read_volatile(from.add(word))) };
+    }
+    // SAFETY: every byte was written; any bit pattern is a binding.
+    unsafe { copy.assume_init() }
 }
 
 /// Removes both halves of a binding, each only if it still belongs to it,
