@@ -377,8 +377,11 @@ impl Binding for NatEntry {
 }
 
 /// [`FlowTuple`] for IPv6. ICMPv6 echo is tracked like ICMP echo: the
-/// identifier in place of the client's port.
-#[repr(C)]
+/// identifier in place of the client's port. 8-byte aligned (its layout
+/// is the same): the datapath then moves its addresses as 8-byte words,
+/// where at 2-byte alignment it moved them byte by byte, each byte
+/// through a stack slot of its own.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowTuple6 {
     pub src_ip: [u8; 16],
@@ -454,10 +457,17 @@ impl Binding for NatEntry6 {
     #[inline(always)]
     unsafe fn original_tuple_volatile(this: *const NatEntry6) -> FlowTuple6 {
         use core::ptr::{addr_of, read_volatile};
+        // An address in two 8-byte loads (offsets 0 and 16 of an 8-byte
+        // aligned entry), not the sixteen one-byte loads a volatile read of
+        // a byte array is.
+        let address = |field: *const [u8; 16]| {
+            let words = unsafe { read_volatile(field as *const [u64; 2]) };
+            unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(words) }
+        };
         unsafe {
             FlowTuple6::new(
-                read_volatile(addr_of!((*this).client_ip)),
-                read_volatile(addr_of!((*this).remote_ip)),
+                address(addr_of!((*this).client_ip)),
+                address(addr_of!((*this).remote_ip)),
                 read_volatile(addr_of!((*this).client_port_be)),
                 read_volatile(addr_of!((*this).remote_port_be)),
                 read_volatile(addr_of!((*this).protocol)),
@@ -507,7 +517,7 @@ impl Binding for NatEntry6 {
 
 const _: () = assert!(core::mem::size_of::<FlowTuple>() == 16);
 const _: () = assert!(core::mem::size_of::<NatEntry>() == 56);
-const _: () = assert!(core::mem::size_of::<FlowTuple6>() == 40);
+const _: () = assert!(core::mem::size_of::<FlowTuple6>() == 40 && core::mem::align_of::<FlowTuple6>() == 8);
 const _: () = assert!(core::mem::size_of::<NatEntry6>() == 80);
 
 #[cfg(test)]

@@ -19,6 +19,11 @@ pub const EXCLUDED_DESTINATIONS6: &str = "EXCLUDED_DSTS6";
 pub const CT_ORIGINAL: &str = "CT_ORIGINAL";
 /// `HashMap<FlowTuple, NatEntry>` keyed by the tuple replies arrive with.
 pub const CT_REPLY: &str = "CT_REPLY";
+/// [`CT_ORIGINAL`] for IPv6: `HashMap<FlowTuple6, NatEntry6>`, of one
+/// entry when the gateway has no IPv6 address (no memory for nothing).
+pub const CT6_ORIGINAL: &str = "CT6_ORIGINAL";
+/// [`CT_REPLY`] for IPv6: `HashMap<FlowTuple6, NatEntry6>`.
+pub const CT6_REPLY: &str = "CT6_REPLY";
 /// `PerCpuArray<FlowTuple>`: each CPU's ring of the original tuples of the
 /// bindings it made last. When the table is full, a few slots are sampled
 /// for a binding that may make room (unreplied or expired): under a flood
@@ -50,6 +55,8 @@ pub const CLIENT_TRAFFIC: &str = "CLIENT_TRAFFIC";
 /// `LruPerCpuHashMap<NatDestination, u64>`: new flows dropped because every
 /// NAT port towards that destination was bound.
 pub const NAT_EXHAUSTED: &str = "NAT_EXHAUSTED";
+/// [`NAT_EXHAUSTED`] for IPv6: `LruPerCpuHashMap<NatDestination6, u64>`.
+pub const NAT_EXHAUSTED6: &str = "NAT_EXHAUSTED6";
 /// `LruHashMap<FragmentKey, FragmentFlow>`: the flows of datagrams whose
 /// first fragment passed (`crate::fragments`). Not kept across restarts.
 pub const FRAGMENTS: &str = "FRAGMENTS";

@@ -24,17 +24,18 @@ use aya_ebpf::{
 };
 use egress_common::{
     config::{GatewayConfig, MAX_PORT_RETRIES},
-    conntrack::{Binding, FlowState, FlowTuple, NatEntry, FLOW_SEEN_REPLY},
+    conntrack::{Binding, FlowState, FlowTuple, FlowTuple6, NatEntry, NatEntry6, FLOW_SEEN_REPLY},
     counters::Counter,
-    maps::{NatDestination, CT_RECENT_SLOTS},
+    maps::{NatDestination, NatDestination6, CT_RECENT_SLOTS},
     ports::{candidate_port, preserved_port},
 };
 
 use crate::{
     headers::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     maps::{
-        client_flow_count, client_flows_add, count, count_nat_exhausted, count_refusal, Refusal, CT_ORIGINAL,
-        CT_RECENT, CT_RECENT_CURSOR, CT_REPLY, CT_SCRATCH,
+        client_flow_count, client_flows_add, count, count_nat_exhausted, count_refusal, Refusal,
+        CT6_ORIGINAL, CT6_RECENT, CT6_RECENT_CURSOR, CT6_REPLY, CT6_SCRATCH, CT_ORIGINAL, CT_RECENT,
+        CT_RECENT_CURSOR, CT_REPLY, CT_SCRATCH, NAT_EXHAUSTED, NAT_EXHAUSTED6,
     },
 };
 
@@ -87,11 +88,46 @@ impl Tracked for NatEntry {
     }
     #[inline(always)]
     fn count_exhausted(destination: &NatDestination) {
-        count_nat_exhausted(destination)
+        count_nat_exhausted(&NAT_EXHAUSTED, destination)
     }
     #[inline(always)]
     fn count_refused(client_id: u32, refusal: Refusal, destination: &NatDestination) {
-        count_refusal(client_id, refusal, destination)
+        count_refusal(client_id, refusal, Some(destination))
+    }
+}
+
+impl Tracked for NatEntry6 {
+    #[inline(always)]
+    fn original_map() -> &'static HashMap<FlowTuple6, NatEntry6> {
+        &CT6_ORIGINAL
+    }
+    #[inline(always)]
+    fn reply_map() -> &'static HashMap<FlowTuple6, NatEntry6> {
+        &CT6_REPLY
+    }
+    #[inline(always)]
+    fn recent_map() -> &'static PerCpuArray<FlowTuple6> {
+        &CT6_RECENT
+    }
+    #[inline(always)]
+    fn recent_cursor_map() -> &'static PerCpuArray<u32> {
+        &CT6_RECENT_CURSOR
+    }
+    #[inline(always)]
+    fn scratch_map() -> &'static PerCpuArray<NatEntry6> {
+        &CT6_SCRATCH
+    }
+    #[inline(always)]
+    fn gateway(cfg: &GatewayConfig) -> [u8; 16] {
+        cfg.gateway_ip6
+    }
+    #[inline(always)]
+    fn count_exhausted(destination: &NatDestination6) {
+        count_nat_exhausted(&NAT_EXHAUSTED6, destination)
+    }
+    #[inline(always)]
+    fn count_refused(client_id: u32, refusal: Refusal, _destination: &NatDestination6) {
+        count_refusal(client_id, refusal, None)
     }
 }
 

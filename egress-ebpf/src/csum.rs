@@ -3,6 +3,7 @@
 //! helper that fails says so as `drop_rewrite_failed`.
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    helpers::bpf_csum_diff,
     programs::TcContext,
 };
 use egress_common::counters::Counter;
@@ -44,6 +45,37 @@ pub fn update_l4_for_addr(
         l4_flags(protocol, 4, true),
     )
     .map_err(|_| Counter::DropRewriteFailed)
+}
+
+/// Updates the L4 checksum (TCP, UDP, ICMPv6) of the packet whose IPv6
+/// address `old` becomes `new`: every IPv6 pseudo-header holds both
+/// addresses, ICMPv6's included. The difference is summed here, straight
+/// line, and handed to the helper whole (its size-0 form).
+#[inline(always)]
+pub fn update_l4_for_addr6(
+    ctx: &TcContext,
+    l4_off: usize,
+    protocol: u8,
+    old: &[u8; 16],
+    new: &[u8; 16],
+) -> Result<(), Counter> {
+    let diff = address_diff6(old, new)?;
+    ctx.l4_csum_replace(l4_off + l4_csum_off(protocol), 0, diff as u64, l4_flags(protocol, 0, true))
+        .map_err(|_| Counter::DropRewriteFailed)
+}
+
+/// The one's-complement difference `new - old` of two IPv6 addresses, by
+/// the kernel's `bpf_csum_diff`: summed here, the addresses' bytes went
+/// one by one through registers and stack slots (the verifier's 512 bytes
+/// of stack could not hold them with the rest of a reply's path).
+#[inline(always)]
+fn address_diff6(old: &[u8; 16], new: &[u8; 16]) -> Result<u32, Counter> {
+    // SAFETY: the helper reads 16 bytes from each, which both hold.
+    let diff = unsafe { bpf_csum_diff(old.as_ptr() as *mut u32, 16, new.as_ptr() as *mut u32, 16, 0) };
+    if diff < 0 {
+        return Err(Counter::DropRewriteFailed);
+    }
+    Ok(diff as u32)
 }
 
 /// The 12 bytes of an IPv4 header from the TTL on: what a NAT hop changes.

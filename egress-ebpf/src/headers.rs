@@ -2,6 +2,8 @@
 use aya_ebpf::programs::TcContext;
 
 pub const ETH_HLEN: usize = 14;
+/// Where the ethertype sits in an Ethernet header.
+pub const ETH_TYPE_OFF: usize = 12;
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86DD;
 pub const IPV4_HLEN: usize = 20;
@@ -183,20 +185,28 @@ pub fn l4_csum_off(protocol: u8) -> usize {
     }
 }
 
-/// The parts of an IPv6 header the paths decide on.
+/// The parts of an IPv6 header the paths decide on. 8-byte aligned, like
+/// `RawIpv6`, so its addresses move as two 8-byte words, not sixteen
+/// bytes each through the registers (and their spill slots).
+#[repr(C, align(8))]
 #[derive(Clone, Copy)]
 pub struct Ipv6Header {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
     /// Version (4 bits), traffic class (8), the flow label's top 4 bits.
     pub first_word_high: u16,
     /// Bytes after the fixed header (extension headers included).
     pub payload_len: u16,
     pub next_header: u8,
     pub hop_limit: u8,
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
 }
 
-#[repr(C)]
+/// Byte offsets inside an IPv6 header.
+pub const IPV6_HOP_LIMIT_OFF: usize = 7;
+pub const IPV6_SRC_OFF: usize = 8;
+pub const IPV6_DST_OFF: usize = 24;
+
+#[repr(C, align(8))]
 struct RawIpv6 {
     first_word: [u8; 4],
     payload_len: [u8; 2],
@@ -223,5 +233,12 @@ impl Ipv6Header {
     #[inline(always)]
     pub fn is_v6(&self) -> bool {
         self.first_word_high >> 12 == 6
+    }
+
+    /// The traffic class: DSCP (upper six bits) and ECN (lower two), as
+    /// IPv4's TOS byte.
+    #[inline(always)]
+    pub fn traffic_class(&self) -> u8 {
+        (self.first_word_high >> 4) as u8
     }
 }

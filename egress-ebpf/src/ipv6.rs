@@ -7,10 +7,9 @@
 //! take most of what the verifier accepts in one program
 //! (`egress-agent/tests/prog_verifier.rs`).
 //!
-//! IPv6 egress is not translated yet (issue 14): a client's packet is
-//! checked as its translation will need it (`nat::snat6`) and dropped,
-//! each for its reason, so a labeled pod's IPv6 never leaves with any
-//! address but, one day, the gateway's.
+//! A client's packet is translated to the gateway's IPv6 address
+//! (`nat::snat6`); replies to that address are not yet (issue 14): they
+//! reach the gateway pod's stack.
 use aya_ebpf::programs::TcContext;
 use egress_common::counters::Counter;
 

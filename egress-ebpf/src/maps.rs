@@ -13,12 +13,13 @@ use aya_ebpf::{
 use egress_common::{
     allowance::{Allowance, ICMP_ANSWERS},
     config::{GatewayConfig, CONFIG_LAYOUT_VERSION},
-    conntrack::{FlowTuple, NatEntry},
+    conntrack::{FlowTuple, FlowTuple6, NatEntry, NatEntry6},
     counters::{Counter, COUNTER_SLOTS},
     fragments::{FragmentFlow, FragmentKey, FIRST_FRAGMENTS, FRAGMENTS_MAX, SPLIT_TAIL_MAX},
     maps::{
-        ClientInfo, ClientRefusals, ClientTraffic, NatDestination, CLIENTS_MAX, CLIENT_ID_MAX,
-        CT_MAX_DEFAULT, CT_RECENT_SLOTS, EXCLUDED_DESTINATIONS_MAX, IPV6_PROGRAM_SLOT, NAT_EXHAUSTED_MAX,
+        ClientInfo, ClientRefusals, ClientTraffic, NatDestination, NatDestination6, CLIENTS_MAX,
+        CLIENT_ID_MAX, CT_MAX_DEFAULT, CT_RECENT_SLOTS, EXCLUDED_DESTINATIONS_MAX, IPV6_PROGRAM_SLOT,
+        NAT_EXHAUSTED_MAX,
     },
 };
 
@@ -59,6 +60,27 @@ pub static CT_RECENT_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(1,
 /// which the whole program shares.
 #[map]
 pub static CT_SCRATCH: PerCpuArray<NatEntry> = PerCpuArray::with_max_entries(1, 0);
+
+/// The IPv6 conntrack, as the IPv4 one above (the agent sizes the halves).
+#[map]
+pub static CT6_ORIGINAL: HashMap<FlowTuple6, NatEntry6> = HashMap::with_max_entries(CT_MAX_DEFAULT, 0);
+
+#[map]
+pub static CT6_REPLY: HashMap<FlowTuple6, NatEntry6> = HashMap::with_max_entries(CT_MAX_DEFAULT, 0);
+
+#[map]
+pub static CT6_RECENT: PerCpuArray<FlowTuple6> = PerCpuArray::with_max_entries(CT_RECENT_SLOTS, 0);
+
+#[map]
+pub static CT6_RECENT_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static CT6_SCRATCH: PerCpuArray<NatEntry6> = PerCpuArray::with_max_entries(1, 0);
+
+/// One entry per CPU where a new IPv6 binding is filled in before it is
+/// inserted (`CT6_SCRATCH` is where making room copies a victim).
+#[map]
+pub static CT6_TEMPLATE: PerCpuArray<NatEntry6> = PerCpuArray::with_max_entries(1, 0);
 
 /// An LRU: in-flight datagrams are worth remembering only briefly, and a
 /// flood of first fragments must cost bounded memory (`fragments`).
@@ -113,6 +135,10 @@ pub static CLIENT_TRAFFIC: PerCpuArray<ClientTraffic> = PerCpuArray::with_max_en
 pub static NAT_EXHAUSTED: LruPerCpuHashMap<NatDestination, u64> =
     LruPerCpuHashMap::with_max_entries(NAT_EXHAUSTED_MAX, 0);
 
+#[map]
+pub static NAT_EXHAUSTED6: LruPerCpuHashMap<NatDestination6, u64> =
+    LruPerCpuHashMap::with_max_entries(NAT_EXHAUSTED_MAX, 0);
+
 /// The configuration, once the agent has written a layout we understand.
 #[inline(always)]
 pub fn config() -> Option<&'static GatewayConfig> {
@@ -132,14 +158,15 @@ pub fn count(counter: Counter) {
 }
 
 /// A new flow to `destination` found no free NAT port: counted per
-/// destination, so the agent can say which one ran out.
+/// destination (in `NAT_EXHAUSTED` or `NAT_EXHAUSTED6`), so the agent can
+/// say which one ran out.
 #[inline(always)]
-pub fn count_nat_exhausted(destination: &NatDestination) {
-    match NAT_EXHAUSTED.get_ptr_mut(destination) {
+pub fn count_nat_exhausted<D>(map: &LruPerCpuHashMap<D, u64>, destination: &D) {
+    match map.get_ptr_mut(destination) {
         // Per-CPU value: no other writer.
         Some(slot) => unsafe { *slot += 1 },
         None => {
-            let _ = NAT_EXHAUSTED.insert(destination, &1, 0);
+            let _ = map.insert(destination, &1, 0);
         }
     }
 }
@@ -183,9 +210,10 @@ pub enum Refusal {
     TableFull,
 }
 
-/// Counts a refused new flow of `client_id` towards `destination`.
+/// Counts a refused new flow of `client_id`, and where it was going when
+/// that is an IPv4 `destination` (an IPv6 one leaves the last IPv4 one).
 #[inline(always)]
-pub fn count_refusal(client_id: u32, refusal: Refusal, destination: &NatDestination) {
+pub fn count_refusal(client_id: u32, refusal: Refusal, destination: Option<&NatDestination>) {
     if let Some(slot) = CLIENT_REFUSALS.get_ptr_mut(client_id) {
         // Per-CPU slot: no other writer.
         let refusals = unsafe { &mut *slot };
@@ -193,7 +221,9 @@ pub fn count_refusal(client_id: u32, refusal: Refusal, destination: &NatDestinat
             Refusal::OverShare => refusals.over_share += 1,
             Refusal::TableFull => refusals.table_full += 1,
         }
-        refusals.last_destination = *destination;
+        if let Some(destination) = destination {
+            refusals.last_destination = *destination;
+        }
     }
 }
 

@@ -22,7 +22,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/eg
 /// The maps that hold state worth keeping across agent restarts: all but
 /// the rings of recent bindings, which only serve to find room in a full
 /// table (and the object's global-data maps, rebuilt with each load).
-const STATE_MAPS: [&str; 14] = [
+const STATE_MAPS: [&str; 17] = [
     names::CONFIG,
     names::CLIENTS,
     names::CLIENTS6,
@@ -30,6 +30,9 @@ const STATE_MAPS: [&str; 14] = [
     names::EXCLUDED_DESTINATIONS6,
     names::CT_ORIGINAL,
     names::CT_REPLY,
+    names::CT6_ORIGINAL,
+    names::CT6_REPLY,
+    names::NAT_EXHAUSTED6,
     names::COUNTERS,
     names::CLIENT_TRAFFIC,
     names::CLIENT_FLOWS,
@@ -100,19 +103,20 @@ impl Datapath {
         let previous_maps = take_previous_datapath(previous, cfg)?;
         // A conntrack table cannot be resized: the one carried over keeps
         // its size until a detach.
-        let ct_size = match previous_maps.iter().find(|(name, _, _)| *name == names::CT_ORIGINAL) {
-            Some((_, _, info)) if info.max_entries() != conntrack_size => {
-                tracing::warn!(
-                    "keeping the running datapath's conntrack size {} (--conntrack-size {conntrack_size} applies after `egress-agent detach`)",
-                    info.max_entries()
-                );
-                info.max_entries()
-            }
-            _ => conntrack_size,
-        };
+        let ct_size = carried_size(&previous_maps, names::CT_ORIGINAL, conntrack_size, |kept| {
+            tracing::warn!(
+                "keeping the running datapath's conntrack size {kept} (--conntrack-size {conntrack_size} applies after `egress-agent detach`)"
+            )
+        });
+        // The IPv6 halves take memory only where there is IPv6 to translate
+        // (preallocated at the default size, the two would take about 45 MB).
+        let ct6_wanted = if cfg.has_ipv6() { conntrack_size } else { 1 };
+        let ct6_size = carried_size(&previous_maps, names::CT6_ORIGINAL, ct6_wanted, |_| {});
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::CT_ORIGINAL, ct_size)
             .map_max_entries(names::CT_REPLY, ct_size)
+            .map_max_entries(names::CT6_ORIGINAL, ct6_size)
+            .map_max_entries(names::CT6_REPLY, ct6_size)
             .load(object)
             .map_err(|err| {
                 let err = anyhow::Error::new(err);
@@ -520,6 +524,23 @@ fn substitute_maps(ebpf: &Ebpf, previous: &[(&'static str, MapData, MapInfo)]) -
         }
     }
     Ok(true)
+}
+
+/// The entries of map `name` as carried over in `previous` (a map cannot
+/// be resized; `kept` is told when that is not `wanted`), else `wanted`.
+fn carried_size(
+    previous: &[(&'static str, MapData, MapInfo)],
+    name: &str,
+    wanted: u32,
+    kept: impl FnOnce(u32),
+) -> u32 {
+    match previous.iter().find(|(previous_name, _, _)| *previous_name == name) {
+        Some((_, _, info)) if info.max_entries() != wanted => {
+            kept(info.max_entries());
+            info.max_entries()
+        }
+        _ => wanted,
+    }
 }
 
 /// The map behind a state map's handle (the map types the object uses).

@@ -11,7 +11,7 @@ use aya::maps::{
 };
 use egress_common::{
     config::GatewayConfig,
-    conntrack::{FlowTuple, NatEntry},
+    conntrack::{FlowTuple, FlowTuple6, NatEntry, NatEntry6},
     counters::Counter,
     maps as names,
     maps::{ClientInfo, ClientRefusals, ClientTraffic, NatDestination},
@@ -25,6 +25,8 @@ pub struct DatapathMaps {
     pub excluded6: LpmTrie<MapData, [u8; 16], u8>,
     pub ct_original: HashMap<MapData, FlowTuple, NatEntry>,
     pub ct_reply: HashMap<MapData, FlowTuple, NatEntry>,
+    pub ct6_original: HashMap<MapData, FlowTuple6, NatEntry6>,
+    pub ct6_reply: HashMap<MapData, FlowTuple6, NatEntry6>,
     pub counters: PerCpuArray<MapData, u64>,
     pub client_traffic: PerCpuArray<MapData, ClientTraffic>,
     pub nat_exhausted: PerCpuHashMap<MapData, NatDestination, u64>,
@@ -49,6 +51,8 @@ impl DatapathMaps {
                 .context(names::EXCLUDED_DESTINATIONS6)?,
             ct_original: get(names::CT_ORIGINAL)?.try_into().context(names::CT_ORIGINAL)?,
             ct_reply: get(names::CT_REPLY)?.try_into().context(names::CT_REPLY)?,
+            ct6_original: get(names::CT6_ORIGINAL)?.try_into().context(names::CT6_ORIGINAL)?,
+            ct6_reply: get(names::CT6_REPLY)?.try_into().context(names::CT6_REPLY)?,
             counters: get(names::COUNTERS)?.try_into().context(names::COUNTERS)?,
             client_traffic: get(names::CLIENT_TRAFFIC)?.try_into().context(names::CLIENT_TRAFFIC)?,
             nat_exhausted: get(names::NAT_EXHAUSTED)?.try_into().context(names::NAT_EXHAUSTED)?,

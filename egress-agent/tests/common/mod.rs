@@ -9,12 +9,12 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use aya::programs::{TestRun, TestRunOptions};
 use egress_agent::datapath::loader::Datapath;
 use egress_common::{
-    checksum::{internet_checksum, l4_checksum_ok},
+    checksum::{internet_checksum, l4_checksum_ok, l4_checksum_ok_v6},
     config::*,
-    conntrack::NatEntry,
+    conntrack::{NatEntry, NatEntry6},
     fragments::{FragmentFlow, FragmentKey},
 };
-use etherparse::PacketBuilder;
+use etherparse::{IpHeaders, PacketBuilder, PacketBuilderStep};
 
 pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 5);
@@ -132,6 +132,15 @@ impl Harness {
         egress_agent::datapath::conntrack::flows(&self.datapath.maps).unwrap()
     }
 
+    /// The IPv6 bindings (their original halves).
+    pub fn flows6(&self) -> Vec<NatEntry6> {
+        self.datapath.maps.ct6_original.iter().map(|r| r.unwrap().1).collect()
+    }
+
+    pub fn reply_entries6(&self) -> usize {
+        self.datapath.maps.ct6_reply.keys().count()
+    }
+
     pub fn reply_entries(&self) -> usize {
         self.datapath.maps.ct_reply.keys().count()
     }
@@ -247,6 +256,24 @@ pub fn frame(
     payload: &[u8],
 ) -> Vec<u8> {
     let ip = PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src.octets(), dst.octets(), ttl);
+    write_l4(ip, false, l4, payload)
+}
+
+/// An Ethernet + IPv6 + L4 frame (echo is ICMPv6's).
+pub fn frame6(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+    l4: L4,
+    payload: &[u8],
+) -> Vec<u8> {
+    let ip = PacketBuilder::ethernet2(src_mac, dst_mac).ipv6(src.octets(), dst.octets(), hop_limit);
+    write_l4(ip, true, l4, payload)
+}
+
+fn write_l4(ip: PacketBuilderStep<IpHeaders>, ipv6: bool, l4: L4, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     match l4 {
         L4::Tcp { src, dst, syn, ack, fin, rst } => {
@@ -266,6 +293,8 @@ pub fn frame(
             b.write(&mut out, payload).unwrap();
         }
         L4::Udp { src, dst } => ip.udp(src, dst).write(&mut out, payload).unwrap(),
+        L4::EchoRequest { id } if ipv6 => ip.icmpv6_echo_request(id, 1).write(&mut out, payload).unwrap(),
+        L4::EchoReply { id } if ipv6 => ip.icmpv6_echo_reply(id, 1).write(&mut out, payload).unwrap(),
         L4::EchoRequest { id } => ip.icmpv4_echo_request(id, 1).write(&mut out, payload).unwrap(),
         L4::EchoReply { id } => ip.icmpv4_echo_reply(id, 1).write(&mut out, payload).unwrap(),
     }
@@ -297,6 +326,18 @@ pub fn from_client(l4: L4, payload: &[u8]) -> Vec<u8> {
 pub fn from_client_at(client: Ipv4Addr, l4: L4, payload: &[u8]) -> Vec<u8> {
     let inner = frame(CLIENT_MAC, TUNNEL_GATEWAY_MAC, client, REMOTE_IP, 64, l4, payload);
     tunnel(client, VNI, &inner)
+}
+
+/// An IPv6 packet of the listed client's, to the remote, as its worker
+/// tunnels it.
+pub fn from_client6(l4: L4, payload: &[u8]) -> Vec<u8> {
+    let inner = frame6(CLIENT_MAC, TUNNEL_GATEWAY_MAC, CLIENT_IP6, REMOTE_IP6, 64, l4, payload);
+    tunnel(CLIENT_IP, VNI, &inner)
+}
+
+/// An IPv6 packet from the remote to the gateway's IPv6 address.
+pub fn from_remote6(l4: L4, payload: &[u8]) -> Vec<u8> {
+    frame6(NODE_MAC, GATEWAY_MAC, REMOTE_IP6, GATEWAY_IP6, 50, l4, payload)
 }
 
 /// A packet from the remote to the gateway.
@@ -365,6 +406,44 @@ struct View(Ipv4Addr, Ipv4Addr, u8, u8, Vec<u8>);
 impl From<View> for Ipv4View {
     fn from(v: View) -> Self {
         Ipv4View { src: v.0, dst: v.1, ttl: v.2, protocol: v.3, l4: v.4 }
+    }
+}
+
+/// Fields of an IPv6 packet at `off` (no extension headers), with its
+/// payload length and L4 checksum verified by our own code.
+pub struct Ipv6View {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub traffic_class: u8,
+    pub hop_limit: u8,
+    pub next_header: u8,
+    pub l4: Vec<u8>,
+}
+
+pub fn ipv6_at(packet: &[u8], off: usize) -> Ipv6View {
+    let ip = &packet[off..];
+    assert_eq!(ip[0] >> 4, 6, "IPv6");
+    let payload_len = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+    assert_eq!(40 + payload_len, ip.len(), "IPv6 payload length matches the packet");
+    let src = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[8..24]).unwrap());
+    let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[24..40]).unwrap());
+    let (next_header, l4) = (ip[6], ip[40..].to_vec());
+    if matches!(next_header, 6 | 17 | 58) {
+        assert!(
+            l4_checksum_ok_v6(src.octets(), dst.octets(), next_header, &l4),
+            "the L4 checksum (next header {next_header}) verifies"
+        );
+    }
+    if next_header == 17 {
+        assert_ne!(&l4[6..8], &[0, 0], "an IPv6 UDP checksum is never zero");
+    }
+    Ipv6View {
+        src,
+        dst,
+        traffic_class: (u16::from_be_bytes([ip[0], ip[1]]) >> 4) as u8,
+        hop_limit: ip[7],
+        next_header,
+        l4,
     }
 }
 

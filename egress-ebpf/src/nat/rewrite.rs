@@ -5,7 +5,10 @@ use egress_common::counters::Counter;
 
 use crate::{
     csum,
-    headers::{Ipv4Header, ICMP_ID_OFF, IPPROTO_ICMP, IPV4_HLEN},
+    headers::{
+        Ipv4Header, Ipv6Header, ICMP_ID_OFF, IPPROTO_ICMP, IPPROTO_ICMPV6, IPV4_HLEN, IPV6_DST_OFF,
+        IPV6_HLEN, IPV6_HOP_LIMIT_OFF, IPV6_SRC_OFF,
+    },
 };
 
 /// Which end of the packet NAT rewrites.
@@ -40,6 +43,33 @@ pub fn nat_v4_rewrite_headers(
     csum::rewrite_l4_port(ctx, l4_off, port_off, ip.protocol, old_port_be, new_port_be)?;
     csum::update_l4_for_addr(ctx, l4_off, ip.protocol, old_addr_be, new_addr_be)?;
     rewrite_ipv4_hop(ctx, ip_off, ip, end, new_addr_be)
+}
+
+/// [`nat_v4_rewrite_headers`] for the IPv6 packet at `ip_off` (no
+/// extension headers): `end`'s address becomes `new_addr`, its port or
+/// ICMPv6 echo identifier `new_port_be`, the hop limit drops by one (the
+/// caller has checked it is above 1). IPv6 has no header checksum; the
+/// L4 one follows both changes.
+#[inline(always)]
+pub fn nat_v6_rewrite_headers(
+    ctx: &TcContext,
+    ip_off: usize,
+    ip: &Ipv6Header,
+    end: End,
+    new_addr: &[u8; 16],
+    old_port_be: u16,
+    new_port_be: u16,
+) -> Result<(), Counter> {
+    let l4_off = ip_off + IPV6_HLEN;
+    let (old_addr, port_off, addr_off) = match end {
+        End::Source => (&ip.src, 0, IPV6_SRC_OFF),
+        End::Destination => (&ip.dst, 2, IPV6_DST_OFF),
+    };
+    let port_off = if ip.next_header == IPPROTO_ICMPV6 { ICMP_ID_OFF } else { port_off };
+    csum::rewrite_l4_port(ctx, l4_off, port_off, ip.next_header, old_port_be, new_port_be)?;
+    csum::update_l4_for_addr6(ctx, l4_off, ip.next_header, old_addr, new_addr)?;
+    ctx.store(ip_off + addr_off, new_addr, 0).map_err(|_| Counter::DropRewriteFailed)?;
+    ctx.store(ip_off + IPV6_HOP_LIMIT_OFF, &(ip.hop_limit - 1), 0).map_err(|_| Counter::DropRewriteFailed)
 }
 
 /// The IPv4 header's part of a NAT hop: `end`'s address becomes

@@ -10,7 +10,7 @@ use egress_common::{
 };
 
 use crate::{
-    conntrack::{self, BindingRef, Half},
+    conntrack::{self, BindingRef, Half, Tracked},
     headers::{
         load_l4, Ipv4Header, L4Ports, ETH_HLEN, ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_TCP, TCP_RST,
     },
@@ -120,7 +120,7 @@ fn snat_v4_process(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
     // A new flow's first packet always goes straight out (its route is
     // still undecided).
     let mut route = UploadRoute::Direct;
-    let nat_port_be = match snat_v4_lookup(cfg, &tuple, &ports, now) {
+    let nat_port_be = match live_original::<NatEntry>(cfg, &tuple, tuple.protocol, ports.flags_or_type, now) {
         Some((binding, entry)) => {
             if cfg.gro_ifindex != 0 && tuple.protocol == IPPROTO_TCP {
                 route = gro_route(ctx, &binding, &entry, inner.ip.total_len);
@@ -176,23 +176,25 @@ fn snat_v4_later_fragment(
 /// The flow's live binding, refreshed with this packet's TCP flags. None
 /// if it has none, or if its reply tuple went to a newer binding (then it
 /// starts over with a new NAT port rather than share that flow's 5-tuple).
+/// Either family's: `protocol` is the tuple's, `tcp_flags` the packet's.
 #[inline(always)]
-fn snat_v4_lookup(
+pub fn live_original<B: Tracked>(
     cfg: &GatewayConfig,
-    tuple: &FlowTuple,
-    ports: &L4Ports,
+    tuple: &B::Tuple,
+    protocol: u8,
+    tcp_flags: u8,
     now: u64,
-) -> Option<(BindingRef<NatEntry>, NatEntry)> {
-    let (binding, entry) = conntrack::ct_lookup::<NatEntry>(cfg, Half::Original, tuple, now)?;
-    let state = if tuple.protocol == IPPROTO_TCP {
-        conntrack::next_tcp_state(entry.state, ports.flags_or_type, Half::Original)
+) -> Option<(BindingRef<B>, B)> {
+    let (binding, entry) = conntrack::ct_lookup::<B>(cfg, Half::Original, tuple, now)?;
+    let state = if protocol == IPPROTO_TCP {
+        conntrack::next_tcp_state(entry.state(), tcp_flags, Half::Original)
     } else {
-        entry.state
+        entry.state()
     };
     if binding.touch(cfg, &entry, state, now) {
         return Some((binding, entry));
     }
-    conntrack::ct_remove_original::<NatEntry>(tuple, entry.client_id);
+    conntrack::ct_remove_original::<B>(tuple, entry.client_id());
     count(Counter::FlowRebound);
     None
 }

@@ -1,19 +1,21 @@
 //! Client -> remote for IPv6: a labeled pod's IPv6 packet, in its IPv4
-//! tunnel (a dual-stack cluster), checked as its translation will need it:
-//! from the client's own IPv6 address, to a destination that may be NATed,
-//! a transport header that can be bound.
+//! tunnel (a dual-stack cluster), is checked, bound to a NAT port with the
+//! same conntrack as IPv4 (`conntrack`, over `NatEntry6`), rewritten to the
+//! gateway's IPv6 address and sent out as IPv6.
 //!
-//! The translation itself (a binding in the IPv6 conntrack, the rewrite to
-//! the gateway's IPv6 address) is not built yet (issue 14): what passes
-//! every check is dropped as `drop_ipv6_not_translated`. The conntrack's
-//! generic code, inlined for IPv6, needs more stack than a program has
-//! (measured: 824 bytes of 512 for the whole path, 400 for `ct_lookup`
-//! alone in a frame of its own), so it must first keep its copies off the
-//! stack.
-use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
+//! ```text
+//! in:  [eth][outer IPv4: worker → gateway | UDP | VXLAN | eth][IPv6 pod → remote][L4]
+//! out: [eth, 0x86DD][IPv6 gateway → remote, hop limit - 1][L4, NAT port]
+//! ```
+//!
+//! Not translated yet, each dropped and counted: a client's ICMPv6 errors
+//! and packets whose hop limit ends here (`drop_ipv6_not_translated`).
+use aya_ebpf::{helpers::bpf_skb_load_bytes, maps::lpm_trie::Key, programs::TcContext, EbpfContext};
 use egress_common::{
     config::GatewayConfig,
+    conntrack::{FlowState, FlowTuple6, NatEntry6},
     counters::Counter,
+    gro::UploadRoute,
     ip::{
         is_icmpv6_error, is_martian_destination_v6, IPV6_EXT_DESTINATION_OPTIONS, IPV6_EXT_FRAGMENT,
         IPV6_EXT_HOP_BY_HOP, IPV6_EXT_ROUTING,
@@ -21,30 +23,42 @@ use egress_common::{
 };
 
 use crate::{
+    conntrack,
     headers::{
-        load_l4, Ipv4Header, Ipv6Header, ETH_HLEN, ICMPV6_ECHO_REQUEST, IPPROTO_ICMPV6, IPPROTO_TCP,
-        IPPROTO_UDP, IPV6_HLEN, UDP_CSUM_OFF,
+        load_l4, Ipv4Header, Ipv6Header, L4Ports, ETH_HLEN, ICMPV6_ECHO_REQUEST, IPPROTO_ICMPV6, IPPROTO_TCP,
+        IPPROTO_UDP, IPV6_HLEN, TCP_RST, UDP_CSUM_OFF,
     },
-    maps::{CLIENTS, CLIENTS6, EXCLUDED_DSTS6},
-    tunnel::decap::INNER_IP_OFF,
+    maps::{account, wire_segments, Direction, CLIENTS, CLIENTS6, CT6_TEMPLATE, EXCLUDED_DSTS6},
+    nat::{
+        rewrite::{nat_v6_rewrite_headers, End},
+        snat::live_original,
+    },
+    tunnel::decap::{merge_ecn6, strip_tunnel6, INNER_ETH_OFF, INNER_IP_OFF},
     verdict::Verdict,
 };
 
 const INNER_L4_OFF: usize = INNER_IP_OFF + IPV6_HLEN;
 
+/// What the tunnel around the IPv6 packet says about its sender.
+struct Sender {
+    /// The worker pod's outer IPv4: where replies are tunnelled back to.
+    outer_ip_be: u32,
+    outer_tos: u8,
+    client_id: u32,
+}
+
 #[inline(always)]
 pub fn from_client(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
-    match check(ctx, cfg) {
-        Ok(()) => Verdict::Drop(Counter::DropIpv6NotTranslated),
+    match snat_v6_process(ctx, cfg) {
+        Ok(()) => Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToRemote },
         Err(reason) => Verdict::Drop(reason),
     }
 }
 
-/// Every check of the client's packet before a binding is made, in the
-/// order IPv4's `snat_v4_process` makes them.
+/// Translates the packet in place.
 #[inline(always)]
-fn check(ctx: &TcContext, cfg: &GatewayConfig) -> Result<(), Counter> {
-    let client_id = client_id(ctx)?;
+fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<(), Counter> {
+    let sender = sender(ctx)?;
     let ip = inner_packet(ctx)?;
     if !cfg.has_ipv6() {
         return Err(Counter::DropIpv6Disabled);
@@ -52,19 +66,20 @@ fn check(ctx: &TcContext, cfg: &GatewayConfig) -> Result<(), Counter> {
     // The pod may only send as itself: the IPv6 address listed for the
     // client whose outer IPv4 carries it.
     match unsafe { CLIENTS6.get(&ip.src) } {
-        Some(client) if client.client_id == client_id => {}
+        Some(client) if client.client_id == sender.client_id => {}
         _ => return Err(Counter::DropSpoofedInnerSource),
     }
     if is_martian_destination_v6(&ip.dst, &cfg.gateway_ip6) {
         return Err(Counter::DropMartianDestination);
     }
-    // Time exceeded, the gateway's answer as a hop, is not built yet.
     if ip.hop_limit <= 1 {
         return Err(Counter::DropIpv6NotTranslated);
     }
     if EXCLUDED_DSTS6.get(Key::new(128, ip.dst)).is_some() {
         return Err(Counter::DropExcludedDestination);
     }
+    // Before any state is made for it: a packet RFC 6040 drops makes none.
+    merge_ecn6(ctx, sender.outer_tos, &ip)?;
     let ports = match load_l4(ctx, INNER_L4_OFF, ip.next_header).map_err(|_| Counter::DropMalformed)? {
         Some(ports) => ports,
         None if ip.next_header == IPPROTO_ICMPV6 => return Err(icmpv6_refusal(ctx)),
@@ -76,28 +91,47 @@ fn check(ctx: &TcContext, cfg: &GatewayConfig) -> Result<(), Counter> {
         return Err(Counter::DropUnsupportedProtocol);
     }
     // IPv6 makes the UDP checksum mandatory (RFC 8200 8.1): a zero one
-    // would leave unchanged and be dropped by the remote.
+    // would be passed through unchanged and dropped by the remote.
     if ip.next_header == IPPROTO_UDP {
         let checksum: u16 = ctx.load(INNER_L4_OFF + UDP_CSUM_OFF).map_err(|_| Counter::DropMalformed)?;
         if checksum == 0 {
             return Err(Counter::DropMalformed);
         }
     }
+
+    let now = conntrack::now_ns();
+    let nat_port_be = match live_nat_port(cfg, &ip, &ports, now) {
+        Some(port_be) => port_be,
+        None => snat_v6_new_mapping(ctx, cfg, &sender, &ip, &ports, now)?,
+    };
+    nat_v6_rewrite_headers(
+        ctx,
+        INNER_IP_OFF,
+        &ip,
+        End::Source,
+        &cfg.gateway_ip6,
+        ports.src_port_be,
+        nat_port_be,
+    )?;
+    // Before the tunnel goes: bpf_skb_adjust_room zeroes a GSO packet's
+    // gso_segs ("to be recomputed"), which would count it as one packet.
+    let segments = wire_segments(ctx);
+    strip_tunnel6(ctx)?;
+    account(sender.client_id, Direction::ToRemote, segments, (ctx.len() - ETH_HLEN as u32) as u64);
     Ok(())
 }
 
-/// The client id of the outer source, which the main program checked is a
-/// labeled pod's (read again: a tail call carries nothing over but the
-/// packet).
+/// The outer source, which the main program checked is a labeled pod's
+/// (read again: a tail call carries nothing over but the packet).
 #[inline(always)]
-fn client_id(ctx: &TcContext) -> Result<u32, Counter> {
+fn sender(ctx: &TcContext) -> Result<Sender, Counter> {
     let outer = Ipv4Header::load(ctx, ETH_HLEN).map_err(|_| Counter::DropMalformed)?;
     let client = unsafe { CLIENTS.get(&outer.src_be) }.ok_or(Counter::DropUnknownClient)?;
-    Ok(client.client_id)
+    Ok(Sender { outer_ip_be: outer.src_be, outer_tos: outer.tos, client_id: client.client_id })
 }
 
-/// The inner IPv6 packet: whole, its transport header right after the
-/// fixed header.
+/// The inner IPv6 packet, checked as the translation needs it: whole, its
+/// transport header right after the fixed header.
 #[inline(always)]
 fn inner_packet(ctx: &TcContext) -> Result<Ipv6Header, Counter> {
     let ip = Ipv6Header::load(ctx, INNER_IP_OFF).map_err(|_| Counter::DropMalformed)?;
@@ -117,10 +151,10 @@ fn inner_packet(ctx: &TcContext) -> Result<Ipv6Header, Counter> {
     }
 }
 
-/// Why a client's ICMPv6 message other than an echo is not sent: its
-/// errors (about a reply it got) are not translated yet; informational
-/// messages other than echo (neighbour discovery, router solicitation) are
-/// the link's business, never a remote's.
+/// Why a client's ICMPv6 message other than an echo is not sent: errors
+/// (about a reply it got) are not translated yet; informational messages
+/// other than echo (neighbour discovery, router solicitation) are the
+/// link's business, never a remote's.
 #[inline(always)]
 fn icmpv6_refusal(ctx: &TcContext) -> Counter {
     match ctx.load::<u8>(INNER_L4_OFF) {
@@ -128,4 +162,67 @@ fn icmpv6_refusal(ctx: &TcContext) -> Counter {
         Ok(_) => Counter::DropUnsupportedProtocol,
         Err(_) => Counter::DropMalformed,
     }
+}
+
+/// The NAT port of the flow's live binding, if it has one (`live_original`).
+#[inline(always)]
+fn live_nat_port(cfg: &GatewayConfig, ip: &Ipv6Header, ports: &L4Ports, now: u64) -> Option<u16> {
+    let tuple = FlowTuple6::new(ip.src, ip.dst, ports.src_port_be, ports.dst_port_be, ip.next_header);
+    let (_, entry) = live_original::<NatEntry6>(cfg, &tuple, ip.next_header, ports.flags_or_type, now)?;
+    Some(entry.nat_port_be)
+}
+
+/// Copies the 6-byte MAC at `off` into `mac` (aya's `load_bytes` clamps
+/// the length to the packet, which the verifier refuses as a possibly
+/// empty read).
+#[inline(always)]
+fn load_mac(ctx: &TcContext, off: usize, mac: &mut [u8; 6]) -> Result<(), Counter> {
+    // SAFETY: the helper writes exactly 6 bytes into `mac`.
+    let loaded = unsafe { bpf_skb_load_bytes(ctx.as_ptr(), off as u32, mac.as_mut_ptr() as *mut _, 6) };
+    if loaded == 0 {
+        Ok(())
+    } else {
+        Err(Counter::DropMalformed)
+    }
+}
+
+/// A binding for a flow the gateway does not know yet; returns its NAT
+/// port. As for IPv4: a TCP RST makes nothing; any other first packet an
+/// unreplied binding.
+#[inline(always)]
+fn snat_v6_new_mapping(
+    ctx: &TcContext,
+    cfg: &GatewayConfig,
+    sender: &Sender,
+    ip: &Ipv6Header,
+    ports: &L4Ports,
+    now: u64,
+) -> Result<u16, Counter> {
+    let protocol = ip.next_header;
+    if protocol == IPPROTO_TCP && ports.flags_or_type & TCP_RST != 0 {
+        return Err(Counter::DropRstWithoutFlow);
+    }
+    // Filled in this CPU's template slot, off the stack; the MACs are
+    // loaded into it straight from the packet (as bytes through registers
+    // they took a stack slot each).
+    let entry = CT6_TEMPLATE.get_ptr_mut(0).ok_or(Counter::DropConntrackFull)?;
+    // SAFETY: a per-CPU value nothing else on this CPU uses meanwhile.
+    let entry = unsafe { &mut *entry };
+    load_mac(ctx, INNER_ETH_OFF, &mut entry.tunnel_gateway_mac)?;
+    load_mac(ctx, INNER_ETH_OFF + 6, &mut entry.client_mac)?;
+    entry.client_ip = ip.src;
+    entry.remote_ip = ip.dst;
+    entry.client_outer_ip_be = sender.outer_ip_be;
+    entry.client_port_be = ports.src_port_be;
+    entry.remote_port_be = ports.dst_port_be;
+    entry.nat_port_be = 0;
+    entry.protocol = protocol;
+    entry.state = if protocol == IPPROTO_TCP { FlowState::SynSent as u8 } else { FlowState::Open as u8 };
+    entry.last_seen_ns = now;
+    entry.client_id = sender.client_id;
+    entry.upload_route = UploadRoute::Undecided as u8;
+    entry.flags = 0;
+    entry._pad0 = 0;
+    entry.created_ns = 0;
+    conntrack::ct_create_binding(cfg, entry, now)
 }

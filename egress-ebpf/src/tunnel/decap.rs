@@ -6,7 +6,8 @@ use aya_ebpf::{
 use egress_common::{config::GatewayConfig, counters::Counter};
 
 use crate::headers::{
-    Ipv4Header, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPV4_HLEN, IP_CSUM_OFF, TUNNEL_OVERHEAD, UDP_HLEN, VXLAN_HLEN,
+    Ipv4Header, Ipv6Header, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, ETH_TYPE_OFF, IPV4_HLEN, IPV6_HLEN, IP_CSUM_OFF,
+    TUNNEL_OVERHEAD, UDP_HLEN, VXLAN_HLEN,
 };
 
 /// ECN codepoints (the TOS byte's two low bits, RFC 3168).
@@ -79,7 +80,28 @@ pub fn parse_tunnel(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Inner, Count
 /// mark cannot be passed on). The inner checksum follows.
 #[inline(always)]
 pub fn merge_ecn(ctx: &TcContext, outer_tos: u8, inner: &Ipv4Header) -> Result<(), Counter> {
-    let (outer_ecn, inner_ecn) = (outer_tos & ECN_MASK, inner.tos & ECN_MASK);
+    let Some(tos) = merged_tos(outer_tos, inner.tos)? else { return Ok(()) };
+    let old_word = u16::from_ne_bytes([inner.version_ihl, inner.tos]);
+    let new_word = u16::from_ne_bytes([inner.version_ihl, tos]);
+    ctx.l3_csum_replace(INNER_IP_OFF + IP_CSUM_OFF, old_word as u64, new_word as u64, 2)
+        .map_err(|_| Counter::DropRewriteFailed)?;
+    ctx.store(INNER_IP_OFF + 1, &tos, 0).map_err(|_| Counter::DropRewriteFailed)
+}
+
+/// [`merge_ecn`] for an inner IPv6 packet, whose traffic class straddles
+/// its first two bytes (and which has no header checksum).
+#[inline(always)]
+pub fn merge_ecn6(ctx: &TcContext, outer_tos: u8, inner: &Ipv6Header) -> Result<(), Counter> {
+    let Some(class) = merged_tos(outer_tos, inner.traffic_class())? else { return Ok(()) };
+    let first = (inner.first_word_high & 0xf00f) | ((class as u16) << 4);
+    ctx.store(INNER_IP_OFF, &first.to_be_bytes(), 0).map_err(|_| Counter::DropRewriteFailed)
+}
+
+/// The inner TOS (or traffic class) byte once the outer ECN is merged in,
+/// or None when it stays as it is.
+#[inline(always)]
+fn merged_tos(outer_tos: u8, inner_tos: u8) -> Result<Option<u8>, Counter> {
+    let (outer_ecn, inner_ecn) = (outer_tos & ECN_MASK, inner_tos & ECN_MASK);
     let merged = match (outer_ecn, inner_ecn) {
         (ECN_CE, ECN_NOT_ECT) => return Err(Counter::DropCeOnNotEct),
         (ECN_CE, _) => ECN_CE,
@@ -87,14 +109,9 @@ pub fn merge_ecn(ctx: &TcContext, outer_tos: u8, inner: &Ipv4Header) -> Result<(
         _ => inner_ecn,
     };
     if merged == inner_ecn {
-        return Ok(());
+        return Ok(None);
     }
-    let tos = (inner.tos & !ECN_MASK) | merged;
-    let old_word = u16::from_ne_bytes([inner.version_ihl, inner.tos]);
-    let new_word = u16::from_ne_bytes([inner.version_ihl, tos]);
-    ctx.l3_csum_replace(INNER_IP_OFF + IP_CSUM_OFF, old_word as u64, new_word as u64, 2)
-        .map_err(|_| Counter::DropRewriteFailed)?;
-    ctx.store(INNER_IP_OFF + 1, &tos, 0).map_err(|_| Counter::DropRewriteFailed)
+    Ok(Some((inner_tos & !ECN_MASK) | merged))
 }
 
 /// Removes outer IPv4/UDP/VXLAN and the inner Ethernet header, keeping the
@@ -107,4 +124,27 @@ pub fn merge_ecn(ctx: &TcContext, outer_tos: u8, inner: &Ipv4Header) -> Result<(
 pub fn strip_tunnel(ctx: &TcContext) -> Result<(), Counter> {
     ctx.adjust_room(-(TUNNEL_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO as u64)
         .map_err(|_| Counter::DropRewriteFailed)
+}
+
+/// [`strip_tunnel`] for an inner IPv6 packet, which must also leave as
+/// IPv6: its ethertype and skb->protocol, by which the redirect picks its
+/// route and neighbour table and GSO its segmentation.
+///
+/// bpf_skb_change_proto (every kernel we run on) switches skb->protocol
+/// and pushes the 20 bytes an IPv6 header has more than an IPv4 one after
+/// the MAC header, so the tunnel goes with them. (Linux 6.3's
+/// BPF_F_ADJ_ROOM_DECAP_L3_IPV6 would do it in one call; 6.1 lacks it.)
+/// A TCPv6 GSO type, the inner one, is left as it is.
+#[inline(always)]
+pub fn strip_tunnel6(ctx: &TcContext) -> Result<(), Counter> {
+    ctx.change_proto(ETH_P_IPV6.to_be(), 0).map_err(|_| Counter::DropRewriteFailed)?;
+    let pushed = (IPV6_HLEN - IPV4_HLEN) as i32;
+    ctx.adjust_room(-(TUNNEL_OVERHEAD as i32 + pushed), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO as u64)
+        .map_err(|_| Counter::DropRewriteFailed)?;
+    ctx.store(ETH_TYPE_OFF, &ETH_P_IPV6.to_be_bytes(), 0).map_err(|_| Counter::DropRewriteFailed)?;
+    // The redirect routes by skb->protocol: checked, never assumed.
+    if unsafe { (*ctx.skb.skb).protocol } != ETH_P_IPV6.to_be() as u32 {
+        return Err(Counter::DropRewriteFailed);
+    }
+    Ok(())
 }
