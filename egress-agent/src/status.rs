@@ -42,7 +42,7 @@ pub struct Status {
 
 /// Opens the maps of the program whose CONFIG says it was set up in this
 /// network namespace on `ifindex`: the main program's and its IPv6
-/// program's (which alone uses the IPv6 maps), paired by the CONFIG map
+/// programs' (which alone use the IPv6 maps), joined by the CONFIG map
 /// they share.
 pub fn find_maps(ifindex: u32) -> Result<DatapathMaps> {
     let netns = netdev::netns_inode()?;
@@ -50,7 +50,10 @@ pub fn find_maps(ifindex: u32) -> Result<DatapathMaps> {
     let mut datapaths: Vec<(u32, Vec<(String, u32)>)> = Vec::new();
     for info in aya::programs::loaded_programs() {
         let Ok(info) = info else { continue };
-        if !matches!(info.name_as_str(), Some(names::PROGRAM | names::IPV6_PROGRAM)) {
+        if !matches!(
+            info.name_as_str(),
+            Some(names::PROGRAM | names::IPV6_PROGRAM | names::IPV6_REPLY_PROGRAM)
+        ) {
             continue;
         }
         let Ok(Some(map_ids)) = info.map_ids() else { continue };

@@ -63,10 +63,13 @@ pub const FRAGMENTS: &str = "FRAGMENTS";
 /// `PerCpuArray<[u8; SPLIT_TAIL_MAX]>` with one slot: the second part of a
 /// reply being split, off the stack.
 pub const SPLIT_TAIL: &str = "SPLIT_TAIL";
-/// `ProgramArray` with one slot, [`IPV6_PROGRAM_SLOT`]: the IPv6
+/// `ProgramArray` with two slots: [`IPV6_PROGRAM_SLOT`], the IPv6
 /// classifier the main one hands a client's inner IPv6 packet to (a tail
-/// call). IPv6 has a program of its own because the IPv4 paths already
-/// take most of what the verifier accepts in one (`prog_verifier`). The
+/// call), and [`IPV6_REPLY_PROGRAM_SLOT`], the one it hands IPv6 packets
+/// for the gateway's IPv6 address to. IPv6 has programs of its own because
+/// the IPv4 paths already take most of what the verifier accepts in one
+/// (`prog_verifier`); two, because each program has 512 bytes of stack and
+/// the two directions together need more (608, measured). The
 /// agent fills it at load and holds it; it is never carried over (a new
 /// build brings its own program). The kernel empties a program array when
 /// its last descriptor closes: the state keeper holds one too from the
@@ -77,6 +80,8 @@ pub const SPLIT_TAIL: &str = "SPLIT_TAIL";
 pub const IPV6_PROGRAMS: &str = "IPV6_PROGRAMS";
 /// The slot of [`IPV6_PROGRAMS`] that holds [`IPV6_PROGRAM`].
 pub const IPV6_PROGRAM_SLOT: u32 = 0;
+/// The slot of [`IPV6_PROGRAMS`] that holds [`IPV6_REPLY_PROGRAM`].
+pub const IPV6_REPLY_PROGRAM_SLOT: u32 = 1;
 
 /// `PerCpuArray<u64>` indexed by [`crate::counters::Counter`].
 pub const COUNTERS: &str = "COUNTERS";
@@ -86,6 +91,9 @@ pub const PROGRAM: &str = "egress_gateway";
 /// The IPv6 classifier, reached from [`PROGRAM`] through [`IPV6_PROGRAMS`]
 /// only (never attached).
 pub const IPV6_PROGRAM: &str = "egress_gateway6";
+/// The IPv6 reply classifier, reached from [`PROGRAM`] through
+/// [`IPV6_PROGRAMS`] only (never attached).
+pub const IPV6_REPLY_PROGRAM: &str = "egress_remote6";
 /// The classifier on the GRO stage's receiving end (`crate::gro`).
 pub const GRO_STAGE_PROGRAM: &str = "egress_gro_stage";
 /// The classifier on the GRO stage's sending end, which takes back the

@@ -46,8 +46,12 @@ pub fn tunnel_only(ctx: &TcContext) -> Verdict {
             .map(|()| Counter::ForwardedToRemote)
     } else {
         // Where to is not the cost: back to the sender.
-        let target =
-            TunnelTarget { outer_ip_be: outer.src_be, client_mac: [0; 6], tunnel_gateway_mac: [0; 6] };
+        let target = TunnelTarget {
+            outer_ip_be: outer.src_be,
+            client_mac: [0; 6],
+            tunnel_gateway_mac: [0; 6],
+            inner: encap::InnerFamily::Ipv4,
+        };
         encap::push_tunnel_to(ctx, cfg, &target).map(|()| Counter::ForwardedToClient)
     };
     match sent {

@@ -8,7 +8,8 @@
 //!   datagrams: reverse the NAT, encapsulate back to the client's worker,
 //!   send out (`rev_nat::from_remote`).
 //!
-//! A labeled pod's IPv6 packets go on to `egress_gateway6` by a tail call.
+//! A labeled pod's IPv6 packets, and IPv6 packets for the gateway's IPv6
+//! address, go on to `egress_gateway6` by a tail call.
 //! A second classifier, `egress_gro_stage`, sends on what the GRO stage
 //! (`egress_common::gro`) re-aggregated from a client's upload; a third,
 //! `egress_resegmented`, takes back the segments of a reply that was too
@@ -33,8 +34,10 @@ mod verdict;
 mod wire;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
-use egress_common::{config::GatewayConfig, counters::Counter};
-use headers::{Ipv4Header, ETH_HLEN, ETH_P_IP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN};
+use egress_common::{config::GatewayConfig, counters::Counter, maps::IPV6_REPLY_PROGRAM_SLOT};
+use headers::{
+    Ipv4Header, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN, IPV6_DST_OFF,
+};
 use nat::rev_nat::Arrival;
 use verdict::Verdict;
 
@@ -53,6 +56,14 @@ pub fn egress_gateway(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn egress_gateway6(ctx: TcContext) -> i32 {
     let verdict = ipv6::from_client(&ctx);
+    verdict::apply(verdict, &ctx)
+}
+
+/// An IPv6 packet for the gateway's IPv6 address, perhaps a reply of a
+/// client's flow: reached only by the tail call in `verdict::apply`.
+#[classifier]
+pub fn egress_remote6(ctx: TcContext) -> i32 {
+    let verdict = ipv6::from_remote(&ctx);
     verdict::apply(verdict, &ctx)
 }
 
@@ -105,6 +116,9 @@ fn classify(ctx: &TcContext, arrival: Arrival) -> Verdict {
         Ok(b) => u16::from_be_bytes(b),
         Err(_) => return Verdict::NotOurs,
     };
+    if ethertype == ETH_P_IPV6 {
+        return to_gateway_ip6(ctx, cfg);
+    }
     if ethertype != ETH_P_IP {
         return Verdict::NotOurs;
     }
@@ -140,6 +154,21 @@ fn classify(ctx: &TcContext, arrival: Arrival) -> Verdict {
         }
     }
     nat::rev_nat::from_remote(ctx, cfg, &outer, arrival)
+}
+
+/// An IPv6 packet for the gateway's IPv6 address may be a reply of a
+/// client's flow: the IPv6 program decides (`ipv6::from_remote`).
+/// Everything else IPv6 (neighbour discovery, the pod's own traffic to
+/// other addresses) is the pod's.
+#[inline(always)]
+fn to_gateway_ip6(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
+    if !cfg.has_ipv6() {
+        return Verdict::NotOurs;
+    }
+    match ctx.load::<[u8; 16]>(ETH_HLEN + IPV6_DST_OFF) {
+        Ok(dst) if dst == cfg.gateway_ip6 => Verdict::ToIpv6Program { slot: IPV6_REPLY_PROGRAM_SLOT },
+        _ => Verdict::NotOurs,
+    }
 }
 
 /// Packets for the gateway with IP options: not translated. Aimed at the

@@ -18,8 +18,7 @@ use egress_common::{
     fragments::{FragmentFlow, FragmentKey, FIRST_FRAGMENTS, FRAGMENTS_MAX, SPLIT_TAIL_MAX},
     maps::{
         ClientInfo, ClientRefusals, ClientTraffic, NatDestination, NatDestination6, CLIENTS_MAX,
-        CLIENT_ID_MAX, CT_MAX_DEFAULT, CT_RECENT_SLOTS, EXCLUDED_DESTINATIONS_MAX, IPV6_PROGRAM_SLOT,
-        NAT_EXHAUSTED_MAX,
+        CLIENT_ID_MAX, CT_MAX_DEFAULT, CT_RECENT_SLOTS, EXCLUDED_DESTINATIONS_MAX, NAT_EXHAUSTED_MAX,
     },
 };
 
@@ -111,18 +110,18 @@ pub static FRAGMENT_ALLOWANCE: Array<u64> = Array::with_max_entries(CLIENT_ID_MA
 
 /// `egress_common::maps::IPV6_PROGRAMS`.
 #[map]
-pub static IPV6_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static IPV6_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
-/// Hands the packet to the IPv6 program; returns only if its slot is
-/// empty. aya's `ProgramArray::tail_call` is left to the compiler to
+/// Hands the packet to the IPv6 program in `slot`; returns only if the
+/// slot is empty. aya's `ProgramArray::tail_call` is left to the compiler to
 /// inline, and a tail call from a subprogram needs BTF the object does not
 /// carry (the verifier refuses it), so the helper is called here, inlined.
 #[inline(always)]
-pub fn tail_call_ipv6(ctx: &TcContext) {
+pub fn tail_call_ipv6(ctx: &TcContext, slot: u32) {
     let map = &IPV6_PROGRAMS as *const ProgramArray as *mut core::ffi::c_void;
     // SAFETY: `ProgramArray` is `repr(transparent)` over its map
     // definition, which is what the helper's map argument points to.
-    unsafe { bpf_tail_call(ctx.as_ptr(), map, IPV6_PROGRAM_SLOT) };
+    unsafe { bpf_tail_call(ctx.as_ptr(), map, slot) };
 }
 
 #[map]

@@ -27,19 +27,23 @@ pub enum Verdict {
     Resegment {
         ifindex: u32,
     },
-    /// A client's IPv6 packet, its outer headers and client checked: for
-    /// `egress_gateway6`, through a tail call.
-    ToIpv6Program,
+    /// For the IPv6 program in `slot` of `IPV6_PROGRAMS`, through a tail
+    /// call: a client's IPv6 packet, its outer headers and client checked
+    /// (`egress_gateway6`), or an IPv6 packet for the gateway's IPv6
+    /// address (`egress_remote6`).
+    ToIpv6Program {
+        slot: u32,
+    },
     Drop(Counter),
 }
 
 #[inline(always)]
 pub fn apply(verdict: Verdict, ctx: &TcContext) -> i32 {
     match verdict {
-        Verdict::ToIpv6Program => {
+        Verdict::ToIpv6Program { slot } => {
             // A tail call does not return when it happens; when it cannot
             // (an empty slot), execution goes on below.
-            maps::tail_call_ipv6(ctx);
+            maps::tail_call_ipv6(ctx, slot);
             maps::count(Counter::DropNotConfigured);
             TC_ACT_SHOT
         }

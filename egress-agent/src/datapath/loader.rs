@@ -181,7 +181,7 @@ impl Datapath {
             }
             anyhow::Error::new(err).context("the kernel verifier refused the program")
         })?;
-        datapath.load_ipv6_program()?;
+        datapath.load_ipv6_programs()?;
         datapath
             .classifier(names::GRO_STAGE_PROGRAM)?
             .load()
@@ -213,13 +213,19 @@ impl Datapath {
     /// Loads the IPv6 classifier into its slot, where the main one's tail
     /// call finds it: before anything is attached, so no packet meets an
     /// empty slot.
-    fn load_ipv6_program(&mut self) -> Result<()> {
-        let program = self.classifier(names::IPV6_PROGRAM)?;
-        program.load().context("the kernel verifier refused the IPv6 program")?;
-        let fd = program.fd()?.try_clone()?;
-        self.ipv6_programs
-            .set(names::IPV6_PROGRAM_SLOT, &fd, 0)
-            .context("placing the IPv6 program in its slot")
+    fn load_ipv6_programs(&mut self) -> Result<()> {
+        for (name, slot) in [
+            (names::IPV6_PROGRAM, names::IPV6_PROGRAM_SLOT),
+            (names::IPV6_REPLY_PROGRAM, names::IPV6_REPLY_PROGRAM_SLOT),
+        ] {
+            let program = self.classifier(name)?;
+            program.load().with_context(|| format!("the kernel verifier refused the IPv6 program {name}"))?;
+            let fd = program.fd()?.try_clone()?;
+            self.ipv6_programs
+                .set(slot, &fd, 0)
+                .with_context(|| format!("placing the IPv6 program {name} in its slot"))?;
+        }
+        Ok(())
     }
 
     /// The micro-benchmarks' floor program (the tunnel work alone), loaded

@@ -1,5 +1,5 @@
-//! The two directions of the NAT: `snat` (`snat6`) for what clients send, `rev_nat`
-//! for what remotes answer, and `icmp_error` for the errors routers send
+//! The two directions of the NAT: `snat` (`snat6`) for what clients send,
+//! `rev_nat` (`rev_nat6`) for what remotes answer, and `icmp_error` for the errors routers send
 //! about a client's flow; `time_exceeded` is the gateway's own answer to a
 //! client's packet that expires here. `rewrite` is the header rewrite both
 //! directions share, `to_client` the tunnel tail of everything that goes
@@ -12,6 +12,7 @@ pub mod fragments;
 pub mod icmp_error;
 pub mod probe;
 pub mod rev_nat;
+pub mod rev_nat6;
 pub mod rewrite;
 pub mod snat;
 pub mod snat6;

@@ -14,12 +14,11 @@ use egress_common::{
 
 use super::{frag_needed, fragments, icmp_error};
 use crate::{
-    conntrack::{self, BindingRef, Half},
+    conntrack::{self, BindingRef, Half, Tracked},
     headers::{
-        is_icmp_error, load_l4, Ipv4Header, L4Ports, ETH_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-        TUNNEL_OVERHEAD,
+        is_icmp_error, load_l4, Ipv4Header, ETH_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TUNNEL_OVERHEAD,
     },
-    maps::{wire_segments, CT_REPLY},
+    maps::wire_segments,
     nat::{
         rewrite::{nat_v4_rewrite_headers, End},
         to_client::{nat_v4_to_client, Returned, IP_OFF, L4_OFF},
@@ -124,7 +123,7 @@ fn rev_nat_v4_process(
     if ip.ttl <= 1 {
         return Err(Counter::DropTtlExceeded);
     }
-    rev_nat_v4_refresh(cfg, &tuple, &binding, &entry, &ports, now)?;
+    live_reply(cfg, &tuple, tuple.protocol, ports.flags_or_type, &binding, &entry, now)?;
     nat_v4_rewrite_headers(
         ctx,
         IP_OFF,
@@ -242,24 +241,26 @@ fn rev_nat_v4_size_check(
 
 /// Refreshes the binding with this reply (which marks it answered) and its
 /// TCP flags. Fails when this reply half outlived its flow, which was
-/// rebound: the half is stale and goes.
+/// rebound: the half is stale and goes. Either family's: `protocol` is the
+/// tuple's, `tcp_flags` the packet's.
 #[inline(always)]
-fn rev_nat_v4_refresh(
+pub fn live_reply<B: Tracked>(
     cfg: &GatewayConfig,
-    tuple: &FlowTuple,
-    binding: &BindingRef<NatEntry>,
-    entry: &NatEntry,
-    ports: &L4Ports,
+    tuple: &B::Tuple,
+    protocol: u8,
+    tcp_flags: u8,
+    binding: &BindingRef<B>,
+    entry: &B,
     now: u64,
 ) -> Result<(), Counter> {
-    let state = if tuple.protocol == IPPROTO_TCP {
-        conntrack::next_tcp_state(entry.state, ports.flags_or_type, Half::Reply)
+    let state = if protocol == IPPROTO_TCP {
+        conntrack::next_tcp_state(entry.state(), tcp_flags, Half::Reply)
     } else {
-        entry.state
+        entry.state()
     };
     if binding.touch(cfg, entry, state, now) {
         return Ok(());
     }
-    let _ = CT_REPLY.remove(tuple);
+    let _ = B::reply_map().remove(tuple);
     Err(Counter::DropNoMapping)
 }

@@ -7,6 +7,7 @@ use egress_common::{
     counters::Counter,
     gro::UploadRoute,
     ip::is_martian_destination,
+    maps::IPV6_PROGRAM_SLOT,
 };
 
 use crate::{
@@ -49,7 +50,7 @@ pub fn from_client(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> 
         Ok(Sent::ProbeAnswered) => {
             Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ProbeAnswered }
         }
-        Ok(Sent::Ipv6) => Verdict::ToIpv6Program,
+        Ok(Sent::Ipv6) => Verdict::ToIpv6Program { slot: IPV6_PROGRAM_SLOT },
         Err(reason) => Verdict::Drop(reason),
     }
 }

@@ -1,0 +1,149 @@
+//! Replies to the gateway's IPv6 address: a reply of a client's IPv6 flow
+//! goes back to the client through its IPv4 tunnel, translated to its
+//! address and port; anything else is the gateway pod's own, or dropped
+//! when it comes to a NAT port unasked. Every checksum is verified with
+//! our own code.
+mod common;
+
+use common::*;
+use egress_common::{
+    config::{GatewayConfig, TUNNEL_GATEWAY_MAC},
+    conntrack::{FlowState, FLOW_SEEN_REPLY},
+};
+
+const ETH_HLEN: usize = 14;
+/// Outer IPv4 (20), UDP (8), VXLAN (8), then the inner Ethernet header.
+const INNER_ETH_OFF: usize = ETH_HLEN + 36;
+const INNER_IP_OFF: usize = INNER_ETH_OFF + 14;
+
+/// Opens the client's flow `l4` and returns the NAT port (or identifier)
+/// it left with.
+fn open6(h: &mut Harness, l4: L4) -> u16 {
+    let out = h.run(&from_client6(l4, b"ask"));
+    assert_eq!(out.action, TC_ACT_REDIRECT, "the client's packet went out");
+    let ip = ipv6_at(&out.packet, ETH_HLEN);
+    if ip.next_header == 58 {
+        icmp_id(&ip.l4)
+    } else {
+        ports(&ip.l4).0
+    }
+}
+
+/// Sends the remote's `l4` and returns the inner IPv6 packet tunnelled to
+/// the client, checking the tunnel around it.
+fn reply(h: &mut Harness, l4: L4, payload: &[u8]) -> Ipv6View {
+    let packet = from_remote6(l4, payload);
+    let out = h.run(&packet);
+    assert_eq!(out.action, TC_ACT_REDIRECT, "sent to the client");
+    assert_eq!(out.packet.len(), packet.len() + 50, "tunnelled");
+    assert_eq!(&out.packet[12..14], &[0x08, 0x00], "the outer header is IPv4");
+    let outer = ipv4_fields_at(&out.packet, ETH_HLEN);
+    assert_eq!((outer.src, outer.dst), (GATEWAY_IP, CLIENT_IP), "to the client's worker");
+    assert_eq!(outer.protocol, 17);
+    assert_eq!(ports(&outer.payload), (VXLAN_PORT, VXLAN_PORT));
+    let vxlan = &outer.payload[8..16];
+    assert_eq!(vxlan[0], 0x08, "VNI present");
+    assert_eq!(u32::from_be_bytes([0, vxlan[4], vxlan[5], vxlan[6]]), VNI);
+    let inner_eth = &out.packet[INNER_ETH_OFF..INNER_IP_OFF];
+    assert_eq!(&inner_eth[0..6], &CLIENT_MAC, "to the worker's tunnel device");
+    assert_eq!(&inner_eth[6..12], &TUNNEL_GATEWAY_MAC);
+    assert_eq!(&inner_eth[12..14], &[0x86, 0xdd], "the inner frame is IPv6");
+    let inner = ipv6_at(&out.packet, INNER_IP_OFF);
+    assert_eq!(outer.tos, inner.traffic_class, "DSCP and ECN copied out (RFC 6040)");
+    inner
+}
+
+fn syn_ack(nat_port: u16) -> L4 {
+    L4::Tcp { src: 443, dst: nat_port, syn: true, ack: true, fin: false, rst: false }
+}
+
+#[test]
+fn a_tcp_reply_goes_back_to_the_client_through_its_tunnel() {
+    let mut h = Harness::default();
+    let nat_port = open6(&mut h, tcp_syn(40_000, 443));
+    let inner = reply(&mut h, syn_ack(nat_port), b"welcome");
+    assert_eq!(inner.src, REMOTE_IP6);
+    assert_eq!(inner.dst, CLIENT_IP6);
+    assert_eq!(ports(&inner.l4), (443, 40_000), "the client's own port");
+    assert_eq!(inner.hop_limit, 49, "one hop");
+    assert_eq!(&inner.l4[20..], b"welcome");
+    let flow = h.flows6()[0];
+    assert_ne!(flow.flags & FLOW_SEEN_REPLY, 0, "answered");
+    assert_eq!(flow.state, FlowState::Open as u8);
+    assert_eq!(h.counter("forwarded_to_client"), 1);
+    assert_eq!(h.counter("passed_to_stack"), 0);
+}
+
+#[test]
+fn udp_and_echo_replies_go_back_too() {
+    let mut h = Harness::default();
+    let udp_port = open6(&mut h, L4::Udp { src: 40_001, dst: 53 });
+    let inner = reply(&mut h, L4::Udp { src: 53, dst: udp_port }, b"answer");
+    assert_eq!((inner.dst, ports(&inner.l4)), (CLIENT_IP6, (53, 40_001)));
+    let echo_id = open6(&mut h, L4::EchoRequest { id: 7 });
+    let inner = reply(&mut h, L4::EchoReply { id: echo_id }, b"pong");
+    assert_eq!(inner.next_header, 58);
+    assert_eq!(inner.l4[0], 129, "an echo reply");
+    assert_eq!(icmp_id(&inner.l4), 7, "the client's own identifier");
+    assert_eq!(h.counter("forwarded_to_client"), 2);
+}
+
+#[test]
+fn what_is_not_a_reply_stays_the_pod_s_or_is_dropped() {
+    let mut h = Harness::default();
+    let nat_port = open6(&mut h, tcp_syn(40_000, 443));
+    // Unasked, to a NAT port: dropped, never the pod's nor a client's.
+    let unasked = L4::Tcp { src: 443, dst: nat_port + 1, syn: true, ack: false, fin: false, rst: false };
+    assert_eq!(h.run(&from_remote6(unasked, b"")).action, TC_ACT_SHOT);
+    assert_eq!(h.counter("drop_no_mapping"), 1);
+    // From another remote, or another of its ports, to the flow's port:
+    // not the flow's reply.
+    let elsewhere =
+        frame6(NODE_MAC, GATEWAY_MAC, v6("2001:db8::666"), GATEWAY_IP6, 50, syn_ack(nat_port), b"");
+    assert_eq!(h.run(&elsewhere).action, TC_ACT_SHOT);
+    let other_port = L4::Tcp { src: 444, dst: nat_port, syn: true, ack: true, fin: false, rst: false };
+    assert_eq!(h.run(&from_remote6(other_port, b"")).action, TC_ACT_SHOT);
+    assert_eq!(h.counter("drop_no_mapping"), 3);
+    // The pod's own: off the NAT ports, an echo reply to its own ping, an
+    // ICMPv6 error (not translated yet), another of its addresses.
+    let own = [
+        from_remote6(L4::Tcp { src: 443, dst: 9_000, syn: true, ack: true, fin: false, rst: false }, b""),
+        from_remote6(L4::EchoReply { id: 20_050 }, b""),
+        frame6(NODE_MAC, GATEWAY_MAC, REMOTE_IP6, v6("fd00:10:244:2::2"), 50, syn_ack(nat_port), b""),
+    ];
+    for packet in own {
+        assert_eq!(h.run(&packet).action, TC_ACT_UNSPEC, "left to the pod's stack");
+    }
+    assert_eq!(h.counter("forwarded_to_client"), 0);
+    assert_eq!(h.flows6()[0].flags & FLOW_SEEN_REPLY, 0, "still unanswered");
+}
+
+#[test]
+fn a_gateway_without_ipv6_leaves_all_ipv6_to_its_stack() {
+    let cfg = GatewayConfig { gateway_ip6: [0; 16], ..config((20_000, 20_099)) };
+    let mut h = Harness::with_config(&cfg, 4096);
+    let out = h.run(&from_remote6(syn_ack(20_000), b""));
+    assert_eq!(out.action, TC_ACT_UNSPEC);
+    assert_eq!(h.counter("drop_no_mapping"), 0);
+}
+
+#[test]
+fn a_reply_the_tunnel_cannot_carry_or_whose_hop_limit_ends_is_dropped() {
+    let mut h = Harness::default();
+    let nat_port = open6(&mut h, L4::Udp { src: 40_002, dst: 53 });
+    // 1500 bytes of IPv6 do not fit a 1500-byte link once tunnelled; IPv6
+    // is never fragmented on the way.
+    let too_big = from_remote6(L4::Udp { src: 53, dst: nat_port }, &[7; 1500 - 48]);
+    assert_eq!(h.run(&too_big).action, TC_ACT_SHOT);
+    assert_eq!(h.counter("drop_too_big_for_tunnel"), 1);
+    // 1450 do.
+    reply(&mut h, L4::Udp { src: 53, dst: nat_port }, &[7; 1450 - 48]);
+    let mut expiring = from_remote6(L4::Udp { src: 53, dst: nat_port }, b"x");
+    expiring[ETH_HLEN + 7] = 1;
+    assert_eq!(h.run(&expiring).action, TC_ACT_SHOT);
+    assert_eq!(h.counter("drop_ttl_exceeded"), 1);
+}
+
+fn v6(text: &str) -> std::net::Ipv6Addr {
+    text.parse().unwrap()
+}

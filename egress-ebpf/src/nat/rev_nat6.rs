@@ -1,0 +1,129 @@
+//! Remote -> client for IPv6: a reply to the gateway's IPv6 address on a
+//! NAT port is mapped back to its client's IPv6 address and port, then
+//! tunnelled to the client's worker (the tunnel stays IPv4).
+//!
+//! ```text
+//! in:  [eth, 0x86DD][IPv6 remote → gateway][L4, NAT port]
+//! out: [eth][outer IPv4: gateway → worker | UDP | VXLAN | eth, 0x86DD][IPv6 remote → pod, hop limit - 1][L4]
+//! ```
+//!
+//! Not translated yet (issue 14): ICMPv6 errors about a client's flow
+//! (Packet Too Big first), and replies too big for the tunnel, which are
+//! dropped as `drop_too_big_for_tunnel` until the gateway answers them
+//! with Packet Too Big. Both reach the pod's stack or are dropped, never a
+//! client.
+use aya_ebpf::programs::TcContext;
+use egress_common::{
+    config::{tunnel_outer_ip_len, GatewayConfig},
+    conntrack::{FlowTuple6, NatEntry6},
+    counters::Counter,
+    ip::{is_icmpv6_error, IPPROTO_ICMPV6},
+};
+
+use crate::{
+    conntrack::{self, Half},
+    headers::{load_l4, Ipv6Header, L4Ports, ETH_HLEN, IPPROTO_TCP, IPPROTO_UDP, IPV6_HLEN, TUNNEL_OVERHEAD},
+    maps::{account, wire_segments, Direction},
+    nat::{
+        rev_nat::live_reply,
+        rewrite::{nat_v6_rewrite_headers, End},
+    },
+    tunnel::encap::{push_tunnel_to, TunnelTarget},
+    verdict::Verdict,
+};
+
+const IP_OFF: usize = ETH_HLEN;
+const L4_OFF: usize = ETH_HLEN + IPV6_HLEN;
+
+#[inline(always)]
+pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
+    let Some((ip, ports)) = reply_headers(ctx, cfg) else { return Verdict::NotOurs };
+    let tuple = FlowTuple6::new(ip.src, ip.dst, ports.src_port_be, ports.dst_port_be, ip.next_header);
+    let now = conntrack::now_ns();
+    let Some((binding, entry)) = conntrack::ct_lookup::<NatEntry6>(cfg, Half::Reply, &tuple, now) else {
+        // Echo replies may be the gateway pod's own pings; anything else on
+        // a NAT port is unsolicited and must not reach the pod or a worker.
+        return if ip.next_header == IPPROTO_ICMPV6 {
+            Verdict::NotOurs
+        } else {
+            Verdict::Drop(Counter::DropNoMapping)
+        };
+    };
+    let sent = check_size(ctx, cfg, &ip)
+        .and_then(|()| live_reply(cfg, &tuple, ip.next_header, ports.flags_or_type, &binding, &entry, now))
+        .and_then(|()| to_client(ctx, cfg, &ip, &ports, &entry));
+    match sent {
+        Ok(()) => Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToClient },
+        Err(reason) => Verdict::Drop(reason),
+    }
+}
+
+/// The headers of a packet that may be a reply of a client's flow, or None
+/// when it is not one (the pod's own business): whole, its transport
+/// header right after the fixed one (anything else, extension headers and
+/// fragments, the pod's stack deals with, as it would without us), to a
+/// NAT port.
+#[inline(always)]
+fn reply_headers(ctx: &TcContext, cfg: &GatewayConfig) -> Option<(Ipv6Header, L4Ports)> {
+    let ip = Ipv6Header::load(ctx, IP_OFF).ok()?;
+    if !ip.is_v6() || (L4_OFF as u32) + ip.payload_len as u32 > ctx.len() {
+        return None;
+    }
+    if !matches!(ip.next_header, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6) {
+        return None;
+    }
+    if ip.next_header == IPPROTO_ICMPV6 && ctx.load::<u8>(L4_OFF).is_ok_and(is_icmpv6_error) {
+        return None;
+    }
+    let ports = load_l4(ctx, L4_OFF, ip.next_header).ok()??;
+    cfg.is_nat_port(u16::from_be(ports.dst_port_be)).then_some((ip, ports))
+}
+
+/// IPv6 routers never fragment: a reply the tunnel cannot carry whole is
+/// dropped (until the gateway answers it with Packet Too Big). A GSO
+/// aggregate is cut into segments that fit, as long as its outer length
+/// fits 16 bits. A reply whose hop limit ends here goes no further.
+#[inline(always)]
+fn check_size(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv6Header) -> Result<(), Counter> {
+    let ip_len = ctx.len() - ETH_HLEN as u32;
+    let fits = if unsafe { (*ctx.skb.skb).gso_size } == 0 {
+        cfg.mtu == 0 || ip_len + TUNNEL_OVERHEAD as u32 <= cfg.mtu
+    } else {
+        tunnel_outer_ip_len(ip_len).is_some()
+    };
+    if !fits {
+        return Err(Counter::DropTooBigForTunnel);
+    }
+    if ip.hop_limit <= 1 {
+        return Err(Counter::DropTtlExceeded);
+    }
+    Ok(())
+}
+
+/// Translates the reply of `entry`'s flow in place and tunnels it to the
+/// client's worker.
+#[inline(always)]
+fn to_client(
+    ctx: &TcContext,
+    cfg: &GatewayConfig,
+    ip: &Ipv6Header,
+    ports: &L4Ports,
+    entry: &NatEntry6,
+) -> Result<(), Counter> {
+    nat_v6_rewrite_headers(
+        ctx,
+        IP_OFF,
+        ip,
+        End::Destination,
+        &entry.client_ip,
+        ports.dst_port_be,
+        entry.client_port_be,
+    )?;
+    // Before the tunnel is pushed: `bpf_skb_adjust_room` zeroes a GSO
+    // packet's `gso_segs`, and the tunnel is not the client's traffic.
+    let bytes = (ctx.len() - ETH_HLEN as u32) as u64;
+    let segments = wire_segments(ctx);
+    push_tunnel_to(ctx, cfg, &TunnelTarget::of6(entry))?;
+    account(entry.client_id, Direction::ToClient, segments, bytes);
+    Ok(())
+}
