@@ -8,8 +8,8 @@
 //!   datagrams: reverse the NAT, encapsulate back to the client's worker,
 //!   send out (`rev_nat::from_remote`).
 //!
-//! A labeled pod's IPv6 packets, and IPv6 packets for the gateway's IPv6
-//! address, go on to `egress_gateway6` by a tail call.
+//! A labeled pod's IPv6 packets go on to `egress_gateway6` by a tail call,
+//! and IPv6 packets for the gateway's IPv6 address to `egress_remote6`.
 //! A second classifier, `egress_gro_stage`, sends on what the GRO stage
 //! (`egress_common::gro`) re-aggregated from a client's upload; a third,
 //! `egress_resegmented`, takes back the segments of a reply that was too
