@@ -52,7 +52,7 @@ pub fn tunnel_only(ctx: &TcContext) -> Verdict {
             tunnel_gateway_mac: [0; 6],
             inner: encap::InnerFamily::Ipv4,
         };
-        encap::push_tunnel_to(ctx, cfg, &target).map(|()| Counter::ForwardedToClient)
+        encap::push_tunnel(ctx, cfg, &target).map(|()| Counter::ForwardedToClient)
     };
     match sent {
         Ok(counter) => Verdict::Redirect { ifindex: cfg.ifindex, counter },

@@ -230,6 +230,16 @@ impl Ipv6Header {
         })
     }
 
+    /// The header at `off` of a whole IPv6 packet, or None: version 6, and
+    /// all the payload its length claims is there (a length that lies
+    /// would otherwise be sent on as it is).
+    #[inline(always)]
+    pub fn load_whole(ctx: &TcContext, off: usize) -> Option<Self> {
+        let ip = Self::load(ctx, off).ok()?;
+        let whole = ip.is_v6() && (off + IPV6_HLEN) as u32 + ip.payload_len as u32 <= ctx.len();
+        whole.then_some(ip)
+    }
+
     #[inline(always)]
     pub fn is_v6(&self) -> bool {
         self.first_word_high >> 12 == 6

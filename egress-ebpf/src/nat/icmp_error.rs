@@ -36,8 +36,9 @@ use crate::{
     maps::count,
     nat::{
         rewrite::{nat_v4_rewrite_headers, End},
-        to_client::{nat_v4_to_client, Returned, IP_OFF, L4_OFF},
+        to_client::{tunnel_to_client, Returned, IP_OFF, L4_OFF},
     },
+    tunnel::encap::TunnelTarget,
 };
 
 /// Whether an ICMP error type is one this module translates.
@@ -142,7 +143,7 @@ pub fn rev_nat_v4_icmp_error(
     )?;
     // The error itself now goes to the client: a router hop.
     nat_v4_rewrite_headers(ctx, IP_OFF, outer, End::Destination, entry.client_ip_be, 0, 0)?;
-    nat_v4_to_client(ctx, cfg, &entry, 1, bytes as u64)?;
+    tunnel_to_client(ctx, cfg, &TunnelTarget::of(&entry), entry.client_id, 1, bytes as u64)?;
     count(Counter::IcmpErrorToClient);
     Ok(Returned::ToClient)
 }

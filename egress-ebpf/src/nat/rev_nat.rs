@@ -7,7 +7,7 @@
 //! (`tunnel::split`).
 use aya_ebpf::programs::TcContext;
 use egress_common::{
-    config::{tunnel_outer_ip_len, GatewayConfig},
+    config::GatewayConfig,
     conntrack::{FlowTuple, NatEntry},
     counters::Counter,
 };
@@ -15,15 +15,16 @@ use egress_common::{
 use super::{frag_needed, fragments, icmp_error};
 use crate::{
     conntrack::{self, BindingRef, Half, Tracked},
-    headers::{
-        is_icmp_error, load_l4, Ipv4Header, ETH_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TUNNEL_OVERHEAD,
-    },
+    headers::{is_icmp_error, load_l4, Ipv4Header, ETH_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
     maps::wire_segments,
     nat::{
         rewrite::{nat_v4_rewrite_headers, End},
-        to_client::{nat_v4_to_client, Returned, IP_OFF, L4_OFF},
+        to_client::{tunnel_to_client, Returned, IP_OFF, L4_OFF},
     },
-    tunnel::split,
+    tunnel::{
+        encap::{fits_tunnel, TunnelTarget},
+        split,
+    },
     verdict::Verdict,
 };
 
@@ -177,7 +178,7 @@ fn rev_nat_v4_deliver(
     }
     let bytes = (ctx.len() - ETH_HLEN as u32) as u64;
     let segments = wire_segments(ctx);
-    nat_v4_to_client(ctx, cfg, entry, segments, bytes)?;
+    tunnel_to_client(ctx, cfg, &TunnelTarget::of(entry), entry.client_id, segments, bytes)?;
     Ok(Returned::ToClient)
 }
 
@@ -202,40 +203,32 @@ fn rev_nat_v4_size_check(
     arrival: Arrival,
     client_id: u32,
 ) -> Result<Result<Fit, Returned>, Counter> {
-    let ip_len = ctx.len() - ETH_HLEN as u32;
-    let gso_size = unsafe { (*ctx.skb.skb).gso_size };
-    if gso_size == 0 {
-        if cfg.mtu == 0 || ip_len + TUNNEL_OVERHEAD as u32 <= cfg.mtu {
-            return Ok(Ok(Fit::Whole));
-        }
-        if ip.dont_fragment() {
-            // DF on a fragment is not what a sender makes, and an answer
-            // about a later one would quote no ports: dropped.
-            if ip.is_fragment() {
-                return Err(Counter::DropTooBigForTunnel);
-            }
-            // Through the pair first, when there is one: a local sender's
-            // reply may still have its UDP checksum pending, which the
-            // answer's quote must not carry.
-            if arrival == Arrival::Wire && cfg.resegment_ifindex != 0 {
-                return Ok(Err(Returned::Resegment));
-            }
-            frag_needed::answer(ctx, cfg, ip, client_id)?;
-            return Ok(Err(Returned::FragNeeded));
-        }
-        return match arrival {
-            Arrival::Resegmented => Ok(Ok(Fit::InTwo)),
-            Arrival::Wire if cfg.resegment_ifindex != 0 => Ok(Err(Returned::Resegment)),
-            Arrival::Wire => Err(Counter::DropTooBigForTunnel),
-        };
-    }
-    if tunnel_outer_ip_len(ip_len).is_some() {
+    if fits_tunnel(ctx, cfg) {
         return Ok(Ok(Fit::Whole));
     }
-    if arrival == Arrival::Wire && cfg.resegment_ifindex != 0 {
-        Ok(Err(Returned::Resegment))
-    } else {
-        Err(Counter::DropTooBigForTunnel)
+    let resegment = arrival == Arrival::Wire && cfg.resegment_ifindex != 0;
+    if unsafe { (*ctx.skb.skb).gso_size } != 0 {
+        return if resegment { Ok(Err(Returned::Resegment)) } else { Err(Counter::DropTooBigForTunnel) };
+    }
+    if ip.dont_fragment() {
+        // DF on a fragment is not what a sender makes, and an answer
+        // about a later one would quote no ports: dropped.
+        if ip.is_fragment() {
+            return Err(Counter::DropTooBigForTunnel);
+        }
+        // Through the pair first, when there is one: a local sender's
+        // reply may still have its UDP checksum pending, which the
+        // answer's quote must not carry.
+        if resegment {
+            return Ok(Err(Returned::Resegment));
+        }
+        frag_needed::answer(ctx, cfg, ip, client_id)?;
+        return Ok(Err(Returned::FragNeeded));
+    }
+    match arrival {
+        Arrival::Resegmented => Ok(Ok(Fit::InTwo)),
+        Arrival::Wire if resegment => Ok(Err(Returned::Resegment)),
+        Arrival::Wire => Err(Counter::DropTooBigForTunnel),
     }
 }
 

@@ -14,21 +14,22 @@
 //! client.
 use aya_ebpf::programs::TcContext;
 use egress_common::{
-    config::{tunnel_outer_ip_len, GatewayConfig},
+    config::GatewayConfig,
     conntrack::{FlowTuple6, NatEntry6},
     counters::Counter,
-    ip::{is_icmpv6_error, IPPROTO_ICMPV6},
+    ip::IPPROTO_ICMPV6,
 };
 
 use crate::{
     conntrack::{self, Half},
-    headers::{load_l4, Ipv6Header, L4Ports, ETH_HLEN, IPPROTO_TCP, IPPROTO_UDP, IPV6_HLEN, TUNNEL_OVERHEAD},
-    maps::{account, wire_segments, Direction},
+    headers::{load_l4, Ipv6Header, L4Ports, ETH_HLEN, IPPROTO_TCP, IPPROTO_UDP, IPV6_HLEN},
+    maps::wire_segments,
     nat::{
         rev_nat::live_reply,
         rewrite::{nat_v6_rewrite_headers, End},
+        to_client::tunnel_to_client,
     },
-    tunnel::encap::{push_tunnel_to, TunnelTarget},
+    tunnel::encap::{fits_tunnel, TunnelTarget},
     verdict::Verdict,
 };
 
@@ -65,33 +66,21 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
 /// NAT port.
 #[inline(always)]
 fn reply_headers(ctx: &TcContext, cfg: &GatewayConfig) -> Option<(Ipv6Header, L4Ports)> {
-    let ip = Ipv6Header::load(ctx, IP_OFF).ok()?;
-    if !ip.is_v6() || (L4_OFF as u32) + ip.payload_len as u32 > ctx.len() {
-        return None;
-    }
+    let ip = Ipv6Header::load_whole(ctx, IP_OFF)?;
     if !matches!(ip.next_header, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6) {
         return None;
     }
-    if ip.next_header == IPPROTO_ICMPV6 && ctx.load::<u8>(L4_OFF).is_ok_and(is_icmpv6_error) {
-        return None;
-    }
+    // ICMPv6 other than echo (errors above all) has no ports: None here.
     let ports = load_l4(ctx, L4_OFF, ip.next_header).ok()??;
     cfg.is_nat_port(u16::from_be(ports.dst_port_be)).then_some((ip, ports))
 }
 
 /// IPv6 routers never fragment: a reply the tunnel cannot carry whole is
-/// dropped (until the gateway answers it with Packet Too Big). A GSO
-/// aggregate is cut into segments that fit, as long as its outer length
-/// fits 16 bits. A reply whose hop limit ends here goes no further.
+/// dropped (until the gateway answers it with Packet Too Big). A reply
+/// whose hop limit ends here goes no further.
 #[inline(always)]
 fn check_size(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv6Header) -> Result<(), Counter> {
-    let ip_len = ctx.len() - ETH_HLEN as u32;
-    let fits = if unsafe { (*ctx.skb.skb).gso_size } == 0 {
-        cfg.mtu == 0 || ip_len + TUNNEL_OVERHEAD as u32 <= cfg.mtu
-    } else {
-        tunnel_outer_ip_len(ip_len).is_some()
-    };
-    if !fits {
+    if !fits_tunnel(ctx, cfg) {
         return Err(Counter::DropTooBigForTunnel);
     }
     if ip.hop_limit <= 1 {
@@ -119,11 +108,7 @@ fn to_client(
         ports.dst_port_be,
         entry.client_port_be,
     )?;
-    // Before the tunnel is pushed: `bpf_skb_adjust_room` zeroes a GSO
-    // packet's `gso_segs`, and the tunnel is not the client's traffic.
     let bytes = (ctx.len() - ETH_HLEN as u32) as u64;
     let segments = wire_segments(ctx);
-    push_tunnel_to(ctx, cfg, &TunnelTarget::of6(entry))?;
-    account(entry.client_id, Direction::ToClient, segments, bytes);
-    Ok(())
+    tunnel_to_client(ctx, cfg, &TunnelTarget::of6(entry), entry.client_id, segments, bytes)
 }

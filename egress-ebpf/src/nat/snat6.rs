@@ -134,14 +134,7 @@ fn sender(ctx: &TcContext) -> Result<Sender, Counter> {
 /// transport header right after the fixed header.
 #[inline(always)]
 fn inner_packet(ctx: &TcContext) -> Result<Ipv6Header, Counter> {
-    let ip = Ipv6Header::load(ctx, INNER_IP_OFF).map_err(|_| Counter::DropMalformed)?;
-    if !ip.is_v6() {
-        return Err(Counter::DropMalformed);
-    }
-    // The packet must be all there (a length that lies would leave as one).
-    if (INNER_IP_OFF + IPV6_HLEN) as u32 + ip.payload_len as u32 > ctx.len() {
-        return Err(Counter::DropMalformed);
-    }
+    let ip = Ipv6Header::load_whole(ctx, INNER_IP_OFF).ok_or(Counter::DropMalformed)?;
     match ip.next_header {
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6 => Ok(ip),
         IPV6_EXT_HOP_BY_HOP | IPV6_EXT_ROUTING | IPV6_EXT_FRAGMENT | IPV6_EXT_DESTINATION_OPTIONS => {

@@ -2,12 +2,12 @@
 //! reply, a translated ICMP error): the tunnel to its worker, and the
 //! client's traffic count.
 use aya_ebpf::programs::TcContext;
-use egress_common::{config::GatewayConfig, conntrack::NatEntry, counters::Counter};
+use egress_common::{config::GatewayConfig, counters::Counter};
 
 use crate::{
     headers::{ETH_HLEN, IPV4_HLEN},
     maps::{account, Direction},
-    tunnel::encap::push_tunnel,
+    tunnel::encap::{push_tunnel, TunnelTarget},
 };
 
 /// Where the IPv4 header and what follows it sit in a packet that came for
@@ -16,6 +16,13 @@ pub const IP_OFF: usize = ETH_HLEN;
 pub const L4_OFF: usize = ETH_HLEN + IPV4_HLEN;
 
 /// What became of a packet addressed to the gateway.
+///
+/// As wide as [`Counter`]: in a `Result<Returned, Counter>` either variant
+/// then fills the payload's 32 bits. A one-byte `Returned` left the upper
+/// bits undefined on the `Ok` paths, and LLVM, merging those paths with the
+/// `Err` ones, read that undefined register, which the verifier refuses
+/// ("R5 !read_ok").
+#[repr(u32)]
 pub enum Returned {
     /// Not a reply of a client's flow: the pod's own business.
     NotOurs,
@@ -29,19 +36,21 @@ pub enum Returned {
     FragNeeded,
 }
 
-/// Encapsulates the translated packet towards `entry`'s worker and counts
-/// it as `segments` wire packets and `bytes` of IPv4 (both read before the
-/// tunnel is pushed: `bpf_skb_adjust_room` zeroes a GSO packet's
-/// `gso_segs`, and the tunnel is not the client's traffic).
+/// Encapsulates the translated packet (either family) towards `target`,
+/// client `client_id`'s worker, and counts it as `segments` wire packets
+/// and `bytes` of inner IP (both read before the tunnel is pushed:
+/// `bpf_skb_adjust_room` zeroes a GSO packet's `gso_segs`, and the tunnel
+/// is not the client's traffic).
 #[inline(always)]
-pub fn nat_v4_to_client(
+pub fn tunnel_to_client(
     ctx: &TcContext,
     cfg: &GatewayConfig,
-    entry: &NatEntry,
+    target: &TunnelTarget,
+    client_id: u32,
     segments: u64,
     bytes: u64,
 ) -> Result<(), Counter> {
-    push_tunnel(ctx, cfg, entry)?;
-    account(entry.client_id, Direction::ToClient, segments, bytes);
+    push_tunnel(ctx, cfg, target)?;
+    account(client_id, Direction::ToClient, segments, bytes);
     Ok(())
 }

@@ -49,8 +49,23 @@ struct TunnelHeader {
 
 const _: () = assert!(core::mem::size_of::<TunnelHeader>() == TUNNEL_OVERHEAD);
 
+/// Whether the packet, either family, can be tunnelled as it is: a single
+/// packet must fit the MTU with the tunnel around it; a GSO aggregate is
+/// cut into segments that fit later (their size comes from the client's
+/// MSS), but its outer length must fit 16 bits. What to do with one that
+/// does not is each family's own answer.
+#[inline(always)]
+pub fn fits_tunnel(ctx: &TcContext, cfg: &GatewayConfig) -> bool {
+    let ip_len = ctx.len() - ETH_HLEN as u32;
+    if unsafe { (*ctx.skb.skb).gso_size } == 0 {
+        cfg.mtu == 0 || ip_len + TUNNEL_OVERHEAD as u32 <= cfg.mtu
+    } else {
+        tunnel_outer_ip_len(ip_len).is_some()
+    }
+}
+
 /// Makes room for the tunnel headers after the Ethernet header and writes
-/// them: outer `gateway_ip:vxlan_port -> client_outer_ip:vxlan_port` (the
+/// them towards `target`: outer `gateway_ip:vxlan_port -> client_outer_ip:vxlan_port` (the
 /// source port is the one the worker sent to, so the node's Service
 /// conntrack sees the reply of the flow it DNATed), inner Ethernet from the
 /// tunnel gateway MAC to the worker's device MAC.
@@ -60,13 +75,7 @@ const _: () = assert!(core::mem::size_of::<TunnelHeader>() == TUNNEL_OVERHEAD);
 /// they fit once encapsulated; letting the kernel shrink gso_size by 50
 /// would only waste room (and UDP GSO packets are refused without it).
 #[inline(always)]
-pub fn push_tunnel(ctx: &TcContext, cfg: &GatewayConfig, entry: &NatEntry) -> Result<(), Counter> {
-    push_tunnel_to(ctx, cfg, &TunnelTarget::of(entry))
-}
-
-/// [`push_tunnel`] towards `target`.
-#[inline(always)]
-pub fn push_tunnel_to(ctx: &TcContext, cfg: &GatewayConfig, target: &TunnelTarget) -> Result<(), Counter> {
+pub fn push_tunnel(ctx: &TcContext, cfg: &GatewayConfig, target: &TunnelTarget) -> Result<(), Counter> {
     // Checked before the packet grows: a GSO aggregate whose outer length
     // would not fit 16 bits is the caller's to resegment, never ours to
     // send with a wrapped length.
