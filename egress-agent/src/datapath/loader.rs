@@ -111,7 +111,13 @@ impl Datapath {
         // The IPv6 halves take memory only where there is IPv6 to translate
         // (preallocated at the default size, the two would take about 45 MB).
         let ct6_wanted = if cfg.has_ipv6() { conntrack_size } else { 1 };
-        let ct6_size = carried_size(&previous_maps, names::CT6_ORIGINAL, ct6_wanted, |_| {});
+        let ct6_size = carried_size(&previous_maps, names::CT6_ORIGINAL, ct6_wanted, |kept| {
+            if kept < ct6_wanted {
+                tracing::warn!(
+                    "keeping the running datapath's IPv6 conntrack size {kept}, made when the gateway had no IPv6: IPv6 flows beyond it are refused until `egress-agent detach` and a restart"
+                )
+            }
+        });
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::CT_ORIGINAL, ct_size)
             .map_max_entries(names::CT_REPLY, ct_size)
