@@ -1,10 +1,10 @@
 //! `egress-agent status`: find the gateway program attached in this network
 //! namespace among all loaded programs and read its live maps.
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{Map, MapData, MapInfo};
-use egress_common::conntrack::{Binding, FlowState};
+use egress_common::conntrack::{Binding, FlowState, NatEntry, NatEntry6};
 use egress_common::maps as names;
 use serde::{Deserialize, Serialize};
 
@@ -16,10 +16,10 @@ use crate::{
 
 #[derive(Serialize, Deserialize)]
 pub struct Flow {
-    client_ip: Ipv4Addr,
+    client_ip: IpAddr,
     client_port: u16,
     client_outer_ip: Ipv4Addr,
-    remote_ip: Ipv4Addr,
+    remote_ip: IpAddr,
     remote_port: u16,
     protocol: String,
     nat_port: u16,
@@ -30,11 +30,46 @@ pub struct Flow {
     idle_s: u64,
 }
 
+impl Flow {
+    /// A binding of either family, given its client's address (inside and
+    /// outer) and its remote's.
+    fn of(
+        e: &impl Binding,
+        (client_ip, client_outer_ip_be): (IpAddr, u32),
+        remote_ip: IpAddr,
+        now: u64,
+    ) -> Flow {
+        Flow {
+            client_ip,
+            client_port: u16::from_be(e.client_port_be()),
+            client_outer_ip: Ipv4Addr::from(u32::from_be(client_outer_ip_be)),
+            remote_ip,
+            remote_port: u16::from_be(e.remote_port_be()),
+            protocol: conntrack::protocol_name(e.protocol()).to_string(),
+            nat_port: u16::from_be(e.nat_port_be()),
+            state: match FlowState::from_u8(e.state()) {
+                FlowState::SynSent => "syn-sent",
+                FlowState::Open => "open",
+                FlowState::Closing => "closing",
+                FlowState::TimeWait => "time-wait",
+                FlowState::HalfClosedByClient => "fin-client",
+                FlowState::HalfClosedByRemote => "fin-remote",
+            }
+            .to_string(),
+            replied: e.seen_reply(),
+            idle_s: now.saturating_sub(e.last_seen_ns()) / 1_000_000_000,
+        }
+    }
+}
+
 /// What `status` shows; also served by the agent at `/status`.
 #[derive(Serialize, Deserialize)]
 pub struct Status {
     interface: String,
     gateway_ip: Ipv4Addr,
+    /// The address IPv6 flows leave from, when the gateway has one.
+    #[serde(default)]
+    gateway_ip6: Option<Ipv6Addr>,
     clients: Vec<Ipv4Addr>,
     flows: Vec<Flow>,
     counters: serde_json::Map<String, serde_json::Value>,
@@ -89,29 +124,15 @@ pub fn find_maps(ifindex: u32) -> Result<DatapathMaps> {
 pub fn collect(maps: &DatapathMaps, interface: &str) -> Result<Status> {
     let cfg = maps.read_config()?;
     let now = netdev::monotonic_ns();
-    let mut flows: Vec<Flow> = conntrack::flows(maps)?
-        .into_iter()
-        .map(|e| Flow {
-            client_ip: Ipv4Addr::from(u32::from_be(e.client_ip_be)),
-            client_port: u16::from_be(e.client_port_be),
-            client_outer_ip: Ipv4Addr::from(u32::from_be(e.client_outer_ip_be)),
-            remote_ip: Ipv4Addr::from(u32::from_be(e.remote_ip_be)),
-            remote_port: u16::from_be(e.remote_port_be),
-            protocol: conntrack::protocol_name(e.protocol).to_string(),
-            nat_port: u16::from_be(e.nat_port_be),
-            state: match FlowState::from_u8(e.state) {
-                FlowState::SynSent => "syn-sent",
-                FlowState::Open => "open",
-                FlowState::Closing => "closing",
-                FlowState::TimeWait => "time-wait",
-                FlowState::HalfClosedByClient => "fin-client",
-                FlowState::HalfClosedByRemote => "fin-remote",
-            }
-            .to_string(),
-            replied: e.seen_reply(),
-            idle_s: now.saturating_sub(e.last_seen_ns) / 1_000_000_000,
-        })
-        .collect();
+    let ipv4 = conntrack::flows::<NatEntry>(maps)?.into_iter().map(|e| {
+        let client = (Ipv4Addr::from(u32::from_be(e.client_ip_be)).into(), e.client_outer_ip_be);
+        Flow::of(&e, client, Ipv4Addr::from(u32::from_be(e.remote_ip_be)).into(), now)
+    });
+    let ipv6 = conntrack::flows::<NatEntry6>(maps)?.into_iter().map(|e| {
+        let client = (Ipv6Addr::from(e.client_ip).into(), e.client_outer_ip_be);
+        Flow::of(&e, client, Ipv6Addr::from(e.remote_ip).into(), now)
+    });
+    let mut flows: Vec<Flow> = ipv4.chain(ipv6).collect();
     flows.sort_by_key(|f| (f.client_ip, f.client_port, f.remote_ip, f.remote_port));
     let counters = maps
         .counter_totals()?
@@ -121,6 +142,7 @@ pub fn collect(maps: &DatapathMaps, interface: &str) -> Result<Status> {
     Ok(Status {
         interface: interface.to_string(),
         gateway_ip: Ipv4Addr::from(u32::from_be(cfg.gateway_ip_be)),
+        gateway_ip6: cfg.has_ipv6().then(|| Ipv6Addr::from(cfg.gateway_ip6)),
         clients: maps.client_ids()?.into_keys().collect(),
         flows,
         counters,
@@ -184,24 +206,22 @@ pub fn agent_request(addr: &str, method: &str, path: &str) -> Result<String> {
 }
 
 fn print_table(s: &Status) {
-    println!(
-        "gateway {} on {}, {} clients, {} flows",
-        s.gateway_ip,
-        s.interface,
-        s.clients.len(),
-        s.flows.len()
-    );
+    let gateway = match s.gateway_ip6 {
+        Some(ip6) => format!("{} and {ip6}", s.gateway_ip),
+        None => s.gateway_ip.to_string(),
+    };
+    println!("gateway {gateway} on {}, {} clients, {} flows", s.interface, s.clients.len(), s.flows.len());
     if !s.flows.is_empty() {
         println!(
-            "\n{:<5} {:<21} {:<21} {:>8} {:<10} {:>6}",
+            "\n{:<6} {:<21} {:<21} {:>8} {:<10} {:>6}",
             "PROTO", "CLIENT", "REMOTE", "NAT PORT", "STATE", "IDLE s"
         );
         for f in &s.flows {
             println!(
-                "{:<5} {:<21} {:<21} {:>8} {:<10} {:>6}",
+                "{:<6} {:<21} {:<21} {:>8} {:<10} {:>6}",
                 f.protocol,
-                format!("{}:{}", f.client_ip, f.client_port),
-                format!("{}:{}", f.remote_ip, f.remote_port),
+                std::net::SocketAddr::new(f.client_ip, f.client_port).to_string(),
+                std::net::SocketAddr::new(f.remote_ip, f.remote_port).to_string(),
                 f.nat_port,
                 f.state,
                 f.idle_s

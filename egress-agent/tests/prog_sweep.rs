@@ -6,6 +6,7 @@ use egress_agent::datapath::{
     conntrack::{flows, sweep_expired, Halves},
     sweeper::{Sweeper, REPLY_HALVES_EVERY},
 };
+use egress_common::conntrack::NatEntry;
 
 /// The default harness with a 1 s UDP timeout.
 fn harness() -> Harness {
@@ -73,7 +74,7 @@ fn the_batched_walks_see_every_flow() {
         assert_eq!(h.run(&from_client(L4::Udp { src: port, dst: 53 }, b"")).action, TC_ACT_REDIRECT);
     }
     h.run(&from_client(L4::EchoRequest { id: 7 }, b"ping"));
-    assert_eq!(flows(&h.datapath.maps).unwrap().len(), FLOWS as usize + 1);
+    assert_eq!(flows::<NatEntry>(&h.datapath.maps).unwrap().len(), FLOWS as usize + 1);
 
     let (removed, kept) = sweep_expired(&mut h.datapath.maps, Halves::Both, now()).unwrap();
     assert_eq!(removed, 0);

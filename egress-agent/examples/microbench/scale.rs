@@ -23,6 +23,7 @@ use egress_agent::datapath::{
     loader::Datapath,
     sweeper::{Sweeper, REPLY_HALVES_EVERY},
 };
+use egress_common::conntrack::NatEntry;
 
 use crate::{
     common::TC_ACT_REDIRECT,
@@ -152,7 +153,7 @@ fn agent_walks(report: &mut Report, dp: &mut Datapath, level: u32, at: &str) -> 
     report.add(format!("  = intervals per pass ({at})"), intervals as f64 / passes as f64, "");
     report.add(format!("  = agent CPU per interval, mean ({at})"), cpu / intervals as f64, "ms");
     let started = Instant::now();
-    let listed = conntrack::flows(&dp.maps)?.len();
+    let listed = conntrack::flows::<NatEntry>(&dp.maps)?.len();
     let listing = started.elapsed();
     if listed != level as usize {
         bail!("listed {listed} flows, expected {level}");

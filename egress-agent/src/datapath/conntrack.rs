@@ -1,16 +1,23 @@
 //! Userspace view of the conntrack maps: listing flows, sweeping expired
 //! ones, and forgetting a client's flows when it stops being a client.
+//! Written once over [`Family`]: the IPv4 and the IPv6 tables follow the
+//! same rules.
 use std::{
     collections::{BTreeMap, HashMap},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd, AsRawFd},
 };
 
 use anyhow::{Context, Result};
-use aya::maps::{IterableMap, MapData, MapError};
+use aya::{
+    maps::{IterableMap, MapData, MapError},
+    Pod,
+};
 use egress_common::{
-    conntrack::{Binding, FlowState, FlowTuple, NatEntry},
-    ip::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
+    config::GatewayConfig,
+    conntrack::{Binding, FlowState, NatEntry, NatEntry6},
+    ip::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
+    maps as names,
 };
 
 use super::{
@@ -19,7 +26,73 @@ use super::{
     sys_bpf,
 };
 
-type CtMap = aya::maps::HashMap<MapData, FlowTuple, NatEntry>;
+/// One half of a family's conntrack: its bindings under one direction's
+/// tuples.
+pub type CtMap<B> = aya::maps::HashMap<MapData, <B as Binding>::Tuple, B>;
+
+/// One address family's conntrack as the agent walks it: its two tables,
+/// and what its bindings are judged by.
+pub trait Family: Binding<Tuple: Pod> + Pod + Default {
+    /// The tables' names, for errors.
+    const ORIGINALS: &'static str;
+    const REPLIES: &'static str;
+    fn originals(maps: &DatapathMaps) -> &CtMap<Self>;
+    fn originals_mut(maps: &mut DatapathMaps) -> &mut CtMap<Self>;
+    fn replies(maps: &DatapathMaps) -> &CtMap<Self>;
+    fn replies_mut(maps: &mut DatapathMaps) -> &mut CtMap<Self>;
+    /// The gateway's address of the family: the reply tuples' destination.
+    fn gateway(cfg: &GatewayConfig) -> Self::Address;
+    /// The destination whose NAT ports the binding takes one of, as the
+    /// tally keys it (an IPv4 address as IPv4-mapped IPv6).
+    fn destination_key(&self) -> ([u8; 16], u16, u8);
+}
+
+impl Family for NatEntry {
+    const ORIGINALS: &'static str = names::CT_ORIGINAL;
+    const REPLIES: &'static str = names::CT_REPLY;
+    fn originals(maps: &DatapathMaps) -> &CtMap<Self> {
+        &maps.ct_original
+    }
+    fn originals_mut(maps: &mut DatapathMaps) -> &mut CtMap<Self> {
+        &mut maps.ct_original
+    }
+    fn replies(maps: &DatapathMaps) -> &CtMap<Self> {
+        &maps.ct_reply
+    }
+    fn replies_mut(maps: &mut DatapathMaps) -> &mut CtMap<Self> {
+        &mut maps.ct_reply
+    }
+    fn gateway(cfg: &GatewayConfig) -> u32 {
+        cfg.gateway_ip_be
+    }
+    fn destination_key(&self) -> ([u8; 16], u16, u8) {
+        let remote = Ipv4Addr::from(u32::from_be(self.remote_ip_be)).to_ipv6_mapped().octets();
+        (remote, self.remote_port_be, self.protocol)
+    }
+}
+
+impl Family for NatEntry6 {
+    const ORIGINALS: &'static str = names::CT6_ORIGINAL;
+    const REPLIES: &'static str = names::CT6_REPLY;
+    fn originals(maps: &DatapathMaps) -> &CtMap<Self> {
+        &maps.ct6_original
+    }
+    fn originals_mut(maps: &mut DatapathMaps) -> &mut CtMap<Self> {
+        &mut maps.ct6_original
+    }
+    fn replies(maps: &DatapathMaps) -> &CtMap<Self> {
+        &maps.ct6_reply
+    }
+    fn replies_mut(maps: &mut DatapathMaps) -> &mut CtMap<Self> {
+        &mut maps.ct6_reply
+    }
+    fn gateway(cfg: &GatewayConfig) -> [u8; 16] {
+        cfg.gateway_ip6
+    }
+    fn destination_key(&self) -> ([u8; 16], u16, u8) {
+        (self.remote_ip, self.remote_port_be, self.protocol)
+    }
+}
 
 /// linux/bpf.h: insert only if the key is absent.
 const BPF_NOEXIST: u64 = 1;
@@ -29,57 +102,71 @@ pub fn protocol_name(protocol: u8) -> &'static str {
         IPPROTO_TCP => "tcp",
         IPPROTO_UDP => "udp",
         IPPROTO_ICMP => "icmp",
+        IPPROTO_ICMPV6 => "icmpv6",
         _ => "other",
     }
 }
 
-/// All bindings, from the original half (one per flow).
-pub fn flows(maps: &DatapathMaps) -> Result<Vec<NatEntry>> {
+/// All bindings of family `B`, from the original half (one per flow).
+pub fn flows<B: Family>(maps: &DatapathMaps) -> Result<Vec<B>> {
     let mut out = Vec::new();
-    map_batch::for_each_chunk(&maps.ct_original, |_, entries| {
+    map_batch::for_each_chunk(B::originals(maps), |_, entries| {
         out.extend_from_slice(entries);
         Ok(())
     })
-    .context("reading CT_ORIGINAL")?;
+    .with_context(|| format!("reading {}", B::ORIGINALS))?;
     Ok(out)
 }
 
 /// The TCP flows that still carry a connection, counted chunk by chunk
 /// (nothing is copied): what a draining gateway waits for.
 pub fn open_tcp_connections(maps: &DatapathMaps) -> Result<usize> {
+    Ok(open_tcp_connections_of::<NatEntry>(maps)? + open_tcp_connections_of::<NatEntry6>(maps)?)
+}
+
+fn open_tcp_connections_of<B: Family>(maps: &DatapathMaps) -> Result<usize> {
     let mut open = 0;
-    map_batch::for_each_chunk(&maps.ct_original, |_, entries| {
+    map_batch::for_each_chunk(B::originals(maps), |_, entries| {
         open += entries
             .iter()
-            .filter(|e| e.protocol == IPPROTO_TCP && FlowState::from_u8(e.state).carries_connection())
+            .filter(|e| e.protocol() == IPPROTO_TCP && FlowState::from_u8(e.state()).carries_connection())
             .count();
         Ok(())
     })
-    .context("reading CT_ORIGINAL")?;
+    .with_context(|| format!("reading {}", B::ORIGINALS))?;
     Ok(open)
 }
 
 /// What the metrics need of the flows, counted as a walk goes: the sweep
 /// counts what it keeps, so one walk per interval serves both.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct FlowTally {
     pub by_protocol: BTreeMap<&'static str, u64>,
-    /// Bindings towards each destination (address, port, protocol): each
-    /// holds one of that destination's NAT ports.
-    per_destination: HashMap<(u32, u16, u8), u64>,
+    /// Bindings towards each destination (address, port, protocol; both
+    /// families): each holds one of that destination's NAT ports.
+    per_destination: HashMap<([u8; 16], u16, u8), u64>,
 }
 
 impl FlowTally {
-    pub fn of<'a>(flows: impl IntoIterator<Item = &'a NatEntry>) -> FlowTally {
+    pub fn of<'a, B: Family + 'a>(flows: impl IntoIterator<Item = &'a B>) -> FlowTally {
         let mut tally = FlowTally::default();
         flows.into_iter().for_each(|flow| tally.count(flow));
         tally
     }
 
-    pub(super) fn count(&mut self, flow: &NatEntry) {
-        *self.by_protocol.entry(protocol_name(flow.protocol)).or_default() += 1;
-        *self.per_destination.entry((flow.remote_ip_be, flow.remote_port_be, flow.protocol)).or_default() +=
-            1;
+    pub(super) fn count<B: Family>(&mut self, flow: &B) {
+        *self.by_protocol.entry(protocol_name(flow.protocol())).or_default() += 1;
+        *self.per_destination.entry(flow.destination_key()).or_default() += 1;
+    }
+
+    /// Both families' tallies as one (their destinations never meet).
+    pub fn merge(&mut self, other: FlowTally) {
+        for (protocol, count) in other.by_protocol {
+            *self.by_protocol.entry(protocol).or_default() += count;
+        }
+        for (destination, count) in other.per_destination {
+            *self.per_destination.entry(destination).or_default() += count;
+        }
     }
 
     /// NAT bindings held (one per flow).
@@ -97,7 +184,7 @@ impl FlowTally {
 /// entry under `key` and returns what it was, in one step, so what is
 /// removed is exactly what is judged. `Ok(None)`: no entry. `Err` with
 /// `EINVAL`/`ENOTSUPP`: an older kernel (the caller falls back).
-fn take(map: &CtMap, key: &FlowTuple) -> std::io::Result<Option<NatEntry>> {
+fn take<B: Family>(map: &CtMap<B>, key: &B::Tuple) -> std::io::Result<Option<B>> {
     #[repr(C)]
     struct Attr {
         map_fd: u32,
@@ -107,16 +194,16 @@ fn take(map: &CtMap, key: &FlowTuple) -> std::io::Result<Option<NatEntry>> {
         flags: u64,
     }
     const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
-    let mut value = NatEntry::default();
+    let mut value = B::default();
     let mut attr = Attr {
         map_fd: map.map().fd().as_fd().as_raw_fd() as u32,
         _pad: 0,
-        key: key as *const FlowTuple as u64,
-        value: &mut value as *mut NatEntry as u64,
+        key: key as *const B::Tuple as u64,
+        value: &mut value as *mut B as u64,
         flags: 0,
     };
     // SAFETY: bpf(2) reads the attribute and the key, and writes exactly
-    // one value of the map's value size (NatEntry's, checked at load).
+    // one value of the map's value size (B's, checked at load).
     match unsafe { sys_bpf::bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) } {
         Ok(()) => Ok(Some(value)),
         Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(None),
@@ -134,12 +221,12 @@ fn take(map: &CtMap, key: &FlowTuple) -> std::io::Result<Option<NatEntry>> {
 /// removed, and anything else is put back at once. If a packet made an
 /// entry under the key in that moment, the put-back fails: what was taken
 /// is gone (and counted as removed; the datapath counted what it made).
-fn remove_judged(
-    map: &mut CtMap,
-    key: &FlowTuple,
-    judged: &NatEntry,
-    doomed: &impl Fn(&NatEntry) -> bool,
-) -> Result<Removal> {
+fn remove_judged<B: Family>(
+    map: &mut CtMap<B>,
+    key: &B::Tuple,
+    judged: &B,
+    doomed: &impl Fn(&B) -> bool,
+) -> Result<Removal<B>> {
     match map.get(key, 0) {
         Ok(now) if now.same_binding(judged) && doomed(&now) => {}
         Ok(_) => return Ok(Removal::Kept),
@@ -171,9 +258,9 @@ fn remove_judged(
     }
 }
 
-enum Removal {
+enum Removal<B> {
     /// This binding was removed (its value as it was).
-    Removed(NatEntry),
+    Removed(B),
     /// Still there, and not judged: kept.
     Kept,
     /// Nothing under the key any more.
@@ -184,14 +271,14 @@ enum Removal {
 /// very binding under its original tuple and `doomed` still says so of
 /// what it holds now, and takes it off its client's count. Returns whether
 /// it did (false: kept, or already gone).
-pub fn remove_binding(
+pub fn remove_binding<B: Family>(
     maps: &mut DatapathMaps,
-    judged: &NatEntry,
-    doomed: impl Fn(&NatEntry) -> bool,
+    judged: &B,
+    doomed: impl Fn(&B) -> bool,
 ) -> Result<bool> {
-    let gateway_ip_be = maps.read_config()?.gateway_ip_be;
+    let gateway = B::gateway(&maps.read_config()?);
     let mut removed = BTreeMap::new();
-    let result = take_binding(maps, gateway_ip_be, judged, &doomed, &mut removed);
+    let result = take_binding(maps, gateway, judged, &doomed, &mut removed);
     record_swept(maps, removed)?;
     result
 }
@@ -201,25 +288,25 @@ pub fn remove_binding(
 /// between then finds no binding, rather than re-creating the original
 /// half of a flow that is going (the flow of a client that left, above
 /// all). Returns whether the binding went.
-fn take_binding(
+fn take_binding<B: Family>(
     maps: &mut DatapathMaps,
-    gateway_ip_be: u32,
-    judged: &NatEntry,
-    doomed: &impl Fn(&NatEntry) -> bool,
+    gateway: B::Address,
+    judged: &B,
+    doomed: &impl Fn(&B) -> bool,
     removed: &mut BTreeMap<u32, u64>,
 ) -> Result<bool> {
     let key = judged.original_tuple();
-    match maps.ct_original.get(&key, 0) {
+    match B::originals(maps).get(&key, 0) {
         Ok(now) if now.same_binding(judged) && doomed(&now) => {}
         Ok(_) | Err(MapError::KeyNotFound) => return Ok(false),
-        Err(e) => return Err(e).context("reading CT_ORIGINAL"),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", B::ORIGINALS)),
     }
-    let reply_key = judged.reply_tuple(gateway_ip_be);
-    remove_judged(&mut maps.ct_reply, &reply_key, judged, doomed)?;
-    let Removal::Removed(gone) = remove_judged(&mut maps.ct_original, &key, judged, doomed)? else {
+    let reply_key = judged.reply_tuple(gateway);
+    remove_judged(B::replies_mut(maps), &reply_key, judged, doomed)?;
+    let Removal::Removed(gone) = remove_judged(B::originals_mut(maps), &key, judged, doomed)? else {
         return Ok(false);
     };
-    *removed.entry(gone.client_id).or_default() += 1;
+    *removed.entry(gone.client_id()).or_default() += 1;
     Ok(true)
 }
 
@@ -253,18 +340,18 @@ pub enum Halves {
 /// Each binding's client is told (CLIENT_FLOWS_SWEPT), so its share of the
 /// table counts only what it holds; also for what went before an error.
 /// `kept` counts the bindings that stay.
-pub fn remove_where(
+pub fn remove_where<B: Family>(
     maps: &mut DatapathMaps,
     halves: Halves,
-    doomed: impl Fn(&NatEntry) -> bool,
+    doomed: impl Fn(&B) -> bool,
     kept: &mut FlowTally,
 ) -> Result<usize> {
-    let gateway_ip_be = maps.read_config()?.gateway_ip_be;
+    let gateway = B::gateway(&maps.read_config()?);
     let mut removed: BTreeMap<u32, u64> = BTreeMap::new();
     let mut walked =
-        walk_originals(maps, gateway_ip_be, &doomed, &mut removed, kept, &mut Cursor::default(), usize::MAX);
+        walk_originals(maps, gateway, &doomed, &mut removed, kept, &mut Cursor::default(), usize::MAX);
     if walked.is_ok() && halves == Halves::Both {
-        walked = walk_replies(maps, gateway_ip_be, &doomed, &mut Cursor::default(), usize::MAX);
+        walked = walk_replies(maps, gateway, &doomed, &mut Cursor::default(), usize::MAX);
     }
     let total = removed.values().sum::<u64>() as usize;
     record_swept(maps, removed)?;
@@ -277,18 +364,18 @@ pub fn remove_where(
 /// counting the rest into `kept`; then removes what may go entry by entry,
 /// each judged again as it goes. Returns whether the walk reached the end
 /// and how many entries it read.
-pub(super) fn walk_originals(
+pub(super) fn walk_originals<B: Family>(
     maps: &mut DatapathMaps,
-    gateway_ip_be: u32,
-    doomed: &impl Fn(&NatEntry) -> bool,
+    gateway: B::Address,
+    doomed: &impl Fn(&B) -> bool,
     removed: &mut BTreeMap<u32, u64>,
     kept: &mut FlowTally,
     cursor: &mut Cursor,
     budget: usize,
 ) -> Result<(bool, usize)> {
-    let mut originals: Vec<(FlowTuple, NatEntry)> = Vec::new();
+    let mut originals: Vec<(B::Tuple, B)> = Vec::new();
     let mut read = 0;
-    let ended = map_batch::for_each_chunk_from(&maps.ct_original, cursor, budget, |keys, entries| {
+    let ended = map_batch::for_each_chunk_from(B::originals(maps), cursor, budget, |keys, entries| {
         read += keys.len();
         for (key, entry) in keys.iter().zip(entries) {
             if *key != entry.original_tuple() || doomed(entry) {
@@ -299,14 +386,14 @@ pub(super) fn walk_originals(
         }
         Ok(())
     })
-    .context("reading CT_ORIGINAL")?;
+    .with_context(|| format!("reading {}", B::ORIGINALS))?;
     for (key, entry) in &originals {
         if *key != entry.original_tuple() {
-            if let Removal::Removed(gone) = remove_judged(&mut maps.ct_original, key, entry, &|_| true)? {
-                *removed.entry(gone.client_id).or_default() += 1;
+            if let Removal::Removed(gone) = remove_judged(B::originals_mut(maps), key, entry, &|_| true)? {
+                *removed.entry(gone.client_id()).or_default() += 1;
             }
         } else {
-            take_binding(maps, gateway_ip_be, entry, doomed, removed)?;
+            take_binding(maps, gateway, entry, doomed, removed)?;
         }
     }
     Ok((ended, read))
@@ -314,34 +401,34 @@ pub(super) fn walk_originals(
 
 /// Reads the reply halves the same way and removes the ones `doomed` whose
 /// original is gone, and any under a key not its own.
-pub(super) fn walk_replies(
+pub(super) fn walk_replies<B: Family>(
     maps: &mut DatapathMaps,
-    gateway_ip_be: u32,
-    doomed: &impl Fn(&NatEntry) -> bool,
+    gateway: B::Address,
+    doomed: &impl Fn(&B) -> bool,
     cursor: &mut Cursor,
     budget: usize,
 ) -> Result<(bool, usize)> {
-    let mut replies: Vec<(FlowTuple, NatEntry)> = Vec::new();
+    let mut replies: Vec<(B::Tuple, B)> = Vec::new();
     let mut read = 0;
-    let ended = map_batch::for_each_chunk_from(&maps.ct_reply, cursor, budget, |keys, entries| {
+    let ended = map_batch::for_each_chunk_from(B::replies(maps), cursor, budget, |keys, entries| {
         read += keys.len();
         let candidates = keys
             .iter()
             .zip(entries)
-            .filter(|(key, entry)| **key != entry.reply_tuple(gateway_ip_be) || doomed(entry));
+            .filter(|(key, entry)| **key != entry.reply_tuple(gateway) || doomed(entry));
         replies.extend(candidates.map(|(key, entry)| (*key, *entry)));
         Ok(())
     })
-    .context("reading CT_REPLY")?;
+    .with_context(|| format!("reading {}", B::REPLIES))?;
     for (key, entry) in &replies {
-        if *key != entry.reply_tuple(gateway_ip_be) {
-            remove_judged(&mut maps.ct_reply, key, entry, &|_| true)?;
+        if *key != entry.reply_tuple(gateway) {
+            remove_judged(B::replies_mut(maps), key, entry, &|_| true)?;
             continue;
         }
         let original_lives =
-            maps.ct_original.get(&entry.original_tuple(), 0).is_ok_and(|o| o.same_binding(entry));
+            B::originals(maps).get(&entry.original_tuple(), 0).is_ok_and(|o| o.same_binding(entry));
         if !original_lives {
-            remove_judged(&mut maps.ct_reply, key, entry, doomed)?;
+            remove_judged(B::replies_mut(maps), key, entry, doomed)?;
         }
     }
     Ok((ended, read))
@@ -351,16 +438,30 @@ pub(super) fn walk_replies(
 /// entries it meets; this catches the ones no packet comes for.
 /// Returns how many went, and a tally of the flows that stay (a binding
 /// judged expired that a packet revived meanwhile is not in it).
+/// Both families' tables are swept, IPv4's first.
 pub fn sweep_expired(maps: &mut DatapathMaps, halves: Halves, now_ns: u64) -> Result<(usize, FlowTally)> {
     let cfg = maps.read_config()?;
     let mut kept = FlowTally::default();
-    let removed = remove_where(maps, halves, |e| e.is_expired(&cfg, now_ns), &mut kept)?;
-    Ok((removed, kept))
+    let ipv4 = remove_where(maps, halves, |e: &NatEntry| e.is_expired(&cfg, now_ns), &mut kept)?;
+    let ipv6 = remove_where(maps, halves, |e: &NatEntry6| e.is_expired(&cfg, now_ns), &mut kept)?;
+    Ok((ipv4 + ipv6, kept))
 }
 
-/// Forgets every flow of a client that is no longer one: its replies must
-/// never reach whoever gets its IP next.
+/// Forgets every flow of a client that is no longer one, both families:
+/// its replies must never reach whoever gets its addresses next. The
+/// bindings are the ones tunnelled to its outer IPv4, whichever address
+/// inside the tunnel they are of.
 pub fn forget_client(maps: &mut DatapathMaps, client_outer_ip: Ipv4Addr) -> Result<usize> {
     let ip_be = u32::from(client_outer_ip).to_be();
-    remove_where(maps, Halves::Both, |e| e.client_outer_ip_be == ip_be, &mut FlowTally::default())
+    let mut kept = FlowTally::default();
+    let ipv4 = remove_where(maps, Halves::Both, |e: &NatEntry| e.client_outer_ip_be == ip_be, &mut kept)?;
+    let ipv6 = remove_where(maps, Halves::Both, |e: &NatEntry6| e.client_outer_ip_be == ip_be, &mut kept)?;
+    Ok(ipv4 + ipv6)
+}
+
+/// Forgets every IPv6 flow of `client_ip`, an address its client no longer
+/// holds.
+pub fn forget_client_ipv6(maps: &mut DatapathMaps, client_ip: Ipv6Addr) -> Result<usize> {
+    let client_ip = client_ip.octets();
+    remove_where(maps, Halves::Both, |e: &NatEntry6| e.client_ip == client_ip, &mut FlowTally::default())
 }

@@ -12,10 +12,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use egress_common::conntrack::{Binding, NatEntry};
+use egress_common::conntrack::{NatEntry, NatEntry6};
 
 use super::{
-    conntrack::{record_swept, walk_originals, walk_replies, FlowTally},
+    conntrack::{record_swept, walk_originals, walk_replies, Family, FlowTally},
     map_batch::Cursor,
     maps::DatapathMaps,
 };
@@ -36,16 +36,27 @@ enum Phase {
     Replies,
 }
 
-/// Where the sweep stands between intervals.
+/// Where the sweep stands between intervals: each family's table is
+/// swept on its own, a slice of each per interval.
 #[derive(Debug)]
 pub struct Sweeper {
+    ipv4: FamilySweep<NatEntry>,
+    ipv6: FamilySweep<NatEntry6>,
+}
+
+/// Where the sweep of one family's table stands.
+#[derive(Debug)]
+struct FamilySweep<B> {
     slice: usize,
     phase: Phase,
     cursor: Cursor,
     /// What the pass over the original halves under way has kept so far.
     tally: FlowTally,
+    /// What the last pass that ended kept.
+    last_tally: FlowTally,
     /// Passes over the original halves ended.
     passes: u64,
+    family: std::marker::PhantomData<B>,
 }
 
 /// What one interval's slice did.
@@ -53,8 +64,9 @@ pub struct Sweeper {
 pub struct SweepStep {
     /// Bindings removed.
     pub removed: usize,
-    /// When a pass over the original halves ended in this slice: the flows
-    /// it kept, for the metrics until the next pass ends.
+    /// When a pass over the original halves of either family ended in
+    /// this slice (and each has ended one): the flows of both as their
+    /// last passes kept, for the metrics until the next pass ends.
     pub tally: Option<FlowTally>,
 }
 
@@ -65,39 +77,67 @@ impl Default for Sweeper {
 }
 
 impl Sweeper {
-    /// A sweep that reads at least `slice` entries an interval (or the
-    /// rest of the table).
+    /// A sweep that reads at least `slice` entries of each family's table
+    /// an interval (or the rest of the table).
     pub fn with_slice(slice: usize) -> Sweeper {
-        Sweeper {
+        Sweeper { ipv4: FamilySweep::with_slice(slice), ipv6: FamilySweep::with_slice(slice) }
+    }
+
+    /// One interval's slice of each family's table: removes the bindings
+    /// idle past their timeout among the entries it reads. An error starts
+    /// that family's pass over at the next interval (what went before it
+    /// is still counted); the other family's slice is taken all the same.
+    pub fn step(&mut self, maps: &mut DatapathMaps, now_ns: u64) -> Result<SweepStep> {
+        let ipv4 = self.ipv4.step(maps, now_ns);
+        let ipv6 = self.ipv6.step(maps, now_ns);
+        let (ipv4_removed, ipv4_ended) = ipv4?;
+        let (ipv6_removed, ipv6_ended) = ipv6?;
+        // Once each family has ended a pass, so that a tally never stands
+        // for a table not yet counted.
+        let both_counted = self.ipv4.passes > 0 && self.ipv6.passes > 0;
+        let tally = ((ipv4_ended || ipv6_ended) && both_counted).then(|| {
+            let mut both = self.ipv4.last_tally.clone();
+            both.merge(self.ipv6.last_tally.clone());
+            both
+        });
+        Ok(SweepStep { removed: ipv4_removed + ipv6_removed, tally })
+    }
+}
+
+impl<B: Family> FamilySweep<B> {
+    fn with_slice(slice: usize) -> FamilySweep<B> {
+        FamilySweep {
             slice,
             phase: Phase::Originals,
             cursor: Cursor::default(),
             tally: FlowTally::default(),
+            last_tally: FlowTally::default(),
             passes: 0,
+            family: std::marker::PhantomData,
         }
     }
 
-    /// One interval's slice: removes the bindings idle past their timeout
-    /// among the entries it reads. An error starts the pass over at the
-    /// next interval (what went before it is still counted).
-    pub fn step(&mut self, maps: &mut DatapathMaps, now_ns: u64) -> Result<SweepStep> {
+    /// One interval's slice of this family's table. Returns how many
+    /// bindings went, and whether a pass over the original halves ended.
+    fn step(&mut self, maps: &mut DatapathMaps, now_ns: u64) -> Result<(usize, bool)> {
         let cfg = maps.read_config()?;
-        let doomed = |entry: &NatEntry| entry.is_expired(&cfg, now_ns);
+        let gateway = B::gateway(&cfg);
+        let doomed = |entry: &B| entry.is_expired(&cfg, now_ns);
         let mut removed: BTreeMap<u32, u64> = BTreeMap::new();
-        let mut step = SweepStep::default();
+        let mut pass_ended = false;
         let mut budget = self.slice;
         let walked = loop {
             let walked = match self.phase {
                 Phase::Originals => walk_originals(
                     maps,
-                    cfg.gateway_ip_be,
+                    gateway,
                     &doomed,
                     &mut removed,
                     &mut self.tally,
                     &mut self.cursor,
                     budget,
                 ),
-                Phase::Replies => walk_replies(maps, cfg.gateway_ip_be, &doomed, &mut self.cursor, budget),
+                Phase::Replies => walk_replies(maps, gateway, &doomed, &mut self.cursor, budget),
             };
             let (ended, read) = match walked {
                 Ok(walked) => walked,
@@ -107,7 +147,8 @@ impl Sweeper {
                 break Ok(());
             }
             if self.phase == Phase::Originals {
-                step.tally = Some(std::mem::take(&mut self.tally));
+                self.last_tally = std::mem::take(&mut self.tally);
+                pass_ended = true;
                 self.passes += 1;
             }
             let replies_due = self.phase == Phase::Originals && self.passes % REPLY_HALVES_EVERY == 1;
@@ -121,8 +162,8 @@ impl Sweeper {
             (self.phase, self.cursor, self.tally) =
                 (Phase::Originals, Cursor::default(), FlowTally::default());
         }
-        step.removed = removed.values().sum::<u64>() as usize;
+        let total = removed.values().sum::<u64>() as usize;
         record_swept(maps, removed)?;
-        walked.map(|()| step)
+        walked.map(|()| (total, pass_ended))
     }
 }

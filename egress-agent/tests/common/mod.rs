@@ -134,7 +134,7 @@ impl Harness {
 
     /// The IPv6 bindings (their original halves).
     pub fn flows6(&self) -> Vec<NatEntry6> {
-        self.datapath.maps.ct6_original.iter().map(|r| r.unwrap().1).collect()
+        egress_agent::datapath::conntrack::flows(&self.datapath.maps).unwrap()
     }
 
     pub fn reply_entries6(&self) -> usize {
@@ -151,6 +151,13 @@ impl Harness {
     pub fn age_all(&mut self, secs: u64) {
         let then = boot_clock_ago(secs);
         for map in [&mut self.datapath.maps.ct_original, &mut self.datapath.maps.ct_reply] {
+            let entries: Vec<_> = map.iter().filter_map(|r| r.ok()).collect();
+            for (key, mut entry) in entries {
+                entry.last_seen_ns = then;
+                map.insert(key, entry, 0).unwrap();
+            }
+        }
+        for map in [&mut self.datapath.maps.ct6_original, &mut self.datapath.maps.ct6_reply] {
             let entries: Vec<_> = map.iter().filter_map(|r| r.ok()).collect();
             for (key, mut entry) in entries {
                 entry.last_seen_ns = then;
@@ -331,8 +338,14 @@ pub fn from_client_at(client: Ipv4Addr, l4: L4, payload: &[u8]) -> Vec<u8> {
 /// An IPv6 packet of the listed client's, to the remote, as its worker
 /// tunnels it.
 pub fn from_client6(l4: L4, payload: &[u8]) -> Vec<u8> {
-    let inner = frame6(CLIENT_MAC, TUNNEL_GATEWAY_MAC, CLIENT_IP6, REMOTE_IP6, 64, l4, payload);
-    tunnel(CLIENT_IP, VNI, &inner)
+    from_client6_at(CLIENT_IP, CLIENT_IP6, l4, payload)
+}
+
+/// An IPv6 packet sent as `source` through the tunnel of the listed
+/// client `client` (whether `source` is that client's is the test).
+pub fn from_client6_at(client: Ipv4Addr, source: Ipv6Addr, l4: L4, payload: &[u8]) -> Vec<u8> {
+    let inner = frame6(CLIENT_MAC, TUNNEL_GATEWAY_MAC, source, REMOTE_IP6, 64, l4, payload);
+    tunnel(client, VNI, &inner)
 }
 
 /// An IPv6 packet from the remote to the gateway's IPv6 address.
