@@ -74,7 +74,7 @@ fn addresses(name: &str) -> Result<Addresses> {
             } else if family == libc::AF_INET6 && found.ipv6.is_none() {
                 let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
                 let address = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                if is_global_unicast(address) {
+                if is_global_unicast(&address) {
                     found.ipv6 = Some(address);
                 }
             }
@@ -85,8 +85,9 @@ fn addresses(name: &str) -> Result<Addresses> {
     Ok(found)
 }
 
-/// Not ::, ::1, link-local (fe80::/10) or multicast.
-fn is_global_unicast(address: Ipv6Addr) -> bool {
+/// Not ::, ::1, link-local (fe80::/10) or multicast: an address a pod can
+/// be reached at from outside its link (unique local ones included).
+pub fn is_global_unicast(address: &Ipv6Addr) -> bool {
     !(address.is_unspecified()
         || address.is_loopback()
         || address.is_multicast()
@@ -156,10 +157,10 @@ mod tests {
     #[test]
     fn only_a_global_ipv6_address_is_a_source() {
         for global in ["2001:db8::1", "fd00:10:244::5", "64:ff9b::1"] {
-            assert!(is_global_unicast(global.parse().unwrap()), "{global}");
+            assert!(is_global_unicast(&global.parse().unwrap()), "{global}");
         }
         for local in ["::", "::1", "fe80::1", "febf::1", "ff02::1"] {
-            assert!(!is_global_unicast(local.parse().unwrap()), "{local}");
+            assert!(!is_global_unicast(&local.parse().unwrap()), "{local}");
         }
     }
 

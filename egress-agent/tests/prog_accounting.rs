@@ -209,7 +209,7 @@ fn a_client_under_a_reused_id_starts_from_zero() {
     h.datapath.maps.remove_client(CLIENT_IP).unwrap();
     h.datapath.maps.remove_client(SECOND_CLIENT_IP).unwrap();
     let mut table = ClientTable::default();
-    let pod = |name: &str| ClientIdentity { name: name.into(), uid: String::new() };
+    let pod = |name: &str| ClientIdentity { name: name.into(), uid: String::new(), ipv6: None };
     let first: ClientSnapshot = [(CLIENT_IP, pod("a"))].into();
     table.apply(&mut h.datapath.maps, &first).unwrap();
     let id = table.clients()[&CLIENT_IP].id;

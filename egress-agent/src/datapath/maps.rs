@@ -107,6 +107,16 @@ impl DatapathMaps {
         }
     }
 
+    /// The clients' IPv6 addresses and the ids of the clients they are.
+    pub fn client6_ids(&self) -> Result<BTreeMap<Ipv6Addr, u32>> {
+        let mut out = BTreeMap::new();
+        for item in self.clients6.iter() {
+            let (ip, info) = item.context("reading CLIENTS6")?;
+            out.insert(Ipv6Addr::from(ip), info.client_id);
+        }
+        Ok(out)
+    }
+
     /// Lets client `client_id` (already added by its IPv4) also send as `ip`.
     pub fn add_client6(&mut self, ip: Ipv6Addr, client_id: u32) -> Result<()> {
         self.clients6

@@ -196,12 +196,14 @@ pub fn previous_identities(previous: &mut Held) -> BTreeMap<Ipv4Addr, ClientIden
             let ip = fields.next()?.parse().ok()?;
             let name = fields.next()?.to_string();
             let uid = fields.next().unwrap_or("").to_string();
-            Some((ip, ClientIdentity { name, uid }))
+            let ipv6 = fields.next().and_then(|field| field.parse().ok());
+            Some((ip, ClientIdentity { name, uid, ipv6 }))
         })
         .collect()
 }
 
-/// The identities of the clients we know, one `ip\tname\tuid` line each,
+/// The identities of the clients we know, one `ip\tname\tuid\tipv6` line
+/// each (the IPv6 address empty for a client without one),
 /// in a memfd (no file system needed, freed with its last descriptor).
 fn write_identities(clients: &ClientTable) -> anyhow::Result<OwnedFd> {
     // SAFETY: memfd_create with a NUL-terminated name; the result is checked.
@@ -214,7 +216,9 @@ fn write_identities(clients: &ClientTable) -> anyhow::Result<OwnedFd> {
     let mut text = String::new();
     for (ip, client) in clients.clients() {
         if !client.carried_over {
-            text.push_str(&format!("{ip}\t{}\t{}\n", client.identity.name, client.identity.uid));
+            let identity = &client.identity;
+            let ipv6 = identity.ipv6.map(|ipv6| ipv6.to_string()).unwrap_or_default();
+            text.push_str(&format!("{ip}\t{}\t{}\t{ipv6}\n", identity.name, identity.uid));
         }
     }
     file.write_all(text.as_bytes())?;

@@ -126,7 +126,7 @@ async fn serve(mut settings: Settings) -> Result<()> {
     // Carried-over clients keep forwarding until the first snapshot says
     // who they are.
     let mut clients = if datapath.adopted {
-        reconcile::ClientTable::carried_over(&datapath.maps, &known_clients)?
+        reconcile::ClientTable::carried_over(&mut datapath.maps, &known_clients)?
     } else {
         reconcile::ClientTable::default()
     };

@@ -1,6 +1,10 @@
-//! Making the CLIENTS map equal to a snapshot, and forgetting the flows of
-//! clients that left (their IP may soon belong to another pod).
-use std::{collections::BTreeMap, net::Ipv4Addr};
+//! Making the CLIENTS and CLIENTS6 maps equal to a snapshot, and forgetting
+//! the flows of clients that left (their IPs may soon belong to another
+//! pod).
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
 use anyhow::{bail, Result};
 use egress_common::maps::CLIENT_ID_MAX;
@@ -19,6 +23,9 @@ pub struct Client {
     /// Taken over from a previous agent's map, identity unknown until the
     /// first snapshot names the pod that holds the address now.
     pub carried_over: bool,
+    /// Its IPv6 address as written to CLIENTS6 (the identity's, once
+    /// known).
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 /// The clients written to CLIENTS. It starts empty, like the freshly loaded
@@ -42,20 +49,35 @@ impl ClientTable {
     /// snapshot gives to another pod loses its flows as usual; without one
     /// (a client added just before the previous agent died), the first
     /// snapshot's identity is taken as it is.
+    ///
+    /// An IPv6 address in CLIENTS6 of an id no client has (its client was
+    /// being removed when the previous agent stopped) is removed, with
+    /// its flows.
     pub fn carried_over(
-        maps: &DatapathMaps,
+        maps: &mut DatapathMaps,
         known: &BTreeMap<Ipv4Addr, ClientIdentity>,
     ) -> Result<ClientTable> {
         let ids = maps.client_ids()?;
         let next_id = ids.values().copied().max().unwrap_or(0);
-        let taken: std::collections::BTreeSet<u32> = ids.values().copied().collect();
+        let taken: BTreeSet<u32> = ids.values().copied().collect();
         let free_ids = (1..=next_id).filter(|id| !taken.contains(id)).collect();
+        let mut ipv6_of: BTreeMap<u32, Ipv6Addr> = BTreeMap::new();
+        for (ipv6, id) in maps.client6_ids()? {
+            if taken.contains(&id) && !ipv6_of.contains_key(&id) {
+                ipv6_of.insert(id, ipv6);
+            } else {
+                maps.remove_client6(ipv6)?;
+                let flows = conntrack::forget_client_ipv6(maps, ipv6)?;
+                tracing::info!(client = %ipv6, flows, "stale client IPv6 address removed");
+            }
+        }
         let clients = ids
             .into_iter()
             .map(|(ip, id)| {
+                let ipv6 = ipv6_of.get(&id).copied();
                 let client = match known.get(&ip) {
-                    Some(identity) => Client { id, identity: identity.clone(), carried_over: false },
-                    None => Client { id, identity: ClientIdentity::default(), carried_over: true },
+                    Some(identity) => Client { id, identity: identity.clone(), carried_over: false, ipv6 },
+                    None => Client { id, identity: ClientIdentity::default(), carried_over: true, ipv6 },
                 };
                 (ip, client)
             })
@@ -81,13 +103,33 @@ impl ClientTable {
             // stays here, and the next attempt removes what is left instead
             // of leaving it to forward to the address's next owner.
             maps.remove_client(ip)?;
+            if let Some(ipv6) = self.clients[&ip].ipv6 {
+                maps.remove_client6(ipv6)?;
+            }
             let flows = conntrack::forget_client(maps, ip)?;
             let client = self.clients.remove(&ip).expect("listed above");
             self.free_ids.push(client.id);
             tracing::info!(client = %ip, identity = %client.identity, flows, "client removed");
         }
+        // A carried-over client whose IPv6 address in CLIENTS6 is not the
+        // pod's: off first, before any client is given that address below.
+        for (ip, client) in self.clients.iter_mut() {
+            let Some(old) = client.ipv6 else { continue };
+            if desired.get(ip).is_some_and(|identity| identity.ipv6 != Some(old)) {
+                maps.remove_client6(old)?;
+                let flows = conntrack::forget_client_ipv6(maps, old)?;
+                client.ipv6 = None;
+                tracing::info!(client = %ip, ipv6 = %old, flows, "client IPv6 address not the pod's, removed");
+            }
+        }
         for (ip, identity) in desired {
             if let Some(client) = self.clients.get_mut(ip) {
+                if client.ipv6 != identity.ipv6 {
+                    if let Some(ipv6) = identity.ipv6 {
+                        maps.add_client6(ipv6, client.id)?;
+                        client.ipv6 = Some(ipv6);
+                    }
+                }
                 if client.carried_over {
                     client.identity = identity.clone();
                     client.carried_over = false;
@@ -100,7 +142,15 @@ impl ClientTable {
                 self.free_ids.push(id);
                 return Err(err);
             }
-            self.clients.insert(*ip, Client { id, identity: identity.clone(), carried_over: false });
+            self.clients
+                .insert(*ip, Client { id, identity: identity.clone(), carried_over: false, ipv6: None });
+            // After its IPv4: the IPv6 address is checked against the
+            // client id of the tunnel it comes in. Recorded only once
+            // written: a failure is retried by the next apply, as above.
+            if let Some(ipv6) = identity.ipv6 {
+                maps.add_client6(ipv6, id)?;
+                self.clients.get_mut(ip).expect("inserted above").ipv6 = Some(ipv6);
+            }
             tracing::info!(client = %ip, identity = %identity, "client added");
         }
         Ok(())

@@ -71,7 +71,7 @@ mod tests {
         ClientSample {
             ip: Ipv4Addr::new(10, 244, 1, 11),
             id: 3,
-            identity: ClientIdentity { name: "team-a/crawler".into(), uid: "u1".into() },
+            identity: ClientIdentity { name: "team-a/crawler".into(), uid: "u1".into(), ipv6: None },
             traffic: ClientTraffic::default(),
             flows: 0,
             refusals: ClientRefusals {

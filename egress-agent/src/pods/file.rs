@@ -1,8 +1,10 @@
 //! A static list of client addresses in a file, re-read when it changes:
 //! for the local demo, tests, and container hosts without Kubernetes.
 //!
-//! Format: one IPv4 address a line, optionally followed by whitespace and a
-//! name; blank lines and `#` comments are ignored.
+//! Format: one IPv4 address a line, optionally followed by the client's
+//! IPv6 address (a dual-stack pod's) and a name, separated by whitespace;
+//! blank lines and `#` comments are ignored. A changed line is a new
+//! client: its flows start over.
 use std::{
     path::PathBuf,
     sync::{atomic::Ordering, Arc},
@@ -31,6 +33,7 @@ impl FileSource {
 
 pub fn parse(text: &str) -> Result<ClientSnapshot> {
     let mut clients = ClientSnapshot::new();
+    let mut ipv6_lines: std::collections::BTreeMap<std::net::Ipv6Addr, usize> = Default::default();
     for (number, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
@@ -41,8 +44,22 @@ pub fn parse(text: &str) -> Result<ClientSnapshot> {
         let Ok(ip) = addr.parse() else {
             bail!("line {}: {addr:?} is not an IPv4 address", number + 1);
         };
+        let mut fields = fields.peekable();
+        let ipv6 = fields.next_if(|field| field.contains(':')).map(|field| match field.parse() {
+            Ok(ipv6) => Ok(ipv6),
+            Err(_) => Err(anyhow::anyhow!("line {}: {field:?} is not an IPv6 address", number + 1)),
+        });
+        let ipv6 = ipv6.transpose()?;
+        if let Some(ipv6) = ipv6 {
+            if let Some(first) = ipv6_lines.insert(ipv6, number + 1) {
+                bail!(
+                    "line {}: {ipv6} is line {first}'s already: give each client its own IPv6 address",
+                    number + 1
+                );
+            }
+        }
         let name = fields.collect::<Vec<_>>().join(" ");
-        clients.insert(ip, ClientIdentity { name, uid: String::new() });
+        clients.insert(ip, ClientIdentity { name, uid: String::new(), ipv6 });
     }
     Ok(clients)
 }
@@ -115,6 +132,24 @@ mod tests {
         assert_eq!(s[&"10.0.0.1".parse().unwrap()].name, "web-1");
         assert_eq!(s[&"10.0.0.2".parse().unwrap()].name, "");
         assert_eq!(s[&"10.0.0.3".parse().unwrap()].name, "job a");
+    }
+
+    #[test]
+    fn a_line_may_give_the_client_s_ipv6_address_before_its_name() {
+        let s = parse("10.0.0.1 fd00::1 web-1\n10.0.0.2 fd00::2\n10.0.0.3 job\n").unwrap();
+        let client = |ip: &str| &s[&ip.parse().unwrap()];
+        assert_eq!(client("10.0.0.1").ipv6, Some("fd00::1".parse().unwrap()));
+        assert_eq!(client("10.0.0.1").name, "web-1");
+        assert_eq!(client("10.0.0.2").ipv6, Some("fd00::2".parse().unwrap()));
+        assert_eq!((client("10.0.0.3").ipv6, client("10.0.0.3").name.as_str()), (None, "job"));
+    }
+
+    #[test]
+    fn rejects_a_bad_or_shared_ipv6_address_with_its_line() {
+        let err = parse("10.0.0.1 fd00::zz web\n").unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("not an IPv6 address"), "{err}");
+        let err = parse("10.0.0.1 fd00::1\n10.0.0.2 fd00::1\n").unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("line 1's"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod selector;
 use std::{
     collections::BTreeMap,
     future::Future,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     pin::Pin,
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering},
@@ -19,14 +19,19 @@ use std::{
 /// The complete set of clients at one moment, by address.
 pub type ClientSnapshot = BTreeMap<Ipv4Addr, ClientIdentity>;
 
-/// Who holds a client address. A changed identity for an address means
-/// another pod now holds it: the gateway forgets the old one's flows.
+/// Who holds a client address, and its IPv6 address if it has one. A
+/// changed identity for an address means another pod now holds it (a
+/// pod's addresses do not change while it lives): the gateway forgets the
+/// old one's flows.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientIdentity {
     /// `namespace/name` for Kubernetes; the name on its line for a file.
     pub name: String,
     /// The pod's UID (Kubernetes only): tells apart two pods of one name.
     pub uid: String,
+    /// The pod's IPv6 address (a dual-stack pod's): it may send IPv6 as
+    /// this address alone, through the tunnel of its IPv4.
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 impl std::fmt::Display for ClientIdentity {
@@ -34,6 +39,9 @@ impl std::fmt::Display for ClientIdentity {
         f.write_str(&self.name)?;
         if !self.uid.is_empty() {
             write!(f, " uid={}", self.uid)?;
+        }
+        if let Some(ipv6) = self.ipv6 {
+            write!(f, " ipv6={ipv6}")?;
         }
         Ok(())
     }

@@ -4,7 +4,10 @@
 //! with Kubernetes' relist semantics (a relist replaces everything, so what
 //! vanished while a watch was down is removed), and [`PodIndex::snapshot`]
 //! turns the sets into the allow-list.
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
 use k8s_openapi::{
     api::core::v1::{Namespace, Pod},
@@ -94,6 +97,9 @@ pub struct ClientPod {
     pub name: String,
     pub uid: String,
     pub ip: Ipv4Addr,
+    /// Its IPv6 address, in a dual-stack cluster (the first global one of
+    /// `status.podIPs`).
+    pub ip6: Option<Ipv6Addr>,
     /// The newer pod wins an IP both claim.
     pub created: Option<Time>,
 }
@@ -117,27 +123,32 @@ impl ClientPod {
         if matches!(status.phase.as_deref(), Some("Succeeded") | Some("Failed")) {
             return None;
         }
-        let ip = status
-            .pod_ips
-            .iter()
-            .flatten()
-            .map(|p| p.ip.as_str())
-            .chain(status.pod_ip.as_deref())
-            .find_map(|ip| ip.parse::<Ipv4Addr>().ok())?;
+        let pod_ips =
+            || status.pod_ips.iter().flatten().map(|p| p.ip.as_str()).chain(status.pod_ip.as_deref());
+        let ip = pod_ips().find_map(|ip| ip.parse::<Ipv4Addr>().ok())?;
+        let ip6 =
+            pod_ips().filter_map(|ip| ip.parse::<Ipv6Addr>().ok()).find(crate::netdev::is_global_unicast);
         Some(ClientPod {
             namespace: pod.namespace().unwrap_or_default(),
             name: pod.name_any(),
             uid: pod.uid().unwrap_or_default(),
             ip,
+            ip6,
             created: pod.metadata.creation_timestamp.clone(),
         })
     }
 
-    /// How the pod appears in the snapshot and in logs. It includes the UID:
-    /// when another pod takes over an IP, the value changes and the old
-    /// pod's flows are forgotten.
-    fn identity(&self) -> ClientIdentity {
-        ClientIdentity { name: format!("{}/{}", self.namespace, self.name), uid: self.uid.clone() }
+    /// How the pod appears in the snapshot and in logs, with `ip6` as the
+    /// snapshot gives it. It includes the UID: when another pod takes over
+    /// an IP, the value changes and the old pod's flows are forgotten.
+    fn identity(&self, ip6: Option<Ipv6Addr>) -> ClientIdentity {
+        ClientIdentity { name: format!("{}/{}", self.namespace, self.name), uid: self.uid.clone(), ipv6: ip6 }
+    }
+
+    /// Whether this pod is newer than `held`: it wins an address both
+    /// claim.
+    fn newer_than(&self, held: &ClientPod) -> bool {
+        (&self.created, &self.uid) > (&held.created, &held.uid)
     }
 }
 
@@ -192,15 +203,32 @@ impl PodIndex {
             }
             // Two live pods with one IP happen only in a stale moment (an
             // old pod's deletion not yet seen); the newer pod owns it now.
-            let newer = |held: &&ClientPod| (&pod.created, &pod.uid) > (&held.created, &held.uid);
             match owners.get(&pod.ip) {
-                Some(held) if !newer(held) => {}
+                Some(held) if !pod.newer_than(held) => {}
                 _ => {
                     owners.insert(pod.ip, pod);
                 }
             }
         }
-        owners.into_iter().map(|(ip, pod)| (ip, pod.identity())).collect()
+        // The same for IPv6, among the pods that own their IPv4: an IPv6
+        // address is one pod's, never two clients' at once.
+        let mut owners6: BTreeMap<Ipv6Addr, &ClientPod> = BTreeMap::new();
+        for pod in owners.values() {
+            let Some(ip6) = pod.ip6 else { continue };
+            match owners6.get(&ip6) {
+                Some(held) if !pod.newer_than(held) => {}
+                _ => {
+                    owners6.insert(ip6, pod);
+                }
+            }
+        }
+        owners
+            .into_iter()
+            .map(|(ip, pod)| {
+                let ip6 = pod.ip6.filter(|ip6| owners6.get(ip6).is_some_and(|owner| owner.uid == pod.uid));
+                (ip, pod.identity(ip6))
+            })
+            .collect()
     }
 }
 
@@ -284,5 +312,50 @@ mod tests {
         idx.apply_pod_event(0, Event::Apply(new));
         idx.apply_pod_event(0, Event::Apply(old));
         assert_eq!(idx.snapshot()[&"10.0.0.9".parse().unwrap()].name, "apps/new");
+    }
+
+    /// `pod` with `status.podIPs` as a dual-stack cluster lists them.
+    fn dual_stack(name: &str, ips: &[&str]) -> Pod {
+        let mut p = pod(name, ips[0], true);
+        let status = p.status.as_mut().unwrap();
+        status.pod_ips = Some(ips.iter().map(|ip| PodIP { ip: ip.to_string() }).collect());
+        p
+    }
+
+    #[test]
+    fn a_dual_stack_pod_is_a_client_with_its_global_ipv6_address() {
+        let mut idx = index();
+        idx.apply_pod_event(0, Event::InitDone);
+        // Either order in podIPs; a link-local address is never a pod's.
+        idx.apply_pod_event(0, Event::Apply(dual_stack("a", &["10.0.0.1", "fd00:10:244::5"])));
+        idx.apply_pod_event(0, Event::Apply(dual_stack("b", &["fd00:10:244::7", "10.0.0.2"])));
+        idx.apply_pod_event(0, Event::Apply(dual_stack("c", &["10.0.0.3", "fe80::1"])));
+        idx.apply_pod_event(0, Event::Apply(pod("d", "10.0.0.4", true)));
+        let snapshot = idx.snapshot();
+        let ipv6 = |ip: &str| snapshot[&ip.parse().unwrap()].ipv6.map(|a| a.to_string());
+        assert_eq!(ipv6("10.0.0.1").as_deref(), Some("fd00:10:244::5"));
+        assert_eq!(ipv6("10.0.0.2").as_deref(), Some("fd00:10:244::7"));
+        assert_eq!(ipv6("10.0.0.3"), None);
+        assert_eq!(ipv6("10.0.0.4"), None);
+        // An IPv6-only pod has no tunnel (its worker's is IPv4): not a client.
+        assert!(!idx.apply_pod_event(0, Event::Apply(dual_stack("e", &["fd00:10:244::9"]))));
+    }
+
+    /// Two pods claiming one IPv6 address (a stale moment, or a hostile
+    /// status): only the newer sends as it, the older keeps its IPv4.
+    #[test]
+    fn a_claimed_ipv6_address_belongs_to_the_newer_pod_alone() {
+        let mut idx = index();
+        idx.apply_pod_event(0, Event::InitDone);
+        let mut old = dual_stack("old", &["10.0.0.8", "fd00:10:244::9"]);
+        old.metadata.creation_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().unwrap()));
+        let mut new = dual_stack("new", &["10.0.0.9", "fd00:10:244::9"]);
+        new.metadata.creation_timestamp = Some(Time("2026-01-02T00:00:00Z".parse().unwrap()));
+        idx.apply_pod_event(0, Event::Apply(new));
+        idx.apply_pod_event(0, Event::Apply(old));
+        let snapshot = idx.snapshot();
+        assert_eq!(snapshot[&"10.0.0.9".parse().unwrap()].ipv6, Some("fd00:10:244::9".parse().unwrap()));
+        assert_eq!(snapshot[&"10.0.0.8".parse().unwrap()].ipv6, None);
+        assert_eq!(snapshot.len(), 2, "both stay clients by their IPv4");
     }
 }
