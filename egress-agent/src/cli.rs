@@ -76,7 +76,8 @@ pub struct GatewayArgs {
     /// pod (`kubectl exec`) can read them.
     #[arg(long, default_value = DEFAULT_STATUS_ADDR)]
     pub status_addr: String,
-    /// Destination CIDR never to NAT (repeatable); such packets are dropped.
+    /// Destination CIDR never to NAT, IPv4 or IPv6 (repeatable); such
+    /// packets are dropped.
     #[arg(long = "exclude-cidr", value_name = "CIDR")]
     pub exclude_cidrs: Vec<String>,
     /// VXLAN network identifier the workers use.

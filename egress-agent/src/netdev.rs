@@ -134,12 +134,12 @@ pub fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8)> {
 }
 
 /// An IPv6 CIDR such as `fd00:10:244::/56` (a bare address is a /128).
-pub fn parse_ipv6_cidr(text: &str) -> Result<(std::net::Ipv6Addr, u8)> {
+pub fn parse_ipv6_cidr(text: &str) -> Result<(Ipv6Addr, u8)> {
     let (addr, len) = match text.split_once('/') {
         Some((a, l)) => (a, l),
         None => (text, "128"),
     };
-    let addr: std::net::Ipv6Addr = addr
+    let addr: Ipv6Addr = addr
         .parse()
         .with_context(|| format!("invalid CIDR {text:?}: expected IPv6 like fd00:10:244::/56"))?;
     let len: u8 = len
@@ -150,9 +150,37 @@ pub fn parse_ipv6_cidr(text: &str) -> Result<(std::net::Ipv6Addr, u8)> {
     Ok((addr, len))
 }
 
+/// CIDRs of both families, as a repeatable flag gives them (`--cluster-cidr`,
+/// `--exclude-cidr`): an IPv6 one has a colon.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cidrs {
+    pub v4: Vec<(Ipv4Addr, u8)>,
+    pub v6: Vec<(Ipv6Addr, u8)>,
+}
+
+impl Cidrs {
+    pub fn parse<'a>(texts: impl IntoIterator<Item = &'a String>) -> Result<Cidrs> {
+        let (v6, v4): (Vec<&String>, Vec<&String>) = texts.into_iter().partition(|c| c.contains(':'));
+        Ok(Cidrs {
+            v4: v4.into_iter().map(|c| parse_cidr(c)).collect::<Result<_>>()?,
+            v6: v6.into_iter().map(|c| parse_ipv6_cidr(c)).collect::<Result<_>>()?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cidrs_of_both_families_are_told_apart() {
+        let texts = ["10.244.0.0/16", "fd00:10:244::/56", "10.96.0.0/12"].map(String::from);
+        let cidrs = Cidrs::parse(&texts).unwrap();
+        assert_eq!(cidrs.v4, [("10.244.0.0".parse().unwrap(), 16), ("10.96.0.0".parse().unwrap(), 12)]);
+        assert_eq!(cidrs.v6, [("fd00:10:244::".parse().unwrap(), 56)]);
+        let err = Cidrs::parse(&["fd00::/129".to_string()]).unwrap_err().to_string();
+        assert!(err.contains("0-128"), "{err}");
+    }
 
     #[test]
     fn only_a_global_ipv6_address_is_a_source() {

@@ -98,10 +98,18 @@ fn destinations_never_natted_are_dropped_before_the_hop_limit() {
     assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &to(excluded, udp)), "drop_excluded_destination");
     let expiring = frame6_from(CLIENT_IP6, excluded, 1, udp);
     assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &expiring), "drop_ipv6_not_translated");
-    // Next to it, outside the range: not excluded.
+    // The range the loader was given, as `--exclude-cidr fd00:96::/108`
+    // gives it (the service range of a dual-stack cluster, say): its last
+    // address excluded, the next one not.
+    let (range, _) = EXCLUDED_CIDR6;
+    let last = Ipv6Addr::from(u128::from(range) | 0xf_ffff);
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &to(last, udp)), "drop_excluded_destination");
+    // Next to each range, outside it: not excluded.
     let outside = to(v6("2001:db8:2::53"), udp);
     assert_eq!(h.run(&tunnel(CLIENT_IP, VNI, &outside)).action, TC_ACT_REDIRECT);
-    assert_eq!(h.counter("forwarded_to_remote"), 1);
+    let next = Ipv6Addr::from(u128::from(range) + 0x10_0000);
+    assert_eq!(h.run(&tunnel(CLIENT_IP, VNI, &to(next, udp))).action, TC_ACT_REDIRECT);
+    assert_eq!(h.counter("forwarded_to_remote"), 2);
 }
 
 #[test]

@@ -16,8 +16,13 @@ use crate::common::{self, CLIENT_IP, EXCLUDED_CIDR};
 pub fn fresh(conntrack_size: u32, object: Option<&Path>) -> Result<Datapath> {
     let mut cfg = common::config((DEFAULT_NAT_PORT_MIN, DEFAULT_NAT_PORT_MAX));
     cfg.max_flows_per_client = conntrack_size;
-    let mut datapath =
-        Datapath::load(&cfg, conntrack_size, &[EXCLUDED_CIDR], object, &mut Default::default())?;
+    let mut datapath = Datapath::load(
+        &cfg,
+        conntrack_size,
+        &egress_agent::netdev::Cidrs { v4: vec![EXCLUDED_CIDR], v6: vec![] },
+        object,
+        &mut Default::default(),
+    )?;
     datapath.maps.add_client(CLIENT_IP, 1)?;
     Ok(datapath)
 }

@@ -15,7 +15,7 @@ use aya::{
 use egress_common::{config::GatewayConfig, maps as names};
 
 use super::{maps::DatapathMaps, privileges, tcx};
-use crate::keeper::Held;
+use crate::{keeper::Held, netdev::Cidrs};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egress-ebpf.o"));
 
@@ -90,7 +90,7 @@ impl Datapath {
     pub fn load(
         cfg: &GatewayConfig,
         conntrack_size: u32,
-        excluded: &[(std::net::Ipv4Addr, u8)],
+        excluded: &Cidrs,
         object_override: Option<&std::path::Path>,
         previous: &mut Held,
     ) -> Result<Datapath> {

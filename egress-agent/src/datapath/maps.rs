@@ -5,9 +5,12 @@ use std::{
 };
 
 use anyhow::{anyhow, Context, Result};
-use aya::maps::{
-    lpm_trie::{Key, LpmTrie},
-    Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues,
+use aya::{
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues,
+    },
+    Pod,
 };
 use egress_common::{
     config::GatewayConfig,
@@ -16,6 +19,8 @@ use egress_common::{
     maps as names,
     maps::{ClientInfo, ClientRefusals, ClientTraffic, NatDestination},
 };
+
+use crate::netdev::Cidrs;
 
 pub struct DatapathMaps {
     pub config: Array<MapData, GatewayConfig>,
@@ -141,24 +146,20 @@ impl DatapathMaps {
         self.excluded6.insert(&key, 1, 0).with_context(|| format!("adding excluded CIDR {addr}/{prefix_len}"))
     }
 
-    /// Makes the excluded CIDRs exactly `wanted` (a map carried over from a
-    /// previous agent may hold others): the new ones go in before the old
-    /// ones go, so nothing meant to be excluded is ever let through.
-    pub fn set_excluded(&mut self, wanted: &[(Ipv4Addr, u8)]) -> Result<()> {
-        for (addr, len) in wanted {
-            self.add_excluded(*addr, *len)?;
-        }
-        let present: Vec<Key<u32>> =
-            self.excluded.keys().collect::<Result<_, _>>().context("reading EXCLUDED_DSTS")?;
-        for key in present {
-            let cidr = (Ipv4Addr::from(u32::from_be(key.data())), key.prefix_len() as u8);
-            if !wanted.contains(&cidr) {
-                self.excluded
-                    .remove(&key)
-                    .with_context(|| format!("removing excluded CIDR {}/{}", cidr.0, cidr.1))?;
-            }
-        }
-        Ok(())
+    /// Makes the excluded CIDRs of both families exactly `wanted` (maps
+    /// carried over from a previous agent may hold others): the new ones
+    /// go in before the old ones go, so nothing meant to be excluded is
+    /// ever let through.
+    pub fn set_excluded(&mut self, wanted: &Cidrs) -> Result<()> {
+        let v4: Vec<(u32, u8)> =
+            wanted.v4.iter().map(|(addr, len)| (u32::from(*addr).to_be(), *len)).collect();
+        let v6: Vec<([u8; 16], u8)> = wanted.v6.iter().map(|(addr, len)| (addr.octets(), *len)).collect();
+        make_exactly(&mut self.excluded, &v4, names::EXCLUDED_DESTINATIONS, |ip_be| {
+            Ipv4Addr::from(u32::from_be(ip_be)).to_string()
+        })?;
+        make_exactly(&mut self.excluded6, &v6, names::EXCLUDED_DESTINATIONS6, |ip| {
+            Ipv6Addr::from(ip).to_string()
+        })
     }
 
     /// Counter totals over all CPUs, by name.
@@ -237,4 +238,27 @@ impl DatapathMaps {
             to_client_bytes: sum.to_client_bytes + cpu.to_client_bytes,
         }))
     }
+}
+
+/// Makes `trie` hold exactly the prefixes `wanted`, adding before removing.
+fn make_exactly<K: Pod + PartialEq>(
+    trie: &mut LpmTrie<MapData, K, u8>,
+    wanted: &[(K, u8)],
+    name: &str,
+    show: impl Fn(K) -> String,
+) -> Result<()> {
+    for (data, len) in wanted {
+        trie.insert(&Key::new(*len as u32, *data), 1, 0)
+            .with_context(|| format!("adding excluded CIDR {}/{len} to {name}", show(*data)))?;
+    }
+    let present: Vec<Key<K>> =
+        trie.keys().collect::<Result<_, _>>().with_context(|| format!("reading {name}"))?;
+    for key in present {
+        let here = (key.data(), key.prefix_len() as u8);
+        if !wanted.contains(&here) {
+            trie.remove(&key)
+                .with_context(|| format!("removing excluded CIDR {}/{} from {name}", show(here.0), here.1))?;
+        }
+    }
+    Ok(())
 }

@@ -1,9 +1,6 @@
 //! Turning command-line arguments into a validated configuration. Every
 //! mistake is refused here, with one line saying what to change.
-use std::{
-    net::{Ipv4Addr, SocketAddr},
-    path::PathBuf,
-};
+use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::{bail, Result};
 use egress_common::{
@@ -28,7 +25,7 @@ pub enum SourceSettings {
 
 pub struct Settings {
     pub interface: netdev::Interface,
-    pub excluded: Vec<(Ipv4Addr, u8)>,
+    pub excluded: netdev::Cidrs,
     pub conntrack_size: u32,
     /// `--max-flows-per-client` was not given: the share follows the size
     /// of the table actually used (a running one may be kept).
@@ -92,8 +89,7 @@ impl Settings {
             );
         }
         check_timeouts(args)?;
-        let excluded =
-            args.exclude_cidrs.iter().map(|c| netdev::parse_cidr(c)).collect::<Result<Vec<_>>>()?;
+        let excluded = netdev::Cidrs::parse(&args.exclude_cidrs)?;
         let source = source_settings(args)?;
         let metrics_addr: SocketAddr = args.metrics_addr.parse().map_err(|_| {
             anyhow::anyhow!(

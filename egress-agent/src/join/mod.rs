@@ -43,7 +43,7 @@ use egress_common::config::{TUNNEL_GATEWAY_IP, TUNNEL_GATEWAY_MAC, TUNNEL_OVERHE
 
 use crate::{
     cli::JoinArgs,
-    netdev,
+    netdev::{self, Cidrs},
     netlink::{
         link::{self, VxlanSpec},
         neighbour,
@@ -149,7 +149,7 @@ fn follow(args: &JoinArgs, choices: &GatewayChoices) -> Result<()> {
 
 fn start_steering(args: &JoinArgs, name: &str) -> Result<steer::Steering<DeviceTunnel>> {
     let eth = netdev::Interface::lookup(&args.interface)?;
-    let cluster = ClusterCidrs::parse(args)?.v4;
+    let cluster = Cidrs::parse(&args.cluster_cidrs)?.v4;
     let netlink = Netlink::route()?;
     let tunnel = DeviceTunnel {
         device: args.device.clone(),
@@ -268,26 +268,9 @@ fn resolve_gateway(gateway: &str) -> Result<Ipv4Addr> {
         .with_context(|| format!("the gateway {gateway:?} has no IPv4 address"))
 }
 
-/// The `--cluster-cidr` values, by family.
-struct ClusterCidrs {
-    v4: Vec<(Ipv4Addr, u8)>,
-    v6: Vec<(Ipv6Addr, u8)>,
-}
-
-impl ClusterCidrs {
-    /// Parses them; an IPv6 one has a colon.
-    fn parse(args: &JoinArgs) -> Result<ClusterCidrs> {
-        let (v6, v4): (Vec<&String>, Vec<&String>) = args.cluster_cidrs.iter().partition(|c| c.contains(':'));
-        Ok(ClusterCidrs {
-            v4: v4.into_iter().map(|c| netdev::parse_cidr(c)).collect::<Result<_>>()?,
-            v6: v6.into_iter().map(|c| netdev::parse_ipv6_cidr(c)).collect::<Result<_>>()?,
-        })
-    }
-}
-
 /// Joins the gateway at `gateway` (an address or a Service's DNS name).
 fn join(args: &JoinArgs, gateway: &str) -> Result<()> {
-    let ClusterCidrs { v4: cluster_cidrs, v6: cluster_cidrs_v6 } = ClusterCidrs::parse(args)?;
+    let Cidrs { v4: cluster_cidrs, v6: cluster_cidrs_v6 } = Cidrs::parse(&args.cluster_cidrs)?;
     // The `--replicas` sidecar points the tunnel at a replica of this very
     // gateway itself; joining it again must not undo that.
     let steered = args.replicas.is_some() && gateway == args.gateway;

@@ -7,7 +7,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::programs::{TestRun, TestRunOptions};
-use egress_agent::datapath::loader::Datapath;
+use egress_agent::{datapath::loader::Datapath, netdev::Cidrs};
 use egress_common::{
     checksum::{internet_checksum, l4_checksum_ok, l4_checksum_ok_v6},
     config::*,
@@ -29,6 +29,8 @@ pub const CLIENT_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x244, 0x1, 0, 0, 0
 pub const SECOND_CLIENT_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x244, 0x1, 0, 0, 0, 7);
 pub const REMOTE_IP6: Ipv6Addr = Ipv6Addr::new(0x2606, 0x4700, 0, 0, 0, 0, 0, 0x1111);
 pub const EXCLUDED_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(192, 0, 2, 0), 24);
+/// An IPv6 range the harness excludes, as `--exclude-cidr` does.
+pub const EXCLUDED_CIDR6: (Ipv6Addr, u8) = (Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0), 108);
 pub const VNI: u32 = 42;
 pub const VXLAN_PORT: u16 = 4789;
 pub const NODE_MAC: [u8; 6] = [0x0a, 0, 0, 0, 0, 0xfe];
@@ -96,8 +98,9 @@ impl Harness {
             "packet-scenario tests load eBPF programs: run them as root (cargo xtask test)"
         );
         pin_to_one_cpu();
-        let mut datapath = Datapath::load(cfg, flows, &[EXCLUDED_CIDR], None, &mut Default::default())
-            .expect("load program");
+        let excluded = Cidrs { v4: vec![EXCLUDED_CIDR], v6: vec![EXCLUDED_CIDR6] };
+        let mut datapath =
+            Datapath::load(cfg, flows, &excluded, None, &mut Default::default()).expect("load program");
         datapath.maps.add_client(CLIENT_IP, 1).unwrap();
         datapath.maps.add_client(SECOND_CLIENT_IP, 2).unwrap();
         datapath.maps.add_client6(CLIENT_IP6, 1).unwrap();
