@@ -112,6 +112,24 @@ fn destinations_never_natted_are_dropped_before_the_hop_limit() {
     assert_eq!(h.counter("forwarded_to_remote"), 2);
 }
 
+/// A NAT64 address (`64:ff9b::/96`) stands for its embedded IPv4 address:
+/// a hostile pod must not reach through it what IPv4 refuses it.
+#[test]
+fn a_nat64_address_is_judged_by_the_ipv4_address_it_embeds() {
+    let mut h = Harness::default();
+    let udp = L4::Udp { src: 40_003, dst: 53 };
+    let gateway = format!("64:ff9b::{GATEWAY_IP}");
+    for martian in ["64:ff9b::127.0.0.1", "64:ff9b::224.0.0.251", "64:ff9b::0.0.0.0", &gateway] {
+        assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &to(v6(martian), udp)), "drop_martian_destination");
+    }
+    // `--exclude-cidr 192.0.2.0/24` (EXCLUDED_CIDR), reached as NAT64.
+    let excluded = to(v6("64:ff9b::192.0.2.53"), udp);
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &excluded), "drop_excluded_destination");
+    // A public IPv4 address behind NAT64 leaves.
+    let public = to(v6("64:ff9b::198.51.100.10"), udp);
+    assert_eq!(h.run(&tunnel(CLIENT_IP, VNI, &public)).action, TC_ACT_REDIRECT);
+}
+
 #[test]
 fn a_gateway_without_ipv6_drops_a_pod_s_ipv6_as_disabled() {
     let cfg = GatewayConfig { gateway_ip6: [0; 16], ..config((20_000, 20_099)) };

@@ -118,6 +118,84 @@ fn what_is_not_a_reply_stays_the_pod_s_or_is_dropped() {
     assert_eq!(h.flows6()[0].flags & FLOW_SEEN_REPLY, 0, "still unanswered");
 }
 
+/// A remote's IPv6 packet to the gateway with `extensions` (each a
+/// next-header value and its bytes) before an 8-byte transport header
+/// `l4` of protocol `protocol`.
+fn from_remote6_with(extensions: &[(u8, Vec<u8>)], protocol: u8, l4: [u8; 8]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for (i, (_, bytes)) in extensions.iter().enumerate() {
+        let next = extensions.get(i + 1).map_or(protocol, |(next, _)| *next);
+        let mut header = bytes.clone();
+        header[0] = next;
+        payload.extend_from_slice(&header);
+    }
+    payload.extend_from_slice(&l4);
+    let mut out = Vec::new();
+    out.extend_from_slice(&GATEWAY_MAC);
+    out.extend_from_slice(&NODE_MAC);
+    out.extend_from_slice(&0x86ddu16.to_be_bytes());
+    out.extend_from_slice(&[0x60, 0, 0, 0]);
+    out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    out.extend_from_slice(&[extensions.first().map_or(protocol, |(first, _)| *first), 50]);
+    out.extend_from_slice(&REMOTE_IP6.octets());
+    out.extend_from_slice(&GATEWAY_IP6.octets());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Hop-by-hop options (8 bytes: PadN).
+fn hop_by_hop() -> (u8, Vec<u8>) {
+    (0, vec![0, 0, 1, 4, 0, 0, 0, 0])
+}
+
+/// A fragment header at `offset` (8-byte units), more to come.
+fn fragment(offset: u16) -> (u8, Vec<u8>) {
+    let word = (offset << 3) | 1;
+    (44, vec![0, 0, (word >> 8) as u8, word as u8, 0, 0, 0x12, 0x34])
+}
+
+/// A packet with extension headers is not translated yet. To a NAT port
+/// it is dropped (the pod's stack would reset the client's flow); anything
+/// else, a later fragment included, is the pod's.
+#[test]
+fn a_remote_s_packet_with_extension_headers_to_a_nat_port_is_dropped() {
+    let mut h = Harness::default();
+    let nat_port = open6(&mut h, L4::Udp { src: 40_000, dst: 53 });
+    let udp_to = |port: u16| {
+        let [hi, lo] = port.to_be_bytes();
+        [0, 53, hi, lo, 0, 8, 0, 0]
+    };
+    let tcp_to = |port: u16| {
+        let [hi, lo] = port.to_be_bytes();
+        [1, 187, hi, lo, 0, 0, 0, 0]
+    };
+    let dropped = [
+        from_remote6_with(&[hop_by_hop()], 17, udp_to(nat_port)),
+        from_remote6_with(&[fragment(0)], 17, udp_to(nat_port)),
+        from_remote6_with(
+            &[hop_by_hop(), (60, vec![0, 0, 1, 4, 0, 0, 0, 0]), fragment(0)],
+            6,
+            tcp_to(nat_port),
+        ),
+    ];
+    for (i, packet) in dropped.iter().enumerate() {
+        assert_eq!(h.run(packet).action, TC_ACT_SHOT, "packet {i}");
+    }
+    assert_eq!(h.counter("drop_ipv6_ext_header"), 3);
+    let own = [
+        from_remote6_with(&[hop_by_hop()], 17, udp_to(9_000)),
+        // A later fragment: no ports in it to tell.
+        from_remote6_with(&[fragment(1)], 17, udp_to(nat_port)),
+        // More headers than are looked through.
+        from_remote6_with(&[hop_by_hop(), hop_by_hop(), hop_by_hop(), hop_by_hop()], 17, udp_to(nat_port)),
+    ];
+    for (i, packet) in own.iter().enumerate() {
+        assert_eq!(h.run(packet).action, TC_ACT_UNSPEC, "left to the pod's stack: packet {i}");
+    }
+    assert_eq!(h.counter("drop_ipv6_ext_header"), 3);
+    assert_eq!(h.counter("forwarded_to_client"), 0);
+}
+
 #[test]
 fn a_gateway_without_ipv6_leaves_all_ipv6_to_its_stack() {
     let cfg = GatewayConfig { gateway_ip6: [0; 16], ..config((20_000, 20_099)) };

@@ -15,6 +15,11 @@ pub const IPV6_EXT_HOP_BY_HOP: u8 = 0;
 pub const IPV6_EXT_ROUTING: u8 = 43;
 pub const IPV6_EXT_FRAGMENT: u8 = 44;
 pub const IPV6_EXT_DESTINATION_OPTIONS: u8 = 60;
+/// The fragment header's length, and the mask of its offset (in 8-byte
+/// units, the upper 13 bits of its second 16-bit word): nonzero for every
+/// fragment but the first.
+pub const IPV6_FRAGMENT_HLEN: usize = 8;
+pub const IPV6_FRAGMENT_OFFSET_MASK: u16 = 0xfff8;
 
 pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMP_DEST_UNREACHABLE: u8 = 3;
@@ -97,9 +102,37 @@ pub fn is_martian_destination_v6(dst: &[u8; 16], gateway_ip6: &[u8; 16]) -> bool
     unspecified_or_loopback || ipv4_mapped || link_local || multicast || dst == gateway_ip6
 }
 
+/// The IPv4 address (as the wire holds it) an address of the NAT64
+/// well-known prefix `64:ff9b::/96` (RFC 6052) stands for, else None. A
+/// NAT64 on the way would deliver it to that IPv4 address: the IPv4 rules
+/// (martians, `--exclude-cidr`) apply to it, or the IPv6 path would go
+/// around them.
+#[inline(always)]
+pub fn nat64_embedded_ipv4(dst: &[u8; 16]) -> Option<u32> {
+    let prefix = [0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut i = 0;
+    while i < prefix.len() {
+        if dst[i] != prefix[i] {
+            return None;
+        }
+        i += 1;
+    }
+    Some(u32::from_ne_bytes([dst[12], dst[13], dst[14], dst[15]]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nat64_address_stands_for_its_embedded_ipv4() {
+        let nat64: core::net::Ipv6Addr = "64:ff9b::10.96.0.10".parse().unwrap();
+        assert_eq!(nat64_embedded_ipv4(&nat64.octets()), Some(be(10, 96, 0, 10)));
+        for other in ["64:ff9b:1::a60:a", "2001:db8::a60:a", "::ffff:10.96.0.10"] {
+            let other: core::net::Ipv6Addr = other.parse().unwrap();
+            assert_eq!(nat64_embedded_ipv4(&other.octets()), None, "{other}");
+        }
+    }
 
     fn be(a: u8, b: u8, c: u8, d: u8) -> u32 {
         u32::from_ne_bytes([a, b, c, d])

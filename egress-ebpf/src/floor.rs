@@ -23,13 +23,13 @@ pub fn tunnel_only(ctx: &TcContext) -> Verdict {
         return Verdict::Drop(Counter::DropNotConfigured);
     };
     if !ctx.load::<[u8; 2]>(12).is_ok_and(|b| u16::from_be_bytes(b) == ETH_P_IP) {
-        return Verdict::NotOurs;
+        return Verdict::NOT_OURS;
     }
     let Ok(outer) = Ipv4Header::load(ctx, ETH_HLEN) else {
-        return Verdict::NotOurs;
+        return Verdict::NOT_OURS;
     };
     if outer.dst_be != cfg.gateway_ip_be {
-        return Verdict::NotOurs;
+        return Verdict::NOT_OURS;
     }
     let to_tunnel = outer.protocol == IPPROTO_UDP
         && ctx

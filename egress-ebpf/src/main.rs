@@ -85,7 +85,7 @@ pub fn egress_resegmented(ctx: TcContext) -> i32 {
     // Only replies of live flows were sent round: one that is no longer
     // (its binding or its datagram's entry went meanwhile) has none.
     let verdict = match classify(&ctx, Arrival::Resegmented) {
-        Verdict::NotOurs => Verdict::Drop(Counter::DropNoMapping),
+        Verdict::Pass(_) => Verdict::Drop(Counter::DropNoMapping),
         verdict => verdict,
     };
     verdict::apply(verdict, &ctx)
@@ -114,20 +114,20 @@ fn classify(ctx: &TcContext, arrival: Arrival) -> Verdict {
     };
     let ethertype: u16 = match ctx.load::<[u8; 2]>(12) {
         Ok(b) => u16::from_be_bytes(b),
-        Err(_) => return Verdict::NotOurs,
+        Err(_) => return Verdict::NOT_OURS,
     };
     if ethertype == ETH_P_IPV6 {
         return to_gateway_ip6(ctx, cfg);
     }
     if ethertype != ETH_P_IP {
-        return Verdict::NotOurs;
+        return Verdict::NOT_OURS;
     }
     let outer = match Ipv4Header::load(ctx, ETH_HLEN) {
         Ok(h) => h,
-        Err(_) => return Verdict::NotOurs,
+        Err(_) => return Verdict::NOT_OURS,
     };
     if outer.dst_be != cfg.gateway_ip_be {
-        return Verdict::NotOurs;
+        return Verdict::NOT_OURS;
     }
     if outer.has_options() {
         return untranslatable(ctx, cfg, &outer);
@@ -163,11 +163,11 @@ fn classify(ctx: &TcContext, arrival: Arrival) -> Verdict {
 #[inline(always)]
 fn to_gateway_ip6(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
     if !cfg.has_ipv6() {
-        return Verdict::NotOurs;
+        return Verdict::NOT_OURS;
     }
     match ctx.load::<[u8; 16]>(ETH_HLEN + IPV6_DST_OFF) {
         Ok(dst) if dst == cfg.gateway_ip6 => Verdict::ToIpv6Program { slot: IPV6_REPLY_PROGRAM_SLOT },
-        _ => Verdict::NotOurs,
+        _ => Verdict::NOT_OURS,
     }
 }
 
@@ -180,19 +180,19 @@ fn untranslatable(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv4Header) -> V
     // Later fragments carry no ports. Without the first (dropped below)
     // the stack can never reassemble them, and it discards them silently.
     if outer.is_later_fragment() || !matches!(outer.protocol, IPPROTO_UDP | IPPROTO_TCP) {
-        return Verdict::NotOurs;
+        return Verdict::NOT_OURS;
     }
     let header_len = outer.header_len();
     if header_len < IPV4_HLEN {
-        return Verdict::NotOurs;
+        return Verdict::NOT_OURS;
     }
     let Ok(ports) = ctx.load::<[u8; 4]>(ETH_HLEN + header_len) else {
-        return Verdict::NotOurs;
+        return Verdict::NOT_OURS;
     };
     let dst_port_be = u16::from_ne_bytes([ports[2], ports[3]]);
     let tunnel = outer.protocol == IPPROTO_UDP && dst_port_be == cfg.vxlan_port_be;
     if !tunnel && !cfg.is_nat_port(u16::from_be(dst_port_be)) {
-        return Verdict::NotOurs;
+        return Verdict::NOT_OURS;
     }
     Verdict::Drop(Counter::DropIpOptions)
 }

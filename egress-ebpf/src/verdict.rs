@@ -8,9 +8,15 @@ use egress_common::counters::Counter;
 
 use crate::maps;
 
+/// Every variant carries data, the counter of `Pass` included: a
+/// fieldless one left its payload undefined, and LLVM, merging it with the
+/// other paths' verdicts into one register, shifted whatever that register
+/// held, which the verifier refuses ("R7 pointer arithmetic with <<=
+/// operator prohibited", "R5 !read_ok").
 pub enum Verdict {
-    /// Not a tunnel packet nor a reply: the next program / the pod's stack.
-    NotOurs,
+    /// For the next program / the pod's stack, counted as `counter`
+    /// ([`Verdict::NOT_OURS`] for what is not a tunnel packet nor a reply).
+    Pass(Counter),
     /// Translated; send it out of `ifindex`, resolving the next hop's MAC.
     Redirect {
         ifindex: u32,
@@ -37,6 +43,11 @@ pub enum Verdict {
     Drop(Counter),
 }
 
+impl Verdict {
+    /// Not a tunnel packet nor a reply: the pod's stack's.
+    pub const NOT_OURS: Verdict = Verdict::Pass(Counter::PassedToStack);
+}
+
 #[inline(always)]
 pub fn apply(verdict: Verdict, ctx: &TcContext) -> i32 {
     match verdict {
@@ -47,8 +58,8 @@ pub fn apply(verdict: Verdict, ctx: &TcContext) -> i32 {
             maps::count(Counter::DropNotConfigured);
             TC_ACT_SHOT
         }
-        Verdict::NotOurs => {
-            maps::count(Counter::PassedToStack);
+        Verdict::Pass(counter) => {
+            maps::count(counter);
             TC_ACT_UNSPEC
         }
         Verdict::Drop(reason) => {

@@ -46,7 +46,7 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv4Header, arriva
         rev_nat_v4_process(ctx, cfg, ip, arrival)
     };
     match returned {
-        Ok(Returned::NotOurs) => Verdict::NotOurs,
+        Ok(Returned::NotOurs) => Verdict::NOT_OURS,
         Ok(Returned::ToClient) => {
             Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToClient }
         }

@@ -17,7 +17,10 @@ use egress_common::{
     config::GatewayConfig,
     conntrack::{FlowTuple6, NatEntry6},
     counters::Counter,
-    ip::IPPROTO_ICMPV6,
+    ip::{
+        IPPROTO_ICMPV6, IPV6_EXT_DESTINATION_OPTIONS, IPV6_EXT_FRAGMENT, IPV6_EXT_HOP_BY_HOP,
+        IPV6_EXT_ROUTING, IPV6_FRAGMENT_HLEN, IPV6_FRAGMENT_OFFSET_MASK,
+    },
 };
 
 use crate::{
@@ -38,14 +41,21 @@ const L4_OFF: usize = ETH_HLEN + IPV6_HLEN;
 
 #[inline(always)]
 pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
-    let Some((ip, ports)) = reply_headers(ctx, cfg) else { return Verdict::NotOurs };
+    let Some(ip) = Ipv6Header::load_whole(ctx, IP_OFF) else { return Verdict::NOT_OURS };
+    if matches!(
+        ip.next_header,
+        IPV6_EXT_HOP_BY_HOP | IPV6_EXT_ROUTING | IPV6_EXT_FRAGMENT | IPV6_EXT_DESTINATION_OPTIONS
+    ) {
+        return behind_extension_headers(ctx, cfg, ip.next_header);
+    }
+    let Some(ports) = reply_ports(ctx, cfg, &ip) else { return Verdict::NOT_OURS };
     let tuple = FlowTuple6::new(ip.src, ip.dst, ports.src_port_be, ports.dst_port_be, ip.next_header);
     let now = conntrack::now_ns();
     let Some((binding, entry)) = conntrack::ct_lookup::<NatEntry6>(cfg, Half::Reply, &tuple, now) else {
         // Echo replies may be the gateway pod's own pings; anything else on
         // a NAT port is unsolicited and must not reach the pod or a worker.
         return if ip.next_header == IPPROTO_ICMPV6 {
-            Verdict::NotOurs
+            Verdict::NOT_OURS
         } else {
             Verdict::Drop(Counter::DropNoMapping)
         };
@@ -59,20 +69,60 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
     }
 }
 
-/// The headers of a packet that may be a reply of a client's flow, or None
-/// when it is not one (the pod's own business): whole, its transport
-/// header right after the fixed one (anything else, extension headers and
-/// fragments, the pod's stack deals with, as it would without us), to a
-/// NAT port.
+/// The ports of a packet that may be a reply of a client's flow, or None
+/// when it is not one (the pod's own business): its transport header right
+/// after the fixed one, to a NAT port.
 #[inline(always)]
-fn reply_headers(ctx: &TcContext, cfg: &GatewayConfig) -> Option<(Ipv6Header, L4Ports)> {
-    let ip = Ipv6Header::load_whole(ctx, IP_OFF)?;
+fn reply_ports(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv6Header) -> Option<L4Ports> {
     if !matches!(ip.next_header, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6) {
         return None;
     }
     // ICMPv6 other than echo (errors above all) has no ports: None here.
     let ports = load_l4(ctx, L4_OFF, ip.next_header).ok()??;
-    cfg.is_nat_port(u16::from_be(ports.dst_port_be)).then_some((ip, ports))
+    cfg.is_nat_port(u16::from_be(ports.dst_port_be)).then_some(ports)
+}
+
+/// Extension headers a remote's packet may carry before its transport
+/// header, looked through (more, and it stays the pod's).
+const MAX_EXTENSION_HEADERS: usize = 4;
+
+/// A packet with extension headers (or a fragment) is not translated (not
+/// yet: issue 14). To a NAT port, it is dropped: only a client's flow uses
+/// those, and the pod's stack would answer it with a reset or a port
+/// unreachable that ends the client's flow (IPv4's options, likewise).
+/// Anything else, and a later fragment (no ports to tell), is the pod's.
+#[inline(always)]
+fn behind_extension_headers(ctx: &TcContext, cfg: &GatewayConfig, first: u8) -> Verdict {
+    let mut next = first;
+    let mut off = L4_OFF;
+    for _ in 0..MAX_EXTENSION_HEADERS {
+        match next {
+            IPV6_EXT_HOP_BY_HOP | IPV6_EXT_ROUTING | IPV6_EXT_DESTINATION_OPTIONS => {
+                // Next header, then the length in 8-byte units past the first 8.
+                let Ok(header) = ctx.load::<[u8; 2]>(off) else { return Verdict::NOT_OURS };
+                next = header[0];
+                off += (header[1] as usize + 1) * 8;
+            }
+            IPV6_EXT_FRAGMENT => {
+                let Ok(header) = ctx.load::<[u8; 4]>(off) else { return Verdict::NOT_OURS };
+                if u16::from_be_bytes([header[2], header[3]]) & IPV6_FRAGMENT_OFFSET_MASK != 0 {
+                    return Verdict::NOT_OURS;
+                }
+                next = header[0];
+                off += IPV6_FRAGMENT_HLEN;
+            }
+            IPPROTO_TCP | IPPROTO_UDP => {
+                let Ok(dst_port_be) = ctx.load::<u16>(off + 2) else { return Verdict::NOT_OURS };
+                return if cfg.is_nat_port(u16::from_be(dst_port_be)) {
+                    Verdict::Drop(Counter::DropIpv6ExtHeader)
+                } else {
+                    Verdict::NOT_OURS
+                };
+            }
+            _ => return Verdict::NOT_OURS,
+        }
+    }
+    Verdict::NOT_OURS
 }
 
 /// IPv6 routers never fragment: a reply the tunnel cannot carry whole is

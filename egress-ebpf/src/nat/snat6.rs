@@ -17,8 +17,8 @@ use egress_common::{
     counters::Counter,
     gro::UploadRoute,
     ip::{
-        is_icmpv6_error, is_martian_destination_v6, IPV6_EXT_DESTINATION_OPTIONS, IPV6_EXT_FRAGMENT,
-        IPV6_EXT_HOP_BY_HOP, IPV6_EXT_ROUTING,
+        is_icmpv6_error, is_martian_destination, is_martian_destination_v6, nat64_embedded_ipv4,
+        IPV6_EXT_DESTINATION_OPTIONS, IPV6_EXT_FRAGMENT, IPV6_EXT_HOP_BY_HOP, IPV6_EXT_ROUTING,
     },
 };
 
@@ -28,7 +28,9 @@ use crate::{
         load_l4, Ipv4Header, Ipv6Header, L4Ports, ETH_HLEN, ICMPV6_ECHO_REQUEST, IPPROTO_ICMPV6, IPPROTO_TCP,
         IPPROTO_UDP, IPV6_HLEN, TCP_RST, UDP_CSUM_OFF,
     },
-    maps::{account, wire_segments, Direction, CLIENTS, CLIENTS6, CT6_TEMPLATE, EXCLUDED_DSTS6},
+    maps::{
+        account, wire_segments, Direction, CLIENTS, CLIENTS6, CT6_TEMPLATE, EXCLUDED_DSTS, EXCLUDED_DSTS6,
+    },
     nat::{
         rewrite::{nat_v6_rewrite_headers, End},
         snat::live_original,
@@ -69,13 +71,18 @@ fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<(), Counter> 
         Some(client) if client.client_id == sender.client_id => {}
         _ => return Err(Counter::DropSpoofedInnerSource),
     }
-    if is_martian_destination_v6(&ip.dst, &cfg.gateway_ip6) {
+    let nat64_ipv4 = nat64_embedded_ipv4(&ip.dst);
+    if is_martian_destination_v6(&ip.dst, &cfg.gateway_ip6)
+        || nat64_ipv4.is_some_and(|ipv4_be| is_martian_destination(ipv4_be, cfg.gateway_ip_be))
+    {
         return Err(Counter::DropMartianDestination);
     }
     if ip.hop_limit <= 1 {
         return Err(Counter::DropIpv6NotTranslated);
     }
-    if EXCLUDED_DSTS6.get(Key::new(128, ip.dst)).is_some() {
+    if EXCLUDED_DSTS6.get(Key::new(128, ip.dst)).is_some()
+        || nat64_ipv4.is_some_and(|ipv4_be| EXCLUDED_DSTS.get(Key::new(32, ipv4_be)).is_some())
+    {
         return Err(Counter::DropExcludedDestination);
     }
     // Before any state is made for it: a packet RFC 6040 drops makes none.
