@@ -17,7 +17,7 @@ use egress_common::{
     conntrack::{FlowTuple, FlowTuple6, NatEntry, NatEntry6},
     counters::Counter,
     maps as names,
-    maps::{ClientInfo, ClientRefusals, ClientTraffic, NatDestination},
+    maps::{ClientInfo, ClientRefusals, ClientTraffic, NatDestination, NatDestination6},
 };
 
 use crate::netdev::Cidrs;
@@ -35,6 +35,7 @@ pub struct DatapathMaps {
     pub counters: PerCpuArray<MapData, u64>,
     pub client_traffic: PerCpuArray<MapData, ClientTraffic>,
     pub nat_exhausted: PerCpuHashMap<MapData, NatDestination, u64>,
+    pub nat_exhausted6: PerCpuHashMap<MapData, NatDestination6, u64>,
     pub client_flows: Array<MapData, u64>,
     pub client_flows_swept: Array<MapData, u64>,
     pub client_refusals: PerCpuArray<MapData, ClientRefusals>,
@@ -61,6 +62,7 @@ impl DatapathMaps {
             counters: get(names::COUNTERS)?.try_into().context(names::COUNTERS)?,
             client_traffic: get(names::CLIENT_TRAFFIC)?.try_into().context(names::CLIENT_TRAFFIC)?,
             nat_exhausted: get(names::NAT_EXHAUSTED)?.try_into().context(names::NAT_EXHAUSTED)?,
+            nat_exhausted6: get(names::NAT_EXHAUSTED6)?.try_into().context(names::NAT_EXHAUSTED6)?,
             client_flows: get(names::CLIENT_FLOWS)?.try_into().context(names::CLIENT_FLOWS)?,
             client_flows_swept: get(names::CLIENT_FLOWS_SWEPT)?
                 .try_into()
@@ -185,6 +187,16 @@ impl DatapathMaps {
         for item in self.nat_exhausted.iter() {
             let (destination, per_cpu) = item.context("reading NAT_EXHAUSTED")?;
             out.insert(destination, per_cpu.iter().sum());
+        }
+        Ok(out)
+    }
+
+    /// [`DatapathMaps::nat_exhausted`] for IPv6 destinations.
+    pub fn nat_exhausted6(&self) -> Result<Vec<(NatDestination6, u64)>> {
+        let mut out = Vec::new();
+        for item in self.nat_exhausted6.iter() {
+            let (destination, per_cpu) = item.context("reading NAT_EXHAUSTED6")?;
+            out.push((destination, per_cpu.iter().sum()));
         }
         Ok(out)
     }

@@ -175,7 +175,7 @@ async fn serve(mut settings: Settings) -> Result<()> {
                         tracing::warn!("{line}");
                     }
                 });
-                match datapath.maps.nat_exhausted() {
+                match observe::exhaustion::totals(&datapath.maps) {
                     Ok(totals) => {
                         for line in exhaustion.new_lines(&totals, &settings.datapath_config) {
                             tracing::warn!("{line}");

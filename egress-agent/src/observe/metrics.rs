@@ -10,7 +10,7 @@ use std::{
 use anyhow::Result;
 use egress_common::{
     config::GatewayConfig,
-    maps::{ClientRefusals, ClientTraffic, NatDestination},
+    maps::{ClientRefusals, ClientTraffic},
 };
 use prometheus_client::{
     collector::Collector,
@@ -39,7 +39,7 @@ pub struct DatapathSample {
     pub counters: Vec<(&'static str, u64)>,
     pub clients: Vec<ClientSample>,
     /// New flows dropped for want of a NAT port, by destination.
-    pub nat_exhausted: BTreeMap<NatDestination, u64>,
+    pub nat_exhausted: BTreeMap<super::exhaustion::Destination, u64>,
 }
 
 #[derive(Debug)]
@@ -64,7 +64,7 @@ impl DatapathSample {
         flows: &FlowTally,
     ) -> Result<DatapathSample> {
         let mut flows_by_protocol: BTreeMap<&'static str, u64> =
-            ["tcp", "udp", "icmp"].into_iter().map(|p| (p, 0)).collect();
+            ["tcp", "udp", "icmp", "icmpv6"].into_iter().map(|p| (p, 0)).collect();
         flows_by_protocol.extend(flows.by_protocol.iter().map(|(p, n)| (*p, *n)));
         Ok(DatapathSample {
             flows_by_protocol,
@@ -73,7 +73,7 @@ impl DatapathSample {
             nat_ports_per_destination: (cfg.nat_port_max - cfg.nat_port_min) as u64 + 1,
             counters: maps.counter_totals()?,
             clients: client_samples(maps, clients)?,
-            nat_exhausted: maps.nat_exhausted()?,
+            nat_exhausted: super::exhaustion::totals(maps)?,
         })
     }
 }

@@ -29,7 +29,7 @@ impl RefusalLog {
             } else {
                 format!("client {} ({})", client.ip, client.identity.name)
             };
-            let towards = describe(&now.last_destination);
+            let towards = describe(&(&now.last_destination).into());
             let over_share = now.over_share.saturating_sub(before.over_share);
             if over_share > 0 {
                 lines.push(format!(
