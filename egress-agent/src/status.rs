@@ -87,7 +87,9 @@ pub fn find_maps(ifindex: u32) -> Result<DatapathMaps> {
         let Ok(info) = info else { continue };
         if !matches!(
             info.name_as_str(),
-            Some(names::PROGRAM | names::IPV6_PROGRAM | names::IPV6_REPLY_PROGRAM)
+            Some(
+                names::PROGRAM | names::IPV6_PROGRAM | names::IPV6_REPLY_PROGRAM | names::IPV6_ERROR_PROGRAM
+            )
         ) {
             continue;
         }

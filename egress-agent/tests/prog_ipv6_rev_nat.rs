@@ -10,6 +10,7 @@ use egress_common::{
     config::{GatewayConfig, TUNNEL_GATEWAY_MAC},
     conntrack::{FlowState, FLOW_SEEN_REPLY},
 };
+use etherparse::{Icmpv6Type, PacketBuilder};
 
 const ETH_HLEN: usize = 14;
 /// Outer IPv4 (20), UDP (8), VXLAN (8), then the inner Ethernet header.
@@ -32,8 +33,13 @@ fn open6(h: &mut Harness, l4: L4) -> u16 {
 /// Sends the remote's `l4` and returns the inner IPv6 packet tunnelled to
 /// the client, checking the tunnel around it.
 fn reply(h: &mut Harness, l4: L4, payload: &[u8]) -> Ipv6View {
-    let packet = from_remote6(l4, payload);
-    let out = h.run(&packet);
+    tunnelled(h, &from_remote6(l4, payload))
+}
+
+/// Runs `packet` and returns the inner IPv6 packet tunnelled to the
+/// client, checking the tunnel around it.
+fn tunnelled(h: &mut Harness, packet: &[u8]) -> Ipv6View {
+    let out = h.run(packet);
     assert_eq!(out.action, TC_ACT_REDIRECT, "sent to the client");
     assert_eq!(out.packet.len(), packet.len() + 50, "tunnelled");
     assert_eq!(&out.packet[12..14], &[0x08, 0x00], "the outer header is IPv4");
@@ -51,6 +57,16 @@ fn reply(h: &mut Harness, l4: L4, payload: &[u8]) -> Ipv6View {
     let inner = ipv6_at(&out.packet, INNER_IP_OFF);
     assert_eq!(outer.tos, inner.traffic_class, "DSCP and ECN copied out (RFC 6040)");
     inner
+}
+
+/// A NAT port of the harness's range (20,000-20,099) other than `nat_port`
+/// (its neighbour: the range's last one has only one).
+fn another_nat_port(nat_port: u16) -> u16 {
+    if nat_port == 20_099 {
+        nat_port - 1
+    } else {
+        nat_port + 1
+    }
 }
 
 fn syn_ack(nat_port: u16) -> L4 {
@@ -93,7 +109,8 @@ fn what_is_not_a_reply_stays_the_pod_s_or_is_dropped() {
     let mut h = Harness::default();
     let nat_port = open6(&mut h, tcp_syn(40_000, 443));
     // Unasked, to a NAT port: dropped, never the pod's nor a client's.
-    let unasked = L4::Tcp { src: 443, dst: nat_port + 1, syn: true, ack: false, fin: false, rst: false };
+    let unasked =
+        L4::Tcp { src: 443, dst: another_nat_port(nat_port), syn: true, ack: false, fin: false, rst: false };
     assert_eq!(h.run(&from_remote6(unasked, b"")).action, TC_ACT_SHOT);
     assert_eq!(h.counter("drop_no_mapping"), 1);
     // From another remote, or another of its ports, to the flow's port:
@@ -116,6 +133,111 @@ fn what_is_not_a_reply_stays_the_pod_s_or_is_dropped() {
     }
     assert_eq!(h.counter("forwarded_to_client"), 0);
     assert_eq!(h.flows6()[0].flags & FLOW_SEEN_REPLY, 0, "still unanswered");
+}
+
+/// A router on the way, beyond the gateway.
+const ROUTER_IP6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
+
+/// Sends the client's IPv6 packet `l4` and returns its NAT port (or echo
+/// identifier) and the IPv6 packet as the gateway sent it.
+fn sent6(h: &mut Harness, l4: L4, payload: &[u8]) -> (u16, Vec<u8>) {
+    let out = h.run(&from_client6(l4, payload));
+    assert_eq!(out.action, TC_ACT_REDIRECT, "the client's packet went out");
+    let ip = ipv6_at(&out.packet, ETH_HLEN);
+    let nat_port = if ip.next_header == 58 { icmp_id(&ip.l4) } else { ports(&ip.l4).0 };
+    (nat_port, out.packet[ETH_HLEN..].to_vec())
+}
+
+/// A router's ICMPv6 error of `icmp_type` (code 0, `body` the four bytes
+/// after the checksum) to the gateway's IPv6 address, quoting `quoted`,
+/// its checksum computed by etherparse.
+fn router_error(icmp_type: u8, body: [u8; 4], quoted: &[u8], hop_limit: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(NODE_MAC, GATEWAY_MAC)
+        .ipv6(ROUTER_IP6.octets(), GATEWAY_IP6.octets(), hop_limit)
+        .icmpv6(Icmpv6Type::Unknown { type_u8: icmp_type, code_u8: 0, bytes5to8: body })
+        .write(&mut out, quoted)
+        .unwrap();
+    out
+}
+
+/// The translated error's quote: whole, so its own checksum is checked too.
+fn quote_of(error: &Ipv6View) -> Ipv6View {
+    ipv6_at(&error.l4, 8)
+}
+
+/// Packet Too Big is what IPv6 path MTU discovery lives on: it reaches the
+/// client as if a router had sent it the client, quote and all.
+#[test]
+fn a_packet_too_big_about_a_client_s_flow_reaches_the_client() {
+    let mut h = Harness::default();
+    let (_, sent) = sent6(&mut h, tcp_syn(40_000, 443), b"a large request");
+    let error = tunnelled(&mut h, &router_error(2, 1280u32.to_be_bytes(), &sent, 60));
+    assert_eq!((error.src, error.dst, error.hop_limit), (ROUTER_IP6, CLIENT_IP6, 59), "one hop, to the pod");
+    assert_eq!(&error.l4[..2], &[2, 0], "Packet Too Big");
+    assert_eq!(&error.l4[4..8], &1280u32.to_be_bytes(), "the MTU as the router said it");
+    let quote = quote_of(&error);
+    assert_eq!((quote.src, quote.dst), (CLIENT_IP6, REMOTE_IP6), "the pod's own packet");
+    assert_eq!(ports(&quote.l4), (40_000, 443));
+    assert_eq!(&quote.l4[20..], b"a large request");
+    assert_eq!(h.counter("icmp_error_to_client"), 1);
+    assert_eq!(h.counter("forwarded_to_client"), 1);
+    assert_eq!(h.flows6()[0].flags & FLOW_SEEN_REPLY, 0, "an error is no answer");
+}
+
+/// Every error type, about UDP and echo flows too; a quote cut short of
+/// the transport checksum still has its ports translated.
+#[test]
+fn time_exceeded_unreachable_and_parameter_problem_are_translated_too() {
+    let mut h = Harness::default();
+    let (_, udp) = sent6(&mut h, L4::Udp { src: 40_001, dst: 53 }, b"query");
+    let (_, echo) = sent6(&mut h, L4::EchoRequest { id: 77 }, b"ping");
+    let (_, tcp) = sent6(&mut h, tcp_syn(40_002, 443), b"");
+    let error = tunnelled(&mut h, &router_error(3, [0; 4], &udp, 60));
+    assert_eq!(ports(&quote_of(&error).l4), (40_001, 53), "time exceeded: traceroute");
+    let error = tunnelled(&mut h, &router_error(1, [0; 4], &echo, 60));
+    assert_eq!(icmp_id(&quote_of(&error).l4), 77, "unreachable, about a ping");
+    let error = tunnelled(&mut h, &router_error(4, [0, 0, 0, 7], &tcp[..48], 60));
+    assert_eq!(&error.l4[4..8], &[0, 0, 0, 7], "the pointer kept");
+    let quote = &error.l4[8..];
+    assert_eq!(&quote[8..24], &CLIENT_IP6.octets(), "the quoted source is the pod's");
+    assert_eq!(ports(&quote[40..]), (40_002, 443));
+    assert_eq!(h.counter("icmp_error_to_client"), 3);
+}
+
+/// What a hostile remote or a confused router may send instead: an error
+/// about no flow, or about what the gateway never sent, reaches no client.
+#[test]
+fn an_error_about_no_client_s_flow_reaches_no_client() {
+    let mut h = Harness::default();
+    let (nat_port, sent) = sent6(&mut h, L4::Udp { src: 40_003, dst: 53 }, b"query");
+    // A NAT port without a binding: dropped, nobody's.
+    let mut unbound = sent.clone();
+    unbound[40..42].copy_from_slice(&another_nat_port(nat_port).to_be_bytes());
+    assert_eq!(h.run(&router_error(1, [0; 4], &unbound, 60)).action, TC_ACT_SHOT);
+    assert_eq!(h.counter("drop_no_mapping"), 1);
+    // Whose hop limit ends here.
+    assert_eq!(h.run(&router_error(1, [0; 4], &sent, 1)).action, TC_ACT_SHOT);
+    assert_eq!(h.counter("drop_ttl_exceeded"), 1);
+    // The pod's own: a quote from another of its addresses, off the NAT
+    // ports, an error type not translated, an echo id without a binding.
+    let mut elsewhere = sent.clone();
+    elsewhere[8..24].copy_from_slice(&v6("fd00:10:244:2::2").octets());
+    let mut own_port = sent.clone();
+    own_port[40..42].copy_from_slice(&9_000u16.to_be_bytes());
+    let (ping_id, mut own_ping) = sent6(&mut h, L4::EchoRequest { id: 78 }, b"");
+    let unbound_id: u16 = if ping_id == 20_099 { 20_098 } else { 20_099 };
+    own_ping[44..46].copy_from_slice(&unbound_id.to_be_bytes());
+    for packet in [
+        router_error(1, [0; 4], &elsewhere, 60),
+        router_error(1, [0; 4], &own_port, 60),
+        router_error(100, [0; 4], &sent, 60),
+        router_error(3, [0; 4], &own_ping, 60),
+    ] {
+        assert_eq!(h.run(&packet).action, TC_ACT_UNSPEC, "left to the pod's stack");
+    }
+    assert_eq!(h.counter("icmp_error_to_client"), 0);
+    assert_eq!(h.counter("forwarded_to_client"), 0);
 }
 
 /// A remote's IPv6 packet to the gateway with `extensions` (each a

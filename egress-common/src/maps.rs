@@ -82,6 +82,14 @@ pub const IPV6_PROGRAMS: &str = "IPV6_PROGRAMS";
 pub const IPV6_PROGRAM_SLOT: u32 = 0;
 /// The slot of [`IPV6_PROGRAMS`] that holds [`IPV6_REPLY_PROGRAM`].
 pub const IPV6_REPLY_PROGRAM_SLOT: u32 = 1;
+/// The slot of [`IPV6_PROGRAMS`] that holds [`IPV6_ERROR_PROGRAM`].
+pub const IPV6_ERROR_PROGRAM_SLOT: u32 = 2;
+/// Every IPv6 program and its slot of [`IPV6_PROGRAMS`].
+pub const IPV6_PROGRAM_SLOTS: [(&str, u32); 3] = [
+    (IPV6_PROGRAM, IPV6_PROGRAM_SLOT),
+    (IPV6_REPLY_PROGRAM, IPV6_REPLY_PROGRAM_SLOT),
+    (IPV6_ERROR_PROGRAM, IPV6_ERROR_PROGRAM_SLOT),
+];
 
 /// `PerCpuArray<u64>` indexed by [`crate::counters::Counter`].
 pub const COUNTERS: &str = "COUNTERS";
@@ -94,6 +102,11 @@ pub const IPV6_PROGRAM: &str = "egress_gateway6";
 /// The IPv6 reply classifier, reached from [`PROGRAM`] through
 /// [`IPV6_PROGRAMS`] only (never attached).
 pub const IPV6_REPLY_PROGRAM: &str = "egress_remote6";
+/// The classifier of ICMPv6 errors to the gateway's IPv6 address (about a
+/// client's flow, perhaps), reached like [`IPV6_REPLY_PROGRAM`]: a program
+/// of its own, as the two paths together need more than BPF's 512 bytes
+/// of stack.
+pub const IPV6_ERROR_PROGRAM: &str = "egress_icmp6_error";
 /// The classifier on the GRO stage's receiving end (`crate::gro`).
 pub const GRO_STAGE_PROGRAM: &str = "egress_gro_stage";
 /// The classifier on the GRO stage's sending end, which takes back the

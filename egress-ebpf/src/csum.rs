@@ -69,7 +69,7 @@ pub fn update_l4_for_addr6(
 /// one by one through registers and stack slots (the verifier's 512 bytes
 /// of stack could not hold them with the rest of a reply's path).
 #[inline(always)]
-fn address_diff6(old: &[u8; 16], new: &[u8; 16]) -> Result<u32, Counter> {
+pub fn address_diff6(old: &[u8; 16], new: &[u8; 16]) -> Result<u32, Counter> {
     // SAFETY: the helper reads 16 bytes from each, which both hold.
     let diff = unsafe { bpf_csum_diff(old.as_ptr() as *mut u32, 16, new.as_ptr() as *mut u32, 16, 0) };
     if diff < 0 {

@@ -202,6 +202,7 @@ pub struct Ipv6Header {
 }
 
 /// Byte offsets inside an IPv6 header.
+pub const IPV6_NEXT_HEADER_OFF: usize = 6;
 pub const IPV6_HOP_LIMIT_OFF: usize = 7;
 pub const IPV6_SRC_OFF: usize = 8;
 pub const IPV6_DST_OFF: usize = 24;

@@ -3,20 +3,22 @@
 //! leave as IPv6 from the gateway's IPv6 address (`nat::snat6`), and the
 //! replies to that address go back through the tunnel (`nat::rev_nat6`).
 //!
-//! Two programs of their own, one a direction, reached only by the main
+//! Programs of their own, reached only by the main
 //! classifier's tail calls (`Verdict::ToIpv6Program`): `egress_gateway6`
 //! for a tunnel packet once the main one has checked the outer headers,
 //! the VNI and that the outer source is a labeled pod; `egress_remote6`
-//! for an IPv6 packet to the gateway's IPv6 address. The IPv4 paths
+//! for an IPv6 packet to the gateway's IPv6 address; `egress_icmp6_error`
+//! for an ICMPv6 error to it (`nat::icmp_error6`). The IPv4 paths
 //! already take most of what the verifier accepts in one program
 //! (`egress-agent/tests/prog_verifier.rs`), and the two IPv6 directions
 //! together more stack than one program has (`egress_common::maps::IPV6_PROGRAMS`).
 use aya_ebpf::programs::TcContext;
-use egress_common::counters::Counter;
+use egress_common::{counters::Counter, ip::IPPROTO_ICMPV6};
 
 use crate::{
+    headers::{Ipv6Header, ETH_HLEN},
     maps,
-    nat::{rev_nat6, snat6},
+    nat::{icmp_error6, rev_nat6, snat6},
     verdict::Verdict,
 };
 
@@ -36,4 +38,17 @@ pub fn from_remote(ctx: &TcContext) -> Verdict {
         return Verdict::Drop(Counter::DropNotConfigured);
     };
     rev_nat6::from_remote(ctx, cfg)
+}
+
+/// `egress_icmp6_error`: an ICMPv6 error for the gateway's IPv6 address,
+/// whole and without extension headers, or the pod's.
+#[inline(always)]
+pub fn error_from_remote(ctx: &TcContext) -> Verdict {
+    let Some(cfg) = maps::config() else {
+        return Verdict::Drop(Counter::DropNotConfigured);
+    };
+    match Ipv6Header::load_whole(ctx, ETH_HLEN) {
+        Some(outer) if outer.next_header == IPPROTO_ICMPV6 => icmp_error6::from_remote(ctx, cfg, &outer),
+        _ => Verdict::NOT_OURS,
+    }
 }

@@ -9,7 +9,8 @@
 //!   send out (`rev_nat::from_remote`).
 //!
 //! A labeled pod's IPv6 packets go on to `egress_gateway6` by a tail call,
-//! and IPv6 packets for the gateway's IPv6 address to `egress_remote6`.
+//! IPv6 packets for the gateway's IPv6 address to `egress_remote6`, and
+//! ICMPv6 errors for it to `egress_icmp6_error`.
 //! A second classifier, `egress_gro_stage`, sends on what the GRO stage
 //! (`egress_common::gro`) re-aggregated from a client's upload; a third,
 //! `egress_resegmented`, takes back the segments of a reply that was too
@@ -34,9 +35,15 @@ mod verdict;
 mod wire;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
-use egress_common::{config::GatewayConfig, counters::Counter, maps::IPV6_REPLY_PROGRAM_SLOT};
+use egress_common::{
+    config::GatewayConfig,
+    counters::Counter,
+    ip::IPPROTO_ICMPV6,
+    maps::{IPV6_ERROR_PROGRAM_SLOT, IPV6_REPLY_PROGRAM_SLOT},
+};
 use headers::{
-    Ipv4Header, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN, IPV6_DST_OFF,
+    Ipv4Header, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN, IPV6_DST_OFF, IPV6_HLEN,
+    IPV6_NEXT_HEADER_OFF,
 };
 use nat::rev_nat::Arrival;
 use verdict::Verdict;
@@ -64,6 +71,14 @@ pub fn egress_gateway6(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn egress_remote6(ctx: TcContext) -> i32 {
     let verdict = ipv6::from_remote(&ctx);
+    verdict::apply(verdict, &ctx)
+}
+
+/// An ICMPv6 error to the gateway's IPv6 address, perhaps about a client's
+/// flow: reached only by the tail call in `verdict::apply`.
+#[classifier]
+pub fn egress_icmp6_error(ctx: TcContext) -> i32 {
+    let verdict = ipv6::error_from_remote(&ctx);
     verdict::apply(verdict, &ctx)
 }
 
@@ -157,17 +172,26 @@ fn classify(ctx: &TcContext, arrival: Arrival) -> Verdict {
 }
 
 /// An IPv6 packet for the gateway's IPv6 address may be a reply of a
-/// client's flow: the IPv6 program decides (`ipv6::from_remote`).
-/// Everything else IPv6 (neighbour discovery, the pod's own traffic to
-/// other addresses) is the pod's.
+/// client's flow, or an ICMPv6 error about one: the IPv6 programs decide
+/// (`ipv6::from_remote`, `ipv6::error_from_remote`). Everything else IPv6
+/// (neighbour discovery, the pod's own traffic to other addresses) is the
+/// pod's.
 #[inline(always)]
 fn to_gateway_ip6(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
     if !cfg.has_ipv6() {
         return Verdict::NOT_OURS;
     }
     match ctx.load::<[u8; 16]>(ETH_HLEN + IPV6_DST_OFF) {
-        Ok(dst) if dst == cfg.gateway_ip6 => Verdict::ToIpv6Program { slot: IPV6_REPLY_PROGRAM_SLOT },
-        _ => Verdict::NOT_OURS,
+        Ok(dst) if dst == cfg.gateway_ip6 => {}
+        _ => return Verdict::NOT_OURS,
+    }
+    let next_header = ctx.load::<u8>(ETH_HLEN + IPV6_NEXT_HEADER_OFF);
+    let icmp_type = ctx.load::<u8>(ETH_HLEN + IPV6_HLEN);
+    match (next_header, icmp_type) {
+        (Ok(IPPROTO_ICMPV6), Ok(icmp_type)) if nat::icmp_error6::is_translated_error(icmp_type) => {
+            Verdict::ToIpv6Program { slot: IPV6_ERROR_PROGRAM_SLOT }
+        }
+        _ => Verdict::ToIpv6Program { slot: IPV6_REPLY_PROGRAM_SLOT },
     }
 }
 

@@ -110,7 +110,7 @@ pub static FRAGMENT_ALLOWANCE: Array<u64> = Array::with_max_entries(CLIENT_ID_MA
 
 /// `egress_common::maps::IPV6_PROGRAMS`.
 #[map]
-pub static IPV6_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(2, 0);
+pub static IPV6_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(3, 0);
 
 /// Hands the packet to the IPv6 program in `slot`; returns only if the
 /// slot is empty. aya's `ProgramArray::tail_call` is left to the compiler to

@@ -220,10 +220,7 @@ impl Datapath {
     /// call finds it: before anything is attached, so no packet meets an
     /// empty slot.
     fn load_ipv6_programs(&mut self) -> Result<()> {
-        for (name, slot) in [
-            (names::IPV6_PROGRAM, names::IPV6_PROGRAM_SLOT),
-            (names::IPV6_REPLY_PROGRAM, names::IPV6_REPLY_PROGRAM_SLOT),
-        ] {
+        for (name, slot) in names::IPV6_PROGRAM_SLOTS {
             let program = self.classifier(name)?;
             program.load().with_context(|| format!("the kernel verifier refused the IPv6 program {name}"))?;
             let fd = program.fd()?.try_clone()?;

@@ -1,6 +1,6 @@
 //! The two directions of the NAT: `snat` (`snat6`) for what clients send,
-//! `rev_nat` (`rev_nat6`) for what remotes answer, and `icmp_error` for the errors routers send
-//! about a client's flow; `time_exceeded` is the gateway's own answer to a
+//! `rev_nat` (`rev_nat6`) for what remotes answer, and `icmp_error`
+//! (`icmp_error6`) for the errors routers send about a client's flow; `time_exceeded` is the gateway's own answer to a
 //! client's packet that expires here. `rewrite` is the header rewrite both
 //! directions share, `to_client` the tunnel tail of everything that goes
 //! back to a client. `fragments` remembers the flows of datagrams whose
@@ -10,6 +10,7 @@
 pub mod frag_needed;
 pub mod fragments;
 pub mod icmp_error;
+pub mod icmp_error6;
 pub mod probe;
 pub mod rev_nat;
 pub mod rev_nat6;

@@ -7,11 +7,11 @@
 //! out: [eth][outer IPv4: gateway → worker | UDP | VXLAN | eth, 0x86DD][IPv6 remote → pod, hop limit - 1][L4]
 //! ```
 //!
-//! Not translated yet (issue 14): ICMPv6 errors about a client's flow
-//! (Packet Too Big first), and replies too big for the tunnel, which are
+//! ICMPv6 errors about a client's flow go to `icmp_error6`, in a program
+//! of its own (the main classifier picks it). Not
+//! translated yet (issue 14): replies too big for the tunnel, which are
 //! dropped as `drop_too_big_for_tunnel` until the gateway answers them
-//! with Packet Too Big. Both reach the pod's stack or are dropped, never a
-//! client.
+//! with Packet Too Big.
 use aya_ebpf::programs::TcContext;
 use egress_common::{
     config::GatewayConfig,
