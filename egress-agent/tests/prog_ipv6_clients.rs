@@ -84,7 +84,9 @@ fn an_ipv6_address_that_moves_to_another_pod_carries_nothing_over() {
     let (mut h, mut table) = harness();
     let first: ClientSnapshot = [(CLIENT_IP, pod("a", Some(CLIENT_IP6)))].into();
     table.apply(&mut h.datapath.maps, &first).unwrap();
+    let a = table.clients()[&CLIENT_IP].id;
     let old_port = send6(&mut h, CLIENT_IP, CLIENT_IP6, 40_000).unwrap();
+    assert_eq!(h.run(&from_client(L4::Udp { src: 40_000, dst: 53 }, b"ask")).action, TC_ACT_REDIRECT);
 
     // Pod a stays a client by its IPv4, now without IPv6 (dual-stack off
     // for it, or its address given to the newer pod b); b holds CLIENT_IP6.
@@ -94,6 +96,8 @@ fn an_ipv6_address_that_moves_to_another_pod_carries_nothing_over() {
     let b = table.clients()[&SECOND_CLIENT_IP].id;
     assert_eq!(h.datapath.maps.client6_ids().unwrap(), [(CLIENT_IP6, b)].into());
     assert!(h.flows6().is_empty(), "a's IPv6 bindings are forgotten");
+    assert_eq!(table.clients()[&CLIENT_IP].id, a, "a is the same client");
+    assert_eq!(h.flows().len(), 1, "a's IPv4 flow goes on");
     let late = h.run(&reply6(old_port));
     assert_eq!(late.action, TC_ACT_SHOT, "a's late reply does not reach b");
 

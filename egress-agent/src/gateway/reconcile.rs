@@ -87,13 +87,14 @@ impl ClientTable {
 
     pub fn apply(&mut self, maps: &mut DatapathMaps, desired: &ClientSnapshot) -> Result<()> {
         // Gone, or the address now belongs to another pod: either way the
-        // old holder's flows must not carry over to whoever has it now.
+        // old holder's flows must not carry over to whoever has it now. (A
+        // changed IPv6 address alone is the same pod's: below.)
         let gone: Vec<Ipv4Addr> = self
             .clients
             .iter()
             .filter(|(ip, client)| match desired.get(ip) {
                 None => true,
-                Some(identity) => !client.carried_over && identity != &client.identity,
+                Some(identity) => !client.carried_over && !identity.same_holder(&client.identity),
             })
             .map(|(ip, _)| *ip)
             .collect();
@@ -111,8 +112,10 @@ impl ClientTable {
             self.free_ids.push(client.id);
             tracing::info!(client = %ip, identity = %client.identity, flows, "client removed");
         }
-        // A carried-over client whose IPv6 address in CLIENTS6 is not the
-        // pod's: off first, before any client is given that address below.
+        // A client whose IPv6 address in CLIENTS6 is no longer its pod's
+        // (carried over from a previous agent, given to a newer pod, or
+        // edited in a pods file): off with its IPv6 flows, its IPv4 ones
+        // untouched, and first, before any client is given that address.
         for (ip, client) in self.clients.iter_mut() {
             let Some(old) = client.ipv6 else { continue };
             if desired.get(ip).is_some_and(|identity| identity.ipv6 != Some(old)) {
@@ -131,10 +134,11 @@ impl ClientTable {
                     }
                 }
                 if client.carried_over {
-                    client.identity = identity.clone();
                     client.carried_over = false;
                     tracing::info!(client = %ip, identity = %identity, "client carried over");
                 }
+                // The handover's record follows the IPv6 address.
+                client.identity = identity.clone();
                 continue;
             }
             let id = self.allocate_id()?;

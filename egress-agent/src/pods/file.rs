@@ -3,8 +3,9 @@
 //!
 //! Format: one IPv4 address a line, optionally followed by the client's
 //! IPv6 address (a dual-stack pod's) and a name, separated by whitespace;
-//! blank lines and `#` comments are ignored. A changed line is a new
-//! client: its flows start over.
+//! blank lines and `#` comments are ignored. A changed name is a new
+//! client (its flows start over); a changed IPv6 address moves only the
+//! IPv6 flows.
 use std::{
     path::PathBuf,
     sync::{atomic::Ordering, Arc},
@@ -33,7 +34,9 @@ impl FileSource {
 
 pub fn parse(text: &str) -> Result<ClientSnapshot> {
     let mut clients = ClientSnapshot::new();
-    let mut ipv6_lines: std::collections::BTreeMap<std::net::Ipv6Addr, usize> = Default::default();
+    // Which line's IPv4 address holds each IPv6 address.
+    let mut ipv6_owners: std::collections::BTreeMap<std::net::Ipv6Addr, (std::net::Ipv4Addr, usize)> =
+        Default::default();
     for (number, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
@@ -45,17 +48,24 @@ pub fn parse(text: &str) -> Result<ClientSnapshot> {
             bail!("line {}: {addr:?} is not an IPv4 address", number + 1);
         };
         let mut fields = fields.peekable();
-        let ipv6 = fields.next_if(|field| field.contains(':')).map(|field| match field.parse() {
-            Ok(ipv6) => Ok(ipv6),
-            Err(_) => Err(anyhow::anyhow!("line {}: {field:?} is not an IPv6 address", number + 1)),
-        });
-        let ipv6 = ipv6.transpose()?;
+        // A second word that is an IPv6 address is one; anything else
+        // begins the name (names may hold a colon).
+        let ipv6: Option<std::net::Ipv6Addr> = fields
+            .next_if(|field| field.parse::<std::net::Ipv6Addr>().is_ok())
+            .map(|field| field.parse().expect("parsed above"));
         if let Some(ipv6) = ipv6 {
-            if let Some(first) = ipv6_lines.insert(ipv6, number + 1) {
+            if !crate::netdev::is_global_unicast(&ipv6) {
                 bail!(
-                    "line {}: {ipv6} is line {first}'s already: give each client its own IPv6 address",
+                    "line {}: {ipv6} is not a pod's address (unspecified, loopback, link-local or multicast)",
                     number + 1
                 );
+            }
+            match ipv6_owners.insert(ipv6, (ip, number + 1)) {
+                Some((other, first)) if other != ip => bail!(
+                    "line {}: {ipv6} is line {first}'s already: give each client its own IPv6 address",
+                    number + 1
+                ),
+                _ => {}
             }
         }
         let name = fields.collect::<Vec<_>>().join(" ");
@@ -145,11 +155,16 @@ mod tests {
     }
 
     #[test]
-    fn rejects_a_bad_or_shared_ipv6_address_with_its_line() {
-        let err = parse("10.0.0.1 fd00::zz web\n").unwrap_err().to_string();
-        assert!(err.contains("line 1") && err.contains("not an IPv6 address"), "{err}");
+    fn rejects_a_shared_or_link_local_ipv6_address_with_its_line() {
+        let err = parse("10.0.0.1 fe80::1 web\n").unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("not a pod's address"), "{err}");
         let err = parse("10.0.0.1 fd00::1\n10.0.0.2 fd00::1\n").unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("line 1's"), "{err}");
+        // The same line twice is no conflict; a name with a colon is a name.
+        let s = parse("10.0.0.1 fd00::1 web\n10.0.0.1 fd00::1 web\n10.0.0.2 ns:job 7\n").unwrap();
+        assert_eq!(s.len(), 2);
+        let job = &s[&"10.0.0.2".parse().unwrap()];
+        assert_eq!((job.ipv6, job.name.as_str()), (None, "ns:job 7"));
     }
 
     #[test]

@@ -19,10 +19,10 @@ use std::{
 /// The complete set of clients at one moment, by address.
 pub type ClientSnapshot = BTreeMap<Ipv4Addr, ClientIdentity>;
 
-/// Who holds a client address, and its IPv6 address if it has one. A
-/// changed identity for an address means another pod now holds it (a
-/// pod's addresses do not change while it lives): the gateway forgets the
-/// old one's flows.
+/// Who holds a client address, and its IPv6 address if it has one. Another
+/// name or UID for an address means another pod now holds it: the gateway
+/// forgets the old one's flows. A changed IPv6 address alone (given to a
+/// newer pod, edited in a pods file) moves only the IPv6 flows.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientIdentity {
     /// `namespace/name` for Kubernetes; the name on its line for a file.
@@ -32,6 +32,14 @@ pub struct ClientIdentity {
     /// The pod's IPv6 address (a dual-stack pod's): it may send IPv6 as
     /// this address alone, through the tunnel of its IPv4.
     pub ipv6: Option<Ipv6Addr>,
+}
+
+impl ClientIdentity {
+    /// Whether `other` names the same pod: a changed IPv6 address alone
+    /// does not make another client (its IPv4 flows go on).
+    pub fn same_holder(&self, other: &ClientIdentity) -> bool {
+        self.name == other.name && self.uid == other.uid
+    }
 }
 
 impl std::fmt::Display for ClientIdentity {
