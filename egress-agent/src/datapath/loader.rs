@@ -114,7 +114,7 @@ impl Datapath {
         let ct6_size = carried_size(&previous_maps, names::CT6_ORIGINAL, ct6_wanted, |kept| {
             if kept < ct6_wanted {
                 tracing::warn!(
-                    "keeping the running datapath's IPv6 conntrack size {kept}, made when the gateway had no IPv6: IPv6 flows beyond it are refused until `egress-agent detach` and a restart"
+                    "keeping the running datapath's IPv6 conntrack size {kept} (the gateway had no IPv6 when it started, or --conntrack-size grew to {ct6_wanted}): IPv6 flows beyond it are refused until `egress-agent detach` and a restart"
                 )
             }
         });
