@@ -299,22 +299,26 @@ fn a_remote_s_packet_with_extension_headers_to_a_nat_port_is_dropped() {
             6,
             tcp_to(nat_port),
         ),
+        // More headers than are looked through, or one not known here
+        // (AH) behind one: it might be for a NAT port.
+        from_remote6_with(&[hop_by_hop(), hop_by_hop(), hop_by_hop(), hop_by_hop()], 17, udp_to(nat_port)),
+        from_remote6_with(&[hop_by_hop(), (51, vec![0, 1, 0, 0, 0, 0, 0, 0])], 17, udp_to(9_000)),
     ];
     for (i, packet) in dropped.iter().enumerate() {
         assert_eq!(h.run(packet).action, TC_ACT_SHOT, "packet {i}");
     }
-    assert_eq!(h.counter("drop_ipv6_ext_header"), 3);
+    assert_eq!(h.counter("drop_ipv6_ext_header"), 5);
     let own = [
         from_remote6_with(&[hop_by_hop()], 17, udp_to(9_000)),
         // A later fragment: no ports in it to tell.
         from_remote6_with(&[fragment(1)], 17, udp_to(nat_port)),
-        // More headers than are looked through.
-        from_remote6_with(&[hop_by_hop(), hop_by_hop(), hop_by_hop(), hop_by_hop()], 17, udp_to(nat_port)),
+        // ICMPv6 behind a header: no ports.
+        from_remote6_with(&[hop_by_hop()], 58, [128, 0, 0, 0, 0, 1, 0, 1]),
     ];
     for (i, packet) in own.iter().enumerate() {
         assert_eq!(h.run(packet).action, TC_ACT_UNSPEC, "left to the pod's stack: packet {i}");
     }
-    assert_eq!(h.counter("drop_ipv6_ext_header"), 3);
+    assert_eq!(h.counter("drop_ipv6_ext_header"), 5);
     assert_eq!(h.counter("forwarded_to_client"), 0);
 }
 

@@ -156,9 +156,14 @@ fn to_client(
     let (old_port, new_port) = (quote.nat_port_be, entry.client_port_be);
     // The quoted transport checksum, when the quote holds it: its
     // pseudo-header has the quoted source address, and it covers the port.
+    // Bounded by the error's own length, not the frame's (which may be
+    // padded past it).
     let quoted_csum_off = QUOTED_L4_OFF + l4_csum_off(quote.ip.next_header);
-    if quoted_csum_off + 2 <= ctx.len() as usize {
-        let before: u16 = ctx.load(quoted_csum_off).map_err(|_| Counter::DropMalformed)?;
+    let error_end = ICMP_OFF + outer.payload_len as usize;
+    let before: u16 = ctx.load(quoted_csum_off).unwrap_or(0);
+    // A zero UDP checksum means none (not in IPv6, and never ours): kept.
+    let no_udp_checksum = quote.ip.next_header == IPPROTO_UDP && before == 0;
+    if quoted_csum_off + 2 <= error_end && !no_udp_checksum {
         replace_in_sum(ctx, quoted_csum_off, 0, address_diff, 0)?;
         replace_in_sum(ctx, quoted_csum_off, old_port as u32, new_port as u32, 2)?;
         let after: u16 = ctx.load(quoted_csum_off).map_err(|_| Counter::DropMalformed)?;

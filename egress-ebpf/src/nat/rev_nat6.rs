@@ -90,7 +90,10 @@ const MAX_EXTENSION_HEADERS: usize = 4;
 /// yet: issue 14). To a NAT port, it is dropped: only a client's flow uses
 /// those, and the pod's stack would answer it with a reset or a port
 /// unreachable that ends the client's flow (IPv4's options, likewise).
-/// Anything else, and a later fragment (no ports to tell), is the pod's.
+/// So is one whose transport header cannot be found (more headers than
+/// are looked through, or one not known here, AH or ESP): it might be for
+/// a NAT port. ICMPv6, other ports, and a later fragment (no ports to
+/// tell) are the pod's.
 #[inline(always)]
 fn behind_extension_headers(ctx: &TcContext, cfg: &GatewayConfig, first: u8) -> Verdict {
     let mut next = first;
@@ -119,10 +122,11 @@ fn behind_extension_headers(ctx: &TcContext, cfg: &GatewayConfig, first: u8) -> 
                     Verdict::NOT_OURS
                 };
             }
-            _ => return Verdict::NOT_OURS,
+            IPPROTO_ICMPV6 => return Verdict::NOT_OURS,
+            _ => return Verdict::Drop(Counter::DropIpv6ExtHeader),
         }
     }
-    Verdict::NOT_OURS
+    Verdict::Drop(Counter::DropIpv6ExtHeader)
 }
 
 /// IPv6 routers never fragment: a reply the tunnel cannot carry whole is
