@@ -167,12 +167,7 @@ fn nat_ports_exhausted_for_one_destination_only() {
     // Endpoint-dependent: another remote port still has both NAT ports free.
     assert_eq!(h.run(&from_client(tcp_syn(1002, 81), b"")).action, TC_ACT_REDIRECT);
     // Counted for the destination that ran out, and only for it.
-    let exhausted: Vec<(String, u64)> = egress_agent::observe::exhaustion::totals(&h.datapath.maps)
-        .unwrap()
-        .iter()
-        .map(|(d, n)| (egress_agent::observe::exhaustion::describe(d), *n))
-        .collect();
-    assert_eq!(exhausted, vec![(format!("{REMOTE_IP}:80/tcp"), 2)]);
+    assert_eq!(h.exhausted(), vec![(format!("{REMOTE_IP}:80/tcp"), 2)]);
 }
 
 #[test]

@@ -150,12 +150,7 @@ fn a_destination_s_nat_ports_run_out_for_it_alone() {
     send(&mut h, tcp_syn(40_032, 444), b"");
     assert_eq!(h.flows6().len(), 3);
     // What the agent says of it (the warning line and the metric's label).
-    let exhausted: Vec<(String, u64)> = egress_agent::observe::exhaustion::totals(&h.datapath.maps)
-        .unwrap()
-        .iter()
-        .map(|(d, n)| (egress_agent::observe::exhaustion::describe(d), *n))
-        .collect();
-    assert_eq!(exhausted, vec![(format!("[{REMOTE_IP6}]:443/tcp"), 1)]);
+    assert_eq!(h.exhausted(), vec![(format!("[{REMOTE_IP6}]:443/tcp"), 1)]);
 }
 
 #[test]

@@ -131,6 +131,14 @@ impl Harness {
         self.datapath.maps.counter_totals().unwrap().into_iter().find(|(n, _)| *n == name).unwrap().1
     }
 
+    /// The destinations that ran out of NAT ports and the flows each cost,
+    /// as the agent's warning and metric name them.
+    pub fn exhausted(&self) -> Vec<(String, u64)> {
+        use egress_agent::observe::exhaustion;
+        let totals = exhaustion::totals(&self.datapath.maps).unwrap();
+        totals.iter().map(|(destination, dropped)| (exhaustion::describe(destination), *dropped)).collect()
+    }
+
     pub fn flows(&self) -> Vec<NatEntry> {
         egress_agent::datapath::conntrack::flows(&self.datapath.maps).unwrap()
     }
