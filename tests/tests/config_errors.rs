@@ -54,7 +54,10 @@ fn bad_configuration_is_refused_with_one_line() {
     let bad_pods = bad_pods.to_str().unwrap().to_string();
     let cases: &[(&[&str], &str)] = &[
         (&["--pods-file", &pods, "--exclude-cidr", "10.0.0.0/33"], "invalid CIDR \"10.0.0.0/33\""),
-        (&["--pods-file", &pods, "--exclude-cidr", "fd00::/8"], "invalid CIDR"),
+        (
+            &["--pods-file", &pods, "--exclude-cidr", "fd00::/129"],
+            "invalid CIDR \"fd00::/129\": prefix length must be 0-128",
+        ),
         (
             &["--pods-file", &pods, "--nat-ports", "60000-65000"],
             "overlaps this pod's ephemeral ports 64512-65535",
