@@ -138,11 +138,7 @@ impl DatapathMaps {
         }
     }
 
-    pub fn add_excluded(&mut self, addr: Ipv4Addr, prefix_len: u8) -> Result<()> {
-        let key = Key::new(prefix_len as u32, u32::from(addr).to_be());
-        self.excluded.insert(&key, 1, 0).with_context(|| format!("adding excluded CIDR {addr}/{prefix_len}"))
-    }
-
+    /// One more excluded IPv6 range beside those `set_excluded` made.
     pub fn add_excluded6(&mut self, addr: Ipv6Addr, prefix_len: u8) -> Result<()> {
         let key = Key::new(prefix_len as u32, addr.octets());
         self.excluded6.insert(&key, 1, 0).with_context(|| format!("adding excluded CIDR {addr}/{prefix_len}"))
