@@ -15,6 +15,16 @@ pub const IPV6_EXT_HOP_BY_HOP: u8 = 0;
 pub const IPV6_EXT_ROUTING: u8 = 43;
 pub const IPV6_EXT_FRAGMENT: u8 = 44;
 pub const IPV6_EXT_DESTINATION_OPTIONS: u8 = 60;
+/// Whether an IPv6 next-header value is one of the extension headers
+/// above, which stand between the fixed header and the transport header.
+#[inline(always)]
+pub fn is_ipv6_extension_header(next_header: u8) -> bool {
+    matches!(
+        next_header,
+        IPV6_EXT_HOP_BY_HOP | IPV6_EXT_ROUTING | IPV6_EXT_FRAGMENT | IPV6_EXT_DESTINATION_OPTIONS
+    )
+}
+
 /// The fragment header's length, and the mask of its offset (in 8-byte
 /// units, the upper 13 bits of its second 16-bit word): nonzero for every
 /// fragment but the first.

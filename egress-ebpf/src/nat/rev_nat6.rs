@@ -8,18 +8,18 @@
 //! ```
 //!
 //! ICMPv6 errors about a client's flow go to `icmp_error6`, in a program
-//! of its own (the main classifier picks it). Not
-//! translated yet (issue 14): replies too big for the tunnel, which are
-//! dropped as `drop_too_big_for_tunnel` until the gateway answers them
-//! with Packet Too Big.
+//! of its own (the main classifier picks it). Not translated yet (issue
+//! 14): replies too big for the tunnel, which are dropped as
+//! `drop_too_big_for_tunnel` until the gateway answers them with Packet
+//! Too Big.
 use aya_ebpf::programs::TcContext;
 use egress_common::{
     config::GatewayConfig,
     conntrack::{FlowTuple6, NatEntry6},
     counters::Counter,
     ip::{
-        IPPROTO_ICMPV6, IPV6_EXT_DESTINATION_OPTIONS, IPV6_EXT_FRAGMENT, IPV6_EXT_HOP_BY_HOP,
-        IPV6_EXT_ROUTING, IPV6_FRAGMENT_HLEN, IPV6_FRAGMENT_OFFSET_MASK,
+        is_ipv6_extension_header, IPPROTO_ICMPV6, IPV6_EXT_DESTINATION_OPTIONS, IPV6_EXT_FRAGMENT,
+        IPV6_EXT_HOP_BY_HOP, IPV6_EXT_ROUTING, IPV6_FRAGMENT_HLEN, IPV6_FRAGMENT_OFFSET_MASK,
     },
 };
 
@@ -42,10 +42,7 @@ const L4_OFF: usize = ETH_HLEN + IPV6_HLEN;
 #[inline(always)]
 pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
     let Some(ip) = Ipv6Header::load_whole(ctx, IP_OFF) else { return Verdict::NOT_OURS };
-    if matches!(
-        ip.next_header,
-        IPV6_EXT_HOP_BY_HOP | IPV6_EXT_ROUTING | IPV6_EXT_FRAGMENT | IPV6_EXT_DESTINATION_OPTIONS
-    ) {
+    if is_ipv6_extension_header(ip.next_header) {
         return behind_extension_headers(ctx, cfg, ip.next_header);
     }
     let Some(ports) = reply_ports(ctx, cfg, &ip) else { return Verdict::NOT_OURS };
@@ -83,7 +80,8 @@ fn reply_ports(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv6Header) -> Option<
 }
 
 /// Extension headers a remote's packet may carry before its transport
-/// header, looked through (more, and it stays the pod's).
+/// header, looked through (a longer chain is dropped: its transport
+/// header might be a NAT port's).
 const MAX_EXTENSION_HEADERS: usize = 4;
 
 /// A packet with extension headers (or a fragment) is not translated (not

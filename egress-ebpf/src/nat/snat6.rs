@@ -17,8 +17,8 @@ use egress_common::{
     counters::Counter,
     gro::UploadRoute,
     ip::{
-        is_icmpv6_error, is_martian_destination, is_martian_destination_v6, nat64_embedded_ipv4,
-        IPV6_EXT_DESTINATION_OPTIONS, IPV6_EXT_FRAGMENT, IPV6_EXT_HOP_BY_HOP, IPV6_EXT_ROUTING,
+        is_icmpv6_error, is_ipv6_extension_header, is_martian_destination, is_martian_destination_v6,
+        nat64_embedded_ipv4,
     },
 };
 
@@ -144,9 +144,7 @@ fn inner_packet(ctx: &TcContext) -> Result<Ipv6Header, Counter> {
     let ip = Ipv6Header::load_whole(ctx, INNER_IP_OFF).ok_or(Counter::DropMalformed)?;
     match ip.next_header {
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6 => Ok(ip),
-        IPV6_EXT_HOP_BY_HOP | IPV6_EXT_ROUTING | IPV6_EXT_FRAGMENT | IPV6_EXT_DESTINATION_OPTIONS => {
-            Err(Counter::DropIpv6ExtHeader)
-        }
+        header if is_ipv6_extension_header(header) => Err(Counter::DropIpv6ExtHeader),
         _ => Err(Counter::DropUnsupportedProtocol),
     }
 }
