@@ -12,7 +12,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use egress_common::conntrack::{NatEntry, NatEntry6};
+use egress_common::{
+    config::GatewayConfig,
+    conntrack::{NatEntry, NatEntry6},
+};
 
 use super::{
     conntrack::{record_swept, walk_originals, walk_replies, Family, FlowTally},
@@ -88,8 +91,9 @@ impl Sweeper {
     /// that family's pass over at the next interval (what went before it
     /// is still counted); the other family's slice is taken all the same.
     pub fn step(&mut self, maps: &mut DatapathMaps, now_ns: u64) -> Result<SweepStep> {
-        let ipv4 = self.ipv4.step(maps, now_ns);
-        let ipv6 = self.ipv6.step(maps, now_ns);
+        let cfg = maps.read_config()?;
+        let ipv4 = self.ipv4.step(maps, &cfg, now_ns);
+        let ipv6 = self.ipv6.step(maps, &cfg, now_ns);
         let (ipv4_removed, ipv4_ended) = ipv4?;
         let (ipv6_removed, ipv6_ended) = ipv6?;
         // Once each family has ended a pass, so that a tally never stands
@@ -119,10 +123,9 @@ impl<B: Family> FamilySweep<B> {
 
     /// One interval's slice of this family's table. Returns how many
     /// bindings went, and whether a pass over the original halves ended.
-    fn step(&mut self, maps: &mut DatapathMaps, now_ns: u64) -> Result<(usize, bool)> {
-        let cfg = maps.read_config()?;
-        let gateway = B::gateway(&cfg);
-        let doomed = |entry: &B| entry.is_expired(&cfg, now_ns);
+    fn step(&mut self, maps: &mut DatapathMaps, cfg: &GatewayConfig, now_ns: u64) -> Result<(usize, bool)> {
+        let gateway = B::gateway(cfg);
+        let doomed = |entry: &B| entry.is_expired(cfg, now_ns);
         let mut removed: BTreeMap<u32, u64> = BTreeMap::new();
         let mut pass_ended = false;
         let mut budget = self.slice;
