@@ -1,7 +1,8 @@
 //! The two directions of the NAT: `snat` (`snat6`) for what clients send,
 //! `rev_nat` (`rev_nat6`) for what remotes answer, and `icmp_error`
-//! (`icmp_error6`) for the errors routers send about a client's flow; `time_exceeded` is the gateway's own answer to a
-//! client's packet that expires here. `rewrite` is the header rewrite both
+//! (`icmp_error6`) for the errors routers send about a client's flow;
+//! `time_exceeded` is the gateway's own answer to a client's packet that
+//! expires here. `rewrite` is the header rewrite both
 //! directions share, `to_client` the tunnel tail of everything that goes
 //! back to a client. `fragments` remembers the flows of datagrams whose
 //! later fragments carry no ports; `frag_needed` answers a remote whose

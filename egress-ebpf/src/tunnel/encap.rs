@@ -65,10 +65,11 @@ pub fn fits_tunnel(ctx: &TcContext, cfg: &GatewayConfig) -> bool {
 }
 
 /// Makes room for the tunnel headers after the Ethernet header and writes
-/// them towards `target`: outer `gateway_ip:vxlan_port -> client_outer_ip:vxlan_port` (the
-/// source port is the one the worker sent to, so the node's Service
-/// conntrack sees the reply of the flow it DNATed), inner Ethernet from the
-/// tunnel gateway MAC to the worker's device MAC.
+/// them towards `target`: outer `gateway_ip:vxlan_port ->
+/// client_outer_ip:vxlan_port` (the source port is the one the worker sent
+/// to, so the node's Service conntrack sees the reply of the flow it
+/// DNATed), inner Ethernet from the tunnel gateway MAC to the worker's
+/// device MAC.
 ///
 /// BPF_F_ADJ_ROOM_FIXED_GSO: a GSO reply's segments are already sized by the
 /// client's MSS, which `join` derived from the tunnel MTU (eth0's - 50), so
