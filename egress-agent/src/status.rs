@@ -85,12 +85,10 @@ pub fn find_maps(ifindex: u32) -> Result<DatapathMaps> {
     let mut datapaths: Vec<(u32, Vec<(String, u32)>)> = Vec::new();
     for info in aya::programs::loaded_programs() {
         let Ok(info) = info else { continue };
-        if !matches!(
-            info.name_as_str(),
-            Some(
-                names::PROGRAM | names::IPV6_PROGRAM | names::IPV6_REPLY_PROGRAM | names::IPV6_ERROR_PROGRAM
-            )
-        ) {
+        let ours = info.name_as_str().is_some_and(|name| {
+            name == names::PROGRAM || names::IPV6_PROGRAM_SLOTS.iter().any(|(ipv6, _)| *ipv6 == name)
+        });
+        if !ours {
             continue;
         }
         let Ok(Some(map_ids)) = info.map_ids() else { continue };

@@ -92,12 +92,13 @@ fn destinations_never_natted_are_dropped_before_the_hop_limit() {
     let own = frame6_from(CLIENT_IP6, GATEWAY_IP6, 1, udp);
     assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &own), "drop_martian_destination");
     // An excluded range; a hop limit of 1 ends before the exclusion is
-    // looked at (the time-exceeded answer to come goes first, as IPv4's).
+    // looked at (the time-exceeded answer goes first, as IPv4's).
     h.datapath.maps.add_excluded6(v6("2001:db8:1::"), 48).unwrap();
     let excluded = v6("2001:db8:1::53");
     assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &to(excluded, udp)), "drop_excluded_destination");
     let expiring = frame6_from(CLIENT_IP6, excluded, 1, udp);
-    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &expiring), "drop_ipv6_not_translated");
+    assert_eq!(h.run(&tunnel(CLIENT_IP, VNI, &expiring)).action, TC_ACT_REDIRECT, "answered as a hop");
+    assert_eq!(h.counter("icmp_error_to_client"), 1);
     // The range the loader was given, as `--exclude-cidr fd00:96::/108`
     // gives it (the service range of a dual-stack cluster, say): its last
     // address excluded, the next one not.

@@ -331,23 +331,6 @@ fn a_gateway_without_ipv6_leaves_all_ipv6_to_its_stack() {
     assert_eq!(h.counter("drop_no_mapping"), 0);
 }
 
-#[test]
-fn a_reply_the_tunnel_cannot_carry_or_whose_hop_limit_ends_is_dropped() {
-    let mut h = Harness::default();
-    let nat_port = open6(&mut h, L4::Udp { src: 40_002, dst: 53 });
-    // 1500 bytes of IPv6 do not fit a 1500-byte link once tunnelled; IPv6
-    // is never fragmented on the way.
-    let too_big = from_remote6(L4::Udp { src: 53, dst: nat_port }, &[7; 1500 - 48]);
-    assert_eq!(h.run(&too_big).action, TC_ACT_SHOT);
-    assert_eq!(h.counter("drop_too_big_for_tunnel"), 1);
-    // 1450 do.
-    reply(&mut h, L4::Udp { src: 53, dst: nat_port }, &[7; 1450 - 48]);
-    let mut expiring = from_remote6(L4::Udp { src: 53, dst: nat_port }, b"x");
-    expiring[ETH_HLEN + 7] = 1;
-    assert_eq!(h.run(&expiring).action, TC_ACT_SHOT);
-    assert_eq!(h.counter("drop_ttl_exceeded"), 1);
-}
-
 fn v6(text: &str) -> std::net::Ipv6Addr {
     text.parse().unwrap()
 }

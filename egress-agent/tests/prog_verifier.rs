@@ -6,7 +6,8 @@ mod common;
 
 use common::Harness;
 use egress_common::maps::{
-    GRO_STAGE_PROGRAM, IPV6_ERROR_PROGRAM, IPV6_PROGRAM, IPV6_REPLY_PROGRAM, PROGRAM, RESEGMENT_PROGRAM,
+    GRO_STAGE_PROGRAM, IPV6_ERROR_PROGRAM, IPV6_PROGRAM, IPV6_REPLY_PROGRAM, IPV6_TOO_BIG_PROGRAM, PROGRAM,
+    RESEGMENT_PROGRAM,
 };
 
 /// Four fifths of the kernel's limit (BPF_COMPLEXITY_LIMIT_INSNS,
@@ -16,14 +17,20 @@ use egress_common::maps::{
 const BUDGET: u32 = 800_000;
 
 /// Every program the agent loads: the two that hold the IPv4 paths
-/// (`egress_resegmented` runs the same `classify`), the three IPv6 ones and the
+/// (`egress_resegmented` runs the same `classify`), the IPv6 ones and the
 /// GRO stage's.
 #[test]
 fn the_verifier_accepts_every_classifier_well_inside_its_limit() {
     let mut h = Harness::default();
-    for name in
-        [PROGRAM, RESEGMENT_PROGRAM, IPV6_PROGRAM, IPV6_REPLY_PROGRAM, IPV6_ERROR_PROGRAM, GRO_STAGE_PROGRAM]
-    {
+    for name in [
+        PROGRAM,
+        RESEGMENT_PROGRAM,
+        IPV6_PROGRAM,
+        IPV6_REPLY_PROGRAM,
+        IPV6_ERROR_PROGRAM,
+        IPV6_TOO_BIG_PROGRAM,
+        GRO_STAGE_PROGRAM,
+    ] {
         let program = h.datapath.classifier(name).unwrap();
         let info = program.info().unwrap_or_else(|e| panic!("reading {name}'s info: {e}"));
         let Some(walked) = info.verified_instruction_count() else {

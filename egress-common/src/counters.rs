@@ -117,12 +117,14 @@ counters! {
     /// The program has no configuration yet (or no IPv6 program to hand a
     /// client's IPv6 packet to).
     DropNotConfigured = 29 => "drop_not_configured",
-    /// TTL would reach zero when forwarded (a client's packet is answered
-    /// with time exceeded unless it is an ICMP error itself or the client's
-    /// answer rate is used up).
+    /// TTL (IPv6: hop limit) would reach zero when forwarded (a client's
+    /// packet is answered with time exceeded unless it is an ICMP error
+    /// itself, too big to quote whole, or the client's answer rate is used
+    /// up).
     DropTtlExceeded = 30 => "drop_ttl_exceeded",
     /// A reply that would exceed the interface MTU once encapsulated (not a
-    /// GSO packet, which is segmented to fit).
+    /// GSO packet, which is segmented to fit); answered to the remote with
+    /// fragmentation needed (IPv4, DF set) or Packet Too Big (IPv6).
     DropTooBigForTunnel = 31 => "drop_too_big_for_tunnel",
     /// A client's TCP RST for a flow the gateway does not know: it cannot
     /// open a connection, so it makes no binding (and holds no NAT port).
@@ -151,8 +153,8 @@ counters! {
     /// header: not translated.
     DropIpv6ExtHeader = 38 => "drop_ipv6_ext_header",
     /// A client's IPv6 packet of a kind IPv6 egress does not translate yet
-    /// (issue 14): an ICMPv6 error it sends, or a packet whose hop limit
-    /// ends at the gateway. Dropped here, never sent with another address.
+    /// (issue 14): an ICMPv6 error it sends. Dropped here, never sent with
+    /// another address.
     DropIpv6NotTranslated = 39 => "drop_ipv6_not_translated",
     /// A client's IPv6 packet while the gateway pod has no global IPv6
     /// address to translate it to (an IPv4-only gateway).
@@ -165,6 +167,10 @@ counters! {
     /// (169.254.42.1) answered by the program through the client's tunnel:
     /// the worker's proof that its path to this gateway works.
     ProbeAnswered = 49 => "probe_answered",
+    /// An IPv6 reply too big for the tunnel, answered to the remote with
+    /// ICMPv6 Packet Too Big (the tunnel's MTU) from the gateway's IPv6
+    /// address; the reply itself is counted in `drop_too_big_for_tunnel`.
+    IcmpTooBigToRemote = 50 => "icmp_too_big_to_remote",
 }
 
 /// Size of the counters array: room for growth without a layout change.

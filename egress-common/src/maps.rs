@@ -63,13 +63,15 @@ pub const FRAGMENTS: &str = "FRAGMENTS";
 /// `PerCpuArray<[u8; SPLIT_TAIL_MAX]>` with one slot: the second part of a
 /// reply being split, off the stack.
 pub const SPLIT_TAIL: &str = "SPLIT_TAIL";
-/// `ProgramArray` with two slots: [`IPV6_PROGRAM_SLOT`], the IPv6
-/// classifier the main one hands a client's inner IPv6 packet to (a tail
-/// call), and [`IPV6_REPLY_PROGRAM_SLOT`], the one it hands IPv6 packets
-/// for the gateway's IPv6 address to. IPv6 has programs of its own because
-/// the IPv4 paths already take most of what the verifier accepts in one
-/// (`prog_verifier`); two, because each program has 512 bytes of stack and
-/// the two directions together need more (608, measured). The
+/// `ProgramArray` with a slot for each IPv6 program
+/// ([`IPV6_PROGRAM_SLOTS`]): [`IPV6_PROGRAM_SLOT`], the IPv6 classifier
+/// the main one hands a client's inner IPv6 packet to (a tail call),
+/// [`IPV6_REPLY_PROGRAM_SLOT`], the one it hands IPv6 packets for the
+/// gateway's IPv6 address to, and two more that paths hand on to. IPv6 has
+/// programs of its own because the IPv4 paths already take most of what
+/// the verifier accepts in one (`prog_verifier`); several, because each
+/// program has 512 bytes of stack and the paths together need more (the
+/// two directions alone 608, measured). The
 /// agent fills it at load and holds it; it is never carried over (a new
 /// build brings its own program). The kernel empties a program array when
 /// its last descriptor closes: the state keeper holds one too from the
@@ -84,11 +86,14 @@ pub const IPV6_PROGRAM_SLOT: u32 = 0;
 pub const IPV6_REPLY_PROGRAM_SLOT: u32 = 1;
 /// The slot of [`IPV6_PROGRAMS`] that holds [`IPV6_ERROR_PROGRAM`].
 pub const IPV6_ERROR_PROGRAM_SLOT: u32 = 2;
+/// The slot of [`IPV6_PROGRAMS`] that holds [`IPV6_TOO_BIG_PROGRAM`].
+pub const IPV6_TOO_BIG_PROGRAM_SLOT: u32 = 3;
 /// Every IPv6 program and its slot of [`IPV6_PROGRAMS`].
-pub const IPV6_PROGRAM_SLOTS: [(&str, u32); 3] = [
+pub const IPV6_PROGRAM_SLOTS: [(&str, u32); 4] = [
     (IPV6_PROGRAM, IPV6_PROGRAM_SLOT),
     (IPV6_REPLY_PROGRAM, IPV6_REPLY_PROGRAM_SLOT),
     (IPV6_ERROR_PROGRAM, IPV6_ERROR_PROGRAM_SLOT),
+    (IPV6_TOO_BIG_PROGRAM, IPV6_TOO_BIG_PROGRAM_SLOT),
 ];
 
 /// `PerCpuArray<u64>` indexed by [`crate::counters::Counter`].
@@ -107,6 +112,14 @@ pub const IPV6_REPLY_PROGRAM: &str = "egress_remote6";
 /// of its own, as the two paths together need more than BPF's 512 bytes
 /// of stack.
 pub const IPV6_ERROR_PROGRAM: &str = "egress_icmp6_error";
+/// The classifier that answers an IPv6 reply too big for the tunnel with
+/// Packet Too Big, handed it by [`IPV6_REPLY_PROGRAM`] (whose stack the
+/// answer does not fit), with the flow's client id in the packet's
+/// `cb[0]` (`IPV6_TOO_BIG_CLIENT_CB`).
+pub const IPV6_TOO_BIG_PROGRAM: &str = "egress_too_big6";
+/// Which word of the packet's control block (`__sk_buff.cb`, kept across
+/// a tail call) carries the client id to [`IPV6_TOO_BIG_PROGRAM`].
+pub const IPV6_TOO_BIG_CLIENT_CB: usize = 0;
 /// The classifier on the GRO stage's receiving end (`crate::gro`).
 pub const GRO_STAGE_PROGRAM: &str = "egress_gro_stage";
 /// The classifier on the GRO stage's sending end, which takes back the

@@ -8,17 +8,18 @@
 //! for a tunnel packet once the main one has checked the outer headers,
 //! the VNI and that the outer source is a labeled pod; `egress_remote6`
 //! for an IPv6 packet to the gateway's IPv6 address; `egress_icmp6_error`
-//! for an ICMPv6 error to it (`nat::icmp_error6`). The IPv4 paths
+//! for an ICMPv6 error to it (`nat::icmp_error6`); `egress_too_big6` for
+//! a reply too big for the tunnel (`nat::too_big6`). The IPv4 paths
 //! already take most of what the verifier accepts in one program
 //! (`egress-agent/tests/prog_verifier.rs`), and the two IPv6 directions
 //! together more stack than one program has (`egress_common::maps::IPV6_PROGRAMS`).
 use aya_ebpf::programs::TcContext;
-use egress_common::{counters::Counter, ip::IPPROTO_ICMPV6};
+use egress_common::{counters::Counter, ip::IPPROTO_ICMPV6, maps::IPV6_TOO_BIG_CLIENT_CB};
 
 use crate::{
     headers::{Ipv6Header, ETH_HLEN},
     maps,
-    nat::{icmp_error6, rev_nat6, snat6},
+    nat::{icmp_error6, rev_nat6, snat6, too_big6},
     verdict::Verdict,
 };
 
@@ -38,6 +39,24 @@ pub fn from_remote(ctx: &TcContext) -> Verdict {
         return Verdict::Drop(Counter::DropNotConfigured);
     };
     rev_nat6::from_remote(ctx, cfg)
+}
+
+/// `egress_too_big6`: a reply of client `cb[IPV6_TOO_BIG_CLIENT_CB]`'s
+/// flow that `egress_remote6` found too big for the tunnel.
+#[inline(always)]
+pub fn too_big(ctx: &TcContext) -> Verdict {
+    let Some(cfg) = maps::config() else {
+        return Verdict::Drop(Counter::DropNotConfigured);
+    };
+    let Some(ip) = Ipv6Header::load_whole(ctx, ETH_HLEN) else {
+        return Verdict::Drop(Counter::DropMalformed);
+    };
+    // SAFETY: the context's socket buffer, valid for the program's run.
+    let client_id = unsafe { (*ctx.skb.skb).cb[IPV6_TOO_BIG_CLIENT_CB] };
+    match too_big6::answer(ctx, cfg, &ip, client_id) {
+        Ok(()) => Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::IcmpTooBigToRemote },
+        Err(reason) => Verdict::Drop(reason),
+    }
 }
 
 /// `egress_icmp6_error`: an ICMPv6 error for the gateway's IPv6 address,

@@ -82,6 +82,14 @@ pub fn egress_icmp6_error(ctx: TcContext) -> i32 {
     verdict::apply(verdict, &ctx)
 }
 
+/// An IPv6 reply too big for the tunnel, to be answered with Packet Too
+/// Big: reached only by `egress_remote6`'s tail call.
+#[classifier]
+pub fn egress_too_big6(ctx: TcContext) -> i32 {
+    let verdict = ipv6::too_big(&ctx);
+    verdict::apply(verdict, &ctx)
+}
+
 /// On the resegmentation pair's receiving end (the GRO stage's sending
 /// end): the segments of a reply `egress_gateway` could not encapsulate
 /// whole, a reply to be sent in two fragments, and the first of those two

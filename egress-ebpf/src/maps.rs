@@ -18,7 +18,8 @@ use egress_common::{
     fragments::{FragmentFlow, FragmentKey, FIRST_FRAGMENTS, FRAGMENTS_MAX, SPLIT_TAIL_MAX},
     maps::{
         ClientInfo, ClientRefusals, ClientTraffic, NatDestination, NatDestination6, CLIENTS_MAX,
-        CLIENT_ID_MAX, CT_MAX_DEFAULT, CT_RECENT_SLOTS, EXCLUDED_DESTINATIONS_MAX, NAT_EXHAUSTED_MAX,
+        CLIENT_ID_MAX, CT_MAX_DEFAULT, CT_RECENT_SLOTS, EXCLUDED_DESTINATIONS_MAX, IPV6_PROGRAM_SLOTS,
+        NAT_EXHAUSTED_MAX,
     },
 };
 
@@ -110,7 +111,7 @@ pub static FRAGMENT_ALLOWANCE: Array<u64> = Array::with_max_entries(CLIENT_ID_MA
 
 /// `egress_common::maps::IPV6_PROGRAMS`.
 #[map]
-pub static IPV6_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(3, 0);
+pub static IPV6_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(IPV6_PROGRAM_SLOTS.len() as u32, 0);
 
 /// Hands the packet to the IPv6 program in `slot`; returns only if the
 /// slot is empty. aya's `ProgramArray::tail_call` is left to the compiler to

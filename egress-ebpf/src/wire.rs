@@ -1,9 +1,10 @@
 //! Headers the datapath writes itself, exactly as on the wire.
 use aya_ebpf::helpers::bpf_get_prandom_u32;
+use egress_common::checksum::pseudo_header_sum_v6;
 
 use crate::{
     csum,
-    headers::{ICMP_HLEN, IPPROTO_ICMP, IPV4_HLEN},
+    headers::{ICMP_HLEN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPV4_HLEN, IPV6_HLEN},
 };
 
 /// An option-less IPv4 header as written on the wire (no fragment bits),
@@ -116,3 +117,61 @@ impl IcmpAnswer {
 const ICMP_ANSWER_TTL: u8 = 64;
 /// IPTOS_PREC_INTERNETCONTROL: the precedence Linux gives its ICMP errors.
 const ICMP_ANSWER_TOS: u8 = 0xc0;
+
+/// IPv6's minimum link MTU (RFC 8200 5): every IPv6 path carries this much.
+pub const IPV6_MIN_MTU: usize = 1280;
+/// The most of a packet the gateway's own ICMPv6 errors quote: as much as
+/// keeps the error within IPv6's minimum MTU (RFC 4443 2.4 (c)).
+pub const ICMP6_ANSWER_MAX_QUOTE: usize = IPV6_MIN_MTU - ICMP6_ANSWER_HLEN;
+/// What such an error puts in front of the packet it quotes.
+pub const ICMP6_ANSWER_HLEN: usize = IPV6_HLEN + ICMP_HLEN;
+
+/// The IPv6 and ICMPv6 headers of an ICMPv6 error of the gateway's own
+/// (time exceeded to a client, Packet Too Big to a remote), as Linux
+/// writes its: traffic class 0, no flow label, hop limit 64.
+#[repr(C, packed)]
+pub struct Icmp6Answer {
+    version_class_flow_be: u32,
+    payload_len_be: u16,
+    next_header: u8,
+    hop_limit: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+    icmp_type: u8,
+    icmp_code: u8,
+    icmp_csum_be: u16,
+    /// The type's second header word (zero, or Packet Too Big's MTU).
+    rest_be: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Icmp6Answer>() == ICMP6_ANSWER_HLEN);
+
+impl Icmp6Answer {
+    /// The error from `src` to `dst` quoting `quote_len` bytes whose
+    /// unfolded sum is `quote_sum` (`csum::quote_sum`), checksum included:
+    /// ICMPv6's covers the pseudo-header too (RFC 4443 2.3).
+    #[inline(always)]
+    pub fn new(
+        (icmp_type, icmp_code, rest): (u8, u8, u32),
+        quote_len: usize,
+        quote_sum: u32,
+        src: &[u8; 16],
+        dst: &[u8; 16],
+    ) -> Icmp6Answer {
+        let icmp_len = (ICMP_HLEN + quote_len) as u32;
+        let header_sum = (((icmp_type as u32) << 8) | icmp_code as u32) + (rest >> 16) + (rest & 0xffff);
+        let sum = pseudo_header_sum_v6(*src, *dst, IPPROTO_ICMPV6, icmp_len) + header_sum + quote_sum;
+        Icmp6Answer {
+            version_class_flow_be: (6u32 << 28).to_be(),
+            payload_len_be: (icmp_len as u16).to_be(),
+            next_header: IPPROTO_ICMPV6,
+            hop_limit: ICMP_ANSWER_TTL,
+            src: *src,
+            dst: *dst,
+            icmp_type,
+            icmp_code,
+            icmp_csum_be: csum::fold(sum).to_be(),
+            rest_be: rest.to_be(),
+        }
+    }
+}

@@ -8,10 +8,8 @@
 //! ```
 //!
 //! ICMPv6 errors about a client's flow go to `icmp_error6`, in a program
-//! of its own (the main classifier picks it). Not translated yet (issue
-//! 14): replies too big for the tunnel, which are dropped as
-//! `drop_too_big_for_tunnel` until the gateway answers them with Packet
-//! Too Big.
+//! of its own (the main classifier picks it). A reply too big for the
+//! tunnel is answered to its remote with Packet Too Big (`too_big6`).
 use aya_ebpf::programs::TcContext;
 use egress_common::{
     config::GatewayConfig,
@@ -21,6 +19,7 @@ use egress_common::{
         is_ipv6_extension_header, IPPROTO_ICMPV6, IPV6_EXT_DESTINATION_OPTIONS, IPV6_EXT_FRAGMENT,
         IPV6_EXT_HOP_BY_HOP, IPV6_EXT_ROUTING, IPV6_FRAGMENT_HLEN, IPV6_FRAGMENT_OFFSET_MASK,
     },
+    maps::{IPV6_TOO_BIG_CLIENT_CB, IPV6_TOO_BIG_PROGRAM_SLOT},
 };
 
 use crate::{
@@ -57,8 +56,19 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
             Verdict::Drop(Counter::DropNoMapping)
         };
     };
-    let sent = check_size(ctx, cfg, &ip)
-        .and_then(|()| live_reply(cfg, &tuple, ip.next_header, ports.flags_or_type, &binding, &entry, now))
+    // IPv6 routers never fragment: what the tunnel cannot carry whole is
+    // answered with Packet Too Big, in a program of its own (the answer
+    // does not fit this one's stack), which the client id is handed to.
+    if !fits_tunnel(ctx, cfg) {
+        // SAFETY: the context's socket buffer, valid for the program's run.
+        unsafe { (*ctx.skb.skb).cb[IPV6_TOO_BIG_CLIENT_CB] = entry.client_id };
+        return Verdict::ToIpv6Program { slot: IPV6_TOO_BIG_PROGRAM_SLOT };
+    }
+    // A reply whose hop limit ends here goes no further.
+    if ip.hop_limit <= 1 {
+        return Verdict::Drop(Counter::DropTtlExceeded);
+    }
+    let sent = live_reply(cfg, &tuple, ip.next_header, ports.flags_or_type, &binding, &entry, now)
         .and_then(|()| to_client(ctx, cfg, &ip, &ports, &entry));
     match sent {
         Ok(()) => Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToClient },
@@ -125,20 +135,6 @@ fn behind_extension_headers(ctx: &TcContext, cfg: &GatewayConfig, first: u8) -> 
         }
     }
     Verdict::Drop(Counter::DropIpv6ExtHeader)
-}
-
-/// IPv6 routers never fragment: a reply the tunnel cannot carry whole is
-/// dropped (until the gateway answers it with Packet Too Big). A reply
-/// whose hop limit ends here goes no further.
-#[inline(always)]
-fn check_size(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv6Header) -> Result<(), Counter> {
-    if !fits_tunnel(ctx, cfg) {
-        return Err(Counter::DropTooBigForTunnel);
-    }
-    if ip.hop_limit <= 1 {
-        return Err(Counter::DropTtlExceeded);
-    }
-    Ok(())
 }
 
 /// Translates the reply of `entry`'s flow in place and tunnels it to the

@@ -8,8 +8,9 @@
 //! out: [eth, 0x86DD][IPv6 gateway → remote, hop limit - 1][L4, NAT port]
 //! ```
 //!
-//! Not translated yet, each dropped and counted: a client's ICMPv6 errors
-//! and packets whose hop limit ends here (`drop_ipv6_not_translated`).
+//! A packet whose hop limit ends here is answered with time exceeded
+//! (`time_exceeded6`). Not translated yet, dropped and counted: a client's
+//! ICMPv6 errors (`drop_ipv6_not_translated`).
 use aya_ebpf::{helpers::bpf_skb_load_bytes, maps::lpm_trie::Key, programs::TcContext, EbpfContext};
 use egress_common::{
     config::GatewayConfig,
@@ -34,6 +35,7 @@ use crate::{
     nat::{
         rewrite::{nat_v6_rewrite_headers, End},
         snat::live_original,
+        time_exceeded6,
     },
     tunnel::decap::{merge_ecn6, strip_tunnel6, INNER_ETH_OFF, INNER_IP_OFF},
     verdict::Verdict,
@@ -52,14 +54,15 @@ struct Sender {
 #[inline(always)]
 pub fn from_client(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
     match snat_v6_process(ctx, cfg) {
-        Ok(()) => Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToRemote },
+        Ok(counter) => Verdict::Redirect { ifindex: cfg.ifindex, counter },
         Err(reason) => Verdict::Drop(reason),
     }
 }
 
-/// Translates the packet in place.
+/// Translates the packet in place, or turns it into the gateway's answer
+/// to the client; returns what the packet sent out counts as.
 #[inline(always)]
-fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<(), Counter> {
+fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Counter, Counter> {
     let sender = sender(ctx)?;
     let ip = inner_packet(ctx)?;
     if !cfg.has_ipv6() {
@@ -78,7 +81,8 @@ fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<(), Counter> 
         return Err(Counter::DropMartianDestination);
     }
     if ip.hop_limit <= 1 {
-        return Err(Counter::DropIpv6NotTranslated);
+        time_exceeded6::answer(ctx, cfg, sender.outer_ip_be, &ip, sender.client_id)?;
+        return Ok(Counter::IcmpErrorToClient);
     }
     if EXCLUDED_DSTS6.get(Key::new(128, ip.dst)).is_some()
         || nat64_ipv4.is_some_and(|ipv4_be| EXCLUDED_DSTS.get(Key::new(32, ipv4_be)).is_some())
@@ -125,7 +129,7 @@ fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<(), Counter> 
     let segments = wire_segments(ctx);
     strip_tunnel6(ctx)?;
     account(sender.client_id, Direction::ToRemote, segments, (ctx.len() - ETH_HLEN as u32) as u64);
-    Ok(())
+    Ok(Counter::ForwardedToRemote)
 }
 
 /// The outer source, which the main program checked is a labeled pod's
