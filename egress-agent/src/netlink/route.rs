@@ -12,6 +12,7 @@ const RTM_GETROUTE: u16 = 26;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
+const RTA_PRIORITY: u16 = 6;
 const RTA_PREFSRC: u16 = 7;
 const RTA_TABLE: u16 = 15;
 
@@ -39,6 +40,9 @@ pub struct Route {
     /// The source address for packets this route sends.
     pub source: Option<IpAddr>,
     pub unreachable: bool,
+    /// Of two routes to the same destination the lower metric wins; None is
+    /// the kernel's default (IPv4 0, IPv6 1024).
+    pub metric: Option<u32>,
 }
 
 impl Route {
@@ -52,6 +56,7 @@ impl Route {
             onlink: false,
             source: None,
             unreachable: false,
+            metric: None,
         }
     }
 
@@ -65,6 +70,7 @@ impl Route {
             onlink: false,
             source: None,
             unreachable: true,
+            metric: None,
         }
     }
 
@@ -75,6 +81,11 @@ impl Route {
 
     pub fn with_source(mut self, source: IpAddr) -> Route {
         self.source = Some(source);
+        self
+    }
+
+    pub fn with_metric(mut self, metric: u32) -> Route {
+        self.metric = Some(metric);
         self
     }
 }
@@ -90,6 +101,9 @@ impl std::fmt::Display for Route {
         }
         if let Some(device) = self.device {
             write!(f, " dev {}", super::link::name(device))?;
+        }
+        if let Some(metric) = self.metric {
+            write!(f, " metric {metric}")?;
         }
         Ok(())
     }
@@ -120,7 +134,9 @@ pub fn list(netlink: &Netlink, ipv6: bool) -> Result<Vec<Route>> {
 }
 
 /// `struct rtmsg` and its attributes. A deletion names the route by its
-/// destination, type and device alone (scope "nowhere" matches any).
+/// destination, type, device and metric alone (scope "nowhere" matches
+/// any; without a metric, an IPv6 deletion takes the first route to the
+/// destination, whatever its metric).
 fn encode(route: &Route, deleting: bool) -> Vec<u8> {
     let family = if route.destination.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET } as u8;
     let kind = if route.unreachable { RTN_UNREACHABLE } else { RTN_UNICAST };
@@ -140,6 +156,9 @@ fn encode(route: &Route, deleting: bool) -> Vec<u8> {
     if let Some(source) = route.source {
         msg.extend_from_slice(&attribute(RTA_PREFSRC, &octets(source)));
     }
+    if let Some(metric) = route.metric {
+        msg.extend_from_slice(&attribute(RTA_PRIORITY, &metric.to_ne_bytes()));
+    }
     msg
 }
 
@@ -156,6 +175,7 @@ fn parse(payload: &[u8]) -> Option<Route> {
         onlink: u32_value(&header[8..12]).is_some_and(|f| f & RTNH_F_ONLINK != 0),
         source: None,
         unreachable: header[7] == RTN_UNREACHABLE,
+        metric: None,
     };
     for (kind, value) in attributes(&payload[RTMSG_LEN..]) {
         match kind {
@@ -163,6 +183,7 @@ fn parse(payload: &[u8]) -> Option<Route> {
             RTA_GATEWAY => route.gateway = address(value),
             RTA_PREFSRC => route.source = address(value),
             RTA_OIF => route.device = u32_value(value),
+            RTA_PRIORITY => route.metric = u32_value(value),
             RTA_TABLE => table = u32_value(value).unwrap_or(table),
             _ => {}
         }
@@ -201,6 +222,11 @@ mod tests {
         assert_eq!(parse(&encode(&default, false)), Some(default));
         let half = Route::unreachable("8000::".parse().unwrap(), 1);
         assert_eq!(parse(&encode(&half, false)), Some(half));
+        let floor = Route::unreachable("::".parse().unwrap(), 1).with_metric(4096);
+        assert_eq!(parse(&encode(&floor, false)), Some(floor));
+        let tunnel = Route::via("8000::".parse().unwrap(), 1, "fe80::42:1".parse().unwrap(), 9)
+            .with_source("fd00:10:244:1::11".parse().unwrap());
+        assert_eq!(parse(&encode(&tunnel, false)), Some(tunnel));
     }
 
     #[test]
