@@ -2,7 +2,7 @@
 //! contract: scripts and manifests rely on them.
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use egress_common::config::*;
 
 /// Where the agent serves the flow list, and where `status` asks for it.
@@ -158,10 +158,16 @@ pub struct JoinArgs {
     #[arg(long)]
     pub gateway: String,
     /// Destinations that stay on eth0 (pod and service CIDRs, IPv4 or IPv6;
-    /// repeatable). Other IPv6 destinations are made unreachable: the
-    /// tunnel carries IPv4.
+    /// repeatable). Other IPv6 destinations go where --ipv6 says.
     #[arg(long = "cluster-cidr", value_name = "CIDR")]
     pub cluster_cidrs: Vec<String>,
+    /// A labeled pod's external IPv6 (a dual-stack pod's): unreachable
+    /// (fails at once), or routed into the tunnel like its IPv4, to leave
+    /// from the gateway's IPv6 address. Route it only to a gateway that has
+    /// one: a gateway without drops it (drop_ipv6_disabled) and the pod's
+    /// connections hang instead of failing.
+    #[arg(long, value_enum, default_value_t = Ipv6Egress::Unreachable)]
+    pub ipv6: Ipv6Egress,
     #[arg(long, default_value_t = DEFAULT_VNI)]
     pub vni: u32,
     #[arg(long, default_value_t = DEFAULT_VXLAN_PORT)]
@@ -196,6 +202,15 @@ pub struct JoinArgs {
     /// moves to another when it stops answering (needs NET_RAW).
     #[arg(long, value_name = "NAME")]
     pub replicas: Option<String>,
+}
+
+/// What `join` does with a labeled pod's external IPv6 (`--ipv6`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Ipv6Egress {
+    /// Unreachable: sending fails at once (ENETUNREACH).
+    Unreachable,
+    /// Into the tunnel, through the gateway's IPv6 address.
+    Route,
 }
 
 #[derive(Args, Clone, Debug)]

@@ -6,11 +6,14 @@
 //! traffic goes nowhere rather than out of the node with the node's
 //! address. Idempotent.
 //!
-//! The tunnel carries IPv4. So that a labeled pod with IPv6 (a dual-stack
-//! cluster) is fail-closed too, its external IPv6 is made unreachable at
-//! once (two unreachable /1 routes, which win over any default route, one
-//! learned from router advertisements included); its cluster IPv6 ranges
-//! (`--cluster-cidr` takes them too) stay on eth0. Leaving removes them.
+//! IPv6 (a dual-stack pod): its cluster IPv6 ranges (`--cluster-cidr`
+//! takes them too) stay on eth0, and its external IPv6 goes where `--ipv6`
+//! says, in two /1 routes, which win over any default route, one learned
+//! from router advertisements included. `unreachable` (the default) fails
+//! at once; `route` sends it into the tunnel like IPv4 (the tunnel itself
+//! stays IPv4), for a gateway that has an IPv6 address to send it from.
+//! Either way the pod's own IPv6 default route is never touched: leaving
+//! removes our /1 routes and nothing else.
 //!
 //! With `--labels-file` (the pod's labels through the Downward API) the
 //! label decides: a pod that does not match `--selector` leaves instead,
@@ -42,7 +45,7 @@ use anyhow::{bail, Context, Result};
 use egress_common::config::{TUNNEL_GATEWAY_IP, TUNNEL_GATEWAY_MAC, TUNNEL_OVERHEAD};
 
 use crate::{
-    cli::JoinArgs,
+    cli::{Ipv6Egress, JoinArgs},
     netdev::{self, Cidrs},
     netlink::{
         link::{self, VxlanSpec},
@@ -99,6 +102,11 @@ pub fn run(args: JoinArgs) -> Result<()> {
     let choices = GatewayChoices::parse(&args)?;
     if args.replicas.is_some() && !args.follow {
         bail!("--replicas is for the --follow sidecar (it probes and moves the tunnel while the pod runs); drop it from the one-shot join");
+    }
+    // `connections` counts and aborts IPv4 sockets only: the sidecar would
+    // move an "idle" tunnel under live IPv6 connections and break them.
+    if args.replicas.is_some() && args.ipv6 == Ipv6Egress::Route {
+        bail!("--ipv6 route does not go with --replicas yet (moving between replicas would break the pod's IPv6 connections); use --ipv6 unreachable or drop --replicas");
     }
     if !args.follow {
         return apply(&args, &decide(&args, &choices)?);
@@ -284,15 +292,17 @@ fn join(args: &JoinArgs, gateway: &str) -> Result<()> {
     let eth = &args.interface;
     let eth_link = netdev::Interface::lookup(eth)?;
     let pod_ip = eth_link.ipv4;
+    let ipv6 = plan_ipv6(args, &eth_link)?;
     let netlink = Netlink::route()?;
     let eth_mtu = eth_link.mtu;
     let node_gateway = node_gateway(&netlink, &eth_link)?;
 
     let device = ensure_vxlan_device(&netlink, args, gateway, &eth_link, steered)?;
+    prepare_device_for_ipv6(&netlink, device, &ipv6)?;
     link::set(&netlink, device, Some(eth_mtu - TUNNEL_OVERHEAD as u32), true)
         .with_context(|| format!("bringing {} up", args.device))?;
     let next_hop = Ipv4Addr::from(TUNNEL_GATEWAY_IP);
-    neighbour::replace_permanent(&netlink, device, next_hop, TUNNEL_GATEWAY_MAC)?;
+    neighbour::replace_permanent(&netlink, device, next_hop.into(), TUNNEL_GATEWAY_MAC)?;
     warn_if_reverse_path_filtering(&args.device);
 
     // The tunnel's own outer packets, and the cluster, stay on eth0.
@@ -313,18 +323,119 @@ fn join(args: &JoinArgs, gateway: &str) -> Result<()> {
         args.vxlan_port,
         cluster_cidrs.len()
     );
-    if ipv6_enabled(eth) {
-        close_external_ipv6(&netlink, &eth_link, &cluster_cidrs_v6)?;
+    match ipv6 {
+        Ipv6Plan::Off => {}
+        Ipv6Plan::Unreachable(why) => {
+            keep_cluster_ipv6(&netlink, &eth_link, &cluster_cidrs_v6)?;
+            close_external_ipv6(&netlink)?;
+            println!(
+                "IPv6: external traffic of this pod is unreachable ({why}); {} IPv6 cluster CIDRs stay on {eth}",
+                cluster_cidrs_v6.len()
+            );
+        }
+        Ipv6Plan::Route(pod_ip6) => {
+            keep_cluster_ipv6(&netlink, &eth_link, &cluster_cidrs_v6)?;
+            if let Err(err) = route_external_ipv6(&netlink, &args.device, device, pod_ip6) {
+                // Fail closed: whatever did not work, IPv6 does not go
+                // out directly (the --follow sidecar retries).
+                close_external_ipv6(&netlink)?;
+                return Err(err);
+            }
+            println!(
+                "IPv6: external traffic of {pod_ip6} goes through {} too (--ipv6 route: the gateway must have an IPv6 address); {} IPv6 cluster CIDRs stay on {eth}",
+                args.device,
+                cluster_cidrs_v6.len()
+            );
+        }
     }
     Ok(())
 }
 
+/// What `join` does with the pod's IPv6, decided before anything changes.
+#[derive(Debug, PartialEq, Eq)]
+enum Ipv6Plan {
+    /// The pod runs no IPv6 on eth0.
+    Off,
+    /// Unreachable, and why.
+    Unreachable(&'static str),
+    /// Through the tunnel, leaving as this address (eth0's).
+    Route(Ipv6Addr),
+}
+
+fn plan_ipv6(args: &JoinArgs, eth: &netdev::Interface) -> Result<Ipv6Plan> {
+    if !ipv6_enabled(&eth.name) {
+        return Ok(Ipv6Plan::Off);
+    }
+    let pod_ip6 = match (args.ipv6, eth.ipv6) {
+        (Ipv6Egress::Unreachable, _) => return Ok(Ipv6Plan::Unreachable("--ipv6 unreachable")),
+        // Link-local only (an IPv4 cluster whose pods run IPv6): there is
+        // no address to leave as, and none the gateway could list.
+        (Ipv6Egress::Route, None) => {
+            return Ok(Ipv6Plan::Unreachable("the pod has no global IPv6 address to route from"))
+        }
+        (Ipv6Egress::Route, Some(address)) => address,
+    };
+    // On a link below IPv6's minimum MTU the kernel takes IPv6 off the
+    // link, and the routes through it with it.
+    let tunnel_mtu = eth.mtu.saturating_sub(TUNNEL_OVERHEAD as u32);
+    if tunnel_mtu < IPV6_MIN_MTU {
+        bail!(
+            "--ipv6 route: {}'s MTU {} leaves the tunnel {tunnel_mtu}, below IPv6's minimum of {IPV6_MIN_MTU}; use --ipv6 unreachable",
+            eth.name,
+            eth.mtu
+        );
+    }
+    Ok(Ipv6Plan::Route(pod_ip6))
+}
+
+/// Before the device comes up, in a pod that runs IPv6: no IPv6 address
+/// of its own. Its link-local one would send duplicate address detection,
+/// router solicitations and MLD reports into the tunnel, which the gateway
+/// counts as drops; the next hop's neighbour entry is static and the pod's
+/// address is on eth0.
+fn prepare_device_for_ipv6(netlink: &Netlink, device: u32, plan: &Ipv6Plan) -> Result<()> {
+    match plan {
+        Ipv6Plan::Off => Ok(()),
+        _ => link::set_no_ipv6_address(netlink, device),
+    }
+}
+
+/// IPv6 on the tunnel device: the kernel neither routes through nor
+/// receives on a link with `disable_ipv6`, and a new link takes
+/// `net.ipv6.conf.default.disable_ipv6`. /proc/sys is read-only in most
+/// containers: then say which setting would do.
+fn enable_ipv6_on(device: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{device}/disable_ipv6");
+    let value = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    if value.trim() == "0" {
+        return Ok(());
+    }
+    std::fs::write(&path, "0").with_context(|| {
+        format!(
+            "--ipv6 route: IPv6 is off on {device} (net.ipv6.conf.default.disable_ipv6=1 in this pod) and {path} is read-only here; set net.ipv6.conf.default.disable_ipv6=0 in the pod's securityContext.sysctls, or use --ipv6 unreachable"
+        )
+    })
+}
+
 /// The two routes that together cover all of IPv6 and, being longer than
 /// any default route, win over it: external IPv6 is unreachable, and
-/// fails at once (ENETUNREACH) rather than hang. Everything more specific
-/// (the pod's own subnet, link-local, the cluster ranges added before
-/// them) stays as it is.
+/// fails at once (ENETUNREACH) rather than hang, or goes through the
+/// tunnel. Everything more specific (the pod's own subnet, link-local, the
+/// cluster ranges added before them) stays as it is.
 const IPV6_HALVES: [Ipv6Addr; 2] = [Ipv6Addr::UNSPECIFIED, Ipv6Addr::new(0x8000, 0, 0, 0, 0, 0, 0, 0)];
+
+/// With `--ipv6 route`, the metric of the unreachable halves under the
+/// ones through the tunnel (those have the kernel's default, 1024).
+const IPV6_FLOOR_METRIC: u32 = 4096;
+
+/// The IPv6 next hop on the tunnel device, as `TUNNEL_GATEWAY_IP` is the
+/// IPv4 one. Link-local, so it is the tunnel device's alone (eth0's
+/// fe80::/64, wherever the CNI puts its gateway, is another link); the
+/// gateway never sees it (the neighbour entry is static).
+const TUNNEL_GATEWAY_IP6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0x42, 1);
+
+/// IPv6's minimum link MTU (RFC 8200 5).
+const IPV6_MIN_MTU: u32 = 1280;
 
 /// Whether the pod's stack runs IPv6 on `eth` at all.
 fn ipv6_enabled(eth: &str) -> bool {
@@ -332,45 +443,69 @@ fn ipv6_enabled(eth: &str) -> bool {
     !disabled(format!("/proc/sys/net/ipv6/conf/{eth}/disable_ipv6"))
 }
 
-/// Fail closed for IPv6 (the tunnel carries IPv4 only): the cluster's IPv6
-/// ranges via eth0's IPv6 next hop, then everything else unreachable.
-fn close_external_ipv6(
+/// The cluster's IPv6 ranges via eth0's IPv6 next hop, before the halves
+/// below would take them.
+fn keep_cluster_ipv6(
     netlink: &Netlink,
     eth: &netdev::Interface,
     cluster_cidrs: &[(Ipv6Addr, u8)],
 ) -> Result<()> {
-    if !cluster_cidrs.is_empty() {
-        let Some(via) = node_gateway_of(netlink, eth, true)? else {
-            bail!(
-                "this pod has no IPv6 route via a next hop on {} to keep the IPv6 --cluster-cidr ranges on: is its IPv6 default route missing?",
-                eth.name
-            );
-        };
-        for (addr, len) in cluster_cidrs {
-            route::replace(netlink, &Route::via((*addr).into(), *len, via, eth.ifindex))?;
-        }
+    if cluster_cidrs.is_empty() {
+        return Ok(());
     }
-    for half in IPV6_HALVES {
-        route::replace(netlink, &Route::unreachable(half.into(), 1))?;
+    let Some(via) = node_gateway_of(netlink, eth, true)? else {
+        bail!(
+            "this pod has no IPv6 route via a next hop on {} to keep the IPv6 --cluster-cidr ranges on: is its IPv6 default route missing?",
+            eth.name
+        );
+    };
+    for (addr, len) in cluster_cidrs {
+        route::replace(netlink, &Route::via((*addr).into(), *len, via, eth.ifindex))?;
     }
-    println!(
-        "IPv6: external traffic of this pod is unreachable (the gateway carries IPv4); {} IPv6 cluster CIDRs stay on {}",
-        cluster_cidrs.len(),
-        eth.name
-    );
     Ok(())
 }
 
-/// Undoes `close_external_ipv6`: external IPv6 goes by the pod's own routes
-/// again. The cluster routes stay (they are the same as the default's).
-fn reopen_external_ipv6(netlink: &Netlink) -> Result<()> {
-    // Only our unreachable halves: a route to ::/1 or 8000::/1 of another
-    // kind (a VPN's split default, say) is the pod's own, and the kernel
-    // would delete it by prefix alone.
+/// Fail closed for IPv6: the two halves unreachable. Each replaces the
+/// half through the tunnel in place, if `--ipv6 route` put one there.
+fn close_external_ipv6(netlink: &Netlink) -> Result<()> {
+    for half in IPV6_HALVES {
+        route::replace(netlink, &Route::unreachable(half.into(), 1))?;
+    }
+    Ok(())
+}
+
+/// `--ipv6 route`: the two halves through the tunnel, leaving as the pod's
+/// own address, each replacing an unreachable half in place (no moment
+/// with neither). Under them, the same halves unreachable at a higher
+/// metric: the kernel flushes routes through a link that goes down, is
+/// re-created (`ensure_vxlan_device`) or drops below IPv6's minimum MTU,
+/// and without the floor the pod's own IPv6 default route would then send
+/// its external IPv6 straight out.
+fn route_external_ipv6(netlink: &Netlink, name: &str, device: u32, pod_ip6: Ipv6Addr) -> Result<()> {
+    for half in IPV6_HALVES {
+        route::replace(netlink, &Route::unreachable(half.into(), 1).with_metric(IPV6_FLOOR_METRIC))?;
+    }
+    enable_ipv6_on(name)?;
+    neighbour::replace_permanent(netlink, device, TUNNEL_GATEWAY_IP6.into(), TUNNEL_GATEWAY_MAC)?;
+    for half in IPV6_HALVES {
+        let through =
+            Route::via(half.into(), 1, TUNNEL_GATEWAY_IP6.into(), device).with_source(pod_ip6.into());
+        route::replace(netlink, &through)?;
+    }
+    Ok(())
+}
+
+/// Undoes `close_external_ipv6` and `route_external_ipv6`: external IPv6
+/// goes by the pod's own routes again. The cluster routes stay (they are
+/// the same as the default's).
+fn reopen_external_ipv6(netlink: &Netlink, tunnel: Option<u32>) -> Result<()> {
+    // Only our halves, unreachable (either metric) or through the tunnel:
+    // a route to ::/1 or 8000::/1 of another kind (a VPN's split default,
+    // say) is the pod's own, and the kernel would delete it by prefix alone.
     let ours = |r: &Route| {
-        r.unreachable
-            && r.prefix_len == 1
+        r.prefix_len == 1
             && IPV6_HALVES.iter().any(|half| r.destination == IpAddr::V6(*half))
+            && (r.unreachable || (tunnel.is_some() && r.device == tunnel))
     };
     for route in route::list(netlink, true)?.iter().filter(|r| ours(r)) {
         route::delete(netlink, route)?;
@@ -419,7 +554,7 @@ fn leave(args: &JoinArgs) -> Result<()> {
     let eth = &args.interface;
     let netlink = Netlink::route()?;
     if ipv6_enabled(eth) {
-        reopen_external_ipv6(&netlink)?;
+        reopen_external_ipv6(&netlink, link::index(&args.device))?;
     }
     let Some(device) = link::index(&args.device) else {
         println!("not joined: the pod's labels match no gateway's selector; egress stays direct");
