@@ -8,7 +8,8 @@
 //!   runs in the foreground until SIGTERM/SIGINT and logs a line containing
 //!   the word `ready` once the program is attached and the pods file applied;
 //! - `egress-agent join --gateway ADDR [--cluster-cidr CIDR]... [--vni N]
-//!   [--vxlan-port P]` configures a worker pod's namespace and exits 0;
+//!   [--vxlan-port P] [--ipv6 unreachable|route]` configures a worker pod's
+//!   namespace and exits 0;
 //! - `egress-agent status --json` prints `{"flows": [...], "counters": {...}}`.
 
 use std::collections::BTreeMap;
@@ -288,6 +289,7 @@ pub struct Flow {
 /// The parsed `status --json` output.
 #[derive(Clone, Debug)]
 pub struct Status {
+    /// The IPv4 flows (a dual-stack setup's IPv6 ones: [`Status::ipv6_flows`]).
     pub flows: Vec<Flow>,
     pub counters: BTreeMap<String, u64>,
     /// The whole JSON document, for fields the harness does not model.
@@ -302,6 +304,7 @@ impl Status {
             .and_then(Value::as_array)
             .ok_or_else(|| anyhow!("status JSON has no `flows` array: {v}"))?
             .iter()
+            .filter(|flow| !is_ipv6_flow(flow))
             .map(Flow::from_json)
             .collect::<Result<Vec<_>>>()?;
         let counters = v
@@ -336,10 +339,20 @@ impl Status {
         self.counters.get(name).copied().unwrap_or(0)
     }
 
+    /// The IPv6 flows, as `status --json` gives them.
+    pub fn ipv6_flows(&self) -> impl Iterator<Item = &Value> {
+        self.raw["flows"].as_array().into_iter().flatten().filter(|flow| is_ipv6_flow(flow))
+    }
+
     /// Flows of client `ip` with protocol `protocol`.
     pub fn flows_of<'a>(&'a self, ip: Ipv4Addr, protocol: &'a str) -> impl Iterator<Item = &'a Flow> + 'a {
         self.flows.iter().filter(move |f| f.client_ip == ip && f.protocol == protocol)
     }
+}
+
+/// A flow of a client's IPv6 address (a dual-stack pod's).
+fn is_ipv6_flow(flow: &Value) -> bool {
+    flow["client_ip"].as_str().is_some_and(|ip| ip.contains(':'))
 }
 
 impl Flow {

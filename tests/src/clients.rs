@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -88,6 +88,11 @@ pub fn start_echo_server(ns: &Netns, binary: &Path, binds: &[Ipv4Addr]) -> Resul
 
 /// Starts `iperf3 -s` bound to `bind` in `ns` and waits until it listens.
 pub fn start_iperf3_server(ns: &Netns, bind: Ipv4Addr) -> Result<Daemon> {
+    start_iperf3_server_on(ns, bind.into())
+}
+
+/// [`start_iperf3_server`] on an address of either family.
+pub fn start_iperf3_server_on(ns: &Netns, bind: IpAddr) -> Result<Daemon> {
     let bind = bind.to_string();
     let mut d = Daemon::spawn(ns, "iperf3-server", &["iperf3", "-s", "-B", &bind, "--forceflush"])?;
     d.wait_for_line("listening", Duration::from_secs(10), |l| l.contains("Server listening"))?;
@@ -112,6 +117,19 @@ pub fn curl(ns: &Netns, url: &str, timeout: Duration) -> Result<String> {
 /// `curl http://server:80/` against the echo server; returns what it saw.
 pub fn curl_echo(ns: &Netns, server: Ipv4Addr, timeout: Duration) -> Result<EchoReply> {
     curl(ns, &format!("http://{server}:{ECHO_HTTP_PORT}/"), timeout)?.parse()
+}
+
+/// `curl http://[server]:80/` against the echo server over IPv6; returns
+/// the address and port it saw.
+pub fn curl_echo6(ns: &Netns, server: Ipv6Addr, timeout: Duration) -> Result<SocketAddrV6> {
+    let body = curl(ns, &format!("http://[{server}]:{ECHO_HTTP_PORT}/"), timeout)?;
+    let mut it = body.split_whitespace();
+    let (Some(ip), Some(port), None) = (it.next(), it.next(), it.next()) else {
+        bail!("not an echo reply (`<ip> <port>`): {body:?}");
+    };
+    let ip: Ipv6Addr = ip.parse().with_context(|| format!("not an IPv6 address in echo reply {body:?}"))?;
+    let port: u16 = port.parse().with_context(|| format!("bad port in echo reply {body:?}"))?;
+    Ok(SocketAddrV6::new(ip, port, 0, 0))
 }
 
 /// Result of many sequential short connections.
@@ -214,6 +232,12 @@ pub fn nc_udp_echo(ns: &Netns, server: SocketAddrV4) -> Result<EchoReply> {
 
 /// `ping -c count` from `ns`; fails unless every echo is answered.
 pub fn ping(ns: &Netns, dst: Ipv4Addr, count: u32) -> Result<()> {
+    ping_ip(ns, dst.into(), count)
+}
+
+/// [`ping`] to an address of either family (ping picks ICMPv6 for an
+/// IPv6 one).
+pub fn ping_ip(ns: &Netns, dst: IpAddr, count: u32) -> Result<()> {
     let out =
         ns.output(&["ping", "-n", "-q", "-c", &count.to_string(), "-i", "0.2", "-W", "2", &dst.to_string()])?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -265,6 +289,11 @@ pub fn iperf3(ns: &Netns, server: Ipv4Addr, secs: u32, reverse: bool) -> Result<
 
 /// `iperf3 -c server -t secs -P streams [-R]` from `ns`.
 pub fn iperf3_with(ns: &Netns, server: Ipv4Addr, options: &Iperf3Options) -> Result<Throughput> {
+    iperf3_to(ns, server.into(), options)
+}
+
+/// [`iperf3_with`] to a server of either family.
+pub fn iperf3_to(ns: &Netns, server: IpAddr, options: &Iperf3Options) -> Result<Throughput> {
     let mut args = vec![
         "iperf3".to_string(),
         "-c".into(),

@@ -12,6 +12,7 @@
 //! Layout:
 //! - [`netns`]: one network namespace, commands run inside it, cleanup.
 //! - [`topology`]: the cluster (nodes, pods, outside, Service VIP).
+//! - [`dual_stack`]: IPv6 twins of the cluster's addresses (dual-stack tests).
 //! - [`process`]: background processes with captured logs ([`process::Daemon`]).
 //! - [`agent`]: the `egress-agent` binary (gateway, join, status).
 //! - `apiserver` (feature `apiserver`): a fake Kubernetes API server for the watcher's tests.
@@ -42,6 +43,7 @@ pub mod apiserver;
 pub mod cidr;
 pub mod clients;
 pub mod craft;
+pub mod dual_stack;
 pub mod kubectl;
 pub mod kustomize;
 pub mod linkattr;

@@ -7,12 +7,18 @@
 //! benchmarks compare the eBPF datapath against. It mirrors the agent's
 //! wire format (VXLAN to the Service VIP, fixed source port, zero outer UDP
 //! checksum) but shares no code with it.
+//!
+//! In a dual-stack cluster ([`crate::dual_stack`]) the `_ipv6` halves add
+//! IPv6 to both ends after the IPv4 ones: the same tunnel carries the
+//! pods' IPv6, which ip6tables masquerades to the gateway pod's IPv6
+//! address.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result};
 use egress_common::config::{DEFAULT_NAT_PORT_MAX, DEFAULT_NAT_PORT_MIN};
 
+use crate::dual_stack::{twin, twin_cidr};
 use crate::topology::{Cluster, Pod, POD_IFACE};
 
 /// Tunnel parameters shared by both ends.
@@ -22,6 +28,8 @@ pub struct TunnelConfig {
     pub port: u16,
     /// The next hop the workers route through (on the tunnel device).
     pub next_hop: Ipv4Addr,
+    /// Their IPv6 next hop there (link-local: the tunnel device's own).
+    pub next_hop6: Ipv6Addr,
     /// The gateway tunnel device's MAC (the workers' static neighbour entry).
     pub gateway_mac: String,
     /// Source ports the gateway may SNAT to (must avoid its ephemeral range).
@@ -34,6 +42,7 @@ impl Default for TunnelConfig {
             vni: 4343,
             port: 4789,
             next_hop: Ipv4Addr::new(169, 254, 43, 1),
+            next_hop6: Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0x43, 1),
             gateway_mac: "02:72:65:66:00:01".into(),
             nat_ports: (DEFAULT_NAT_PORT_MIN, DEFAULT_NAT_PORT_MAX),
         }
@@ -136,5 +145,67 @@ iptables -w 10 -A FORWARD -i vx0 -s {ip} -j ACCEPT
     // Fail closed: anything else from the tunnel is dropped.
     script.push_str("iptables -w 10 -A FORWARD -i vx0 -j DROP\n");
     gw.ns.sh(&script).context("installing the reference Linux gateway")?;
+    Ok(())
+}
+
+/// [`join_worker`]'s IPv6 half, run after it in a dual-stack pod: external
+/// IPv6 into the same device, over an unreachable floor (so it never goes
+/// out directly when the device goes), the cluster's IPv6 range on eth0.
+pub fn join_worker_ipv6(cluster: &Cluster, pod: &Pod, t: &TunnelConfig) -> Result<()> {
+    let bridge6 = twin(cluster.node(pod.node).bridge_ip);
+    let mut script = format!(
+        "set -e
+ip -6 neigh replace {hop6} lladdr {mac} dev egress0 nud permanent
+ip -6 route replace {cluster6} via {bridge6} dev {POD_IFACE}
+",
+        hop6 = t.next_hop6,
+        mac = t.gateway_mac,
+        cluster6 = twin_cidr(cluster.config().cluster_cidr),
+    );
+    for half in ["::/1", "8000::/1"] {
+        script.push_str(&format!(
+            "ip -6 route replace unreachable {half} metric 4096
+ip -6 route replace {half} via {hop6} dev egress0 src {pod6}
+",
+            hop6 = t.next_hop6,
+            pod6 = twin(pod.ip),
+        ));
+    }
+    pod.ns.sh(&script).with_context(|| format!("reference IPv6 join of {}", pod.name))?;
+    Ok(())
+}
+
+/// [`install_gateway`]'s IPv6 half, run after it: the same tunnel device
+/// forwards the clients' IPv6, masqueraded to the gateway pod's IPv6
+/// address, and only the de-masqueraded replies go back into it.
+pub fn install_gateway_ipv6(cluster: &Cluster, clients: &[(&Pod, &str)], t: &TunnelConfig) -> Result<()> {
+    let gw = cluster.gateway();
+    let pods6 = twin_cidr(cluster.config().cluster_cidr);
+    let (lo, hi) = t.nat_ports;
+    let mut script = format!(
+        "set -e
+echo 1 > /proc/sys/net/ipv6/conf/all/forwarding
+ip -6 rule add iif {eth} lookup 143
+ip -6 route add {pods6} dev vx0 table 143
+ip6tables -w 10 -A FORWARD -i vx0 -o vx0 -j DROP
+ip6tables -w 10 -t nat -A POSTROUTING -s {gw6} -j RETURN
+ip6tables -w 10 -t nat -A POSTROUTING -o {eth} -s {pods6} -p tcp -j MASQUERADE --to-ports {lo}-{hi}
+ip6tables -w 10 -t nat -A POSTROUTING -o {eth} -s {pods6} -p udp -j MASQUERADE --to-ports {lo}-{hi}
+ip6tables -w 10 -t nat -A POSTROUTING -o {eth} -s {pods6} -j MASQUERADE
+",
+        eth = POD_IFACE,
+        gw6 = twin(gw.ip),
+    );
+    for (pod, mac) in clients {
+        script.push_str(&format!(
+            "ip -6 neigh replace {ip6} lladdr {mac} dev vx0 nud permanent
+ip6tables -w 10 -A FORWARD -i vx0 -s {ip6} -j ACCEPT
+",
+            ip6 = twin(pod.ip)
+        ));
+    }
+    // Fail closed: any other IPv6 from the tunnel is dropped.
+    script.push_str("ip6tables -w 10 -A FORWARD -i vx0 -j DROP\n");
+    gw.ns.sh(&script).context("installing the reference Linux gateway's IPv6")?;
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! place; options cover what tests vary (listed pods, excluded CIDRs, extra
 //! agent flags, the topology itself).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -38,6 +38,12 @@ pub struct GatewayOptions {
     /// Run `egress-agent keep` in the gateway pod before the agent, and
     /// give the agent `--keeper-socket` (as the Deployment's sidecar does).
     pub state_keeper: bool,
+    /// Give every pod and the outside IPv6 twins of their addresses
+    /// ([`crate::dual_stack`]) before the agent starts (so the gateway has
+    /// an IPv6 address to translate to), and list the pods with theirs.
+    /// Needs `cluster.disable_ipv6: false`. `join` still runs as
+    /// [`EgressSetup::join_args`] says (`--ipv6 unreachable`).
+    pub dual_stack: bool,
 }
 
 impl Default for GatewayOptions {
@@ -52,6 +58,7 @@ impl Default for GatewayOptions {
             agent_binary: None,
             echo_server: None,
             state_keeper: false,
+            dual_stack: false,
         }
     }
 }
@@ -91,9 +98,20 @@ impl PodsFile {
     /// Kubernetes updates mounted ConfigMaps: the file is replaced, not
     /// rewritten in place).
     pub fn write(&self, entries: &[(Ipv4Addr, &str)]) -> Result<()> {
-        let mut text = String::from("# egress clients: one IPv4 address a line, then a name\n");
-        for (ip, name) in entries {
-            text.push_str(&format!("{ip} {name}\n"));
+        let entries: Vec<_> = entries.iter().map(|(ip, name)| (*ip, None, *name)).collect();
+        self.write_dual(&entries)
+    }
+
+    /// [`PodsFile::write`] with each pod's IPv6 address, if it has one
+    /// (`IPv4 IPv6 name`).
+    pub fn write_dual(&self, entries: &[(Ipv4Addr, Option<Ipv6Addr>, &str)]) -> Result<()> {
+        let mut text =
+            String::from("# egress clients: one IPv4 address a line, its IPv6 if any, then a name\n");
+        for (ip, ipv6, name) in entries {
+            match ipv6 {
+                Some(ipv6) => text.push_str(&format!("{ip} {ipv6} {name}\n")),
+                None => text.push_str(&format!("{ip} {name}\n")),
+            }
         }
         let tmp = self.path.with_extension("tmp");
         std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
@@ -154,6 +172,8 @@ pub struct EgressSetup {
     pub agent_binary: PathBuf,
     /// What the agent was started with (to start another the same way).
     pub agent_args: GatewayArgs,
+    /// Whether the pods have IPv6 twins ([`GatewayOptions::dual_stack`]).
+    pub dual_stack: bool,
 }
 
 impl EgressSetup {
@@ -173,11 +193,14 @@ impl EgressSetup {
             None => clients::echo_server_binary()?,
         };
         let cluster = Cluster::build(opts.cluster)?;
+        if opts.dual_stack {
+            crate::dual_stack::add_ipv6(&cluster)?;
+        }
         let echo = clients::start_echo_server(cluster.outside(), &echo_binary, cluster.server_ips())?;
         let pods_file = PodsFile::create()?;
-        let entries: Vec<(Ipv4Addr, &str)> =
-            opts.listed.iter().map(|n| (cluster.pod(n).ip, n.as_str())).collect();
-        pods_file.write(&entries)?;
+        let entries: Vec<_> =
+            opts.listed.iter().map(|n| listed_entry(&cluster, n, opts.dual_stack)).collect();
+        pods_file.write_dual(&entries)?;
 
         let mut args = GatewayArgs::new(pods_file.path());
         args.exclude_cidrs = opts.exclude_cidrs.clone();
@@ -191,7 +214,16 @@ impl EgressSetup {
         }
         let agent = Agent::start_gateway(&cluster.gateway().ns, &agent_binary, &args)?;
 
-        let setup = EgressSetup { agent, keeper, echo, pods_file, cluster, agent_binary, agent_args: args };
+        let setup = EgressSetup {
+            agent,
+            keeper,
+            echo,
+            pods_file,
+            cluster,
+            agent_binary,
+            agent_args: args,
+            dual_stack: opts.dual_stack,
+        };
         for name in &opts.joined {
             setup.join(name)?;
         }
@@ -219,8 +251,8 @@ impl EgressSetup {
 
     /// Rewrites the pods file to list exactly `names`.
     pub fn set_listed(&self, names: &[&str]) -> Result<()> {
-        let entries: Vec<(Ipv4Addr, &str)> = names.iter().map(|n| (self.cluster.pod(n).ip, *n)).collect();
-        self.pods_file.write(&entries)
+        let entries: Vec<_> = names.iter().map(|n| listed_entry(&self.cluster, n, self.dual_stack)).collect();
+        self.pods_file.write_dual(&entries)
     }
 
     pub fn pod(&self, name: &str) -> &Pod {
@@ -270,4 +302,15 @@ impl EgressSetup {
     pub fn curl_from(&self, name: &str, timeout: Duration) -> Result<EchoReply> {
         clients::curl_echo(&self.pod(name).ns, self.server_ip(), timeout)
     }
+}
+
+/// Pod `name`'s pods-file line: its IPv4 address, its IPv6 twin in a
+/// dual-stack setup, its name.
+fn listed_entry<'a>(
+    cluster: &Cluster,
+    name: &'a str,
+    dual_stack: bool,
+) -> (Ipv4Addr, Option<Ipv6Addr>, &'a str) {
+    let ip = cluster.pod(name).ip;
+    (ip, dual_stack.then(|| crate::dual_stack::twin(ip)), name)
 }

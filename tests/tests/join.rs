@@ -331,3 +331,98 @@ fn a_labeled_pod_s_external_ipv6_is_closed_and_reopened_when_it_leaves() {
         "leave deleted the pod's own 8000::/1"
     );
 }
+
+#[test]
+fn ipv6_route_goes_into_the_tunnel_over_an_unreachable_floor() {
+    let (_router, pod, outside, _servers) = dual_stack_pod();
+    let external = "http://[fd00:99::10]/";
+    let dir = labels_file();
+    let labels = dir.path().join("labels");
+    write_labels(&labels, &[("egress", "external")]);
+    let route6 = ["--cluster-cidr", "fd00:96::/112", "--ipv6", "route"];
+    let out = join_with_labels(&pod, &labels, &route6);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("IPv6: external traffic of fd00:50::7 goes through egress0 too"), "{stdout}");
+
+    let show = |args: &[&str]| String::from_utf8_lossy(&pod.ip(args).unwrap().stdout).into_owned();
+    let routes = show(&["-6", "route", "show"]);
+    for half in ["::/1", "8000::/1"] {
+        let through = format!("{half} via fe80::42:1 dev egress0 src fd00:50::7 metric 1024");
+        assert!(routes.contains(&through), "no {through:?} in {routes}");
+        let floor = format!("unreachable {half} dev lo metric 4096");
+        assert!(routes.contains(&floor), "no {floor:?} in {routes}");
+    }
+    let neigh = show(&["-6", "neigh", "show", "dev", "egress0"]);
+    assert!(neigh.contains("fe80::42:1 lladdr 02:65:67:77:00:01 PERMANENT"), "{neigh}");
+    assert_eq!(show(&["-6", "addr", "show", "dev", "egress0"]), "", "egress0 has no IPv6 address of its own");
+    assert!(show(&["-6", "route", "get", "fd00:99::10"]).contains("dev egress0"));
+    assert!(
+        show(&["-6", "route", "get", "fd00:96::10"]).contains("dev eth0"),
+        "the cluster range stays on eth0"
+    );
+
+    // No gateway answers here: the pod's IPv6 goes into the tunnel and
+    // nowhere else.
+    let accepted = |ns: &Netns| ns.tcp_counters().unwrap()["PassiveOpens"];
+    let before = accepted(&outside);
+    assert!(curl6(&pod, external).is_err());
+    assert_eq!(accepted(&outside), before, "the outside server saw a connection");
+
+    // The device goes down and the kernel flushes the routes through it:
+    // the floor keeps external IPv6 closed, and failing at once.
+    pod.ip(&["link", "set", "egress0", "down"]).unwrap();
+    let started = std::time::Instant::now();
+    let err = curl6(&pod, external).expect_err("IPv6 went out directly with the tunnel down");
+    assert!(started.elapsed() < Duration::from_secs(1), "hung for {:?}: {err}", started.elapsed());
+    assert_eq!(accepted(&outside), before, "the outside server saw a connection");
+
+    // A re-run puts the tunnel back; --ipv6 unreachable closes it again,
+    // the halves replaced in place.
+    join_with_labels(&pod, &labels, &route6);
+    assert!(show(&["-6", "route", "get", "fd00:99::10"]).contains("dev egress0"));
+    join_with_labels(&pod, &labels, &["--cluster-cidr", "fd00:96::/112"]);
+    let half = show(&["-6", "route", "show", "::/1"]);
+    assert!(half.contains("unreachable") && !half.contains("egress0"), "{half}");
+
+    // The label removed: every route of ours goes, IPv6 goes out directly.
+    write_labels(&labels, &[]);
+    join_with_labels(&pod, &labels, &route6);
+    curl6(&pod, external).expect("after the label, IPv6 goes out directly again");
+    let routes = show(&["-6", "route", "show"]);
+    let half = |line: &str| line.split_whitespace().any(|word| word == "::/1" || word == "8000::/1");
+    assert!(!routes.lines().any(half), "a half of ours is left: {routes}");
+}
+
+#[test]
+fn ipv6_route_is_refused_where_it_cannot_work() {
+    let (_router, pod, _outside, _servers) = dual_stack_pod();
+    let bin = agent_binary().unwrap_or_else(|e| panic!("{e:#}"));
+    let bin = bin.to_str().unwrap();
+    let one_line_refusal = |args: &[&str], what: &str| {
+        let out = pod.output(args).unwrap();
+        assert!(!out.status.success(), "{args:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(what), "{err}");
+        assert!(pod.ip(&["link", "show", "egress0"]).is_err(), "nothing changed");
+    };
+    // The replicas sidecar counts and aborts IPv4 connections only.
+    let replicas = [bin, "join", "--gateway", "10.96.0.10", "--follow", "--replicas", "gw.example.svc"];
+    one_line_refusal(&[&replicas[..], &["--ipv6", "route"]].concat(), "does not go with --replicas");
+    // A tunnel below IPv6's minimum MTU (1280 + 50 on eth0).
+    pod.ip(&["link", "set", "eth0", "mtu", "1320"]).unwrap();
+    let route6 =
+        [bin, "join", "--gateway", "10.96.0.10", "--cluster-cidr", "10.50.0.0/16", "--ipv6", "route"];
+    one_line_refusal(&route6, "below IPv6's minimum");
+}
+
+#[test]
+fn ipv6_route_without_a_global_ipv6_address_stays_unreachable() {
+    // Calico-style IPv4 pod: IPv6 on, link-local only.
+    let (_node, pod) = calico_style_pod();
+    let bin = agent_binary().unwrap_or_else(|e| panic!("{e:#}"));
+    let args = [bin.to_str().unwrap(), "join", "--gateway", "10.96.0.10", "--ipv6", "route"];
+    let out = pod.exec(&args).unwrap_or_else(|e| panic!("join failed: {e:#}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("unreachable (the pod has no global IPv6 address to route from)"), "{stdout}");
+}

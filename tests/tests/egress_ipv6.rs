@@ -1,0 +1,147 @@
+//! IPv6 through the gateway, switched on per pod with `join --ipv6 route`,
+//! in a dual-stack cluster (`dual_stack`: every address with its IPv6
+//! twin, the gateway pod's too): curl, ping and iperf3 from a labeled pod
+//! reach the outside server from the gateway pod's IPv6 address, an
+//! unlisted pod gets nothing, and leaving gives the pod its direct IPv6
+//! back. The same scenario through the Linux reference gateway shows the
+//! topology carries it without the agent.
+
+mod common;
+
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use egress_tests::agent::counters;
+use egress_tests::clients::{self, Iperf3Options};
+use egress_tests::dual_stack::{self, twin, twin_cidr};
+use egress_tests::reference::{self, TunnelConfig};
+use egress_tests::topology::{Cluster, ClusterConfig, Pod};
+use egress_tests::{Daemon, EgressSetup, GatewayOptions, Netns};
+
+fn dual_stack_cluster() -> ClusterConfig {
+    ClusterConfig { disable_ipv6: false, ..ClusterConfig::default() }
+}
+
+/// The echo server on the outside's IPv6 twin of `server`.
+fn start_echo6(outside: &Netns, server6: Ipv6Addr) -> Daemon {
+    let bind = server6.to_string();
+    let mut echo = Daemon::spawn(outside, "echo-server6", &[ECHO, "--bind", &bind]).unwrap();
+    echo.wait_for_line("ready", Duration::from_secs(10), |l| l.contains("echo-server ready")).unwrap();
+    echo
+}
+
+/// `join --ipv6 route` in pod `name`, the cluster's IPv6 range kept on
+/// eth0, and with `labels` the label deciding. Its stdout.
+fn join_routing_ipv6(s: &EgressSetup, name: &str, labels: Option<&Path>) -> String {
+    let mut args = vec![s.agent_binary.display().to_string()];
+    args.extend(s.join_args().to_args());
+    args.extend(["--cluster-cidr".into(), twin_cidr(s.cluster.config().cluster_cidr)]);
+    args.extend(["--ipv6".into(), "route".into()]);
+    if let Some(labels) = labels {
+        args.extend(["--labels-file".into(), labels.display().to_string()]);
+    }
+    let out = s.pod(name).ns.exec(&args).unwrap_or_else(|e| panic!("join --ipv6 route in {name}: {e:#}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn curl6(pod: &Pod, server6: Ipv6Addr, timeout: Duration) -> anyhow::Result<SocketAddrV6> {
+    clients::curl_echo6(&pod.ns, server6, timeout)
+}
+
+/// curl, ping and iperf3 both ways from `pod` to `server6`, each seen from
+/// `expected_source` (curl) or at a useful rate (iperf3).
+fn assert_ipv6_egress(pod: &Pod, server6: Ipv6Addr, expected_source: Ipv6Addr, outside: &Netns) {
+    let seen = curl6(pod, server6, OK_TIMEOUT).unwrap_or_else(|e| panic!("curl -6 from {}: {e:#}", pod.name));
+    assert_eq!(*seen.ip(), expected_source, "curl -6 from {}", pod.name);
+    assert_nat_port(seen.port());
+    clients::ping_ip(&pod.ns, server6.into(), 3).unwrap_or_else(|e| panic!("ping -6: {e:#}"));
+    let _iperf = clients::start_iperf3_server_on(outside, server6.into()).unwrap();
+    for reverse in [false, true] {
+        let options = Iperf3Options { secs: 2.0, streams: 1, reverse };
+        let tp = clients::iperf3_to(&pod.ns, server6.into(), &options).unwrap();
+        eprintln!("IPv6 iperf3 from {} (reverse={reverse}): {}", pod.name, clients::mbit(tp.bits_per_second));
+        assert!(tp.bits_per_second > 50e6, "bulk TCP over IPv6 through the tunnel");
+    }
+}
+
+#[test]
+fn switched_on_ipv6_leaves_from_the_gateway_s_ipv6_address() {
+    let s = start(GatewayOptions {
+        cluster: dual_stack_cluster(),
+        dual_stack: true,
+        joined: vec![],
+        ..options()
+    });
+    let (w1, w2, w3) = (s.pod("w1"), s.pod("w2"), s.pod("w3"));
+    let server6 = twin(s.server_ip());
+    let _echo6 = start_echo6(s.cluster.outside(), server6);
+    let dir = egress_tests::util::TempDir::new("labels").unwrap();
+    let labels = dir.path().join("labels");
+    std::fs::write(&labels, "egress=\"external\"\n").unwrap();
+
+    let direct = curl6(w1, server6, OK_TIMEOUT).expect("before join, IPv6 goes out directly");
+    assert_eq!(*direct.ip(), twin(w1.ip));
+
+    // Joined as today (--ipv6 unreachable): fails at once.
+    s.join("w1").unwrap();
+    let started = Instant::now();
+    assert!(curl6(w1, server6, DROP_TIMEOUT).is_err(), "w1's IPv6 went out with --ipv6 unreachable");
+    assert!(started.elapsed() < Duration::from_secs(1), "IPv6 hung instead of failing");
+
+    // Switched on: the unreachable halves are replaced in place.
+    let before = s.status().unwrap();
+    let out = join_routing_ipv6(&s, "w1", Some(&labels));
+    assert!(out.contains("goes through egress0 too"), "{out}");
+    join_routing_ipv6(&s, "w3", Some(&labels));
+    for pod in [w1, w3] {
+        assert_ipv6_egress(pod, server6, twin(s.gateway_ip()), s.cluster.outside());
+    }
+    let after = s.status().unwrap();
+    for name in [counters::FORWARDED_TO_REMOTE, counters::FORWARDED_TO_CLIENT] {
+        assert!(after.counter(name).unwrap() > before.counter_or_zero(name), "{name} did not increase");
+    }
+    assert!(
+        after.ipv6_flows().any(|f| f["client_ip"] == twin(w1.ip).to_string()),
+        "status lists w1's IPv6 flows: {:#?}",
+        after.raw["flows"]
+    );
+    // IPv4 is as it was, and the cluster's IPv6 range stays on eth0.
+    assert_eq!(s.curl_from("w1", OK_TIMEOUT).unwrap().ip, s.gateway_ip());
+    let to_w3 = w1.ns.ip(&["-6", "route", "get", &twin(w3.ip).to_string()]).unwrap();
+    assert!(String::from_utf8_lossy(&to_w3.stdout).contains("dev eth0"), "{to_w3:?}");
+
+    // An unlisted pod's IPv6 is dropped at the gateway (fail closed there).
+    join_routing_ipv6(&s, "w2", None);
+    assert!(curl6(w2, server6, DROP_TIMEOUT).is_err(), "unlisted w2's IPv6 was forwarded");
+
+    // The label removed: w1 leaves, and its IPv6 goes out directly again.
+    std::fs::write(&labels, "").unwrap();
+    let out = join_routing_ipv6(&s, "w1", Some(&labels));
+    assert!(out.contains("left"), "{out}");
+    let direct = curl6(w1, server6, OK_TIMEOUT).expect("after leaving, IPv6 goes out directly");
+    assert_eq!(*direct.ip(), twin(w1.ip));
+}
+
+#[test]
+fn the_linux_reference_gateway_carries_the_same_ipv6() {
+    let tunnel = TunnelConfig::default();
+    let cluster = Cluster::build(dual_stack_cluster()).unwrap();
+    dual_stack::add_ipv6(&cluster).unwrap();
+    let server6 = twin(cluster.server_ip());
+    let _echo6 = start_echo6(cluster.outside(), server6);
+    let (w1, w3) = (cluster.pod("w1"), cluster.pod("w3"));
+    let mut clients = Vec::new();
+    for pod in [w1, w3] {
+        let mac = reference::join_worker(&cluster, pod, &tunnel).unwrap();
+        reference::join_worker_ipv6(&cluster, pod, &tunnel).unwrap();
+        clients.push((pod, mac));
+    }
+    let listed: Vec<(&Pod, &str)> = clients.iter().map(|(pod, mac)| (*pod, mac.as_str())).collect();
+    reference::install_gateway(&cluster, &listed, &tunnel).unwrap();
+    reference::install_gateway_ipv6(&cluster, &listed, &tunnel).unwrap();
+    for pod in [w1, w3] {
+        assert_ipv6_egress(pod, server6, twin(cluster.gateway().ip), cluster.outside());
+    }
+}
