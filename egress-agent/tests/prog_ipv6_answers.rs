@@ -1,6 +1,6 @@
 //! The gateway's own ICMPv6 errors, as an IPv6 router sends them: time
 //! exceeded to a client whose packet's hop limit ends here (traceroute6,
-//! tracepath -6), and Packet Too Big to a remote whose reply the tunnel
+//! tracepath -6, however long its probes), and Packet Too Big to a remote whose reply the tunnel
 //! cannot carry (IPv6 routers never fragment: path MTU discovery depends on
 //! it). Every checksum, the quote's included, is verified with our own
 //! code (`ipv6_at`).
@@ -73,21 +73,44 @@ fn an_expiring_packet_is_answered_with_time_exceeded() {
     assert!(h.flows6().is_empty(), "no flow for an expired packet");
 }
 
-/// What a router never answers: an ICMPv6 error (two routers could answer
-/// each other forever), and a packet its answer could not quote whole
-/// within 1,280 bytes (its tail cannot be cut). Both are only dropped.
+/// A packet longer than an answer may quote (tracepath's probes are as
+/// long as the path MTU) is answered all the same, its head quoted: the
+/// answer fills IPv6's minimum MTU and no more.
 #[test]
-fn an_expiring_error_or_one_too_long_to_quote_is_only_dropped() {
+fn an_expiring_packet_too_long_to_quote_whole_is_quoted_in_part() {
     let mut h = Harness::default();
-    let too_long = expiring(1, L4::Udp { src: 33_434, dst: 33_435 }, &[7; MAX_QUOTE - IPV6_HLEN - 8 + 1]);
+    for ip_len in [MAX_QUOTE + 1, MAX_QUOTE + 48, MAX_QUOTE + 49, 1450] {
+        let frame = expiring(1, L4::Udp { src: 33_434, dst: 33_435 }, &vec![7; ip_len - IPV6_HLEN - 8]);
+        let out = h.run(&tunnel(CLIENT_IP, VNI, &frame));
+        assert_eq!(out.action, TC_ACT_REDIRECT, "a {ip_len}-byte packet is answered");
+        assert_eq!(out.packet.len(), INNER_IP_OFF + 1280, "the answer is 1,280 bytes");
+        let answer = ipv6_at(&out.packet, INNER_IP_OFF);
+        assert_eq!((answer.src, answer.dst), (GATEWAY_IP6, CLIENT_IP6));
+        let icmp = &answer.l4;
+        assert_eq!((icmp[0], icmp[1]), (3, 0));
+        assert!(
+            icmp[8..] == frame[ETH_HLEN..ETH_HLEN + MAX_QUOTE],
+            "a {ip_len}-byte packet's head is the quote"
+        );
+        let outer = ipv4_fields_at(&out.packet, ETH_HLEN);
+        assert_eq!((outer.src, outer.dst), (GATEWAY_IP, CLIENT_IP), "back through the tunnel");
+        assert_eq!(&out.packet[ETH_HLEN + 36..ETH_HLEN + 42], &CLIENT_MAC);
+    }
+    assert_eq!(h.counter("icmp_error_to_client"), 4);
+}
+
+/// What a router never answers: an ICMPv6 error (two routers could answer
+/// each other forever). Only dropped, and it takes no answer from the
+/// client's allowance.
+#[test]
+fn an_expiring_error_is_only_dropped() {
+    let mut h = Harness::default();
     let mut error = expiring(1, L4::EchoRequest { id: 7 }, b"quoted");
     error[ETH_HLEN + IPV6_HLEN] = 1; // destination unreachable
-    for frame in [too_long, error] {
-        assert_eq!(h.run(&tunnel(CLIENT_IP, VNI, &frame)).action, TC_ACT_SHOT);
-    }
-    assert_eq!(h.counter("drop_ttl_exceeded"), 2);
+    assert_eq!(h.run(&tunnel(CLIENT_IP, VNI, &error)).action, TC_ACT_SHOT);
+    assert_eq!(h.counter("drop_ttl_exceeded"), 1);
     assert_eq!(h.counter("icmp_error_to_client"), 0);
-    assert_eq!(h.counter("icmp_answer_rate_limited"), 0, "neither took an answer");
+    assert_eq!(h.counter("icmp_answer_rate_limited"), 0, "it took no answer");
 }
 
 /// A client spraying expiring packets cannot make the gateway a traffic

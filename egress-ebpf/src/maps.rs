@@ -2,6 +2,7 @@
 //! agent and `status` read exactly these.
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
+use crate::wire::ICMP6_ANSWER_MAX_QUOTE;
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     helpers::bpf_tail_call,
@@ -93,6 +94,11 @@ pub const SPLIT_TAIL_BUF: usize = 2 * SPLIT_TAIL_MAX;
 
 #[map]
 pub static SPLIT_TAIL: PerCpuArray<[u8; SPLIT_TAIL_BUF]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The head of an expired IPv6 packet that is longer than its answer may
+/// quote (`nat::time_exceeded6`), off the stack while the packet shrinks.
+#[map]
+pub static QUOTE_HEAD: PerCpuArray<[u8; ICMP6_ANSWER_MAX_QUOTE]> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 pub static CLIENT_FLOWS: Array<u64> = Array::with_max_entries(CLIENT_ID_MAX + 1, 0);

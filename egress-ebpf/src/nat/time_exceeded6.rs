@@ -12,16 +12,22 @@
 //! ICMP answers (6 at once, then 1 a second).
 //!
 //! The packet is rebuilt in place, 48 bytes more in front of it, and
-//! quoted whole: its tail cannot be cut (the kernel refuses
-//! `bpf_skb_change_tail` on what a tunnel device sent), so only a packet
-//! whose answer fits IPv6's minimum MTU is answered. Probes are small;
-//! tracepath's larger ones go unanswered, as a silent hop.
+//! quoted as much as keeps the answer within IPv6's minimum MTU (RFC 4443
+//! 2.4 (c)): tracepath's probes are as long as the path's MTU. The kernel
+//! refuses `bpf_skb_change_tail` on what a tunnel device sent
+//! (`skb->encapsulation`), so a longer packet is cut from the front
+//! instead: its head is set aside (`QUOTE_HEAD`), the packet shrinks
+//! behind its Ethernet header, and the head goes back in after the new
+//! headers.
 //!
 //! ```text
 //! in:  [eth][outer IPv4 | UDP | VXLAN | inner eth: 50][IPv6 pod → remote, hop limit 1 | L4 ...]
 //! out: [eth][outer IPv4 | UDP | VXLAN | inner eth: 50][IPv6 gateway → pod][ICMPv6 3/0][IPv6 pod → remote | L4 ...]
 //! ```
-use aya_ebpf::{bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, programs::TcContext};
+use aya_ebpf::{
+    bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, helpers::bpf_skb_load_bytes, programs::TcContext,
+    EbpfContext,
+};
 use egress_common::{
     config::GatewayConfig,
     counters::Counter,
@@ -31,7 +37,7 @@ use egress_common::{
 use crate::{
     conntrack, csum,
     headers::{Ipv6Header, ETH_HLEN, IPV6_HLEN, TUNNEL_OVERHEAD},
-    maps::{count, take_icmp_answer},
+    maps::{count, take_icmp_answer, QUOTE_HEAD},
     tunnel::{
         decap::{INNER_ETH_OFF, INNER_IP_OFF},
         encap::{write_tunnel_header, InnerFamily, TunnelTarget},
@@ -40,6 +46,8 @@ use crate::{
 };
 
 const ANSWER_IP_OFF: usize = ETH_HLEN + TUNNEL_OVERHEAD;
+/// Where the quoted packet starts once the answer's headers are in.
+const QUOTE_OFF: usize = ANSWER_IP_OFF + ICMP6_ANSWER_HLEN;
 
 /// Code 0: the hop limit ran out in transit.
 const CODE_HOP_LIMIT: u8 = 0;
@@ -57,10 +65,9 @@ pub fn answer(
     ip: &Ipv6Header,
     client_id: u32,
 ) -> Result<(), Counter> {
-    let quote_len = IPV6_HLEN + ip.payload_len as usize;
     // A GSO super-packet would have to be answered once per segment: only
-    // dropped, as a packet too big to be quoted whole.
-    if quote_len > ICMP6_ANSWER_MAX_QUOTE || unsafe { (*ctx.skb.skb).gso_size } != 0 {
+    // dropped.
+    if unsafe { (*ctx.skb.skb).gso_size } != 0 {
         return Err(Counter::DropTtlExceeded);
     }
     if ip.next_header == IPPROTO_ICMPV6 {
@@ -81,8 +88,16 @@ pub fn answer(
         tunnel_gateway_mac: ctx.load(INNER_ETH_OFF).map_err(|_| Counter::DropMalformed)?,
         inner: InnerFamily::Ipv6,
     };
-    let quoted = csum::quote_sum::<ICMP6_ANSWER_MAX_QUOTE>(ctx, INNER_IP_OFF, quote_len)?;
-    ctx.adjust_room(ICMP6_ANSWER_HLEN as i32, BPF_ADJ_ROOM_MAC, 0).map_err(|_| Counter::DropRewriteFailed)?;
+    let packet_len = IPV6_HLEN + ip.payload_len as usize;
+    let quote_len = if packet_len <= ICMP6_ANSWER_MAX_QUOTE {
+        ctx.adjust_room(ICMP6_ANSWER_HLEN as i32, BPF_ADJ_ROOM_MAC, 0)
+            .map_err(|_| Counter::DropRewriteFailed)?;
+        packet_len
+    } else {
+        cut_to_quote(ctx)?;
+        ICMP6_ANSWER_MAX_QUOTE
+    };
+    let quoted = csum::quote_sum::<ICMP6_ANSWER_MAX_QUOTE>(ctx, QUOTE_OFF, quote_len)?;
     let answer = Icmp6Answer::new(
         (ICMPV6_TIME_EXCEEDED, CODE_HOP_LIMIT, 0),
         quote_len,
@@ -94,4 +109,27 @@ pub fn answer(
     write_tunnel_header(ctx, cfg, &target)?;
     count(Counter::DropTtlExceeded);
     Ok(())
+}
+
+/// Makes the packet exactly tunnel, answer headers and the longest quote,
+/// the quote being the expired packet's head: the head is set aside, the
+/// packet shrinks (or grows) right behind its Ethernet header, which
+/// leaves every byte after it to be written again, and the head goes back
+/// in at the quote's place.
+#[inline(always)]
+fn cut_to_quote(ctx: &TcContext) -> Result<(), Counter> {
+    let head = QUOTE_HEAD.get_ptr_mut(0).ok_or(Counter::DropRewriteFailed)?;
+    // SAFETY: a per-CPU value nothing else on this CPU uses meanwhile.
+    let head = unsafe { &mut *head };
+    // SAFETY: the helper writes exactly the buffer's length into it.
+    let loaded = unsafe {
+        bpf_skb_load_bytes(ctx.as_ptr(), INNER_IP_OFF as u32, head.as_mut_ptr() as *mut _, head.len() as u32)
+    };
+    if loaded != 0 {
+        return Err(Counter::DropMalformed);
+    }
+    let wanted = (QUOTE_OFF + ICMP6_ANSWER_MAX_QUOTE) as i32;
+    ctx.adjust_room(wanted - ctx.len() as i32, BPF_ADJ_ROOM_MAC, 0)
+        .map_err(|_| Counter::DropRewriteFailed)?;
+    ctx.store(QUOTE_OFF, head, 0).map_err(|_| Counter::DropRewriteFailed)
 }
