@@ -17,7 +17,7 @@ use egress_tests::agent::counters;
 use egress_tests::clients::{self, Iperf3Options};
 use egress_tests::dual_stack::{self, twin, twin_cidr};
 use egress_tests::reference::{self, TunnelConfig};
-use egress_tests::topology::{Cluster, ClusterConfig, Pod};
+use egress_tests::topology::{Cluster, ClusterConfig, Pod, NODE_EXTERNAL, POD_IFACE};
 use egress_tests::{Daemon, EgressSetup, GatewayOptions, Netns};
 
 fn dual_stack_cluster() -> ClusterConfig {
@@ -66,6 +66,40 @@ fn assert_ipv6_egress(pod: &Pod, server6: Ipv6Addr, expected_source: Ipv6Addr, o
     }
 }
 
+/// `tracepath -6` from `pod` to `server6` with a 1,280-byte link between
+/// the egress node and the outside (IPv6's minimum; routers there send
+/// Packet Too Big, never fragment): the path MTU is found through the
+/// tunnel, the server is reached, and the output is returned. The link's
+/// MTU goes back to what it was.
+fn tracepath_through_a_1280_hop(cluster: &Cluster, pod: &Pod, server6: Ipv6Addr) -> String {
+    let edge = &cluster.node(cluster.config().outside.node).ns;
+    let outside = cluster.outside();
+    let set_mtu = |mtu: &str| {
+        edge.ip(&["link", "set", NODE_EXTERNAL, "mtu", mtu]).unwrap();
+        outside.ip(&["link", "set", POD_IFACE, "mtu", mtu]).unwrap();
+    };
+    set_mtu("1280");
+    let out = pod.ns.output(&["tracepath", "-6", "-n", "-m", "8", &server6.to_string()]);
+    set_mtu("1500");
+    let out = out.unwrap_or_else(|e| panic!("tracepath -6 from {}: {e:#}", pod.name));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("tracepath -6 from {}:\n{text}", pod.name);
+    assert!(text.contains("reached"), "tracepath -6 from {} did not reach {server6}: {text}", pod.name);
+    assert!(text.contains("Resume: pmtu 1280"), "the 1,280-byte hop was not found: {text}");
+    text
+}
+
+/// Hop `hop`'s answering address in tracepath's output, if it answered.
+fn tracepath_hop(text: &str, hop: u32) -> Option<String> {
+    let prefix = format!("{hop}:");
+    text.lines()
+        .map(str::trim_start)
+        .filter(|line| line.starts_with(&prefix))
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .find(|word| word.contains(':'))
+        .map(str::to_string)
+}
+
 #[test]
 fn switched_on_ipv6_leaves_from_the_gateway_s_ipv6_address() {
     let s = start(GatewayOptions {
@@ -112,6 +146,18 @@ fn switched_on_ipv6_leaves_from_the_gateway_s_ipv6_address() {
     let to_w3 = w1.ns.ip(&["-6", "route", "get", &twin(w3.ip).to_string()]).unwrap();
     assert!(String::from_utf8_lossy(&to_w3.stdout).contains("dev eth0"), "{to_w3:?}");
 
+    // The gateway answers as the first hop (its probes are as long as
+    // egress0's MTU: the answer quotes their head), and routers' Packet
+    // Too Big about the 1,280-byte link beyond reaches the pod.
+    let before = s.status().unwrap();
+    let trace = tracepath_through_a_1280_hop(&s.cluster, w1, server6);
+    assert_eq!(tracepath_hop(&trace, 1), Some(twin(s.gateway_ip()).to_string()), "the first hop: {trace}");
+    let after = s.status().unwrap();
+    assert!(
+        after.counter("icmp_error_to_client").unwrap() > before.counter_or_zero("icmp_error_to_client"),
+        "no ICMPv6 error reached the pod"
+    );
+
     // An unlisted pod's IPv6 is dropped at the gateway (fail closed there).
     join_routing_ipv6(&s, "w2", None);
     assert!(curl6(w2, server6, DROP_TIMEOUT).is_err(), "unlisted w2's IPv6 was forwarded");
@@ -144,4 +190,6 @@ fn the_linux_reference_gateway_carries_the_same_ipv6() {
     for pod in [w1, w3] {
         assert_ipv6_egress(pod, server6, twin(cluster.gateway().ip), cluster.outside());
     }
+    let trace = tracepath_through_a_1280_hop(&cluster, w1, server6);
+    assert!(tracepath_hop(&trace, 1).is_some(), "Linux's gateway answers as the first hop: {trace}");
 }
