@@ -151,35 +151,73 @@ fn to_client(
     quote: &Quote,
     entry: &NatEntry6,
 ) -> Result<(), Counter> {
-    let address_diff = address_diff6(&cfg.gateway_ip6, &entry.client_ip)?;
-    let port_off = QUOTED_L4_OFF + quote.port_off;
-    let (old_port, new_port) = (quote.nat_port_be, entry.client_port_be);
-    // The quoted transport checksum, when the quote holds it: its
-    // pseudo-header has the quoted source address, and it covers the port.
-    // Bounded by the error's own length, not the frame's (which may be
-    // padded past it).
-    let quoted_csum_off = QUOTED_L4_OFF + l4_csum_off(quote.ip.next_header);
-    let error_end = ICMP_OFF + outer.payload_len as usize;
-    let before: u16 = ctx.load(quoted_csum_off).unwrap_or(0);
-    // A zero UDP checksum means none (not in IPv6, and never ours): kept.
-    let no_udp_checksum = quote.ip.next_header == IPPROTO_UDP && before == 0;
-    if quoted_csum_off + 2 <= error_end && !no_udp_checksum {
-        replace_in_sum(ctx, quoted_csum_off, 0, address_diff, 0)?;
-        replace_in_sum(ctx, quoted_csum_off, old_port as u32, new_port as u32, 2)?;
-        let after: u16 = ctx.load(quoted_csum_off).map_err(|_| Counter::DropMalformed)?;
-        // The ICMPv6 checksum covers that field too.
-        replace_in_sum(ctx, ICMP_OFF + ICMP_CSUM_OFF, before as u32, after as u32, 2)?;
-    }
-    // The quote's own address and port, inside the ICMPv6 message.
-    replace_in_sum(ctx, ICMP_OFF + ICMP_CSUM_OFF, 0, address_diff, 0)?;
-    replace_in_sum(ctx, ICMP_OFF + ICMP_CSUM_OFF, old_port as u32, new_port as u32, 2)?;
-    ctx.store(QUOTED_IP_OFF + IPV6_SRC_OFF, &entry.client_ip, 0).map_err(|_| Counter::DropRewriteFailed)?;
-    ctx.store(port_off, &new_port, 0).map_err(|_| Counter::DropRewriteFailed)?;
+    rewrite_quote(
+        ctx,
+        &QuoteRewrite {
+            icmp_off: ICMP_OFF,
+            error_end: ICMP_OFF + outer.payload_len as usize,
+            next_header: quote.ip.next_header,
+            address_off: QUOTED_IP_OFF + IPV6_SRC_OFF,
+            old_address: &cfg.gateway_ip6,
+            new_address: &entry.client_ip,
+            port_off: QUOTED_L4_OFF + quote.port_off,
+            old_port_be: quote.nat_port_be,
+            new_port_be: entry.client_port_be,
+        },
+    )?;
     // The error itself now goes to the client, one hop on: its destination
     // in the pseudo-header too (the port arguments equal: no port here).
     nat_v6_rewrite_headers(ctx, IP_OFF, outer, End::Destination, &entry.client_ip, 0, 0)?;
     let bytes = (ctx.len() - ETH_HLEN as u32) as u64;
     tunnel_to_client(ctx, cfg, &TunnelTarget::of6(entry), entry.client_id, 1, bytes)
+}
+
+/// What a NAT changes in an ICMPv6 error's quote: one of the quoted
+/// packet's addresses and its port (or echo identifier) on the same end.
+pub struct QuoteRewrite<'a> {
+    /// Where the ICMPv6 message starts, and where the error ends (its own
+    /// length, not the frame's, which may be padded past it).
+    pub icmp_off: usize,
+    pub error_end: usize,
+    /// The quoted packet's transport protocol.
+    pub next_header: u8,
+    /// Where the quoted address sits, and what it was and becomes.
+    pub address_off: usize,
+    pub old_address: &'a [u8; 16],
+    pub new_address: &'a [u8; 16],
+    /// Where the quoted port (or identifier) sits, and what it was and
+    /// becomes.
+    pub port_off: usize,
+    pub old_port_be: u16,
+    pub new_port_be: u16,
+}
+
+/// Rewrites the quote as `change` says, in either direction: the quoted
+/// transport checksum follows when the quote holds it (its pseudo-header
+/// has the quoted addresses, and it covers the port), and the ICMPv6
+/// checksum follows everything changed inside the message. The error's
+/// own addresses are the caller's.
+#[inline(always)]
+pub fn rewrite_quote(ctx: &TcContext, change: &QuoteRewrite) -> Result<(), Counter> {
+    let address_diff = address_diff6(change.old_address, change.new_address)?;
+    let (old_port, new_port) = (change.old_port_be as u32, change.new_port_be as u32);
+    let icmp_csum_off = change.icmp_off + ICMP_CSUM_OFF;
+    let quoted_l4_off = change.icmp_off + ICMP_HLEN + IPV6_HLEN;
+    let quoted_csum_off = quoted_l4_off + l4_csum_off(change.next_header);
+    let before: u16 = ctx.load(quoted_csum_off).unwrap_or(0);
+    // A zero UDP checksum means none (not in IPv6, and never ours): kept.
+    let no_udp_checksum = change.next_header == IPPROTO_UDP && before == 0;
+    if quoted_csum_off + 2 <= change.error_end && !no_udp_checksum {
+        replace_in_sum(ctx, quoted_csum_off, 0, address_diff, 0)?;
+        replace_in_sum(ctx, quoted_csum_off, old_port, new_port, 2)?;
+        let after: u16 = ctx.load(quoted_csum_off).map_err(|_| Counter::DropMalformed)?;
+        // The ICMPv6 checksum covers that field too.
+        replace_in_sum(ctx, icmp_csum_off, before as u32, after as u32, 2)?;
+    }
+    replace_in_sum(ctx, icmp_csum_off, 0, address_diff, 0)?;
+    replace_in_sum(ctx, icmp_csum_off, old_port, new_port, 2)?;
+    ctx.store(change.address_off, change.new_address, 0).map_err(|_| Counter::DropRewriteFailed)?;
+    ctx.store(change.port_off, &change.new_port_be, 0).map_err(|_| Counter::DropRewriteFailed)
 }
 
 /// Adds `new - old` (of `size` bytes; 0: `new` is a difference already) to
