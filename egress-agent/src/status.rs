@@ -85,8 +85,10 @@ pub fn find_maps(ifindex: u32) -> Result<DatapathMaps> {
     let mut datapaths: Vec<(u32, Vec<(String, u32)>)> = Vec::new();
     for info in aya::programs::loaded_programs() {
         let Ok(info) = info else { continue };
+        // The kernel keeps the first 15 bytes of a program's name.
+        let is = |full: &str, name: &str| full.get(..full.len().min(15)) == Some(name);
         let ours = info.name_as_str().is_some_and(|name| {
-            name == names::PROGRAM || names::IPV6_PROGRAM_SLOTS.iter().any(|(ipv6, _)| *ipv6 == name)
+            is(names::PROGRAM, name) || names::IPV6_PROGRAM_SLOTS.iter().any(|(ipv6, _)| is(ipv6, name))
         });
         if !ours {
             continue;
