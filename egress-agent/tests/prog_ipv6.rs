@@ -188,11 +188,13 @@ fn hostile_ipv6_is_dropped_for_what_it_is() {
     for informational in [133, 135, 136] {
         assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &icmpv6(informational)), "drop_unsupported_protocol");
     }
-    // A client's ICMPv6 errors (unreachable, Packet Too Big) are not
-    // translated yet.
+    // A client's ICMPv6 errors are translated (`prog_ipv6_client_errors`):
+    // one without a quote is malformed; a type RFC 4443 does not define
+    // is not translated.
     for error in [1, 2] {
-        assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &icmpv6(error)), "drop_ipv6_not_translated");
+        assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &icmpv6(error)), "drop_malformed");
     }
+    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &icmpv6(100)), "drop_ipv6_not_translated");
 }
 
 #[test]

@@ -152,9 +152,9 @@ counters! {
     /// routing, fragment, destination options) before its transport
     /// header: not translated.
     DropIpv6ExtHeader = 38 => "drop_ipv6_ext_header",
-    /// A client's IPv6 packet of a kind IPv6 egress does not translate yet
-    /// (issue 14): an ICMPv6 error it sends. Dropped here, never sent with
-    /// another address.
+    /// A client's ICMPv6 error of a type RFC 4443 does not define (the
+    /// four it does are translated): dropped here, never sent with another
+    /// address.
     DropIpv6NotTranslated = 39 => "drop_ipv6_not_translated",
     /// A client's IPv6 packet while the gateway pod has no global IPv6
     /// address to translate it to (an IPv4-only gateway).

@@ -88,12 +88,15 @@ pub const IPV6_REPLY_PROGRAM_SLOT: u32 = 1;
 pub const IPV6_ERROR_PROGRAM_SLOT: u32 = 2;
 /// The slot of [`IPV6_PROGRAMS`] that holds [`IPV6_TOO_BIG_PROGRAM`].
 pub const IPV6_TOO_BIG_PROGRAM_SLOT: u32 = 3;
+/// The slot of [`IPV6_PROGRAMS`] that holds [`IPV6_CLIENT_ERROR_PROGRAM`].
+pub const IPV6_CLIENT_ERROR_PROGRAM_SLOT: u32 = 4;
 /// Every IPv6 program and its slot of [`IPV6_PROGRAMS`].
-pub const IPV6_PROGRAM_SLOTS: [(&str, u32); 4] = [
+pub const IPV6_PROGRAM_SLOTS: [(&str, u32); 5] = [
     (IPV6_PROGRAM, IPV6_PROGRAM_SLOT),
     (IPV6_REPLY_PROGRAM, IPV6_REPLY_PROGRAM_SLOT),
     (IPV6_ERROR_PROGRAM, IPV6_ERROR_PROGRAM_SLOT),
     (IPV6_TOO_BIG_PROGRAM, IPV6_TOO_BIG_PROGRAM_SLOT),
+    (IPV6_CLIENT_ERROR_PROGRAM, IPV6_CLIENT_ERROR_PROGRAM_SLOT),
 ];
 
 /// `PerCpuArray<u64>` indexed by [`crate::counters::Counter`].
@@ -117,6 +120,10 @@ pub const IPV6_ERROR_PROGRAM: &str = "egress_icmp6_error";
 /// answer does not fit), with the flow's client id in the packet's
 /// `cb[0]` (`IPV6_TOO_BIG_CLIENT_CB`).
 pub const IPV6_TOO_BIG_PROGRAM: &str = "egress_too_big6";
+/// The classifier that translates a client's ICMPv6 error about a reply
+/// of its flow, handed it by [`IPV6_PROGRAM`] once that has checked it as
+/// any packet of the client's (the translation does not fit there).
+pub const IPV6_CLIENT_ERROR_PROGRAM: &str = "egress_client_error6";
 /// Which word of the packet's control block (`__sk_buff.cb`, kept across
 /// a tail call) carries the client id to [`IPV6_TOO_BIG_PROGRAM`].
 pub const IPV6_TOO_BIG_CLIENT_CB: usize = 0;

@@ -9,7 +9,8 @@
 //! the VNI and that the outer source is a labeled pod; `egress_remote6`
 //! for an IPv6 packet to the gateway's IPv6 address; `egress_icmp6_error`
 //! for an ICMPv6 error to it (`nat::icmp_error6`); `egress_too_big6` for
-//! a reply too big for the tunnel (`nat::too_big6`). The IPv4 paths
+//! a reply too big for the tunnel (`nat::too_big6`); `egress_client_error6`
+//! for a client's ICMPv6 error about a reply (`nat::client_error6`). The IPv4 paths
 //! already take most of what the verifier accepts in one program
 //! (`egress-agent/tests/prog_verifier.rs`), and the two IPv6 directions
 //! together more stack than one program has (`egress_common::maps::IPV6_PROGRAMS`).
@@ -39,6 +40,16 @@ pub fn from_remote(ctx: &TcContext) -> Verdict {
         return Verdict::Drop(Counter::DropNotConfigured);
     };
     rev_nat6::from_remote(ctx, cfg)
+}
+
+/// `egress_client_error6`: a client's ICMPv6 error, in its tunnel, that
+/// `egress_gateway6` checked and handed on.
+#[inline(always)]
+pub fn error_from_client(ctx: &TcContext) -> Verdict {
+    let Some(cfg) = maps::config() else {
+        return Verdict::Drop(Counter::DropNotConfigured);
+    };
+    snat6::error_from_client(ctx, cfg)
 }
 
 /// `egress_too_big6`: a reply of client `cb[IPV6_TOO_BIG_CLIENT_CB]`'s

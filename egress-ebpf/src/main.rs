@@ -90,6 +90,14 @@ pub fn egress_too_big6(ctx: TcContext) -> i32 {
     verdict::apply(verdict, &ctx)
 }
 
+/// A client's ICMPv6 error about a reply of its flow, still in its
+/// tunnel: reached only by `egress_gateway6`'s tail call.
+#[classifier]
+pub fn egress_client_error6(ctx: TcContext) -> i32 {
+    let verdict = ipv6::error_from_client(&ctx);
+    verdict::apply(verdict, &ctx)
+}
+
 /// On the resegmentation pair's receiving end (the GRO stage's sending
 /// end): the segments of a reply `egress_gateway` could not encapsulate
 /// whole, a reply to be sent in two fragments, and the first of those two

@@ -9,8 +9,9 @@
 //! ```
 //!
 //! A packet whose hop limit ends here is answered with time exceeded
-//! (`time_exceeded6`). Not translated yet, dropped and counted: a client's
-//! ICMPv6 errors (`drop_ipv6_not_translated`).
+//! (`time_exceeded6`). A client's ICMPv6 error about a reply of its flow
+//! goes to the remote, translated (`client_error6`); error types RFC 4443
+//! does not define are dropped (`drop_ipv6_not_translated`).
 use aya_ebpf::{helpers::bpf_skb_load_bytes, maps::lpm_trie::Key, programs::TcContext, EbpfContext};
 use egress_common::{
     config::GatewayConfig,
@@ -21,6 +22,7 @@ use egress_common::{
         is_icmpv6_error, is_ipv6_extension_header, is_martian_destination, is_martian_destination_v6,
         nat64_embedded_ipv4,
     },
+    maps::IPV6_CLIENT_ERROR_PROGRAM_SLOT,
 };
 
 use crate::{
@@ -30,9 +32,12 @@ use crate::{
         IPPROTO_UDP, IPV6_HLEN, TCP_RST, UDP_CSUM_OFF,
     },
     maps::{
-        account, wire_segments, Direction, CLIENTS, CLIENTS6, CT6_TEMPLATE, EXCLUDED_DSTS, EXCLUDED_DSTS6,
+        account, count, wire_segments, Direction, CLIENTS, CLIENTS6, CT6_TEMPLATE, EXCLUDED_DSTS,
+        EXCLUDED_DSTS6,
     },
     nat::{
+        client_error6,
+        icmp_error6::is_translated_error,
         rewrite::{nat_v6_rewrite_headers, End},
         snat::live_original,
         time_exceeded6,
@@ -54,15 +59,15 @@ struct Sender {
 #[inline(always)]
 pub fn from_client(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
     match snat_v6_process(ctx, cfg) {
-        Ok(counter) => Verdict::Redirect { ifindex: cfg.ifindex, counter },
+        Ok(verdict) => verdict,
         Err(reason) => Verdict::Drop(reason),
     }
 }
 
-/// Translates the packet in place, or turns it into the gateway's answer
-/// to the client; returns what the packet sent out counts as.
+/// Translates the packet in place, turns it into the gateway's answer to
+/// the client, or hands it on to the program that translates it.
 #[inline(always)]
-fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Counter, Counter> {
+fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Verdict, Counter> {
     let sender = sender(ctx)?;
     let ip = inner_packet(ctx)?;
     if !cfg.has_ipv6() {
@@ -82,7 +87,7 @@ fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Counter, Coun
     }
     if ip.hop_limit <= 1 {
         time_exceeded6::answer(ctx, cfg, sender.outer_ip_be, &ip, sender.client_id)?;
-        return Ok(Counter::IcmpErrorToClient);
+        return Ok(Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::IcmpErrorToClient });
     }
     if EXCLUDED_DSTS6.get(Key::new(128, ip.dst)).is_some()
         || nat64_ipv4.is_some_and(|ipv4_be| EXCLUDED_DSTS.get(Key::new(32, ipv4_be)).is_some())
@@ -93,7 +98,7 @@ fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Counter, Coun
     merge_ecn6(ctx, sender.outer_tos, &ip)?;
     let ports = match load_l4(ctx, INNER_L4_OFF, ip.next_header).map_err(|_| Counter::DropMalformed)? {
         Some(ports) => ports,
-        None if ip.next_header == IPPROTO_ICMPV6 => return Err(icmpv6_refusal(ctx)),
+        None if ip.next_header == IPPROTO_ICMPV6 => return error_to_remote(ctx),
         None => return Err(Counter::DropUnsupportedProtocol),
     };
     // Clients start echo exchanges; an echo reply from a client answers an
@@ -129,7 +134,7 @@ fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Counter, Coun
     let segments = wire_segments(ctx);
     strip_tunnel6(ctx)?;
     account(sender.client_id, Direction::ToRemote, segments, (ctx.len() - ETH_HLEN as u32) as u64);
-    Ok(Counter::ForwardedToRemote)
+    Ok(Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToRemote })
 }
 
 /// The outer source, which the main program checked is a labeled pod's
@@ -153,16 +158,43 @@ fn inner_packet(ctx: &TcContext) -> Result<Ipv6Header, Counter> {
     }
 }
 
-/// Why a client's ICMPv6 message other than an echo is not sent: errors
-/// (about a reply it got) are not translated yet; informational messages
-/// other than echo (neighbour discovery, router solicitation) are the
-/// link's business, never a remote's.
+/// A client's ICMPv6 message other than an echo: an error about a reply
+/// of its flow goes on to `egress_client_error6` (its translation does not
+/// fit this program), which trusts the checks made here; error types RFC
+/// 4443 does not define are not translated; informational messages other
+/// than echo (neighbour discovery, router solicitation) are the link's
+/// business, never a remote's.
 #[inline(always)]
-fn icmpv6_refusal(ctx: &TcContext) -> Counter {
-    match ctx.load::<u8>(INNER_L4_OFF) {
-        Ok(icmp_type) if is_icmpv6_error(icmp_type) => Counter::DropIpv6NotTranslated,
-        Ok(_) => Counter::DropUnsupportedProtocol,
-        Err(_) => Counter::DropMalformed,
+fn error_to_remote(ctx: &TcContext) -> Result<Verdict, Counter> {
+    let icmp_type: u8 = ctx.load(INNER_L4_OFF).map_err(|_| Counter::DropMalformed)?;
+    if !is_icmpv6_error(icmp_type) {
+        return Err(Counter::DropUnsupportedProtocol);
+    }
+    if !is_translated_error(icmp_type) {
+        return Err(Counter::DropIpv6NotTranslated);
+    }
+    Ok(Verdict::ToIpv6Program { slot: IPV6_CLIENT_ERROR_PROGRAM_SLOT })
+}
+
+/// `egress_client_error6`: the client's ICMPv6 error, in its tunnel, that
+/// `egress_gateway6` checked as it checks every packet of the client's
+/// (its source listed, its destination neither martian nor excluded, its
+/// hop limit above 1): translated and sent to the remote.
+#[inline(always)]
+pub fn error_from_client(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
+    let sent = sender(ctx).and_then(|sender| {
+        let ip = Ipv6Header::load_whole(ctx, INNER_IP_OFF).ok_or(Counter::DropMalformed)?;
+        client_error6::to_remote(ctx, cfg, &ip, sender.client_id)?;
+        strip_tunnel6(ctx)?;
+        account(sender.client_id, Direction::ToRemote, 1, (ctx.len() - ETH_HLEN as u32) as u64);
+        Ok(())
+    });
+    match sent {
+        Ok(()) => {
+            count(Counter::IcmpErrorToRemote);
+            Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToRemote }
+        }
+        Err(reason) => Verdict::Drop(reason),
     }
 }
 
