@@ -42,7 +42,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use egress_common::config::{TUNNEL_GATEWAY_IP, TUNNEL_GATEWAY_MAC, TUNNEL_OVERHEAD};
+use egress_common::config::{IPV6_MIN_MTU, TUNNEL_GATEWAY_IP, TUNNEL_GATEWAY_MAC, TUNNEL_OVERHEAD};
 
 use crate::{
     cli::{Ipv6Egress, JoinArgs},
@@ -325,20 +325,27 @@ fn join(args: &JoinArgs, gateway: &str) -> Result<()> {
     );
     match ipv6 {
         Ipv6Plan::Off => {}
+        // Closed before anything that may fail: a pod labeled while it
+        // runs must never have its IPv4 tunnelled and its IPv6 open.
         Ipv6Plan::Unreachable(why) => {
-            keep_cluster_ipv6(&netlink, &eth_link, &cluster_cidrs_v6)?;
             close_external_ipv6(&netlink)?;
+            keep_cluster_ipv6(&netlink, &eth_link, &cluster_cidrs_v6)?;
             println!(
                 "IPv6: external traffic of this pod is unreachable ({why}); {} IPv6 cluster CIDRs stay on {eth}",
                 cluster_cidrs_v6.len()
             );
         }
         Ipv6Plan::Route(pod_ip6) => {
+            // The floor first: it closes what nothing else holds, and
+            // leaves the halves through the tunnel of an earlier run be.
+            floor_external_ipv6(&netlink)?;
             keep_cluster_ipv6(&netlink, &eth_link, &cluster_cidrs_v6)?;
             if let Err(err) = route_external_ipv6(&netlink, &args.device, device, pod_ip6) {
                 // Fail closed: whatever did not work, IPv6 does not go
                 // out directly (the --follow sidecar retries).
-                close_external_ipv6(&netlink)?;
+                if let Err(closing) = close_external_ipv6(&netlink) {
+                    eprintln!("closing external IPv6 after the failure below failed too: {closing:#}");
+                }
                 return Err(err);
             }
             println!(
@@ -378,7 +385,7 @@ fn plan_ipv6(args: &JoinArgs, eth: &netdev::Interface) -> Result<Ipv6Plan> {
     // On a link below IPv6's minimum MTU the kernel takes IPv6 off the
     // link, and the routes through it with it.
     let tunnel_mtu = eth.mtu.saturating_sub(TUNNEL_OVERHEAD as u32);
-    if tunnel_mtu < IPV6_MIN_MTU {
+    if tunnel_mtu < IPV6_MIN_MTU as u32 {
         bail!(
             "--ipv6 route: {}'s MTU {} leaves the tunnel {tunnel_mtu}, below IPv6's minimum of {IPV6_MIN_MTU}; use --ipv6 unreachable",
             eth.name,
@@ -434,9 +441,6 @@ const IPV6_FLOOR_METRIC: u32 = 4096;
 /// gateway never sees it (the neighbour entry is static).
 const TUNNEL_GATEWAY_IP6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0x42, 1);
 
-/// IPv6's minimum link MTU (RFC 8200 5).
-const IPV6_MIN_MTU: u32 = 1280;
-
 /// Whether the pod's stack runs IPv6 on `eth` at all.
 fn ipv6_enabled(eth: &str) -> bool {
     let disabled = |path: String| std::fs::read_to_string(path).map(|v| v.trim() == "1").unwrap_or(true);
@@ -482,15 +486,21 @@ fn close_external_ipv6(netlink: &Netlink) -> Result<()> {
 /// and without the floor the pod's own IPv6 default route would then send
 /// its external IPv6 straight out.
 fn route_external_ipv6(netlink: &Netlink, name: &str, device: u32, pod_ip6: Ipv6Addr) -> Result<()> {
-    for half in IPV6_HALVES {
-        route::replace(netlink, &Route::unreachable(half.into(), 1).with_metric(IPV6_FLOOR_METRIC))?;
-    }
     enable_ipv6_on(name)?;
     neighbour::replace_permanent(netlink, device, TUNNEL_GATEWAY_IP6.into(), TUNNEL_GATEWAY_MAC)?;
     for half in IPV6_HALVES {
         let through =
             Route::via(half.into(), 1, TUNNEL_GATEWAY_IP6.into(), device).with_source(pod_ip6.into());
         route::replace(netlink, &through)?;
+    }
+    Ok(())
+}
+
+/// The floor under `route_external_ipv6`'s halves (see there): the same
+/// halves, unreachable at a higher metric.
+fn floor_external_ipv6(netlink: &Netlink) -> Result<()> {
+    for half in IPV6_HALVES {
+        route::replace(netlink, &Route::unreachable(half.into(), 1).with_metric(IPV6_FLOOR_METRIC))?;
     }
     Ok(())
 }
