@@ -189,12 +189,14 @@ fn hostile_ipv6_is_dropped_for_what_it_is() {
         assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &icmpv6(informational)), "drop_unsupported_protocol");
     }
     // A client's ICMPv6 errors are translated (`prog_ipv6_client_errors`):
-    // one without a quote is malformed; a type RFC 4443 does not define
-    // is not translated.
-    for error in [1, 2] {
+    // one without a quote is malformed; Packet Too Big and a type RFC 4443
+    // does not define are not translated.
+    for error in [1, 3] {
         assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &icmpv6(error)), "drop_malformed");
     }
-    assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &icmpv6(100)), "drop_ipv6_not_translated");
+    for error in [2, 100] {
+        assert_dropped(&mut h, &tunnel(CLIENT_IP, VNI, &icmpv6(error)), "drop_ipv6_not_translated");
+    }
 }
 
 #[test]

@@ -100,15 +100,19 @@ fn an_expiring_packet_too_long_to_quote_whole_is_quoted_in_part() {
 }
 
 /// What a router never answers: an ICMPv6 error (two routers could answer
-/// each other forever). Only dropped, and it takes no answer from the
+/// each other forever), a Redirect. Only dropped, and it takes no answer from the
 /// client's allowance.
 #[test]
 fn an_expiring_error_is_only_dropped() {
     let mut h = Harness::default();
     let mut error = expiring(1, L4::EchoRequest { id: 7 }, b"quoted");
     error[ETH_HLEN + IPV6_HLEN] = 1; // destination unreachable
-    assert_eq!(h.run(&tunnel(CLIENT_IP, VNI, &error)).action, TC_ACT_SHOT);
-    assert_eq!(h.counter("drop_ttl_exceeded"), 1);
+    let mut redirect = error.clone();
+    redirect[ETH_HLEN + IPV6_HLEN] = 137; // nor a Redirect (RFC 4443 2.4 (e.2))
+    for frame in [error, redirect] {
+        assert_eq!(h.run(&tunnel(CLIENT_IP, VNI, &frame)).action, TC_ACT_SHOT);
+    }
+    assert_eq!(h.counter("drop_ttl_exceeded"), 2);
     assert_eq!(h.counter("icmp_error_to_client"), 0);
     assert_eq!(h.counter("icmp_answer_rate_limited"), 0, "it took no answer");
 }

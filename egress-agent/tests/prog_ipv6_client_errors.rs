@@ -144,8 +144,22 @@ fn errors_about_what_is_not_the_client_s_own_go_nowhere() {
             ),
             "drop_spoofed_inner_source",
         ),
-        // No quote at all.
+        // No quote at all, and none within the error's own length (the
+        // frame carries one after it).
         (client_error(CLIENT_IP, CLIENT_IP6, REMOTE_IP6, PORT_UNREACHABLE, &[]), "drop_malformed"),
+        (short_error_with_a_quote_behind(), "drop_malformed"),
+        // Packet Too Big about its own flow's reply: a pod never needs one,
+        // and it would lower the path MTU every tenant shares.
+        (
+            client_error(
+                CLIENT_IP,
+                CLIENT_IP6,
+                REMOTE_IP6,
+                (2, 0),
+                &reply_as_received(REMOTE_IP6, CLIENT_IP6, reply, b"x"),
+            ),
+            "drop_ipv6_not_translated",
+        ),
         // An error type RFC 4443 does not define.
         (
             client_error(
@@ -165,4 +179,16 @@ fn errors_about_what_is_not_the_client_s_own_go_nowhere() {
     }
     assert_eq!(h.counter("icmp_error_to_remote"), 0);
     assert_eq!(h.counter("forwarded_to_remote"), 2, "the two flows' first packets only");
+}
+
+/// A port unreachable whose IPv6 length says 8 bytes (no quote), with a
+/// quote of the client's own flow behind it in the frame.
+fn short_error_with_a_quote_behind() -> Vec<u8> {
+    let quoted = reply_as_received(REMOTE_IP6, CLIENT_IP6, L4::Udp { src: 53, dst: 40_002 }, b"x");
+    let mut packet = client_error(CLIENT_IP, CLIENT_IP6, REMOTE_IP6, PORT_UNREACHABLE, &quoted);
+    // Outer Ethernet, IPv4, UDP, VXLAN, inner Ethernet; then the IPv6
+    // payload length.
+    let payload_len_off = ETH_HLEN + 20 + 8 + 8 + 14 + 4;
+    packet[payload_len_off..payload_len_off + 2].copy_from_slice(&8u16.to_be_bytes());
+    packet
 }

@@ -19,6 +19,10 @@ pub const TUNNEL_GATEWAY_IP: [u8; 4] = [169, 254, 42, 1];
 /// from a gateway pod that is draining; 0 otherwise.
 pub const PROBE_DRAINING_CODE: u8 = 1;
 
+/// IPv6's minimum link MTU (RFC 8200 5): every IPv6 path carries this much,
+/// so the tunnel must carry it to carry IPv6.
+pub const IPV6_MIN_MTU: usize = 1280;
+
 /// What VXLAN over IPv4 adds in front of the inner IPv4 packet: outer IPv4
 /// (20) + UDP (8) + VXLAN (8) + inner Ethernet (14). The worker's tunnel MTU
 /// is eth0's minus this.

@@ -114,13 +114,13 @@ counters! {
     DropRewriteFailed = 27 => "drop_rewrite_failed",
     /// The redirect back out of the interface failed.
     DropRedirectFailed = 28 => "drop_redirect_failed",
-    /// The program has no configuration yet (or no IPv6 program to hand a
-    /// client's IPv6 packet to).
+    /// The program has no configuration yet (or an empty IPv6 program
+    /// slot to hand a packet on to).
     DropNotConfigured = 29 => "drop_not_configured",
     /// TTL (IPv6: hop limit) would reach zero when forwarded (a client's
     /// packet is answered with time exceeded unless it is an ICMP error
-    /// itself, too big to quote whole, or the client's answer rate is used
-    /// up).
+    /// itself, (IPv4) too big to quote whole, or the client's answer rate
+    /// is used up).
     DropTtlExceeded = 30 => "drop_ttl_exceeded",
     /// A reply that would exceed the interface MTU once encapsulated (not a
     /// GSO packet, which is segmented to fit); answered to the remote with
@@ -152,9 +152,10 @@ counters! {
     /// routing, fragment, destination options) before its transport
     /// header: not translated.
     DropIpv6ExtHeader = 38 => "drop_ipv6_ext_header",
-    /// A client's ICMPv6 error of a type RFC 4443 does not define (the
-    /// four it does are translated): dropped here, never sent with another
-    /// address.
+    /// A client's ICMPv6 error of a type RFC 4443 does not define, or a
+    /// Packet Too Big (a pod never needs to send one about its replies,
+    /// and it would lower the path MTU every tenant shares): dropped here,
+    /// never sent with another address.
     DropIpv6NotTranslated = 39 => "drop_ipv6_not_translated",
     /// A client's IPv6 packet while the gateway pod has no global IPv6
     /// address to translate it to (an IPv4-only gateway).

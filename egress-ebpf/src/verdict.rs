@@ -34,9 +34,10 @@ pub enum Verdict {
         ifindex: u32,
     },
     /// For the IPv6 program in `slot` of `IPV6_PROGRAMS`, through a tail
-    /// call: a client's IPv6 packet, its outer headers and client checked
-    /// (`egress_gateway6`), or an IPv6 packet for the gateway's IPv6
-    /// address (`egress_remote6`).
+    /// call (`egress_common::maps::IPV6_PROGRAM_SLOTS` names them all): a
+    /// client's IPv6 packet, its outer headers and client checked
+    /// (`egress_gateway6`), an IPv6 packet for the gateway's IPv6 address
+    /// (`egress_remote6`), or what those hand on.
     ToIpv6Program {
         slot: u32,
     },

@@ -1,6 +1,6 @@
 //! Headers the datapath writes itself, exactly as on the wire.
 use aya_ebpf::helpers::bpf_get_prandom_u32;
-use egress_common::checksum::pseudo_header_sum_v6;
+use egress_common::{checksum::pseudo_header_sum_v6, config::IPV6_MIN_MTU};
 
 use crate::{
     csum,
@@ -118,8 +118,6 @@ const ICMP_ANSWER_TTL: u8 = 64;
 /// IPTOS_PREC_INTERNETCONTROL: the precedence Linux gives its ICMP errors.
 const ICMP_ANSWER_TOS: u8 = 0xc0;
 
-/// IPv6's minimum link MTU (RFC 8200 5): every IPv6 path carries this much.
-pub const IPV6_MIN_MTU: usize = 1280;
 /// The most of a packet the gateway's own ICMPv6 errors quote: as much as
 /// keeps the error within IPv6's minimum MTU (RFC 4443 2.4 (c)).
 pub const ICMP6_ANSWER_MAX_QUOTE: usize = IPV6_MIN_MTU - ICMP6_ANSWER_HLEN;

@@ -15,7 +15,9 @@
 //! own: the quote must be a packet the remote sent to this pod's own
 //! address (the error's own source, checked against the client's listed
 //! address already), on a flow of this client's that the gateway knows.
-//! Anything else is `drop_no_mapping`. The error does not refresh its flow.
+//! Anything else is `drop_no_mapping` (`drop_malformed` if the error is
+//! too short to hold a quote). The error does not refresh its flow. A
+//! client's Packet Too Big is never translated (`snat6`).
 use aya_ebpf::programs::TcContext;
 use egress_common::{
     config::GatewayConfig,
@@ -47,6 +49,11 @@ pub fn to_remote(
     ip: &Ipv6Header,
     client_id: u32,
 ) -> Result<(), Counter> {
+    // The quote's header and ports within the error itself, not only
+    // within the frame (which may carry more after it).
+    if (ip.payload_len as usize) < ICMP_HLEN + IPV6_HLEN + 4 {
+        return Err(Counter::DropMalformed);
+    }
     let quote = Ipv6Header::load(ctx, QUOTED_IP_OFF).map_err(|_| Counter::DropMalformed)?;
     // A reply of a TCP or UDP flow, from the error's own destination to
     // the error's own source (the pod's listed address).

@@ -56,6 +56,11 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
             Verdict::Drop(Counter::DropNoMapping)
         };
     };
+    // A reply whose hop limit ends here goes no further (first, as a
+    // router checks it).
+    if ip.hop_limit <= 1 {
+        return Verdict::Drop(Counter::DropTtlExceeded);
+    }
     // IPv6 routers never fragment: what the tunnel cannot carry whole is
     // answered with Packet Too Big, in a program of its own (the answer
     // does not fit this one's stack), which the client id is handed to.
@@ -63,10 +68,6 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
         // SAFETY: the context's socket buffer, valid for the program's run.
         unsafe { (*ctx.skb.skb).cb[IPV6_TOO_BIG_CLIENT_CB] = entry.client_id };
         return Verdict::ToIpv6Program { slot: IPV6_TOO_BIG_PROGRAM_SLOT };
-    }
-    // A reply whose hop limit ends here goes no further.
-    if ip.hop_limit <= 1 {
-        return Verdict::Drop(Counter::DropTtlExceeded);
     }
     let sent = live_reply(cfg, &tuple, ip.next_header, ports.flags_or_type, &binding, &entry, now)
         .and_then(|()| to_client(ctx, cfg, &ip, &ports, &entry));

@@ -20,7 +20,7 @@ use egress_common::{
     gro::UploadRoute,
     ip::{
         is_icmpv6_error, is_ipv6_extension_header, is_martian_destination, is_martian_destination_v6,
-        nat64_embedded_ipv4,
+        nat64_embedded_ipv4, ICMPV6_PACKET_TOO_BIG,
     },
     maps::IPV6_CLIENT_ERROR_PROGRAM_SLOT,
 };
@@ -161,7 +161,7 @@ fn inner_packet(ctx: &TcContext) -> Result<Ipv6Header, Counter> {
 /// A client's ICMPv6 message other than an echo: an error about a reply
 /// of its flow goes on to `egress_client_error6` (its translation does not
 /// fit this program), which trusts the checks made here; error types RFC
-/// 4443 does not define are not translated; informational messages other
+/// 4443 does not define, and Packet Too Big, are not translated; informational messages other
 /// than echo (neighbour discovery, router solicitation) are the link's
 /// business, never a remote's.
 #[inline(always)]
@@ -170,7 +170,10 @@ fn error_to_remote(ctx: &TcContext) -> Result<Verdict, Counter> {
     if !is_icmpv6_error(icmp_type) {
         return Err(Counter::DropUnsupportedProtocol);
     }
-    if !is_translated_error(icmp_type) {
+    // A pod is its replies' final destination and never has to send
+    // Packet Too Big about them; one it sends would lower the path MTU the
+    // remote keeps for the gateway's address, every tenant's.
+    if !is_translated_error(icmp_type) || icmp_type == ICMPV6_PACKET_TOO_BIG {
         return Err(Counter::DropIpv6NotTranslated);
     }
     Ok(Verdict::ToIpv6Program { slot: IPV6_CLIENT_ERROR_PROGRAM_SLOT })
@@ -184,6 +187,10 @@ fn error_to_remote(ctx: &TcContext) -> Result<Verdict, Counter> {
 pub fn error_from_client(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
     let sent = sender(ctx).and_then(|sender| {
         let ip = Ipv6Header::load_whole(ctx, INNER_IP_OFF).ok_or(Counter::DropMalformed)?;
+        // Checked before the tail call; again, as the hop is taken here.
+        if ip.hop_limit <= 1 {
+            return Err(Counter::DropTtlExceeded);
+        }
         client_error6::to_remote(ctx, cfg, &ip, sender.client_id)?;
         strip_tunnel6(ctx)?;
         account(sender.client_id, Direction::ToRemote, 1, (ctx.len() - ETH_HLEN as u32) as u64);

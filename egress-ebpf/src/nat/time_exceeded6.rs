@@ -51,6 +51,8 @@ const QUOTE_OFF: usize = ANSWER_IP_OFF + ICMP6_ANSWER_HLEN;
 
 /// Code 0: the hop limit ran out in transit.
 const CODE_HOP_LIMIT: u8 = 0;
+/// Neighbour discovery's Redirect (RFC 4861 4.5).
+const ICMPV6_REDIRECT: u8 = 137;
 
 /// Turns client `client_id`'s expired packet `ip`, which came in the tunnel
 /// from `outer_ip_be`, into its answer. On success the packet has been
@@ -72,7 +74,8 @@ pub fn answer(
     }
     if ip.next_header == IPPROTO_ICMPV6 {
         let icmp_type: u8 = ctx.load(INNER_IP_OFF + IPV6_HLEN).map_err(|_| Counter::DropMalformed)?;
-        if is_icmpv6_error(icmp_type) {
+        // Nor about a Redirect (RFC 4443 2.4 (e.2)).
+        if is_icmpv6_error(icmp_type) || icmp_type == ICMPV6_REDIRECT {
             return Err(Counter::DropTtlExceeded);
         }
     }

@@ -3,7 +3,9 @@
 //! Big (RFC 4443 3.2), from the gateway's IPv6 address to the remote, with
 //! the tunnel's MTU for IPv6 (eth0's - 50). The remote's kernel learns the
 //! smaller path MTU (RFC 8201) and sends the next reply in packets that
-//! fit: its TCP a smaller segment, a UDP sender fragments.
+//! fit: its TCP a smaller segment, QUIC a smaller datagram. A UDP sender
+//! that fragments instead gains nothing yet: the gateway does not
+//! translate IPv6 fragments (issue 14).
 //!
 //! The answer quotes the reply as it arrived (before any translation: the
 //! remote must recognise its own packet), as much of it as keeps the answer
@@ -21,7 +23,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use egress_common::{
-    config::{GatewayConfig, TUNNEL_OVERHEAD},
+    config::{GatewayConfig, IPV6_MIN_MTU, TUNNEL_OVERHEAD},
     counters::Counter,
     ip::ICMPV6_PACKET_TOO_BIG,
 };
@@ -41,8 +43,9 @@ const IP_OFF: usize = ETH_HLEN;
 /// to be sent out of the attached interface.
 #[inline(always)]
 pub fn answer(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv6Header, client_id: u32) -> Result<(), Counter> {
-    // A GSO aggregate's segments are sized by the client's MSS; one that
-    // does not fit is the resegmentation's business, not a path MTU's.
+    // A GSO aggregate's segments are sized by the client's MSS: one too
+    // long for the tunnel's 16-bit length needs resegmenting, which IPv6
+    // does not have yet (issue 14), not a smaller path MTU. Dropped.
     if unsafe { (*ctx.skb.skb).gso_size } != 0 {
         return Err(Counter::DropTooBigForTunnel);
     }
@@ -50,7 +53,7 @@ pub fn answer(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv6Header, client_id: 
     // an MTU below 1,280 in the answer would be ignored (RFC 8201 4).
     let tunnel_mtu = cfg.mtu.saturating_sub(TUNNEL_OVERHEAD as u32);
     let packet_len = IPV6_HLEN + ip.payload_len as usize;
-    if tunnel_mtu < crate::wire::IPV6_MIN_MTU as u32 || packet_len <= tunnel_mtu as usize {
+    if tunnel_mtu < IPV6_MIN_MTU as u32 || packet_len <= tunnel_mtu as usize {
         return Err(Counter::DropTooBigForTunnel);
     }
     if !take_icmp_answer(client_id, conntrack::now_ns()) {
