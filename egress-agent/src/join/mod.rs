@@ -206,6 +206,26 @@ impl steer::Tunnel for DeviceTunnel {
         link::set_vxlan_remote(&self.netlink, device.index, remote)
     }
 
+    /// The hold is the tunnel's next-hop neighbour entry, made unresolved:
+    /// the kernel queues the pod's packets into the tunnel there, before
+    /// the VXLAN device reads its remote, and sends them on when the entry
+    /// is permanent again, through whatever remote it has by then.
+    fn switch_if(&mut self, remote: Ipv4Addr, still_idle: &mut dyn FnMut() -> bool) -> Result<bool> {
+        let device = tunnel_device(&self.netlink, &self.device)?.index;
+        let next_hop = IpAddr::V4(TUNNEL_GATEWAY_IP.into());
+        neighbour::hold(&self.netlink, device, next_hop)?;
+        let switched = match still_idle() {
+            true => link::set_vxlan_remote(&self.netlink, device, remote).map(|()| true),
+            false => Ok(false),
+        };
+        // Released whatever happened above: a held entry stalls the pod's
+        // tunnel. One retry covers a transient failure of the socket.
+        neighbour::replace_permanent(&self.netlink, device, next_hop, TUNNEL_GATEWAY_MAC)
+            .or_else(|_| neighbour::replace_permanent(&self.netlink, device, next_hop, TUNNEL_GATEWAY_MAC))
+            .context("the pod's traffic into the tunnel is held until the sidecar restarts")?;
+        switched
+    }
+
     fn target(&self) -> Result<steer::Target> {
         let remote = vxlan_remote(&self.netlink, &self.device)?;
         Ok(if Some(remote) == resolve_gateway(&self.service).ok() {

@@ -15,7 +15,9 @@
 //!   an error now rather than a hang.
 //! - While its replica answers, a worker moves to its rendezvous choice
 //!   (`replicas`) only when it has no connection through the tunnel, so
-//!   evening out the spread never breaks a connection.
+//!   evening out the spread never breaks a connection; the pod's packets
+//!   into the tunnel wait for the instant of the last look and the switch
+//!   (`Tunnel::switch_if`), so none opens unseen in between.
 //! - A replica that is terminating marks its answers (`egress-agent
 //!   drain`): it is passed over like one that missed, but nothing is
 //!   aborted; the worker moves at its first idle moment, while the replica
@@ -59,14 +61,19 @@ pub enum Target {
 }
 
 /// What the tunnel device needs to be pointed somewhere else, in two
-/// steps: whatever may take a while first, then the switch itself, which
-/// is one netlink message (a connection the pod opens between a check that
-/// found it idle and the switch would break; that moment must be short).
+/// steps: whatever may take a while first, then the switch itself.
 pub trait Tunnel {
     /// Makes `to` reachable (its route); returns the address to switch to.
     fn prepare(&mut self, to: Target) -> Result<Ipv4Addr>;
     /// Points the tunnel at `remote`, prepared before.
     fn switch(&mut self, remote: Ipv4Addr) -> Result<()>;
+    /// Points the tunnel at `remote` if `still_idle` says so, with what the
+    /// pod sends into the tunnel held from before the question until after
+    /// the switch: a connection opened at that moment is either seen by
+    /// the question (and nothing moves) or leaves entirely by the new
+    /// replica. Without the hold its SYN could reach one replica and the
+    /// rest of it the other, which has no binding for it. Whether it moved.
+    fn switch_if(&mut self, remote: Ipv4Addr, still_idle: &mut dyn FnMut() -> bool) -> Result<bool>;
     /// What the tunnel points at now.
     fn target(&self) -> Result<Target>;
 }
@@ -155,7 +162,7 @@ impl<T: Tunnel> Steering<T> {
             }
         } else {
             let best = self.choice(now);
-            if best != self.target && best != Target::Service && self.idle() {
+            if best != self.target && best != Target::Service && idle(&self.cluster) {
                 let from = self.target;
                 if self.move_to(best, now, true) {
                     println!("moved the idle tunnel from {} to {}", describe(from), describe(best));
@@ -171,19 +178,14 @@ impl<T: Tunnel> Steering<T> {
         self.replicas.choice(now).map_or(Target::Service, Target::Replica)
     }
 
-    fn idle(&self) -> bool {
-        connections::through_the_tunnel(&self.cluster).is_ok_and(|c| c.is_empty())
-    }
-
     /// Points the tunnel at `to`; with `only_if_idle`, only if the pod
-    /// still has no connection through it just before the switch. Whether
-    /// it moved.
+    /// still has no connection through it at the switch. Whether it moved.
     fn move_to(&mut self, to: Target, now: Instant, only_if_idle: bool) -> bool {
-        let moved = self.tunnel.prepare(to).and_then(|remote| {
-            if only_if_idle && !self.idle() {
-                return Ok(false);
-            }
-            self.tunnel.switch(remote).map(|()| true)
+        let cluster = &self.cluster;
+        let tunnel = &mut self.tunnel;
+        let moved = tunnel.prepare(to).and_then(|remote| match only_if_idle {
+            true => tunnel.switch_if(remote, &mut || idle(cluster)),
+            false => tunnel.switch(remote).map(|()| true),
         });
         match moved {
             Ok(true) => {
@@ -199,6 +201,12 @@ impl<T: Tunnel> Steering<T> {
             }
         }
     }
+}
+
+/// Whether the pod has no TCP connection through the tunnel (a failed
+/// look counts as not idle: nothing moves on a guess).
+fn idle(cluster: &[(Ipv4Addr, u8)]) -> bool {
+    connections::through_the_tunnel(cluster).is_ok_and(|c| c.is_empty())
 }
 
 fn describe(target: Target) -> String {
