@@ -341,7 +341,8 @@ pub struct PingRtt {
 /// `ping -c count -i interval` from `ns`, every reply's time kept: the
 /// median comes from them, not from ping's summary (which has no median).
 /// Intervals below 2 ms need root.
-pub fn ping_rtt(ns: &Netns, dst: Ipv4Addr, count: u32, interval: Duration) -> Result<PingRtt> {
+pub fn ping_rtt(ns: &Netns, dst: impl Into<IpAddr>, count: u32, interval: Duration) -> Result<PingRtt> {
+    let dst = dst.into();
     let out = ns.output(&[
         "ping",
         "-n",

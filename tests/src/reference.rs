@@ -179,7 +179,16 @@ ip -6 route replace {half} via {hop6} dev egress0 src {pod6}
 /// forwards the clients' IPv6, masqueraded to the gateway pod's IPv6
 /// address, and only the de-masqueraded replies go back into it.
 pub fn install_gateway_ipv6(cluster: &Cluster, clients: &[(&Pod, &str)], t: &TunnelConfig) -> Result<()> {
-    let gw = cluster.gateway();
+    install_gateway_ipv6_on(cluster, cluster.gateway(), clients, t)
+}
+
+/// [`install_gateway_ipv6`] in pod `gw`, after [`install_gateway_on`] there.
+pub fn install_gateway_ipv6_on(
+    cluster: &Cluster,
+    gw: &Pod,
+    clients: &[(&Pod, &str)],
+    t: &TunnelConfig,
+) -> Result<()> {
     let pods6 = twin_cidr(cluster.config().cluster_cidr);
     let (lo, hi) = t.nat_ports;
     let mut script = format!(

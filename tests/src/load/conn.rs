@@ -1,6 +1,6 @@
 //! New TCP connections per second (`conn-rate`).
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -33,9 +33,9 @@ pub struct ConnRate {
 
 /// Starts `conn-rate serve` in `ns` on `ports` ports from `first` and waits
 /// until it listens.
-pub fn start_conn_server(ns: &Netns, first: SocketAddrV4, ports: u16) -> Result<Daemon> {
+pub fn start_conn_server(ns: &Netns, first: impl Into<SocketAddr>, ports: u16) -> Result<Daemon> {
     let binary = load_binary("conn-rate")?.display().to_string();
-    let (first, ports) = (first.to_string(), ports.to_string());
+    let (first, ports) = (first.into().to_string(), ports.to_string());
     let mut d = Daemon::spawn(
         ns,
         "conn-rate-server",
@@ -50,7 +50,7 @@ pub fn start_conn_server(ns: &Netns, first: SocketAddrV4, ports: u16) -> Result<
 /// per second in total if given, else as fast as they go.
 pub fn conn_rate(
     ns: &Netns,
-    first: SocketAddrV4,
+    first: impl Into<SocketAddr>,
     ports: u16,
     workers: usize,
     secs: f64,
@@ -61,7 +61,7 @@ pub fn conn_rate(
         binary.as_str(),
         "run",
         "--connect",
-        &first.to_string(),
+        &first.into().to_string(),
         "--ports",
         &ports.to_string(),
         "--workers",

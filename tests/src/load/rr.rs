@@ -1,6 +1,6 @@
 //! TCP request/response latency (`tcp-rr`).
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -24,9 +24,9 @@ pub struct RequestResponse {
 
 /// Starts `tcp-rr serve` on `bind` in `ns`, pinned to `cpu` if given, and
 /// waits until it listens.
-pub fn start_rr_server(ns: &Netns, bind: SocketAddrV4, cpu: Option<usize>) -> Result<Daemon> {
+pub fn start_rr_server(ns: &Netns, bind: impl Into<SocketAddr>, cpu: Option<usize>) -> Result<Daemon> {
     let binary = load_binary("tcp-rr")?.display().to_string();
-    let mut args = vec![binary, "serve".into(), "--bind".into(), bind.to_string()];
+    let mut args = vec![binary, "serve".into(), "--bind".into(), bind.into().to_string()];
     if let Some(cpu) = cpu {
         args.extend(["--cpu".into(), cpu.to_string()]);
     }
@@ -37,10 +37,21 @@ pub fn start_rr_server(ns: &Netns, bind: SocketAddrV4, cpu: Option<usize>) -> Re
 
 /// `tcp-rr run` from `ns` against `target` for `secs` seconds, pinned to
 /// `cpu` if given.
-pub fn tcp_rr(ns: &Netns, target: SocketAddrV4, secs: f64, cpu: Option<usize>) -> Result<RequestResponse> {
+pub fn tcp_rr(
+    ns: &Netns,
+    target: impl Into<SocketAddr>,
+    secs: f64,
+    cpu: Option<usize>,
+) -> Result<RequestResponse> {
     let binary = load_binary("tcp-rr")?.display().to_string();
-    let mut args =
-        vec![binary, "run".into(), "--connect".into(), target.to_string(), "--secs".into(), secs.to_string()];
+    let mut args = vec![
+        binary,
+        "run".into(),
+        "--connect".into(),
+        target.into().to_string(),
+        "--secs".into(),
+        secs.to_string(),
+    ];
     if let Some(cpu) = cpu {
         args.extend(["--cpu".into(), cpu.to_string()]);
     }

@@ -1,6 +1,6 @@
 //! Small UDP datagrams per second, counted at the receiver (`udp-rate`).
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -40,10 +40,11 @@ impl UdpRate {
 pub fn udp_rate(
     sender: &Netns,
     receiver: &Netns,
-    target: SocketAddrV4,
+    target: impl Into<SocketAddr>,
     payload_bytes: usize,
     secs: f64,
 ) -> Result<UdpRate> {
+    let target = target.into();
     let binary = load_binary("udp-rate")?.display().to_string();
     let mut recv = Daemon::spawn(
         receiver,

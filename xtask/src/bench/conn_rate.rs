@@ -10,12 +10,12 @@
 //!   destination and its handling of reused tuples count: an offered rate
 //!   rising until the first failure (`ramp`).
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use anyhow::Result;
 use egress_tests::load::{self, CONN_RATE_PORT, CONN_RATE_PORTS};
 
-use super::{EgressPath, Metric, Sample, Settings, Testbed};
+use super::{EgressPath, Family, Metric, Sample, Settings, Testbed};
 
 /// Concurrent clients: enough to keep both CPUs busy (each waits a round
 /// trip per connect and per response); the direct path peaks between 8
@@ -27,6 +27,15 @@ pub const CONN_ERRORS: Metric = Metric::lower("conn_errors", "failed connections
 pub const ONE_DESTINATION_RATE: Metric = Metric::higher(
     "one_destination_rate",
     "new connections to one server address:port, highest rate without a failure",
+    "conn/s",
+);
+pub const CONN_PER_S_V6: Metric =
+    Metric::higher("v6_conn_per_s", "IPv6: new TCP connections (HTTP, close)", "conn/s");
+pub const CONN_ERRORS_V6: Metric =
+    Metric::lower("v6_conn_errors", "IPv6: failed connections in that run", "count");
+pub const ONE_DESTINATION_RATE_V6: Metric = Metric::higher(
+    "v6_one_destination_rate",
+    "IPv6: new connections to one server address:port, highest rate without a failure",
     "conn/s",
 );
 
@@ -42,14 +51,22 @@ const RAMP_BISECTIONS: u32 = 3;
 /// offered connections were made (the path could not keep the pace).
 const RAMP_KEPT_PACE: f64 = 0.9;
 
-pub fn measure(testbed: &Testbed, path: EgressPath, settings: &Settings) -> Result<Vec<Sample>> {
-    let target = SocketAddrV4::new(testbed.server_ip(), CONN_RATE_PORT);
+pub fn measure(
+    testbed: &Testbed,
+    path: EgressPath,
+    settings: &Settings,
+    family: Family,
+) -> Result<Vec<Sample>> {
+    let target = SocketAddr::new(testbed.server_ip(family), CONN_RATE_PORT);
     let result =
         load::conn_rate(testbed.worker(path), target, CONN_RATE_PORTS, WORKERS, settings.secs, None)?;
     if result.errors > 0 {
         eprintln!("    {}: {} failed connections, first: {}", path.name(), result.errors, result.first_error);
     }
-    Ok(vec![Sample::new(&CONN_PER_S, result.per_second), Sample::new(&CONN_ERRORS, result.errors as f64)])
+    Ok(vec![
+        Sample::new(family.pick(&CONN_PER_S, &CONN_PER_S_V6), result.per_second),
+        Sample::new(family.pick(&CONN_ERRORS, &CONN_ERRORS_V6), result.errors as f64),
+    ])
 }
 
 /// The ramp: offered rates doubling from [`RAMP_FIRST`] until a step fails,
@@ -62,8 +79,9 @@ pub fn measure_one_destination(
     testbed: &Testbed,
     path: EgressPath,
     settings: &Settings,
+    family: Family,
 ) -> Result<Vec<Sample>> {
-    let target = SocketAddrV4::new(testbed.server_ip(), CONN_RATE_PORT);
+    let target = SocketAddr::new(testbed.server_ip(family), CONN_RATE_PORT);
     let step_secs = (settings.secs / 5.0).clamp(0.3, 2.0);
     let passes = |rate: f64| -> Result<bool> {
         let r = load::conn_rate(testbed.worker(path), target, 1, WORKERS, step_secs, Some(rate))?;
@@ -93,5 +111,5 @@ pub fn measure_one_destination(
             }
         }
     }
-    Ok(vec![Sample::new(&ONE_DESTINATION_RATE, passed)])
+    Ok(vec![Sample::new(family.pick(&ONE_DESTINATION_RATE, &ONE_DESTINATION_RATE_V6), passed)])
 }

@@ -8,7 +8,7 @@
 //! same CPU, the round trip is the work of the path; with them on two
 //! CPUs, it also pays two cross-CPU wake-ups (the second row).
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -17,7 +17,7 @@ use egress_tests::{
     load::{self, TCP_RR_PORT},
 };
 
-use super::{EgressPath, Metric, Sample, Settings, Testbed};
+use super::{EgressPath, Family, Metric, Sample, Settings, Testbed};
 
 /// Interval between pings.
 const PING_INTERVAL: Duration = Duration::from_micros(200);
@@ -33,24 +33,41 @@ pub const TCP_RR_SAME_CPU: Metric =
     Metric::lower("tcp_rr_same_cpu_us", "TCP 1-byte request/response, median, one CPU", "µs");
 pub const TCP_RR_ACROSS_CPUS: Metric =
     Metric::lower("tcp_rr_across_cpus_us", "TCP 1-byte request/response, median, two CPUs", "µs");
+pub const PING_RTT_V6: Metric =
+    Metric::lower("v6_ping_rtt_us", "IPv6: ping RTT, median (0.2 ms apart)", "µs");
+pub const TCP_RR_SAME_CPU_V6: Metric =
+    Metric::lower("v6_tcp_rr_same_cpu_us", "IPv6: TCP 1-byte request/response, median, one CPU", "µs");
+pub const TCP_RR_ACROSS_CPUS_V6: Metric =
+    Metric::lower("v6_tcp_rr_across_cpus_us", "IPv6: TCP 1-byte request/response, median, two CPUs", "µs");
 
-pub fn measure_ping(testbed: &Testbed, path: EgressPath, settings: &Settings) -> Result<Vec<Sample>> {
-    let result = clients::ping_rtt(testbed.worker(path), testbed.server_ip(), settings.pings, PING_INTERVAL)?;
+pub fn measure_ping(
+    testbed: &Testbed,
+    path: EgressPath,
+    settings: &Settings,
+    family: Family,
+) -> Result<Vec<Sample>> {
+    let server = testbed.server_ip(family);
+    let result = clients::ping_rtt(testbed.worker(path), server, settings.pings, PING_INTERVAL)?;
     if result.received < result.transmitted {
         eprintln!("    {}: {} of {} pings answered", path.name(), result.received, result.transmitted);
     }
-    Ok(vec![Sample::new(&PING_RTT, result.median_us)])
+    Ok(vec![Sample::new(family.pick(&PING_RTT, &PING_RTT_V6), result.median_us)])
 }
 
-pub fn measure_tcp_rr(testbed: &Testbed, path: EgressPath, settings: &Settings) -> Result<Vec<Sample>> {
-    let target = SocketAddrV4::new(testbed.server_ip(), TCP_RR_PORT);
+pub fn measure_tcp_rr(
+    testbed: &Testbed,
+    path: EgressPath,
+    settings: &Settings,
+    family: Family,
+) -> Result<Vec<Sample>> {
+    let target = SocketAddr::new(testbed.server_ip(family), TCP_RR_PORT);
     let secs = settings.secs.min(TCP_RR_MAX_SECS);
     let worker = testbed.worker(path);
     let same = load::tcp_rr(worker, target, secs, Some(TCP_RR_SERVER_CPU))?;
-    let mut samples = vec![Sample::new(&TCP_RR_SAME_CPU, same.median_us)];
+    let mut samples = vec![Sample::new(family.pick(&TCP_RR_SAME_CPU, &TCP_RR_SAME_CPU_V6), same.median_us)];
     if std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) > TCP_RR_OTHER_CPU {
         let across = load::tcp_rr(worker, target, secs, Some(TCP_RR_OTHER_CPU))?;
-        samples.push(Sample::new(&TCP_RR_ACROSS_CPUS, across.median_us));
+        samples.push(Sample::new(family.pick(&TCP_RR_ACROSS_CPUS, &TCP_RR_ACROSS_CPUS_V6), across.median_us));
     }
     Ok(samples)
 }

@@ -9,8 +9,10 @@
 //! Every round runs every measurement on every path; the order of the paths
 //! rotates from round to round (direct, linux, ebpf; then ebpf, direct,
 //! linux; ...) so slow drifts of the machine hit all of them alike. The
-//! table shows the medians over the rounds. One file per kind of
-//! measurement; `table.rs` prints, `--json` keeps every sample.
+//! table shows the medians over the rounds. Every measurement runs over
+//! IPv4 and then over IPv6 (the cluster is dual-stack; the `linux` path's
+//! IPv6 is ip6tables MASQUERADE), each family with its own rows. One file
+//! per kind of measurement; `table.rs` prints, `--json` keeps every sample.
 //!
 //! Benchmarks are not tests: nothing here asserts a timing. A run fails only
 //! when a measurement could not be taken at all.
@@ -59,6 +61,25 @@ impl EgressPath {
             .into_iter()
             .find(|p| p.name() == name.trim())
             .with_context(|| format!("unknown path {name:?}: the paths are direct, linux and ebpf"))
+    }
+}
+
+/// The address family a measurement runs over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    /// This family's one of a metric's two rows.
+    pub fn pick(self, v4: &'static Metric, v6: &'static Metric) -> &'static Metric {
+        match self {
+            Family::V4 => v4,
+            Family::V6 => v6,
+        }
     }
 }
 
@@ -135,6 +156,21 @@ const METRICS: &[&Metric] = &[
     &throughput::CPU_1_DOWN,
     &udp_pps::UDP_SENT,
     &conn_rate::CONN_ERRORS,
+    &throughput::TCP_1_UP_V6,
+    &throughput::TCP_4_UP_V6,
+    &throughput::TCP_1_DOWN_V6,
+    &throughput::TCP_4_DOWN_V6,
+    &conn_rate::CONN_PER_S_V6,
+    &conn_rate::ONE_DESTINATION_RATE_V6,
+    &udp_pps::UDP_DELIVERED_V6,
+    &udp_pps::UDP_LOSS_V6,
+    &latency::PING_RTT_V6,
+    &latency::TCP_RR_SAME_CPU_V6,
+    &latency::TCP_RR_ACROSS_CPUS_V6,
+    &throughput::CPU_1_UP_V6,
+    &throughput::CPU_1_DOWN_V6,
+    &udp_pps::UDP_SENT_V6,
+    &conn_rate::CONN_ERRORS_V6,
 ];
 
 /// One measured value of one metric.
@@ -161,7 +197,7 @@ enum Measurement {
     TcpRr,
 }
 
-/// The runs of one round, in order.
+/// The runs of one round, in order (each in both families).
 const MEASUREMENTS: &[Measurement] = &[
     Measurement::Tcp { streams: 1, download: false },
     Measurement::Tcp { streams: 4, download: false },
@@ -192,16 +228,24 @@ impl Measurement {
         }
     }
 
-    fn run(self, testbed: &Testbed, path: EgressPath, settings: &Settings) -> Result<Vec<Sample>> {
+    fn run(
+        self,
+        testbed: &Testbed,
+        path: EgressPath,
+        settings: &Settings,
+        family: Family,
+    ) -> Result<Vec<Sample>> {
         match self {
             Measurement::Tcp { streams, download } => {
-                throughput::measure(testbed, path, settings, streams, download)
+                throughput::measure(testbed, path, settings, family, streams, download)
             }
-            Measurement::ConnRate => conn_rate::measure(testbed, path, settings),
-            Measurement::OneDestinationRate => conn_rate::measure_one_destination(testbed, path, settings),
-            Measurement::UdpPps => udp_pps::measure(testbed, path, settings),
-            Measurement::Ping => latency::measure_ping(testbed, path, settings),
-            Measurement::TcpRr => latency::measure_tcp_rr(testbed, path, settings),
+            Measurement::ConnRate => conn_rate::measure(testbed, path, settings, family),
+            Measurement::OneDestinationRate => {
+                conn_rate::measure_one_destination(testbed, path, settings, family)
+            }
+            Measurement::UdpPps => udp_pps::measure(testbed, path, settings, family),
+            Measurement::Ping => latency::measure_ping(testbed, path, settings, family),
+            Measurement::TcpRr => latency::measure_tcp_rr(testbed, path, settings, family),
         }
     }
 }
@@ -336,28 +380,36 @@ fn measure_rounds(testbed: &Testbed, paths: &[EgressPath], settings: &Settings) 
             settings.rounds,
             order.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
         );
-        for &measurement in MEASUREMENTS {
-            for &path in &order {
-                std::thread::sleep(SETTLE);
-                match measurement.run(testbed, path, settings) {
-                    Ok(samples) => {
-                        let first = &samples[0];
-                        println!(
-                            "    {:<18} {:<6} {:>10} {}",
-                            measurement.name(),
-                            path.name(),
-                            table::format_value(first.value),
-                            first.metric.unit
-                        );
-                        for sample in samples {
-                            results.samples.entry((sample.metric.id, path)).or_default().push(sample.value);
+        for family in Family::ALL {
+            for &measurement in MEASUREMENTS {
+                for &path in &order {
+                    std::thread::sleep(SETTLE);
+                    let name = match family {
+                        Family::V4 => measurement.name(),
+                        Family::V6 => format!("{} v6", measurement.name()),
+                    };
+                    match measurement.run(testbed, path, settings, family) {
+                        Ok(samples) => {
+                            let first = &samples[0];
+                            println!(
+                                "    {name:<24} {:<6} {:>10} {}",
+                                path.name(),
+                                table::format_value(first.value),
+                                first.metric.unit
+                            );
+                            for sample in samples {
+                                results
+                                    .samples
+                                    .entry((sample.metric.id, path))
+                                    .or_default()
+                                    .push(sample.value);
+                            }
                         }
-                    }
-                    Err(err) => {
-                        let failure =
-                            format!("round {} {} {}: {err:#}", round + 1, measurement.name(), path.name());
-                        eprintln!("    FAILED {failure}");
-                        results.failures.push(failure);
+                        Err(err) => {
+                            let failure = format!("round {} {name} {}: {err:#}", round + 1, path.name());
+                            eprintln!("    FAILED {failure}");
+                            results.failures.push(failure);
+                        }
                     }
                 }
             }

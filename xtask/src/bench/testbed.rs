@@ -17,6 +17,13 @@
 //! as kube-proxy does). The servers (iperf3, conn-rate, tcp-rr; udp-rate
 //! per run) listen on the outside namespace's main address.
 //!
+//! The cluster is dual-stack (`dual_stack`: every address has its IPv6
+//! twin), for the IPv6 rows: each path carries its worker's IPv6 the same
+//! way as its IPv4. `direct` routes it; `linux` adds the reference
+//! gateway's IPv6 half (ip6tables MASQUERADE) in the same tunnel; `ebpf`
+//! joins with `--ipv6 route` and lists the worker's IPv6 address. A second
+//! set of servers listens on the twin of the server address.
+//!
 //! One change to the nodes: their conntrack forgets closed TCP connections
 //! after 10 s instead of 120 s. Every path's connections cross node-b
 //! (which routes them to the outside), and the three connection-rate runs
@@ -26,14 +33,15 @@
 //! gateways keep their defaults.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path as FilePath;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use egress_tests::{
-    agent::{self, Agent, GatewayArgs, JoinArgs},
+    agent::{Agent, GatewayArgs, JoinArgs},
     clients::{self, EchoReply},
+    dual_stack::{self, twin, twin_cidr},
     load::{self, CONN_RATE_PORT, CONN_RATE_PORTS, TCP_RR_PORT},
     reference::{self, TunnelConfig},
     scenario::PodsFile,
@@ -41,7 +49,7 @@ use egress_tests::{
     Daemon, Netns, Pod,
 };
 
-use super::{latency, EgressPath};
+use super::{latency, EgressPath, Family};
 
 /// The second gateway pod, for the `linux` path.
 const LINUX_GATEWAY_POD: &str = "gw-linux";
@@ -62,14 +70,16 @@ pub struct Testbed {
     workers: BTreeMap<EgressPath, Pod>,
     /// Where each path's traffic should appear to come from (checked once).
     expected_source: BTreeMap<EgressPath, Ipv4Addr>,
+    /// The Linux gateway pod, made with the workers so it gets IPv6 too.
+    linux_gateway: Option<Pod>,
     pub cluster: Cluster,
 }
 
 impl Testbed {
     /// Builds the cluster and sets up `paths`.
     pub fn start(paths: &[EgressPath], agent_binary: &FilePath) -> Result<Testbed> {
-        let mut cluster =
-            Cluster::build(ClusterConfig::default()).context("building the namespace cluster")?;
+        let config = ClusterConfig { disable_ipv6: false, ..ClusterConfig::default() };
+        let mut cluster = Cluster::build(config).context("building the namespace cluster")?;
         let time_wait = NODE_CONNTRACK_TIME_WAIT_S.to_string();
         for node in cluster.nodes() {
             node.ns.sysctls(&[("net.netfilter.nf_conntrack_tcp_timeout_time_wait", &time_wait)])?;
@@ -83,26 +93,35 @@ impl Testbed {
                 workers.insert(path, pod);
             }
         }
-        let server = cluster.server_ip();
-        let servers = vec![
-            clients::start_iperf3_server(cluster.outside(), server)?,
-            load::start_conn_server(
-                cluster.outside(),
-                SocketAddrV4::new(server, CONN_RATE_PORT),
-                CONN_RATE_PORTS,
-            )?,
-            load::start_rr_server(
-                cluster.outside(),
-                SocketAddrV4::new(server, TCP_RR_PORT),
-                Some(latency::TCP_RR_SERVER_CPU),
-            )?,
-        ];
+        let linux_gateway = match paths.contains(&EgressPath::Linux) {
+            true => Some(add_linux_gateway_pod(&mut cluster)?),
+            false => None,
+        };
+        // Every pod there is now gets its twin (the ones added later would not).
+        dual_stack::add_ipv6(&cluster).context("adding IPv6 to the namespace cluster")?;
+        let mut servers = Vec::new();
+        for server in [IpAddr::V4(cluster.server_ip()), IpAddr::V6(twin(cluster.server_ip()))] {
+            servers.extend([
+                clients::start_iperf3_server_on(cluster.outside(), server)?,
+                load::start_conn_server(
+                    cluster.outside(),
+                    SocketAddr::new(server, CONN_RATE_PORT),
+                    CONN_RATE_PORTS,
+                )?,
+                load::start_rr_server(
+                    cluster.outside(),
+                    SocketAddr::new(server, TCP_RR_PORT),
+                    Some(latency::TCP_RR_SERVER_CPU),
+                )?,
+            ]);
+        }
         let mut testbed = Testbed {
             agent: None,
             _servers: servers,
             _pods_file: None,
             workers,
             expected_source: BTreeMap::new(),
+            linux_gateway,
             cluster,
         };
         if let Some(pod) = testbed.workers.get(&EgressPath::Direct).cloned() {
@@ -119,25 +138,11 @@ impl Testbed {
         Ok(testbed)
     }
 
-    /// The Linux gateway pod and its Service, the worker joined to it.
-    /// Returns the gateway pod's address (the source the server sees).
+    /// The Linux gateway's Service, the worker joined to it, both
+    /// families. Returns the gateway pod's address (the source the server
+    /// sees).
     fn set_up_linux(&mut self, worker: &Pod) -> Result<Ipv4Addr> {
-        let node_b = 1;
-        let ebpf_gateway = self.cluster.gateway().clone();
-        let ip = self.cluster.node(node_b).pod_cidr.host(LINUX_GATEWAY_HOST)?;
-        let port_range = self
-            .cluster
-            .config()
-            .pods
-            .iter()
-            .find(|p| p.name == ebpf_gateway.name)
-            .and_then(|p| p.local_port_range);
-        let gateway = self.cluster.add_pod_with(PodConfig {
-            name: LINUX_GATEWAY_POD.into(),
-            node: ebpf_gateway.node,
-            ip,
-            local_port_range: port_range,
-        })?;
+        let gateway = self.linux_gateway.clone().context("the Linux gateway pod was not made")?;
         let service = self.cluster.config().service.clone();
         self.cluster.add_service(&ServiceConfig {
             vip: LINUX_GATEWAY_VIP,
@@ -146,7 +151,10 @@ impl Testbed {
         })?;
         let tunnel = TunnelConfig::default();
         let mac = reference::join_worker_via(&self.cluster, worker, LINUX_GATEWAY_VIP, &tunnel)?;
-        reference::install_gateway_on(&self.cluster, &gateway, &[(worker, mac.as_str())], &tunnel)?;
+        reference::join_worker_ipv6(&self.cluster, worker, &tunnel)?;
+        let clients = [(worker, mac.as_str())];
+        reference::install_gateway_on(&self.cluster, &gateway, &clients, &tunnel)?;
+        reference::install_gateway_ipv6_on(&self.cluster, &gateway, &clients, &tunnel)?;
         Ok(gateway.ip)
     }
 
@@ -154,7 +162,7 @@ impl Testbed {
     /// worker joined with `egress-agent join`.
     fn set_up_ebpf(&mut self, worker: &Pod, agent_binary: &FilePath) -> Result<()> {
         let pods_file = PodsFile::create()?;
-        pods_file.write(&[(worker.ip, worker.name.as_str())])?;
+        pods_file.write_dual(&[(worker.ip, Some(twin(worker.ip)), worker.name.as_str())])?;
         let mut args = GatewayArgs::new(pods_file.path());
         // One worker makes all the benchmark's flows, as in the Linux
         // gateway, which has no per-client share: the whole table is its.
@@ -167,23 +175,38 @@ impl Testbed {
             vni: None,
             vxlan_port: None,
         };
-        agent::join(&worker.ns, agent_binary, &join)?;
+        let mut argv = vec![agent_binary.display().to_string()];
+        argv.extend(join.to_args());
+        argv.extend(["--cluster-cidr".into(), twin_cidr(self.cluster.config().cluster_cidr)]);
+        argv.extend(["--ipv6".into(), "route".into()]);
+        worker.ns.exec(&argv).context("egress-agent join --ipv6 route")?;
         Ok(())
     }
 
-    /// Checks every path end to end once: an HTTP request reaches the
-    /// conn-rate server with the source address the path should give it.
+    /// Checks every path end to end once, in both families: an HTTP
+    /// request reaches the conn-rate server with the source address the
+    /// path should give it.
     pub fn check_paths(&self) -> Result<()> {
-        let url = format!("http://{}:{CONN_RATE_PORT}/", self.server_ip());
         for (path, pod) in &self.workers {
-            let body = clients::curl(&pod.ns, &url, Duration::from_secs(5))
-                .with_context(|| format!("{} path: no answer from {url}", path.name()))?;
-            let seen: EchoReply = body.parse()?;
             let expected = self.expected_source[path];
-            if seen.ip != expected {
-                bail!("{} path: the server saw {}, expected {expected}", path.name(), seen.ip);
+            for family in Family::ALL {
+                let server = SocketAddr::new(self.server_ip(family), CONN_RATE_PORT);
+                let url = format!("http://{server}/");
+                let body = clients::curl(&pod.ns, &url, Duration::from_secs(5))
+                    .with_context(|| format!("{} path: no answer from {url}", path.name()))?;
+                let seen: IpAddr = match family {
+                    Family::V4 => IpAddr::V4(body.parse::<EchoReply>()?.ip),
+                    Family::V6 => IpAddr::V6(first_word_ipv6(&body)?),
+                };
+                let expected = match family {
+                    Family::V4 => IpAddr::V4(expected),
+                    Family::V6 => IpAddr::V6(twin(expected)),
+                };
+                if seen != expected {
+                    bail!("{} path: the server at {server} saw {seen}, expected {expected}", path.name());
+                }
+                println!("    {:<6} worker {} → server sees {seen}", path.name(), pod.ip);
             }
-            println!("    {:<6} worker {} → server sees {}", path.name(), pod.ip, seen.ip);
         }
         Ok(())
     }
@@ -193,9 +216,13 @@ impl Testbed {
         &self.workers[&path].ns
     }
 
-    /// The server address in the outside namespace.
-    pub fn server_ip(&self) -> Ipv4Addr {
-        self.cluster.server_ip()
+    /// The server address of `family` in the outside namespace.
+    pub fn server_ip(&self, family: Family) -> IpAddr {
+        let server = self.cluster.server_ip();
+        match family {
+            Family::V4 => server.into(),
+            Family::V6 => twin(server).into(),
+        }
     }
 
     pub fn outside(&self) -> &Netns {
@@ -206,4 +233,25 @@ impl Testbed {
     pub fn agent_counters(&self) -> Option<BTreeMap<String, u64>> {
         self.agent.as_ref().and_then(|a| a.status().ok()).map(|s| s.counters)
     }
+}
+
+/// The second gateway pod, for the `linux` path, on the eBPF gateway's node
+/// with its ephemeral port range.
+fn add_linux_gateway_pod(cluster: &mut Cluster) -> Result<Pod> {
+    let ebpf_gateway = cluster.gateway().clone();
+    let ip = cluster.node(ebpf_gateway.node).pod_cidr.host(LINUX_GATEWAY_HOST)?;
+    let port_range =
+        cluster.config().pods.iter().find(|p| p.name == ebpf_gateway.name).and_then(|p| p.local_port_range);
+    cluster.add_pod_with(PodConfig {
+        name: LINUX_GATEWAY_POD.into(),
+        node: ebpf_gateway.node,
+        ip,
+        local_port_range: port_range,
+    })
+}
+
+/// The address at the start of a conn-rate answer (`<ip> <port>`), IPv6.
+fn first_word_ipv6(body: &str) -> Result<Ipv6Addr> {
+    let word = body.split_whitespace().next().unwrap_or_default();
+    word.parse().with_context(|| format!("not an IPv6 address at the start of {body:?}"))
 }
