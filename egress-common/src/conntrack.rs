@@ -175,6 +175,8 @@ pub trait Binding: Copy {
     fn client_port_be(&self) -> u16;
     fn remote_port_be(&self) -> u16;
     fn nat_port_be(&self) -> u16;
+    /// [`crate::gro::UploadRoute`], as stored.
+    fn upload_route(&self) -> u8;
     fn set_nat_port_be(&mut self, nat_port_be: u16);
     fn set_created_ns(&mut self, created_ns: u64);
     /// Stores a packet's activity: the new state and flags, and when.
@@ -373,6 +375,7 @@ impl Binding for NatEntry {
         client_port_be: u16,
         remote_port_be: u16,
         nat_port_be: u16,
+        upload_route: u8,
     );
 }
 
@@ -512,6 +515,7 @@ impl Binding for NatEntry6 {
         client_port_be: u16,
         remote_port_be: u16,
         nat_port_be: u16,
+        upload_route: u8,
     );
 }
 

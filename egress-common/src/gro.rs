@@ -12,7 +12,7 @@
 //! to `GroStage` and from either to `Direct`: packets of one flow taking two
 //! ways could overtake each other, and only leaving the stage can do that.
 
-/// Inner IPv4 packets at least this long (a full segment at any usual MTU)
+/// Inner packets at least this long (a full segment at any usual MTU)
 /// move a flow into the GRO stage. Small packets gain nothing from GRO and
 /// would only pay the extra hop (request/response traffic stays direct).
 pub const GRO_STAGE_MIN_PACKET: u16 = 1_024;

@@ -41,15 +41,6 @@ fn bulk_tcp_download() {
     bulk(true);
 }
 
-/// Reads one counter of `nstat` in a namespace (absolute value).
-fn nstat(ns: &egress_tests::Netns, name: &str) -> u64 {
-    let out = ns.exec(&["nstat", "-az", name]).unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.split_whitespace().next()?.parse().ok()))
-        .unwrap_or(0)
-}
-
 /// A real NIC without tunnel offloads makes the kernel segment our
 /// decapsulated GSO packets in software on the way out: the headers we
 /// left must still describe the packet exactly. Here the gateway node's

@@ -241,16 +241,17 @@ fn snat_v4_new_mapping(
 
 /// Where this packet of an established TCP flow goes, moving the flow's
 /// route on as `UploadRoute::next` says (written only when it changes).
+/// `ip_len`: the inner packet's length from its IP header on.
 #[inline(always)]
-fn gro_route(
+pub fn gro_route<B: Tracked>(
     ctx: &TcContext,
-    binding: &BindingRef<NatEntry>,
-    entry: &NatEntry,
-    ip_total_len: u16,
+    binding: &BindingRef<B>,
+    entry: &B,
+    ip_len: u16,
 ) -> UploadRoute {
     let is_gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
-    let (next, via_stage) = UploadRoute::from_u8(entry.upload_route).next(is_gso, ip_total_len);
-    if next as u8 != entry.upload_route {
+    let (next, via_stage) = UploadRoute::from_u8(entry.upload_route()).next(is_gso, ip_len);
+    if next as u8 != entry.upload_route() {
         binding.set_upload_route(entry, next as u8);
     }
     if via_stage {

@@ -39,7 +39,7 @@ use crate::{
         client_error6,
         icmp_error6::is_translated_error,
         rewrite::{nat_v6_rewrite_headers, End},
-        snat::live_original,
+        snat::{gro_route, live_original},
         time_exceeded6,
     },
     tunnel::decap::{merge_ecn6, strip_tunnel6, INNER_ETH_OFF, INNER_IP_OFF},
@@ -116,9 +116,11 @@ fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Verdict, Coun
     }
 
     let now = conntrack::now_ns();
-    let nat_port_be = match live_nat_port(cfg, &ip, &ports, now) {
-        Some(port_be) => port_be,
-        None => snat_v6_new_mapping(ctx, cfg, &sender, &ip, &ports, now)?,
+    // A new flow's first packet always goes straight out (its route is
+    // still undecided), as for IPv4.
+    let (nat_port_be, route) = match live_nat_port(ctx, cfg, &ip, &ports, now) {
+        Some(live) => live,
+        None => (snat_v6_new_mapping(ctx, cfg, &sender, &ip, &ports, now)?, UploadRoute::Direct),
     };
     nat_v6_rewrite_headers(
         ctx,
@@ -134,7 +136,10 @@ fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Verdict, Coun
     let segments = wire_segments(ctx);
     strip_tunnel6(ctx)?;
     account(sender.client_id, Direction::ToRemote, segments, (ctx.len() - ETH_HLEN as u32) as u64);
-    Ok(Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToRemote })
+    Ok(match route {
+        UploadRoute::GroStage => Verdict::ToGroStage { ifindex: cfg.gro_ifindex },
+        _ => Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToRemote },
+    })
 }
 
 /// The outer source, which the main program checked is a labeled pod's
@@ -205,12 +210,24 @@ pub fn error_from_client(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
     }
 }
 
-/// The NAT port of the flow's live binding, if it has one (`live_original`).
+/// The NAT port of the flow's live binding, if it has one
+/// (`live_original`), and where this packet goes: a TCP flow's full-sized
+/// segments through the GRO stage, when there is one (`egress_common::gro`).
 #[inline(always)]
-fn live_nat_port(cfg: &GatewayConfig, ip: &Ipv6Header, ports: &L4Ports, now: u64) -> Option<u16> {
+fn live_nat_port(
+    ctx: &TcContext,
+    cfg: &GatewayConfig,
+    ip: &Ipv6Header,
+    ports: &L4Ports,
+    now: u64,
+) -> Option<(u16, UploadRoute)> {
     let tuple = FlowTuple6::new(ip.src, ip.dst, ports.src_port_be, ports.dst_port_be, ip.next_header);
-    let (_, entry) = live_original::<NatEntry6>(cfg, &tuple, ip.next_header, ports.flags_or_type, now)?;
-    Some(entry.nat_port_be)
+    let (binding, entry) = live_original::<NatEntry6>(cfg, &tuple, ip.next_header, ports.flags_or_type, now)?;
+    let route = match cfg.gro_ifindex != 0 && ip.next_header == IPPROTO_TCP {
+        true => gro_route(ctx, &binding, &entry, ip.payload_len.saturating_add(IPV6_HLEN as u16)),
+        false => UploadRoute::Direct,
+    };
+    Some((entry.nat_port_be, route))
 }
 
 /// Copies the 6-byte MAC at `off` into `mac` (aya's `load_bytes` clamps

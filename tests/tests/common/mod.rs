@@ -76,3 +76,12 @@ pub fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) ->
 pub fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
+
+/// Reads one counter of `nstat` in a namespace (absolute value).
+pub fn nstat(ns: &egress_tests::Netns, name: &str) -> u64 {
+    let out = ns.exec(&["nstat", "-az", name]).unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.split_whitespace().next()?.parse().ok()))
+        .unwrap_or(0)
+}
