@@ -1,6 +1,8 @@
 //! Shared by the egress integration tests (each test file is its own crate).
 #![allow(dead_code)]
 
+pub mod datagrams;
+
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
