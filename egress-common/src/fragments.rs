@@ -1,14 +1,18 @@
-//! IPv4 fragments. Only a datagram's first fragment carries its ports, so
-//! the flow it belongs to is remembered under what every fragment of the
+//! Fragments. Only a datagram's first fragment carries its ports, so the
+//! flow it belongs to is remembered under what every fragment of the
 //! datagram shares (RFC 791: source, destination, protocol and
-//! identification) until its later fragments have passed. Nothing is
+//! identification; RFC 8200 for IPv6) until its later fragments have
+//! passed. Nothing is
 //! reassembled: each fragment is translated and sent on as it comes, in
 //! bounded memory (an LRU map) and bounded time ([`FRAGMENT_TIMEOUT_NS`]).
 //!
 //! And a reply that does not fit the tunnel with DF clear is sent as two
 //! fragments: [`split_payload`] says where to cut it.
 
-use crate::{allowance::Allowance, conntrack::FlowTuple};
+use crate::{
+    allowance::Allowance,
+    conntrack::{FlowTuple, FlowTuple6},
+};
 
 /// What all fragments of one datagram share (RFC 791).
 #[repr(C)]
@@ -41,6 +45,44 @@ pub struct FragmentFlow {
     /// When the first fragment passed (`bpf_ktime_get_ns`).
     pub first_seen_ns: u64,
 }
+
+/// What all fragments of one IPv6 datagram share (RFC 8200 4.5: source,
+/// destination and identification; the protocol after the fragment
+/// header too, as it is in every fragment here: only a fragment header
+/// right after the fixed one is translated).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FragmentKey6 {
+    pub src_ip: [u8; 16],
+    pub dst_ip: [u8; 16],
+    pub id_be: u32,
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+}
+
+impl FragmentKey6 {
+    pub const fn new(src_ip: [u8; 16], dst_ip: [u8; 16], id_be: u32, protocol: u8) -> FragmentKey6 {
+        FragmentKey6 { src_ip, dst_ip, id_be, protocol, _pad: [0; 3] }
+    }
+}
+
+/// [`FragmentFlow`] for IPv6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragmentFlow6 {
+    pub tuple: FlowTuple6,
+    pub client_id: u32,
+    pub _pad0: u32,
+    pub binding_created_ns: u64,
+    pub first_seen_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<FragmentKey6>() == 40);
+const _: () = assert!(core::mem::size_of::<FragmentFlow6>() == 64);
+
+/// The fields of an IPv6 fragment header (RFC 8200 4.5) after its next
+/// header: the offset in 8-byte units (13 bits), 2 reserved bits, M.
+pub const IPV6_FRAGMENT_MORE: u16 = 0x0001;
 
 /// Datagrams in flight whose flow is remembered, per gateway. An LRU: a
 /// flood of first fragments pushes out the oldest entries, never memory.

@@ -60,6 +60,8 @@ pub const NAT_EXHAUSTED6: &str = "NAT_EXHAUSTED6";
 /// `LruHashMap<FragmentKey, FragmentFlow>`: the flows of datagrams whose
 /// first fragment passed (`crate::fragments`). Not kept across restarts.
 pub const FRAGMENTS: &str = "FRAGMENTS";
+/// `LruHashMap<FragmentKey6, FragmentFlow6>`: [`FRAGMENTS`] for IPv6.
+pub const FRAGMENTS6: &str = "FRAGMENTS6";
 /// `PerCpuArray<[u8; SPLIT_TAIL_MAX]>` with one slot: the second part of a
 /// reply being split, off the stack.
 pub const SPLIT_TAIL: &str = "SPLIT_TAIL";
@@ -90,13 +92,19 @@ pub const IPV6_ERROR_PROGRAM_SLOT: u32 = 2;
 pub const IPV6_TOO_BIG_PROGRAM_SLOT: u32 = 3;
 /// The slot of [`IPV6_PROGRAMS`] that holds [`IPV6_CLIENT_ERROR_PROGRAM`].
 pub const IPV6_CLIENT_ERROR_PROGRAM_SLOT: u32 = 4;
+/// The slot of [`IPV6_PROGRAMS`] that holds [`IPV6_FRAGMENT_PROGRAM`].
+pub const IPV6_FRAGMENT_PROGRAM_SLOT: u32 = 5;
+/// The slot of [`IPV6_PROGRAMS`] that holds [`IPV6_REPLY_FRAGMENT_PROGRAM`].
+pub const IPV6_REPLY_FRAGMENT_PROGRAM_SLOT: u32 = 6;
 /// Every IPv6 program and its slot of [`IPV6_PROGRAMS`].
-pub const IPV6_PROGRAM_SLOTS: [(&str, u32); 5] = [
+pub const IPV6_PROGRAM_SLOTS: [(&str, u32); 7] = [
     (IPV6_PROGRAM, IPV6_PROGRAM_SLOT),
     (IPV6_REPLY_PROGRAM, IPV6_REPLY_PROGRAM_SLOT),
     (IPV6_ERROR_PROGRAM, IPV6_ERROR_PROGRAM_SLOT),
     (IPV6_TOO_BIG_PROGRAM, IPV6_TOO_BIG_PROGRAM_SLOT),
     (IPV6_CLIENT_ERROR_PROGRAM, IPV6_CLIENT_ERROR_PROGRAM_SLOT),
+    (IPV6_FRAGMENT_PROGRAM, IPV6_FRAGMENT_PROGRAM_SLOT),
+    (IPV6_REPLY_FRAGMENT_PROGRAM, IPV6_REPLY_FRAGMENT_PROGRAM_SLOT),
 ];
 
 /// `PerCpuArray<u64>` indexed by [`crate::counters::Counter`].
@@ -124,6 +132,14 @@ pub const IPV6_TOO_BIG_PROGRAM: &str = "egress_too_big6";
 /// of its flow, handed it by [`IPV6_PROGRAM`] once that has checked it as
 /// any packet of the client's (the translation does not fit there).
 pub const IPV6_CLIENT_ERROR_PROGRAM: &str = "egress_client_error6";
+/// The classifier that translates a client's IPv6 fragments, handed them
+/// by [`IPV6_PROGRAM`] once checked as any packet of the client's
+/// (`crate::fragments`). The two directions have a program each: together
+/// they need more than one program's stack.
+pub const IPV6_FRAGMENT_PROGRAM: &str = "egress_frag6_out";
+/// The classifier that translates a remote's IPv6 fragments (their
+/// fragment header first), handed them by [`IPV6_REPLY_PROGRAM`].
+pub const IPV6_REPLY_FRAGMENT_PROGRAM: &str = "egress_frag6_in";
 /// Which word of the packet's control block (`__sk_buff.cb`, kept across
 /// a tail call) carries the client id to [`IPV6_TOO_BIG_PROGRAM`].
 pub const IPV6_TOO_BIG_CLIENT_CB: usize = 0;

@@ -10,7 +10,9 @@
 //! for an IPv6 packet to the gateway's IPv6 address; `egress_icmp6_error`
 //! for an ICMPv6 error to it (`nat::icmp_error6`); `egress_too_big6` for
 //! a reply too big for the tunnel (`nat::too_big6`); `egress_client_error6`
-//! for a client's ICMPv6 error about a reply (`nat::client_error6`). The IPv4 paths
+//! for a client's ICMPv6 error about a reply (`nat::client_error6`);
+//! `egress_frag6_out` and `egress_frag6_in` for fragments, each way
+//! (`nat::fragments6`). The IPv4 paths
 //! already take most of what the verifier accepts in one program
 //! (`egress-agent/tests/prog_verifier.rs`), and the two IPv6 directions
 //! together more stack than one program has (`egress_common::maps::IPV6_PROGRAMS`).
@@ -20,7 +22,7 @@ use egress_common::{counters::Counter, ip::IPPROTO_ICMPV6, maps::IPV6_TOO_BIG_CL
 use crate::{
     headers::{Ipv6Header, ETH_HLEN},
     maps,
-    nat::{icmp_error6, rev_nat6, snat6, too_big6},
+    nat::{fragments6, icmp_error6, rev_nat6, snat6, too_big6},
     verdict::Verdict,
 };
 
@@ -50,6 +52,24 @@ pub fn error_from_client(ctx: &TcContext) -> Verdict {
         return Verdict::Drop(Counter::DropNotConfigured);
     };
     snat6::error_from_client(ctx, cfg)
+}
+
+/// `egress_frag6_out`: a client's fragment that `egress_gateway6` checked.
+#[inline(always)]
+pub fn fragment_from_client(ctx: &TcContext) -> Verdict {
+    let Some(cfg) = maps::config() else {
+        return Verdict::Drop(Counter::DropNotConfigured);
+    };
+    fragments6::from_client(ctx, cfg)
+}
+
+/// `egress_frag6_in`: a remote's fragment that `egress_remote6` handed on.
+#[inline(always)]
+pub fn fragment_from_remote(ctx: &TcContext) -> Verdict {
+    let Some(cfg) = maps::config() else {
+        return Verdict::Drop(Counter::DropNotConfigured);
+    };
+    fragments6::from_remote(ctx, cfg)
 }
 
 /// `egress_too_big6`: a reply of client `cb[IPV6_TOO_BIG_CLIENT_CB]`'s

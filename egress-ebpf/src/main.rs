@@ -98,6 +98,22 @@ pub fn egress_client_error6(ctx: TcContext) -> i32 {
     verdict::apply(verdict, &ctx)
 }
 
+/// A client's IPv6 fragment, in its tunnel: reached only by
+/// `egress_gateway6`'s tail call.
+#[classifier]
+pub fn egress_frag6_out(ctx: TcContext) -> i32 {
+    let verdict = ipv6::fragment_from_client(&ctx);
+    verdict::apply(verdict, &ctx)
+}
+
+/// A remote's IPv6 fragment to the gateway's IPv6 address: reached only
+/// by `egress_remote6`'s tail call.
+#[classifier]
+pub fn egress_frag6_in(ctx: TcContext) -> i32 {
+    let verdict = ipv6::fragment_from_remote(&ctx);
+    verdict::apply(verdict, &ctx)
+}
+
 /// On the resegmentation pair's receiving end (the GRO stage's sending
 /// end): the segments of a reply `egress_gateway` could not encapsulate
 /// whole, a reply to be sent in two fragments, and the first of those two

@@ -16,7 +16,10 @@ use egress_common::{
     config::{GatewayConfig, CONFIG_LAYOUT_VERSION},
     conntrack::{FlowTuple, FlowTuple6, NatEntry, NatEntry6},
     counters::{Counter, COUNTER_SLOTS},
-    fragments::{FragmentFlow, FragmentKey, FIRST_FRAGMENTS, FRAGMENTS_MAX, SPLIT_TAIL_MAX},
+    fragments::{
+        FragmentFlow, FragmentFlow6, FragmentKey, FragmentKey6, FIRST_FRAGMENTS, FRAGMENTS_MAX,
+        SPLIT_TAIL_MAX,
+    },
     maps::{
         ClientInfo, ClientRefusals, ClientTraffic, NatDestination, NatDestination6, CLIENTS_MAX,
         CLIENT_ID_MAX, CT_MAX_DEFAULT, CT_RECENT_SLOTS, EXCLUDED_DESTINATIONS_MAX, IPV6_PROGRAM_SLOTS,
@@ -87,6 +90,25 @@ pub static CT6_TEMPLATE: PerCpuArray<NatEntry6> = PerCpuArray::with_max_entries(
 /// flood of first fragments must cost bounded memory (`fragments`).
 #[map]
 pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentFlow> = LruHashMap::with_max_entries(FRAGMENTS_MAX, 0);
+
+/// One entry per CPU where an IPv6 fragment's key and flow are put
+/// together (`nat::fragments6`): off the stack, which the reply path's
+/// translation and tunnel fill.
+#[map]
+pub static FRAGMENT6_SCRATCH: PerCpuArray<FragmentScratch6> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FragmentScratch6 {
+    pub key: FragmentKey6,
+    pub flow: FragmentFlow6,
+}
+
+/// `FRAGMENTS` for IPv6 (`nat::fragments6`); the two families share each
+/// client's allowance of first fragments.
+#[map]
+pub static FRAGMENTS6: LruHashMap<FragmentKey6, FragmentFlow6> =
+    LruHashMap::with_max_entries(FRAGMENTS_MAX, 0);
 
 /// Room for a split reply's second part (at most SPLIT_TAIL_MAX bytes): a
 /// power of two, so a mask can bound the helpers' sizes for the verifier.

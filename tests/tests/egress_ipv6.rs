@@ -12,6 +12,7 @@ use std::net::{Ipv6Addr, SocketAddrV6};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::datagrams::{ask, assert_pattern, pattern, PatternServer, ServerDf};
 use common::*;
 use egress_tests::agent::counters;
 use egress_tests::clients::{self, Iperf3Options};
@@ -241,4 +242,63 @@ fn the_gro_stage_merges_a_cross_node_ipv6_upload() {
         .filter(|(name, value)| name.starts_with("drop_") && **value > before.counter_or_zero(name))
         .collect();
     assert!(dropped.is_empty(), "the upload lost packets at the gateway: {dropped:?}");
+}
+
+/// Bigger than one packet: what the server's kernel fragments for its
+/// 1,500-byte link, the tunnel (1,450) cannot carry. IPv6 routers never
+/// fragment, so both gateways answer the first fragment with Packet Too
+/// Big; the server's kernel learns the tunnel's MTU and a retry's answer
+/// arrives in fragments that fit, then every answer at once. 3000 bytes
+/// each way (the worker's kernel fragments the requests), and a 3000-byte
+/// ping.
+fn big_ipv6_datagrams_cross_in_fragments(outside: &Netns, server6: Ipv6Addr, client: &Netns) {
+    const BIG: usize = 3000;
+    let at = SocketAddrV6::new(server6, 7203, 0, 0);
+    let replier = PatternServer::start(outside, at, ServerDf::LinuxDefault, BIG);
+    let (reply, attempt) =
+        ask(client, at, &pattern(BIG), Duration::from_secs(1), 3).expect("the answer arrived within 3 tries");
+    eprintln!("the first {BIG}-byte IPv6 answer arrived on try {attempt}");
+    assert_pattern("the first answer", &reply, BIG);
+    let (reply, _) = ask(client, at, &pattern(BIG), OK_TIMEOUT, 1).expect("the next answer arrived at once");
+    assert_pattern("the next answer", &reply, BIG);
+    let requests = replier.stop();
+    assert!(requests.len() >= 2, "the server received the requests");
+    for request in &requests {
+        assert_pattern("a request", request, BIG);
+    }
+    let server = server6.to_string();
+    let ping = client.output(&["ping", "-n", "-c", "2", "-W", "2", "-s", "3000", &server]).unwrap();
+    assert!(ping.status.success(), "a 3000-byte ping -6: {}", String::from_utf8_lossy(&ping.stdout));
+}
+
+#[test]
+fn big_ipv6_datagrams_cross_the_gateway_in_fragments() {
+    let s = start(GatewayOptions {
+        cluster: dual_stack_cluster(),
+        dual_stack: true,
+        joined: vec![],
+        ..options()
+    });
+    join_routing_ipv6(&s, "w1", None);
+    big_ipv6_datagrams_cross_in_fragments(s.cluster.outside(), twin(s.server_ip()), &s.pod("w1").ns);
+    let status = s.status().unwrap();
+    eprintln!("counters: {:?}", status.counters);
+    assert!(status.counter("fragment_translated").unwrap() > 0, "later fragments were translated");
+    assert!(status.counter("icmp_too_big_to_remote").unwrap() > 0, "the server was told the tunnel's MTU");
+    for name in ["drop_fragment_unmatched", "drop_fragment_over_budget", "drop_ipv6_ext_header"] {
+        assert_eq!(status.counter_or_zero(name), 0, "{name}");
+    }
+}
+
+#[test]
+fn the_linux_reference_gateway_carries_big_ipv6_datagrams_the_same_way() {
+    let tunnel = TunnelConfig::default();
+    let cluster = Cluster::build(dual_stack_cluster()).unwrap();
+    dual_stack::add_ipv6(&cluster).unwrap();
+    let w1 = cluster.pod("w1");
+    let mac = reference::join_worker(&cluster, w1, &tunnel).unwrap();
+    reference::join_worker_ipv6(&cluster, w1, &tunnel).unwrap();
+    reference::install_gateway(&cluster, &[(w1, mac.as_str())], &tunnel).unwrap();
+    reference::install_gateway_ipv6(&cluster, &[(w1, mac.as_str())], &tunnel).unwrap();
+    big_ipv6_datagrams_cross_in_fragments(cluster.outside(), twin(cluster.server_ip()), &w1.ns);
 }

@@ -12,6 +12,7 @@
 pub mod client_error6;
 pub mod frag_needed;
 pub mod fragments;
+pub mod fragments6;
 pub mod icmp_error;
 pub mod icmp_error6;
 pub mod probe;

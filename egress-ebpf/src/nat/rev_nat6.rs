@@ -9,7 +9,8 @@
 //!
 //! ICMPv6 errors about a client's flow go to `icmp_error6`, in a program
 //! of its own (the main classifier picks it). A reply too big for the
-//! tunnel is answered to its remote with Packet Too Big (`too_big6`).
+//! tunnel is answered to its remote with Packet Too Big (`too_big6`). A
+//! fragment (its fragment header first) goes to `fragments6`.
 use aya_ebpf::programs::TcContext;
 use egress_common::{
     config::GatewayConfig,
@@ -19,7 +20,7 @@ use egress_common::{
         is_ipv6_extension_header, IPPROTO_ICMPV6, IPV6_EXT_DESTINATION_OPTIONS, IPV6_EXT_FRAGMENT,
         IPV6_EXT_HOP_BY_HOP, IPV6_EXT_ROUTING, IPV6_FRAGMENT_HLEN, IPV6_FRAGMENT_OFFSET_MASK,
     },
-    maps::{IPV6_TOO_BIG_CLIENT_CB, IPV6_TOO_BIG_PROGRAM_SLOT},
+    maps::{IPV6_REPLY_FRAGMENT_PROGRAM_SLOT, IPV6_TOO_BIG_CLIENT_CB, IPV6_TOO_BIG_PROGRAM_SLOT},
 };
 
 use crate::{
@@ -41,6 +42,10 @@ const L4_OFF: usize = ETH_HLEN + IPV6_HLEN;
 #[inline(always)]
 pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
     let Some(ip) = Ipv6Header::load_whole(ctx, IP_OFF) else { return Verdict::NOT_OURS };
+    // A fragment header first: perhaps a reply's fragment (`fragments6`).
+    if ip.next_header == IPV6_EXT_FRAGMENT {
+        return Verdict::ToIpv6Program { slot: IPV6_REPLY_FRAGMENT_PROGRAM_SLOT };
+    }
     if is_ipv6_extension_header(ip.next_header) {
         return behind_extension_headers(ctx, cfg, ip.next_header);
     }
@@ -95,8 +100,8 @@ fn reply_ports(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv6Header) -> Option<
 /// header might be a NAT port's).
 const MAX_EXTENSION_HEADERS: usize = 4;
 
-/// A packet with extension headers (or a fragment) is not translated (not
-/// yet: issue 14). To a NAT port, it is dropped: only a client's flow uses
+/// A packet with extension headers before its fragment header or its
+/// transport header is not translated. To a NAT port, it is dropped: only a client's flow uses
 /// those, and the pod's stack would answer it with a reset or a port
 /// unreachable that ends the client's flow (IPv4's options, likewise).
 /// So is one whose transport header cannot be found (more headers than

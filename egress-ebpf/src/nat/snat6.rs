@@ -11,7 +11,9 @@
 //! A packet whose hop limit ends here is answered with time exceeded
 //! (`time_exceeded6`). A client's ICMPv6 error about a reply of its flow
 //! goes to the remote, translated (`client_error6`); error types RFC 4443
-//! does not define are dropped (`drop_ipv6_not_translated`).
+//! does not define are dropped (`drop_ipv6_not_translated`). A fragment
+//! (its fragment header right after the fixed one) is checked here like
+//! any packet and translated in `egress_fragment6` (`fragments6`).
 use aya_ebpf::{helpers::bpf_skb_load_bytes, maps::lpm_trie::Key, programs::TcContext, EbpfContext};
 use egress_common::{
     config::GatewayConfig,
@@ -20,9 +22,9 @@ use egress_common::{
     gro::UploadRoute,
     ip::{
         is_icmpv6_error, is_ipv6_extension_header, is_martian_destination, is_martian_destination_v6,
-        nat64_embedded_ipv4, ICMPV6_PACKET_TOO_BIG,
+        nat64_embedded_ipv4, ICMPV6_PACKET_TOO_BIG, IPV6_EXT_FRAGMENT,
     },
-    maps::IPV6_CLIENT_ERROR_PROGRAM_SLOT,
+    maps::{IPV6_CLIENT_ERROR_PROGRAM_SLOT, IPV6_FRAGMENT_PROGRAM_SLOT},
 };
 
 use crate::{
@@ -49,11 +51,11 @@ use crate::{
 const INNER_L4_OFF: usize = INNER_IP_OFF + IPV6_HLEN;
 
 /// What the tunnel around the IPv6 packet says about its sender.
-struct Sender {
+pub struct Sender {
     /// The worker pod's outer IPv4: where replies are tunnelled back to.
-    outer_ip_be: u32,
-    outer_tos: u8,
-    client_id: u32,
+    pub outer_ip_be: u32,
+    pub outer_tos: u8,
+    pub client_id: u32,
 }
 
 #[inline(always)]
@@ -96,6 +98,9 @@ fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Verdict, Coun
     }
     // Before any state is made for it: a packet RFC 6040 drops makes none.
     merge_ecn6(ctx, sender.outer_tos, &ip)?;
+    if ip.next_header == IPV6_EXT_FRAGMENT {
+        return Ok(Verdict::ToIpv6Program { slot: IPV6_FRAGMENT_PROGRAM_SLOT });
+    }
     let ports = match load_l4(ctx, INNER_L4_OFF, ip.next_header).map_err(|_| Counter::DropMalformed)? {
         Some(ports) => ports,
         None if ip.next_header == IPPROTO_ICMPV6 => return error_to_remote(ctx),
@@ -120,7 +125,9 @@ fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Verdict, Coun
     // still undecided), as for IPv4.
     let (nat_port_be, route) = match live_nat_port(ctx, cfg, &ip, &ports, now) {
         Some(live) => live,
-        None => (snat_v6_new_mapping(ctx, cfg, &sender, &ip, &ports, now)?, UploadRoute::Direct),
+        None => {
+            (snat_v6_new_mapping(ctx, cfg, &sender, &ip, ip.next_header, &ports, now)?, UploadRoute::Direct)
+        }
     };
     nat_v6_rewrite_headers(
         ctx,
@@ -145,19 +152,19 @@ fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Verdict, Coun
 /// The outer source, which the main program checked is a labeled pod's
 /// (read again: a tail call carries nothing over but the packet).
 #[inline(always)]
-fn sender(ctx: &TcContext) -> Result<Sender, Counter> {
+pub fn sender(ctx: &TcContext) -> Result<Sender, Counter> {
     let outer = Ipv4Header::load(ctx, ETH_HLEN).map_err(|_| Counter::DropMalformed)?;
     let client = unsafe { CLIENTS.get(&outer.src_be) }.ok_or(Counter::DropUnknownClient)?;
     Ok(Sender { outer_ip_be: outer.src_be, outer_tos: outer.tos, client_id: client.client_id })
 }
 
 /// The inner IPv6 packet, checked as the translation needs it: whole, its
-/// transport header right after the fixed header.
+/// transport header (or a fragment header) right after the fixed header.
 #[inline(always)]
 fn inner_packet(ctx: &TcContext) -> Result<Ipv6Header, Counter> {
     let ip = Ipv6Header::load_whole(ctx, INNER_IP_OFF).ok_or(Counter::DropMalformed)?;
     match ip.next_header {
-        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6 => Ok(ip),
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6 | IPV6_EXT_FRAGMENT => Ok(ip),
         header if is_ipv6_extension_header(header) => Err(Counter::DropIpv6ExtHeader),
         _ => Err(Counter::DropUnsupportedProtocol),
     }
@@ -246,17 +253,18 @@ fn load_mac(ctx: &TcContext, off: usize, mac: &mut [u8; 6]) -> Result<(), Counte
 
 /// A binding for a flow the gateway does not know yet; returns its NAT
 /// port. As for IPv4: a TCP RST makes nothing; any other first packet an
-/// unreplied binding.
+/// unreplied binding. `protocol`: the transport header's (after a
+/// fragment header, not `ip.next_header`).
 #[inline(always)]
-fn snat_v6_new_mapping(
+pub fn snat_v6_new_mapping(
     ctx: &TcContext,
     cfg: &GatewayConfig,
     sender: &Sender,
     ip: &Ipv6Header,
+    protocol: u8,
     ports: &L4Ports,
     now: u64,
 ) -> Result<u16, Counter> {
-    let protocol = ip.next_header;
     if protocol == IPPROTO_TCP && ports.flags_or_type & TCP_RST != 0 {
         return Err(Counter::DropRstWithoutFlow);
     }

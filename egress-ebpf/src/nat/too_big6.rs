@@ -3,9 +3,8 @@
 //! Big (RFC 4443 3.2), from the gateway's IPv6 address to the remote, with
 //! the tunnel's MTU for IPv6 (eth0's - 50). The remote's kernel learns the
 //! smaller path MTU (RFC 8201) and sends the next reply in packets that
-//! fit: its TCP a smaller segment, QUIC a smaller datagram. A UDP sender
-//! that fragments instead gains nothing yet: the gateway does not
-//! translate IPv6 fragments (issue 14).
+//! fit: its TCP a smaller segment, QUIC a smaller datagram, a UDP sender
+//! that fragments smaller fragments (`fragments6`).
 //!
 //! The answer quotes the reply as it arrived (before any translation: the
 //! remote must recognise its own packet), as much of it as keeps the answer

@@ -1,0 +1,362 @@
+//! `egress_frag6_out` and `egress_frag6_in`: IPv6 fragments, each way. A UDP sender whose
+//! datagram is longer than the path MTU (after a Packet Too Big, above
+//! all: IPv6 routers never fragment) sends it in fragments, and only the
+//! first carries the ports. As for IPv4 (`fragments`), the first
+//! fragment is translated with its flow, which is remembered under what
+//! all the datagram's fragments share (`FragmentKey6`); the later ones
+//! follow it. Nothing is held or reassembled.
+//!
+//! ```text
+//! client: [tunnel][IPv6 pod → remote][frag: id, offset, M][L4 (first only) ...]
+//!      →  [eth][IPv6 gateway → remote, hop limit - 1][frag][L4, NAT port (first only) ...]
+//! remote: [eth][IPv6 remote → gateway][frag][L4, NAT port (first only) ...]
+//!      →  [tunnel][IPv6 remote → pod, hop limit - 1][frag][L4 (first only) ...]
+//! ```
+//!
+//! Only a fragment header right after the fixed one is translated (what
+//! senders make). A client's fragments have passed every check a packet
+//! of the client's passes in `egress_gateway6`; a remote's come from
+//! `egress_remote6` when the fragment header is its first. First
+//! fragments, both ways, come out of the client's allowance, shared with
+//! IPv4 (`egress_common::fragments::FIRST_FRAGMENTS`): one pod's spray
+//! cannot push the others' datagrams out of the map. A remote's fragment
+//! that does not fit the tunnel is answered with Packet Too Big, as any
+//! reply (`too_big6`); its sender fragments smaller from then on.
+use aya_ebpf::programs::TcContext;
+use egress_common::{
+    config::GatewayConfig,
+    conntrack::{FlowTuple6, NatEntry6},
+    counters::Counter,
+    fragments::{FragmentFlow6, FragmentKey6, FRAGMENT_TIMEOUT_NS, IPV6_FRAGMENT_MORE},
+    ip::{IPV6_FRAGMENT_HLEN, IPV6_FRAGMENT_OFFSET_MASK},
+    maps::{IPV6_TOO_BIG_CLIENT_CB, IPV6_TOO_BIG_PROGRAM_SLOT},
+};
+
+use crate::{
+    conntrack::{self, Half},
+    headers::{
+        load_l4, Ipv6Header, L4Ports, ETH_HLEN, ICMPV6_ECHO_REQUEST, IPPROTO_ICMPV6, IPPROTO_TCP,
+        IPPROTO_UDP, IPV6_HLEN, UDP_CSUM_OFF,
+    },
+    maps::{
+        account, count, take_first_fragment, wire_segments, Direction, FragmentScratch6, FRAGMENT6_SCRATCH,
+        FRAGMENTS6,
+    },
+    nat::{
+        rev_nat::live_reply,
+        rewrite::{nat_v6_rewrite_headers_at, rewrite_ipv6_hop, End, L4At},
+        snat::live_original,
+        snat6::{sender, snat_v6_new_mapping, Sender},
+        to_client::tunnel_to_client,
+    },
+    tunnel::{
+        decap::{strip_tunnel6, INNER_IP_OFF},
+        encap::{fits_tunnel, TunnelTarget},
+    },
+    verdict::Verdict,
+};
+
+/// An IPv6 fragment header's fields.
+struct Fragment {
+    /// The header after it: the transport header, in a first fragment.
+    next_header: u8,
+    /// Where this fragment's data goes in the datagram, in 8-byte units.
+    offset: u16,
+    more: bool,
+    id_be: u32,
+}
+
+impl Fragment {
+    #[inline(always)]
+    fn load(ctx: &TcContext, off: usize) -> Result<Fragment, Counter> {
+        let b: [u8; IPV6_FRAGMENT_HLEN] = ctx.load(off).map_err(|_| Counter::DropMalformed)?;
+        let bits = u16::from_be_bytes([b[2], b[3]]);
+        Ok(Fragment {
+            next_header: b[0],
+            offset: (bits & IPV6_FRAGMENT_OFFSET_MASK) >> 3,
+            more: bits & IPV6_FRAGMENT_MORE != 0,
+            id_be: u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+        })
+    }
+
+    #[inline(always)]
+    fn is_first(&self) -> bool {
+        self.offset == 0
+    }
+
+    /// Whether later fragments follow (an atomic fragment, RFC 6946, is a
+    /// whole datagram: nothing to remember).
+    #[inline(always)]
+    fn has_later(&self) -> bool {
+        self.offset == 0 && self.more
+    }
+}
+
+/// `egress_frag6_out`: a client's fragment, in its tunnel.
+#[inline(always)]
+pub fn from_client(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
+    match client_fragment(ctx, cfg) {
+        Ok(()) => Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToRemote },
+        Err(reason) => Verdict::Drop(reason),
+    }
+}
+
+/// A client's fragment: the first bound and translated as any packet of
+/// its flow, a later one translated as its first was.
+#[inline(always)]
+fn client_fragment(ctx: &TcContext, cfg: &GatewayConfig) -> Result<(), Counter> {
+    let sender = sender(ctx)?;
+    let ip = Ipv6Header::load_whole(ctx, INNER_IP_OFF).ok_or(Counter::DropMalformed)?;
+    // Checked before the tail call; again, as the hop is taken here.
+    if ip.hop_limit <= 1 {
+        return Err(Counter::DropTtlExceeded);
+    }
+    let fragment = Fragment::load(ctx, INNER_IP_OFF + IPV6_HLEN)?;
+    let now = conntrack::now_ns();
+    if fragment.is_first() {
+        first_from_client(ctx, cfg, &sender, &ip, &fragment, now)?;
+    } else {
+        let flow = later_flow(&ip, fragment.id_be, fragment.next_header, now)
+            .ok_or(Counter::DropFragmentUnmatched)?;
+        let entry = live_binding(cfg, flow, Half::Original, now).ok_or(Counter::DropFragmentUnmatched)?;
+        if entry.client_id != sender.client_id {
+            return Err(Counter::DropFragmentUnmatched);
+        }
+        rewrite_ipv6_hop(ctx, INNER_IP_OFF, &ip, End::Source, &cfg.gateway_ip6)?;
+        count(Counter::FragmentTranslated);
+    }
+    strip_tunnel6(ctx)?;
+    account(sender.client_id, Direction::ToRemote, 1, (ctx.len() - ETH_HLEN as u32) as u64);
+    Ok(())
+}
+
+/// A client's first fragment: what `egress_gateway6` does with a whole
+/// packet, its transport header after the fragment header.
+#[inline(always)]
+fn first_from_client(
+    ctx: &TcContext,
+    cfg: &GatewayConfig,
+    sender: &Sender,
+    ip: &Ipv6Header,
+    fragment: &Fragment,
+    now: u64,
+) -> Result<(), Counter> {
+    let l4 = L4At { off: INNER_IP_OFF + IPV6_HLEN + IPV6_FRAGMENT_HLEN, protocol: fragment.next_header };
+    let ports = transport_ports(ctx, &l4)?;
+    if l4.protocol == IPPROTO_ICMPV6 && ports.flags_or_type != ICMPV6_ECHO_REQUEST {
+        return Err(Counter::DropUnsupportedProtocol);
+    }
+    if fragment.has_later() && !take_first_fragment(sender.client_id, now) {
+        return Err(Counter::DropFragmentOverBudget);
+    }
+    let tuple = FlowTuple6::new(ip.src, ip.dst, ports.src_port_be, ports.dst_port_be, l4.protocol);
+    let nat_port_be = match live_original::<NatEntry6>(cfg, &tuple, l4.protocol, ports.flags_or_type, now) {
+        Some((_, entry)) => entry.nat_port_be,
+        None => snat_v6_new_mapping(ctx, cfg, sender, ip, l4.protocol, &ports, now)?,
+    };
+    nat_v6_rewrite_headers_at(
+        ctx,
+        INNER_IP_OFF,
+        ip,
+        &l4,
+        End::Source,
+        &cfg.gateway_ip6,
+        ports.src_port_be,
+        nat_port_be,
+    )?;
+    if fragment.has_later() {
+        // 0: any binding of this client's (the tuple is its own).
+        remember(ip, fragment.id_be, &tuple, sender.client_id, 0, now);
+    }
+    Ok(())
+}
+
+/// `egress_frag6_in`: a remote's fragment. The first one of a reply is
+/// translated as the reply would be, a later one as its first was; any
+/// other (a datagram to the pod itself) is the pod's.
+#[inline(always)]
+pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
+    let Some(ip) = Ipv6Header::load_whole(ctx, ETH_HLEN) else { return Verdict::NOT_OURS };
+    let Ok(fragment) = Fragment::load(ctx, ETH_HLEN + IPV6_HLEN) else { return Verdict::NOT_OURS };
+    let sent = if fragment.is_first() {
+        first_from_remote(ctx, cfg, &ip, &fragment)
+    } else {
+        later_from_remote(ctx, cfg, &ip, &fragment)
+    };
+    match sent {
+        Ok(Some(client_id)) => {
+            // Too big for the tunnel: answered with Packet Too Big by the
+            // program that has the stack for it, as for a whole reply.
+            // SAFETY: the context's socket buffer, valid for the program's run.
+            unsafe { (*ctx.skb.skb).cb[IPV6_TOO_BIG_CLIENT_CB] = client_id };
+            Verdict::ToIpv6Program { slot: IPV6_TOO_BIG_PROGRAM_SLOT }
+        }
+        Ok(None) => Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToClient },
+        Err(Some(reason)) => Verdict::Drop(reason),
+        Err(None) => Verdict::NOT_OURS,
+    }
+}
+
+/// What became of a remote's fragment: sent to the client (`Ok(None)`),
+/// too big for the tunnel, of client `Ok(Some(id))`'s flow, dropped
+/// (`Err(Some)`), or the pod's own (`Err(None)`).
+type RemoteFragment = Result<Option<u32>, Option<Counter>>;
+
+/// A remote's first fragment: to a NAT port, a reply of a live binding.
+#[inline(always)]
+fn first_from_remote(
+    ctx: &TcContext,
+    cfg: &GatewayConfig,
+    ip: &Ipv6Header,
+    fragment: &Fragment,
+) -> RemoteFragment {
+    let l4 = L4At { off: ETH_HLEN + IPV6_HLEN + IPV6_FRAGMENT_HLEN, protocol: fragment.next_header };
+    let ports = reply_ports(ctx, cfg, &l4).ok_or(None)?;
+    let tuple = FlowTuple6::new(ip.src, ip.dst, ports.src_port_be, ports.dst_port_be, l4.protocol);
+    let now = conntrack::now_ns();
+    let Some((binding, entry)) = conntrack::ct_lookup::<NatEntry6>(cfg, Half::Reply, &tuple, now) else {
+        // Echo replies may be the gateway pod's own pings (rev_nat6).
+        return Err((l4.protocol != IPPROTO_ICMPV6).then_some(Counter::DropNoMapping));
+    };
+    // As for a whole reply (rev_nat6): the hop limit first, then the size.
+    if ip.hop_limit <= 1 {
+        return Err(Some(Counter::DropTtlExceeded));
+    }
+    if !fits_tunnel(ctx, cfg) {
+        return Ok(Some(entry.client_id));
+    }
+    live_reply(cfg, &tuple, l4.protocol, ports.flags_or_type, &binding, &entry, now).map_err(Some)?;
+    if fragment.has_later() {
+        if !take_first_fragment(entry.client_id, now) {
+            return Err(Some(Counter::DropFragmentOverBudget));
+        }
+        remember(ip, fragment.id_be, &tuple, entry.client_id, entry.created_ns, now);
+    }
+    nat_v6_rewrite_headers_at(
+        ctx,
+        ETH_HLEN,
+        ip,
+        &l4,
+        End::Destination,
+        &entry.client_ip,
+        ports.dst_port_be,
+        entry.client_port_be,
+    )
+    .map_err(Some)?;
+    deliver(ctx, cfg, &entry).map_err(Some)
+}
+
+/// A remote's later fragment: of a datagram whose first fragment was a
+/// reply's, or the pod's own.
+#[inline(always)]
+fn later_from_remote(
+    ctx: &TcContext,
+    cfg: &GatewayConfig,
+    ip: &Ipv6Header,
+    fragment: &Fragment,
+) -> RemoteFragment {
+    let now = conntrack::now_ns();
+    let flow = later_flow(ip, fragment.id_be, fragment.next_header, now).ok_or(None)?;
+    let entry = live_binding(cfg, flow, Half::Reply, now).ok_or(Some(Counter::DropFragmentUnmatched))?;
+    if ip.hop_limit <= 1 {
+        return Err(Some(Counter::DropTtlExceeded));
+    }
+    if !fits_tunnel(ctx, cfg) {
+        return Ok(Some(entry.client_id));
+    }
+    rewrite_ipv6_hop(ctx, ETH_HLEN, ip, End::Destination, &entry.client_ip).map_err(Some)?;
+    count(Counter::FragmentTranslated);
+    deliver(ctx, cfg, &entry).map_err(Some)
+}
+
+/// Tunnels a translated fragment to `entry`'s client.
+#[inline(always)]
+fn deliver(ctx: &TcContext, cfg: &GatewayConfig, entry: &NatEntry6) -> Result<Option<u32>, Counter> {
+    let bytes = (ctx.len() - ETH_HLEN as u32) as u64;
+    let segments = wire_segments(ctx);
+    tunnel_to_client(ctx, cfg, &TunnelTarget::of6(entry), entry.client_id, segments, bytes)?;
+    Ok(None)
+}
+
+/// A client's first fragment's ports: TCP, UDP (with the checksum IPv6
+/// makes mandatory) or an ICMPv6 message, whose type the caller checks.
+#[inline(always)]
+fn transport_ports(ctx: &TcContext, l4: &L4At) -> Result<L4Ports, Counter> {
+    if !matches!(l4.protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6) {
+        return Err(Counter::DropIpv6ExtHeader);
+    }
+    if l4.protocol == IPPROTO_UDP {
+        let checksum: u16 = ctx.load(l4.off + UDP_CSUM_OFF).map_err(|_| Counter::DropMalformed)?;
+        if checksum == 0 {
+            return Err(Counter::DropMalformed);
+        }
+    }
+    load_l4(ctx, l4.off, l4.protocol).map_err(|_| Counter::DropMalformed)?.ok_or(Counter::DropMalformed)
+}
+
+/// A remote's first fragment's ports, if it is to a NAT port (else the
+/// pod's, or not a transport header of ours).
+#[inline(always)]
+fn reply_ports(ctx: &TcContext, cfg: &GatewayConfig, l4: &L4At) -> Option<L4Ports> {
+    if !matches!(l4.protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6) {
+        return None;
+    }
+    let ports = load_l4(ctx, l4.off, l4.protocol).ok()??;
+    cfg.is_nat_port(u16::from_be(ports.dst_port_be)).then_some(ports)
+}
+
+/// This CPU's scratch entry for a fragment's key and flow.
+#[inline(always)]
+fn scratch() -> Option<&'static mut FragmentScratch6> {
+    // SAFETY: a per-CPU value nothing else on this CPU uses meanwhile.
+    FRAGMENT6_SCRATCH.get_ptr_mut(0).map(|ptr| unsafe { &mut *ptr })
+}
+
+/// Remembers the flow of a first fragment's datagram (`ip`'s addresses,
+/// its fragment `id_be`, `tuple`'s protocol); `binding_created_ns` 0: any
+/// binding of `client_id`'s. A full LRU forgets its oldest datagram; a
+/// failed insert only loses this one's later fragments, which are then
+/// counted.
+#[inline(always)]
+fn remember(
+    ip: &Ipv6Header,
+    id_be: u32,
+    tuple: &FlowTuple6,
+    client_id: u32,
+    binding_created_ns: u64,
+    now: u64,
+) {
+    let Some(scratch) = scratch() else { return };
+    scratch.key = FragmentKey6::new(ip.src, ip.dst, id_be, tuple.protocol);
+    scratch.flow =
+        FragmentFlow6 { tuple: *tuple, client_id, _pad0: 0, binding_created_ns, first_seen_ns: now };
+    let _ = FRAGMENTS6.insert(&scratch.key, &scratch.flow, 0);
+}
+
+/// The flow remembered for a later fragment's datagram (copied into this
+/// CPU's scratch entry); None when its first fragment has not passed
+/// here, or passed longer ago than the fragment timeout.
+#[inline(always)]
+fn later_flow(ip: &Ipv6Header, id_be: u32, protocol: u8, now: u64) -> Option<&'static FragmentFlow6> {
+    let scratch = scratch()?;
+    scratch.key = FragmentKey6::new(ip.src, ip.dst, id_be, protocol);
+    // SAFETY: copied out at once; a concurrent update can only make the
+    // copy another datagram's flow under the same key, which
+    // `live_binding` treats like any packet's.
+    scratch.flow = unsafe { *FRAGMENTS6.get(&scratch.key)? };
+    if now.saturating_sub(scratch.flow.first_seen_ns) > FRAGMENT_TIMEOUT_NS {
+        let _ = FRAGMENTS6.remove(&scratch.key);
+        return None;
+    }
+    Some(&scratch.flow)
+}
+
+/// The live binding of `flow`, in `half`; None when the flow has ended
+/// since its first fragment (its port may now be another client's).
+#[inline(always)]
+fn live_binding(cfg: &GatewayConfig, flow: &FragmentFlow6, half: Half, now: u64) -> Option<NatEntry6> {
+    let (_, entry) = conntrack::ct_lookup::<NatEntry6>(cfg, half, &flow.tuple, now)?;
+    let same_binding = entry.client_id == flow.client_id
+        && (flow.binding_created_ns == 0 || entry.created_ns == flow.binding_created_ns);
+    same_binding.then_some(entry)
+}
