@@ -57,12 +57,15 @@ pub struct FragmentKey6 {
     pub dst_ip: [u8; 16],
     pub id_be: u32,
     pub protocol: u8,
-    pub _pad: [u8; 3],
+    /// Two scalars, as in `FlowTuple6`: a byte array would be zeroed by a
+    /// `memset` call the BPF verifier counts as a call frame.
+    pub _pad0: u8,
+    pub _pad1: u16,
 }
 
 impl FragmentKey6 {
     pub const fn new(src_ip: [u8; 16], dst_ip: [u8; 16], id_be: u32, protocol: u8) -> FragmentKey6 {
-        FragmentKey6 { src_ip, dst_ip, id_be, protocol, _pad: [0; 3] }
+        FragmentKey6 { src_ip, dst_ip, id_be, protocol, _pad0: 0, _pad1: 0 }
     }
 }
 

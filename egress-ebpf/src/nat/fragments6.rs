@@ -333,22 +333,24 @@ fn remember(
     let _ = FRAGMENTS6.insert(&scratch.key, &scratch.flow, 0);
 }
 
-/// The flow remembered for a later fragment's datagram (copied into this
-/// CPU's scratch entry); None when its first fragment has not passed
-/// here, or passed longer ago than the fragment timeout.
+/// The flow remembered for a later fragment's datagram, in its map slot;
+/// None when its first fragment has not passed here, or passed longer ago
+/// than the fragment timeout. Not copied out (a 64-byte copy between map
+/// values is a `memmove` call, a call frame to the verifier, and the stack
+/// has no room): a concurrent update of the slot by another datagram's
+/// first fragment under the same key may mix the two flows' fields, and
+/// `live_binding` then finds no binding whose client is the one read.
 #[inline(always)]
 fn later_flow(ip: &Ipv6Header, id_be: u32, protocol: u8, now: u64) -> Option<&'static FragmentFlow6> {
     let scratch = scratch()?;
     scratch.key = FragmentKey6::new(ip.src, ip.dst, id_be, protocol);
-    // SAFETY: copied out at once; a concurrent update can only make the
-    // copy another datagram's flow under the same key, which
-    // `live_binding` treats like any packet's.
-    scratch.flow = unsafe { *FRAGMENTS6.get(&scratch.key)? };
-    if now.saturating_sub(scratch.flow.first_seen_ns) > FRAGMENT_TIMEOUT_NS {
+    // SAFETY: a map value, valid for the program's run (see above).
+    let flow = unsafe { FRAGMENTS6.get(&scratch.key)? };
+    if now.saturating_sub(flow.first_seen_ns) > FRAGMENT_TIMEOUT_NS {
         let _ = FRAGMENTS6.remove(&scratch.key);
         return None;
     }
-    Some(&scratch.flow)
+    Some(flow)
 }
 
 /// The live binding of `flow`, in `half`; None when the flow has ended
