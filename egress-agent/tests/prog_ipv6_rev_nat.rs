@@ -295,6 +295,8 @@ fn a_remote_s_packet_with_extension_headers_to_a_nat_port_is_dropped() {
     };
     let dropped = [
         from_remote6_with(&[hop_by_hop()], 17, udp_to(nat_port)),
+        // Another header after the fragment header: looked through too.
+        from_remote6_with(&[fragment(0), (60, vec![0, 0, 1, 4, 0, 0, 0, 0])], 17, udp_to(nat_port)),
         from_remote6_with(
             &[hop_by_hop(), (60, vec![0, 0, 1, 4, 0, 0, 0, 0]), fragment(0)],
             6,
@@ -308,7 +310,7 @@ fn a_remote_s_packet_with_extension_headers_to_a_nat_port_is_dropped() {
     for (i, packet) in dropped.iter().enumerate() {
         assert_eq!(h.run(packet).action, TC_ACT_SHOT, "packet {i}");
     }
-    assert_eq!(h.counter("drop_ipv6_ext_header"), 4);
+    assert_eq!(h.counter("drop_ipv6_ext_header"), 5);
     let own = [
         from_remote6_with(&[hop_by_hop()], 17, udp_to(9_000)),
         // A later fragment: no ports in it to tell.
@@ -319,8 +321,12 @@ fn a_remote_s_packet_with_extension_headers_to_a_nat_port_is_dropped() {
     for (i, packet) in own.iter().enumerate() {
         assert_eq!(h.run(packet).action, TC_ACT_UNSPEC, "left to the pod's stack: packet {i}");
     }
-    assert_eq!(h.counter("drop_ipv6_ext_header"), 4);
+    assert_eq!(h.counter("drop_ipv6_ext_header"), 5);
     assert_eq!(h.counter("forwarded_to_client"), 0);
+    // A first fragment whose transport header comes next is a reply's.
+    let first = from_remote6_with(&[fragment(0)], 17, udp_to(nat_port));
+    assert_eq!(h.run(&first).action, TC_ACT_REDIRECT, "a reply's first fragment is translated");
+    assert_eq!(h.counter("forwarded_to_client"), 1);
 }
 
 #[test]

@@ -97,7 +97,9 @@ pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentFlow> = LruHashMap::with_m
 #[map]
 pub static FRAGMENT6_SCRATCH: PerCpuArray<FragmentScratch6> = PerCpuArray::with_max_entries(1, 0);
 
-#[repr(C)]
+/// 8-byte aligned: `nat::fragments6` compares its key's addresses 8 bytes
+/// at a time.
+#[repr(C, align(8))]
 #[derive(Clone, Copy)]
 pub struct FragmentScratch6 {
     pub key: FragmentKey6,

@@ -28,7 +28,7 @@ use egress_common::{
     conntrack::{FlowTuple6, NatEntry6},
     counters::Counter,
     fragments::{FragmentFlow6, FragmentKey6, FRAGMENT_TIMEOUT_NS, IPV6_FRAGMENT_MORE},
-    ip::{IPV6_FRAGMENT_HLEN, IPV6_FRAGMENT_OFFSET_MASK},
+    ip::{is_ipv6_extension_header, IPV6_FRAGMENT_HLEN, IPV6_FRAGMENT_OFFSET_MASK},
     maps::{IPV6_TOO_BIG_CLIENT_CB, IPV6_TOO_BIG_PROGRAM_SLOT},
 };
 
@@ -141,11 +141,11 @@ fn first_from_client(
     fragment: &Fragment,
     now: u64,
 ) -> Result<(), Counter> {
+    // Whatever an earlier datagram under this key left goes first: this
+    // one's later fragments never follow that one's flow, remembered or not.
+    forget(ip, fragment.id_be, fragment.next_header);
     let l4 = L4At { off: INNER_IP_OFF + IPV6_HLEN + IPV6_FRAGMENT_HLEN, protocol: fragment.next_header };
     let ports = transport_ports(ctx, &l4)?;
-    if l4.protocol == IPPROTO_ICMPV6 && ports.flags_or_type != ICMPV6_ECHO_REQUEST {
-        return Err(Counter::DropUnsupportedProtocol);
-    }
     if fragment.has_later() && !take_first_fragment(sender.client_id, now) {
         return Err(Counter::DropFragmentOverBudget);
     }
@@ -203,6 +203,8 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
 type RemoteFragment = Result<Option<u32>, Option<Counter>>;
 
 /// A remote's first fragment: to a NAT port, a reply of a live binding.
+/// Its transport header follows the fragment header (`egress_remote6`
+/// sends on no other first fragment).
 #[inline(always)]
 fn first_from_remote(
     ctx: &TcContext,
@@ -210,6 +212,12 @@ fn first_from_remote(
     ip: &Ipv6Header,
     fragment: &Fragment,
 ) -> RemoteFragment {
+    // Whatever an earlier datagram under this key left goes first, before
+    // anything can return: this one's later fragments must never follow
+    // another flow's entry (one a spoofing sender planted included) when
+    // this one is not remembered (too big for the tunnel, over the
+    // allowance, the pod's own).
+    forget(ip, fragment.id_be, fragment.next_header);
     let l4 = L4At { off: ETH_HLEN + IPV6_HLEN + IPV6_FRAGMENT_HLEN, protocol: fragment.next_header };
     let ports = reply_ports(ctx, cfg, &l4).ok_or(None)?;
     let tuple = FlowTuple6::new(ip.src, ip.dst, ports.src_port_be, ports.dst_port_be, l4.protocol);
@@ -225,11 +233,15 @@ fn first_from_remote(
     if !fits_tunnel(ctx, cfg) {
         return Ok(Some(entry.client_id));
     }
+    // Before it refreshes anything, as in IPv4.
+    if fragment.has_later() && !take_first_fragment(entry.client_id, now) {
+        return Err(Some(Counter::DropFragmentOverBudget));
+    }
     live_reply(cfg, &tuple, l4.protocol, ports.flags_or_type, &binding, &entry, now).map_err(Some)?;
+    // Before the rewrite (the tuple does not fit the stack beside it): a
+    // rewrite that then fails leaves an entry its later fragments find,
+    // and drop, as that flow's.
     if fragment.has_later() {
-        if !take_first_fragment(entry.client_id, now) {
-            return Err(Some(Counter::DropFragmentOverBudget));
-        }
         remember(ip, fragment.id_be, &tuple, entry.client_id, entry.created_ns, now);
     }
     nat_v6_rewrite_headers_at(
@@ -279,11 +291,16 @@ fn deliver(ctx: &TcContext, cfg: &GatewayConfig, entry: &NatEntry6) -> Result<Op
 }
 
 /// A client's first fragment's ports: TCP, UDP (with the checksum IPv6
-/// makes mandatory) or an ICMPv6 message, whose type the caller checks.
+/// makes mandatory) or an ICMPv6 echo request; more extension headers
+/// after the fragment header are not looked through, any other protocol
+/// or ICMPv6 message is not translated (as for a whole packet).
 #[inline(always)]
 fn transport_ports(ctx: &TcContext, l4: &L4At) -> Result<L4Ports, Counter> {
-    if !matches!(l4.protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6) {
+    if is_ipv6_extension_header(l4.protocol) {
         return Err(Counter::DropIpv6ExtHeader);
+    }
+    if !matches!(l4.protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6) {
+        return Err(Counter::DropUnsupportedProtocol);
     }
     if l4.protocol == IPPROTO_UDP {
         let checksum: u16 = ctx.load(l4.off + UDP_CSUM_OFF).map_err(|_| Counter::DropMalformed)?;
@@ -291,7 +308,13 @@ fn transport_ports(ctx: &TcContext, l4: &L4At) -> Result<L4Ports, Counter> {
             return Err(Counter::DropMalformed);
         }
     }
-    load_l4(ctx, l4.off, l4.protocol).map_err(|_| Counter::DropMalformed)?.ok_or(Counter::DropMalformed)
+    let ports = load_l4(ctx, l4.off, l4.protocol).map_err(|_| Counter::DropMalformed)?;
+    match ports {
+        Some(ports) if l4.protocol != IPPROTO_ICMPV6 || ports.flags_or_type == ICMPV6_ECHO_REQUEST => {
+            Ok(ports)
+        }
+        _ => Err(Counter::DropUnsupportedProtocol),
+    }
 }
 
 /// A remote's first fragment's ports, if it is to a NAT port (else the
@@ -333,24 +356,52 @@ fn remember(
     let _ = FRAGMENTS6.insert(&scratch.key, &scratch.flow, 0);
 }
 
+/// Forgets what was remembered under a first fragment's key.
+#[inline(always)]
+fn forget(ip: &Ipv6Header, id_be: u32, protocol: u8) {
+    let Some(scratch) = scratch() else { return };
+    scratch.key = FragmentKey6::new(ip.src, ip.dst, id_be, protocol);
+    let _ = FRAGMENTS6.remove(&scratch.key);
+}
+
 /// The flow remembered for a later fragment's datagram, in its map slot;
 /// None when its first fragment has not passed here, or passed longer ago
 /// than the fragment timeout. Not copied out (a 64-byte copy between map
 /// values is a `memmove` call, a call frame to the verifier, and the stack
-/// has no room): a concurrent update of the slot by another datagram's
-/// first fragment under the same key may mix the two flows' fields, and
-/// `live_binding` then finds no binding whose client is the one read.
+/// has no room): a concurrent update of the slot may mix two flows'
+/// fields, and `live_binding` then finds no binding whose client is the
+/// one read.
 #[inline(always)]
 fn later_flow(ip: &Ipv6Header, id_be: u32, protocol: u8, now: u64) -> Option<&'static FragmentFlow6> {
     let scratch = scratch()?;
     scratch.key = FragmentKey6::new(ip.src, ip.dst, id_be, protocol);
     // SAFETY: a map value, valid for the program's run (see above).
     let flow = unsafe { FRAGMENTS6.get(&scratch.key)? };
+    // An LRU slot may be recycled for another key meanwhile: the flow must
+    // be between this fragment's own addresses (its original tuple's for
+    // a client's, its reply tuple's for a remote's).
+    if !same_addresses(&flow.tuple, &scratch.key) {
+        return None;
+    }
     if now.saturating_sub(flow.first_seen_ns) > FRAGMENT_TIMEOUT_NS {
         let _ = FRAGMENTS6.remove(&scratch.key);
         return None;
     }
     Some(flow)
+}
+
+/// Whether `tuple` is between `key`'s addresses, compared 8 bytes at a
+/// time in place: both are in map values, 8-byte aligned (`FlowTuple6`
+/// and the scratch entry are), and copies of four addresses would not
+/// fit the stack.
+#[inline(always)]
+fn same_addresses(tuple: &FlowTuple6, key: &FragmentKey6) -> bool {
+    let words = |address: &[u8; 16]| {
+        let at = address.as_ptr() as *const u64;
+        // SAFETY: 16 bytes, 8-byte aligned (see above).
+        unsafe { (core::ptr::read_volatile(at), core::ptr::read_volatile(at.add(1))) }
+    };
+    words(&tuple.src_ip) == words(&key.src_ip) && words(&tuple.dst_ip) == words(&key.dst_ip)
 }
 
 /// The live binding of `flow`, in `half`; None when the flow has ended

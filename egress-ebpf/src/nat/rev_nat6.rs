@@ -42,8 +42,10 @@ const L4_OFF: usize = ETH_HLEN + IPV6_HLEN;
 #[inline(always)]
 pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
     let Some(ip) = Ipv6Header::load_whole(ctx, IP_OFF) else { return Verdict::NOT_OURS };
-    // A fragment header first: perhaps a reply's fragment (`fragments6`).
-    if ip.next_header == IPV6_EXT_FRAGMENT {
+    // A fragment header first: perhaps a reply's fragment (`fragments6`),
+    // unless a first fragment has more extension headers before its
+    // transport header (looked through below, as any packet's).
+    if ip.next_header == IPV6_EXT_FRAGMENT && translatable_fragment(ctx) {
         return Verdict::ToIpv6Program { slot: IPV6_REPLY_FRAGMENT_PROGRAM_SLOT };
     }
     if is_ipv6_extension_header(ip.next_header) {
@@ -93,6 +95,16 @@ fn reply_ports(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv6Header) -> Option<
     // ICMPv6 other than echo (errors above all) has no ports: None here.
     let ports = load_l4(ctx, L4_OFF, ip.next_header).ok()??;
     cfg.is_nat_port(u16::from_be(ports.dst_port_be)).then_some(ports)
+}
+
+/// Whether the fragment header right after the fixed one begins what
+/// `egress_frag6_in` translates: a later fragment (its datagram's first
+/// decides), or a first one whose transport header comes next.
+#[inline(always)]
+fn translatable_fragment(ctx: &TcContext) -> bool {
+    let Ok(header) = ctx.load::<[u8; 4]>(L4_OFF) else { return false };
+    let later = u16::from_be_bytes([header[2], header[3]]) & IPV6_FRAGMENT_OFFSET_MASK != 0;
+    later || matches!(header[0], IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6)
 }
 
 /// Extension headers a remote's packet may carry before its transport

@@ -13,7 +13,7 @@
 //! goes to the remote, translated (`client_error6`); error types RFC 4443
 //! does not define are dropped (`drop_ipv6_not_translated`). A fragment
 //! (its fragment header right after the fixed one) is checked here like
-//! any packet and translated in `egress_fragment6` (`fragments6`).
+//! any packet and translated in `egress_frag6_out` (`fragments6`).
 use aya_ebpf::{helpers::bpf_skb_load_bytes, maps::lpm_trie::Key, programs::TcContext, EbpfContext};
 use egress_common::{
     config::GatewayConfig,
