@@ -44,18 +44,6 @@ const UDP_HLEN: usize = 8;
 const ICMP_ERROR_LEN: usize = 576;
 const DNS_QUERY: L4 = L4::Udp { src: 5353, dst: 53 };
 
-/// The tunnel's MTU (the worker's egress0): eth0's, as the harness
-/// configures it, less the encapsulation.
-fn tunnel_mtu() -> usize {
-    config((0, 0)).mtu as usize - TUNNEL_OVERHEAD
-}
-
-/// `len` bytes whose pattern does not repeat within 251 bytes (a prime):
-/// a byte moved, lost or rewritten shows.
-fn distinct_bytes(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
-}
-
 /// `ip` (an IPv4 packet) in an Ethernet frame.
 fn with_ethernet(src_mac: [u8; 6], dst_mac: [u8; 6], ip: &[u8]) -> Vec<u8> {
     [&dst_mac[..], &src_mac[..], &[0x08, 0x00], ip].concat()

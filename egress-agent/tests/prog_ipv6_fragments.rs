@@ -20,17 +20,6 @@ const TUNNEL_OVERHEAD: usize = 50;
 const DATAGRAM_ID: u32 = 0x0bad_cafe;
 const DNS_QUERY: L4 = L4::Udp { src: 5353, dst: 53 };
 
-/// The tunnel's MTU: eth0's, as the harness configures it, less the
-/// encapsulation.
-fn tunnel_mtu() -> usize {
-    config((0, 0)).mtu as usize - TUNNEL_OVERHEAD
-}
-
-/// `len` bytes whose pattern does not repeat within 251 bytes (a prime).
-fn distinct_bytes(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
-}
-
 /// `ip` (an IPv6 packet) in an Ethernet frame.
 fn with_ethernet(src_mac: [u8; 6], dst_mac: [u8; 6], ip: &[u8]) -> Vec<u8> {
     [&dst_mac[..], &src_mac[..], &[0x86, 0xdd], ip].concat()

@@ -492,3 +492,15 @@ pub fn open_flow(h: &mut Harness, l4: L4, payload: &[u8]) -> u16 {
         ports(&ip.l4).0
     }
 }
+
+/// The tunnel's MTU (the worker's egress0): eth0's, as the harness
+/// configures it, less the encapsulation.
+pub fn tunnel_mtu() -> usize {
+    config((0, 0)).mtu as usize - egress_common::config::TUNNEL_OVERHEAD
+}
+
+/// `len` bytes whose pattern does not repeat within 251 bytes (a prime):
+/// a byte moved, lost or rewritten shows.
+pub fn distinct_bytes(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
