@@ -414,7 +414,13 @@ fn a_remote_spraying_first_fragments_at_a_client_is_held_to_its_allowance() {
         "{sent_on} of {sprayed} first fragments from the remote went on in {elapsed:?} (allowance {allowed})"
     );
     assert!(sent_on <= allowed, "{sent_on} went on, more than the allowance of {allowed}");
-    assert!(sent_on < u64::from(sprayed), "the allowance never ran out");
+    // An emulated kernel (the 6.1 qemu run) may send slower than the
+    // allowance refills: then only the bound above is checked.
+    if allowed < u64::from(sprayed) {
+        assert!(sent_on < u64::from(sprayed), "the allowance never ran out");
+    } else {
+        eprintln!("the spray was slower than the allowance here: only its bound is checked");
+    }
     assert_eq!(h.counter("drop_fragment_over_budget"), u64::from(sprayed) - sent_on);
 }
 
