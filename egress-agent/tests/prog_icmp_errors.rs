@@ -134,6 +134,31 @@ fn errors_about_unbound_or_foreign_ports_do_not_reach_clients() {
     assert_eq!(h.counter("icmp_error_to_client"), 0);
 }
 
+/// A later fragment's quote holds data where ports would be: a tenant can
+/// make that data look like another client's live flow (its NAT port and
+/// remote port), and an error about the tenant's fragment would then
+/// reach the other client. Not translated: the pod's, as Linux's
+/// conntrack leaves it.
+#[test]
+fn an_error_quoting_a_later_fragment_reaches_no_client() {
+    let mut h = Harness::default();
+    let sent = sent_packet(&mut h, L4::Udp { src: 5353, dst: 53 }, 28);
+    let mut later = sent.clone();
+    later[6..8].copy_from_slice(&(1480u16 / 8).to_be_bytes()); // offset 1,480: the bytes are data
+    later[10..12].copy_from_slice(&[0, 0]);
+    let csum = internet_checksum(&later[..20]);
+    later[10..12].copy_from_slice(&csum.to_be_bytes());
+    assert_eq!(h.run(&icmp_error(ROUTER_IP, 3, 4, 1200, &later)).action, TC_ACT_UNSPEC);
+    assert_eq!(h.counter("icmp_error_to_client"), 0);
+    // The same error about the first fragment is the client's.
+    let mut first = sent.clone();
+    first[6..8].copy_from_slice(&0x2000u16.to_be_bytes()); // more fragments, offset 0
+    first[10..12].copy_from_slice(&[0, 0]);
+    let csum = internet_checksum(&first[..20]);
+    first[10..12].copy_from_slice(&csum.to_be_bytes());
+    expect_translated(&mut h, &icmp_error(ROUTER_IP, 3, 4, 1200, &first));
+}
+
 /// ICMP `icmp_type`/`code` with `rest` (the 4 bytes after the checksum)
 /// quoting `quoted`, in an IPv4 packet from `src` to `dst` with `ttl`.
 fn icmp_packet(

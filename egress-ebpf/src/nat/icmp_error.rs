@@ -62,11 +62,14 @@ struct Quote {
 
 /// Reads the quote at `quoted_ip_off`: an option-less IPv4 header and the
 /// ports of TCP or UDP, or an echo request's identifier (`echo_type`: the
-/// echo type the quoted packet must have).
+/// echo type the quoted packet must have). A later fragment's quote has
+/// none: what sits where its ports would is data, a tenant's to choose,
+/// and read as ports it could name another client's flow. Linux's
+/// conntrack does not look into it either.
 #[inline(always)]
 fn load_quote(ctx: &TcContext, quoted_ip_off: usize, echo_type: u8, dst_side: bool) -> Option<Quote> {
     let ip = Ipv4Header::load(ctx, quoted_ip_off).ok()?;
-    if ip.version_ihl != 0x45 {
+    if ip.version_ihl != 0x45 || ip.is_later_fragment() {
         return None;
     }
     let l4: [u8; 8] = ctx.load(quoted_ip_off + IPV4_HLEN).ok()?;
