@@ -87,6 +87,43 @@ fn a_quote_cut_short_is_translated_too() {
     assert_eq!(ports(&quote[40..]), (443, nat_port));
 }
 
+/// The first fragment of `ip` (an IPv6 packet without extension headers):
+/// `len` bytes of its message (a multiple of 8), more to follow.
+fn first_fragment(ip: &[u8], len: usize) -> Vec<u8> {
+    let mut fragment = ip[..40].to_vec();
+    fragment[4..6].copy_from_slice(&((8 + len) as u16).to_be_bytes());
+    fragment[6] = 44;
+    fragment.extend_from_slice(&[ip[6], 0, 0, 1]); // offset 0, more fragments
+    fragment.extend_from_slice(&0x5eed_f00du32.to_be_bytes());
+    fragment.extend_from_slice(&ip[40..40 + len]);
+    fragment
+}
+
+/// The pod's stack gives up reassembling a remote's fragmented reply and
+/// says so with time exceeded (code 1) quoting the first fragment: the
+/// remote gets it about the fragment it sent, to the gateway's address and
+/// NAT port, the quoted UDP checksum (the whole datagram's) right.
+#[test]
+fn a_client_s_error_about_a_reply_s_first_fragment_reaches_the_remote() {
+    let mut h = Harness::default();
+    let nat_port = open(&mut h, CLIENT_IP, CLIENT_IP6, L4::Udp { src: 40_004, dst: 53 });
+    let payload: Vec<u8> = (0..2000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let received = reply_as_received(REMOTE_IP6, CLIENT_IP6, L4::Udp { src: 53, dst: 40_004 }, &payload);
+    let sent = reply_as_received(REMOTE_IP6, GATEWAY_IP6, L4::Udp { src: 53, dst: nat_port }, &payload);
+    let reassembly_time_exceeded = (3, 1);
+    let quoted = first_fragment(&received, 1000);
+    let out = h.run(&client_error(CLIENT_IP, CLIENT_IP6, REMOTE_IP6, reassembly_time_exceeded, &quoted));
+    assert_eq!(out.action, TC_ACT_REDIRECT, "sent to the remote");
+    let error = ipv6_at(&out.packet, ETH_HLEN); // the ICMPv6 checksum verified
+    assert_eq!((error.src, error.dst), (GATEWAY_IP6, REMOTE_IP6));
+    assert_eq!(&error.l4[..2], &[3, 1]);
+    assert!(
+        error.l4[8..] == first_fragment(&sent, 1000)[..],
+        "the quote is the remote's own first fragment: address, port and UDP checksum"
+    );
+    assert_eq!(h.counter("icmp_error_to_remote"), 1);
+}
+
 /// What a tenant might send to make the gateway speak for others: an error
 /// about another client's flow, about a flow no one has, quoting a packet
 /// from another remote than the error goes to, or sent as another pod's

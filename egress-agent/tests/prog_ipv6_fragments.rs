@@ -453,3 +453,60 @@ fn a_planted_entry_never_carries_a_reply_s_fragments_to_another_client() {
     assert_eq!(out.action, TC_ACT_UNSPEC, "the victim's later fragment followed no entry");
     assert_eq!(h.counter("forwarded_to_client"), delivered, "nothing reached the attacker");
 }
+
+/// A router's Packet Too Big to the gateway's IPv6 address about `quoted`
+/// (what the gateway sent, cut as the router cuts it), its checksum
+/// computed by etherparse.
+fn router_too_big(quoted: &[u8], mtu: u32) -> Vec<u8> {
+    let router: Ipv6Addr = "2001:db8:ffff::1".parse().unwrap();
+    let mut out = Vec::new();
+    etherparse::PacketBuilder::ethernet2(NODE_MAC, GATEWAY_MAC)
+        .ipv6(router.octets(), GATEWAY_IP6.octets(), 60)
+        .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu })
+        .write(&mut out, quoted)
+        .unwrap();
+    out
+}
+
+/// A router beyond the gateway whose MTU is below the tunnel's answers
+/// each fragment of a client's datagram with Packet Too Big. The one about
+/// the first fragment holds the ports: it reaches the client quoting the
+/// client's own first fragment, so the client's stack cuts its next
+/// datagram smaller. The ones about later fragments hold no ports: the
+/// pod's, as Linux's conntrack leaves them.
+#[test]
+fn packet_too_big_about_a_client_s_first_fragment_reaches_the_client() {
+    const QUOTE_LEN: usize = 1280 - IPV6_HLEN - 8; // RFC 4443 2.4: what fits 1,280 bytes
+    let mut h = Harness::default();
+    let datagram = Datagram::from_client(DNS_QUERY, 3000);
+    let left: Vec<Vec<u8>> = datagram
+        .tunnelled()
+        .iter()
+        .map(|packet| {
+            let out = h.run(packet);
+            assert_eq!(out.action, TC_ACT_REDIRECT);
+            let ip = &out.packet[ETH_HLEN..];
+            ip[..QUOTE_LEN.min(ip.len())].to_vec()
+        })
+        .collect();
+
+    let out = h.run(&router_too_big(&left[0], 1280));
+    assert_eq!(out.action, TC_ACT_REDIRECT, "sent to the client");
+    let outer = ipv4_at(&out.packet, ETH_HLEN);
+    assert_eq!((outer.dst, outer.protocol), (CLIENT_IP, 17), "to the client's worker");
+    let error = ipv6_at(&out.packet, ETH_HLEN + TUNNEL_OVERHEAD); // the ICMPv6 checksum verified
+    assert_eq!(error.dst, CLIENT_IP6);
+    assert_eq!(&error.l4[..2], &[2, 0], "Packet Too Big");
+    assert_eq!(&error.l4[4..8], &1280u32.to_be_bytes(), "the router's MTU");
+    let mut own = datagram.fragments()[0][..QUOTE_LEN].to_vec();
+    own[7] -= 1; // the hop the gateway took
+    assert!(
+        error.l4[8..] == own[..],
+        "the quote is the client's own first fragment: address, port and UDP checksum back"
+    );
+    assert_eq!(h.counter("icmp_error_to_client"), 1);
+
+    let out = h.run(&router_too_big(&left[1], 1280));
+    assert_eq!(out.action, TC_ACT_UNSPEC, "about a later fragment: left to the pod's stack");
+    assert_eq!(h.counter("icmp_error_to_client"), 1);
+}

@@ -73,21 +73,22 @@ fn assert_ipv6_egress(pod: &Pod, server6: Ipv6Addr, expected_source: Ipv6Addr, o
 /// tunnel, the server is reached, and the output is returned. The link's
 /// MTU goes back to what it was.
 fn tracepath_through_a_1280_hop(cluster: &Cluster, pod: &Pod, server6: Ipv6Addr) -> String {
-    let edge = &cluster.node(cluster.config().outside.node).ns;
-    let outside = cluster.outside();
-    let set_mtu = |mtu: &str| {
-        edge.ip(&["link", "set", NODE_EXTERNAL, "mtu", mtu]).unwrap();
-        outside.ip(&["link", "set", POD_IFACE, "mtu", mtu]).unwrap();
-    };
-    set_mtu("1280");
+    set_outside_link_mtu(cluster, "1280");
     let out = pod.ns.output(&["tracepath", "-6", "-n", "-m", "8", &server6.to_string()]);
-    set_mtu("1500");
+    set_outside_link_mtu(cluster, "1500");
     let out = out.unwrap_or_else(|e| panic!("tracepath -6 from {}: {e:#}", pod.name));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("tracepath -6 from {}:\n{text}", pod.name);
     assert!(text.contains("reached"), "tracepath -6 from {} did not reach {server6}: {text}", pod.name);
     assert!(text.contains("Resume: pmtu 1280"), "the 1,280-byte hop was not found: {text}");
     text
+}
+
+/// The MTU of the link between the egress node and the outside, both ends.
+fn set_outside_link_mtu(cluster: &Cluster, mtu: &str) {
+    let edge = &cluster.node(cluster.config().outside.node).ns;
+    edge.ip(&["link", "set", NODE_EXTERNAL, "mtu", mtu]).unwrap();
+    cluster.outside().ip(&["link", "set", POD_IFACE, "mtu", mtu]).unwrap();
 }
 
 /// Hop `hop`'s answering address in tracepath's output, if it answered.
@@ -251,8 +252,15 @@ fn the_gro_stage_merges_a_cross_node_ipv6_upload() {
 /// arrives in fragments that fit, then every answer at once. 3000 bytes
 /// each way (the worker's kernel fragments the requests), and a 3000-byte
 /// ping.
-fn big_ipv6_datagrams_cross_in_fragments(outside: &Netns, server6: Ipv6Addr, client: &Netns) {
+///
+/// Then a 1,280-byte hop beyond the gateway: its router answers each of
+/// the client's fragments (cut for the tunnel's 1,450) with Packet Too
+/// Big. The one about the first fragment quotes the ports: translated, it
+/// teaches the client the path's MTU, and a retry crosses. Without it no
+/// request would ever cross again.
+fn big_ipv6_datagrams_cross_in_fragments(cluster: &Cluster, server6: Ipv6Addr, client: &Netns) {
     const BIG: usize = 3000;
+    let outside = cluster.outside();
     let at = SocketAddrV6::new(server6, 7203, 0, 0);
     let replier = PatternServer::start(outside, at, ServerDf::LinuxDefault, BIG);
     let (reply, attempt) =
@@ -269,6 +277,17 @@ fn big_ipv6_datagrams_cross_in_fragments(outside: &Netns, server6: Ipv6Addr, cli
     let server = server6.to_string();
     let ping = client.output(&["ping", "-n", "-c", "2", "-W", "2", "-s", "3000", &server]).unwrap();
     assert!(ping.status.success(), "a 3000-byte ping -6: {}", String::from_utf8_lossy(&ping.stdout));
+
+    let replier = PatternServer::start(outside, at, ServerDf::LinuxDefault, BIG);
+    set_outside_link_mtu(cluster, "1280");
+    let answered = ask(client, at, &pattern(BIG), Duration::from_secs(1), 4);
+    set_outside_link_mtu(cluster, "1500");
+    let requests = replier.stop();
+    let (reply, attempt) = answered.unwrap_or_else(|| {
+        panic!("no answer through the 1,280-byte hop in 4 tries ({} requests arrived)", requests.len())
+    });
+    eprintln!("through the 1,280-byte hop, the answer arrived on try {attempt}");
+    assert_pattern("the answer through the 1,280-byte hop", &reply, BIG);
 }
 
 #[test]
@@ -280,11 +299,13 @@ fn big_ipv6_datagrams_cross_the_gateway_in_fragments() {
         ..options()
     });
     join_routing_ipv6(&s, "w1", None);
-    big_ipv6_datagrams_cross_in_fragments(s.cluster.outside(), twin(s.server_ip()), &s.pod("w1").ns);
+    big_ipv6_datagrams_cross_in_fragments(&s.cluster, twin(s.server_ip()), &s.pod("w1").ns);
     let status = s.status().unwrap();
     eprintln!("counters: {:?}", status.counters);
     assert!(status.counter("fragment_translated").unwrap() > 0, "later fragments were translated");
     assert!(status.counter("icmp_too_big_to_remote").unwrap() > 0, "the server was told the tunnel's MTU");
+    let told = status.counter("icmp_error_to_client").unwrap();
+    assert!(told > 0, "the 1,280-byte hop's Packet Too Big reached the client");
     for name in ["drop_fragment_unmatched", "drop_fragment_over_budget", "drop_ipv6_ext_header"] {
         assert_eq!(status.counter_or_zero(name), 0, "{name}");
     }
@@ -300,5 +321,5 @@ fn the_linux_reference_gateway_carries_big_ipv6_datagrams_the_same_way() {
     reference::join_worker_ipv6(&cluster, w1, &tunnel).unwrap();
     reference::install_gateway(&cluster, &[(w1, mac.as_str())], &tunnel).unwrap();
     reference::install_gateway_ipv6(&cluster, &[(w1, mac.as_str())], &tunnel).unwrap();
-    big_ipv6_datagrams_cross_in_fragments(cluster.outside(), twin(cluster.server_ip()), &w1.ns);
+    big_ipv6_datagrams_cross_in_fragments(&cluster, twin(cluster.server_ip()), &w1.ns);
 }

@@ -29,7 +29,7 @@ use crate::{
     conntrack::{self, Half},
     headers::{Ipv6Header, ICMP_HLEN, IPPROTO_TCP, IPPROTO_UDP, IPV6_DST_OFF, IPV6_HLEN},
     nat::{
-        icmp_error6::{rewrite_quote, QuoteRewrite},
+        icmp_error6::{quoted_l4, rewrite_quote, QuoteRewrite},
         rewrite::{nat_v6_rewrite_headers, End},
     },
     tunnel::decap::INNER_IP_OFF,
@@ -37,7 +37,6 @@ use crate::{
 
 const ICMP_OFF: usize = INNER_IP_OFF + IPV6_HLEN;
 const QUOTED_IP_OFF: usize = ICMP_OFF + ICMP_HLEN;
-const QUOTED_L4_OFF: usize = QUOTED_IP_OFF + IPV6_HLEN;
 
 /// Translates client `client_id`'s error `ip` (its ICMPv6 type one that
 /// `icmp_error6::is_translated_error` names) in place, still in its
@@ -55,19 +54,25 @@ pub fn to_remote(
         return Err(Counter::DropMalformed);
     }
     let quote = Ipv6Header::load(ctx, QUOTED_IP_OFF).map_err(|_| Counter::DropMalformed)?;
-    // A reply of a TCP or UDP flow, from the error's own destination to
-    // the error's own source (the pod's listed address).
+    // A reply of a TCP or UDP flow (perhaps its first fragment: time
+    // exceeded in reassembly quotes one), from the error's own destination
+    // to the error's own source (the pod's listed address).
+    let l4 = quoted_l4(ctx, QUOTED_IP_OFF, quote.next_header).ok_or(Counter::DropNoMapping)?;
     if !quote.is_v6()
-        || !matches!(quote.next_header, IPPROTO_TCP | IPPROTO_UDP)
+        || !matches!(l4.protocol, IPPROTO_TCP | IPPROTO_UDP)
         || quote.src != ip.dst
         || quote.dst != ip.src
     {
         return Err(Counter::DropNoMapping);
     }
-    let ports: [u8; 4] = ctx.load(QUOTED_L4_OFF).map_err(|_| Counter::DropMalformed)?;
+    // The ports within the error itself.
+    if l4.off + 4 > ICMP_OFF + ip.payload_len as usize {
+        return Err(Counter::DropMalformed);
+    }
+    let ports: [u8; 4] = ctx.load(l4.off).map_err(|_| Counter::DropMalformed)?;
     let remote_port_be = u16::from_ne_bytes([ports[0], ports[1]]);
     let client_port_be = u16::from_ne_bytes([ports[2], ports[3]]);
-    let tuple = FlowTuple6::new(quote.dst, quote.src, client_port_be, remote_port_be, quote.next_header);
+    let tuple = FlowTuple6::new(quote.dst, quote.src, client_port_be, remote_port_be, l4.protocol);
     let (_, entry) = conntrack::ct_lookup::<NatEntry6>(cfg, Half::Original, &tuple, conntrack::now_ns())
         .ok_or(Counter::DropNoMapping)?;
     if entry.client_id != client_id {
@@ -78,11 +83,11 @@ pub fn to_remote(
         &QuoteRewrite {
             icmp_off: ICMP_OFF,
             error_end: ICMP_OFF + ip.payload_len as usize,
-            next_header: quote.next_header,
+            quoted_l4: &l4,
             address_off: QUOTED_IP_OFF + IPV6_DST_OFF,
             old_address: &quote.dst,
             new_address: &cfg.gateway_ip6,
-            port_off: QUOTED_L4_OFF + 2,
+            port_off: l4.off + 2,
             old_port_be: client_port_be,
             new_port_be: entry.nat_port_be,
         },

@@ -18,6 +18,13 @@
 //! error's own addresses and the whole quote. The Packet Too Big MTU and
 //! the parameter problem's pointer need no change: the quote keeps its
 //! header's size.
+//!
+//! The quote may be of a first fragment, its transport header after a
+//! fragment header: a router beyond the gateway whose MTU is below the
+//! tunnel's answers each fragment of a client's datagram with Packet Too
+//! Big, and without it the client would never learn to cut them smaller
+//! (Linux's conntrack looks past the fragment header too). A later
+//! fragment's quote has no ports and is the pod's.
 use aya_ebpf::programs::TcContext;
 use egress_common::{
     config::GatewayConfig,
@@ -25,7 +32,8 @@ use egress_common::{
     counters::Counter,
     ip::{
         ICMPV6_DEST_UNREACHABLE, ICMPV6_ECHO_REQUEST, ICMPV6_PACKET_TOO_BIG, ICMPV6_PARAMETER_PROBLEM,
-        ICMPV6_TIME_EXCEEDED, IPPROTO_ICMPV6,
+        ICMPV6_TIME_EXCEEDED, IPPROTO_ICMPV6, IPV6_EXT_FRAGMENT, IPV6_FRAGMENT_HLEN,
+        IPV6_FRAGMENT_OFFSET_MASK,
     },
 };
 
@@ -34,11 +42,11 @@ use crate::{
     csum::address_diff6,
     headers::{
         l4_csum_off, Ipv6Header, ETH_HLEN, ICMP_CSUM_OFF, ICMP_HLEN, ICMP_ID_OFF, IPPROTO_TCP, IPPROTO_UDP,
-        IPV6_HLEN, IPV6_SRC_OFF,
+        IPV6_DST_OFF, IPV6_HLEN, IPV6_NEXT_HEADER_OFF, IPV6_SRC_OFF,
     },
     maps::count,
     nat::{
-        rewrite::{nat_v6_rewrite_headers, End},
+        rewrite::{nat_v6_rewrite_headers, End, L4At},
         to_client::tunnel_to_client,
     },
     tunnel::encap::{fits_tunnel, TunnelTarget},
@@ -48,15 +56,15 @@ use crate::{
 const IP_OFF: usize = ETH_HLEN;
 const ICMP_OFF: usize = IP_OFF + IPV6_HLEN;
 const QUOTED_IP_OFF: usize = ICMP_OFF + ICMP_HLEN;
-const QUOTED_L4_OFF: usize = QUOTED_IP_OFF + IPV6_HLEN;
 
 /// The flow an error quotes, as the gateway sent it.
 struct Quote {
-    ip: Ipv6Header,
-    /// The NAT port (or echo identifier) it was sent from, and where in the
-    /// quoted transport header that sits.
+    /// The quoted destination: the remote (the source is the gateway's).
+    remote: [u8; 16],
+    /// The quoted transport header: where it is, and its protocol.
+    l4: L4At,
+    /// The NAT port (or echo identifier) it was sent from.
     nat_port_be: u16,
-    port_off: usize,
     /// The remote's port as the reply tuple keys it (0 for echo).
     remote_port_be: u16,
 }
@@ -79,18 +87,18 @@ pub fn is_translated_error(icmp_type: u8) -> bool {
 pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv6Header) -> Verdict {
     let Some(quote) = load_quote(ctx, cfg) else { return Verdict::NOT_OURS };
     let tuple = FlowTuple6::new(
-        quote.ip.dst,
-        quote.ip.src,
+        quote.remote,
+        cfg.gateway_ip6,
         quote.remote_port_be,
         quote.nat_port_be,
-        quote.ip.next_header,
+        quote.l4.protocol,
     );
     // An error does not keep its flow alive: no refresh, no state change.
     let Some((_, entry)) = conntrack::ct_lookup::<NatEntry6>(cfg, Half::Reply, &tuple, conntrack::now_ns())
     else {
         // An echo identifier in the NAT range may be the gateway pod's own
         // ping: its stack's business.
-        return if quote.ip.next_header == IPPROTO_ICMPV6 {
+        return if quote.l4.protocol == IPPROTO_ICMPV6 {
             Verdict::NOT_OURS
         } else {
             Verdict::Drop(Counter::DropNoMapping)
@@ -114,31 +122,43 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv6Header) -> 
 }
 
 /// The quote of a packet the gateway sent from a NAT port: an IPv6 header
-/// from the gateway's IPv6 address (no extension headers), then TCP or UDP
-/// ports, or an echo request's identifier.
+/// from the gateway's IPv6 address (no extension headers but a first
+/// fragment's), then TCP or UDP ports, or an echo request's identifier.
 #[inline(always)]
 fn load_quote(ctx: &TcContext, cfg: &GatewayConfig) -> Option<Quote> {
-    let ip = Ipv6Header::load(ctx, QUOTED_IP_OFF).ok()?;
-    if !ip.is_v6() || ip.src != cfg.gateway_ip6 {
+    // Field by field: a whole header beside its parsed copy does not fit
+    // this program's stack.
+    let head: [u8; 8] = ctx.load(QUOTED_IP_OFF).ok()?;
+    let src: [u8; 16] = ctx.load(QUOTED_IP_OFF + IPV6_SRC_OFF).ok()?;
+    if head[0] >> 4 != 6 || src != cfg.gateway_ip6 {
         return None;
     }
-    let l4: [u8; 8] = ctx.load(QUOTED_L4_OFF).ok()?;
-    let quote = match ip.next_header {
-        IPPROTO_TCP | IPPROTO_UDP => Quote {
-            nat_port_be: u16::from_ne_bytes([l4[0], l4[1]]),
-            port_off: 0,
-            remote_port_be: u16::from_ne_bytes([l4[2], l4[3]]),
-            ip,
-        },
-        IPPROTO_ICMPV6 if l4[0] == ICMPV6_ECHO_REQUEST => Quote {
-            nat_port_be: u16::from_ne_bytes([l4[4], l4[5]]),
-            port_off: ICMP_ID_OFF,
-            remote_port_be: 0,
-            ip,
-        },
+    let remote: [u8; 16] = ctx.load(QUOTED_IP_OFF + IPV6_DST_OFF).ok()?;
+    let at = quoted_l4(ctx, QUOTED_IP_OFF, head[IPV6_NEXT_HEADER_OFF])?;
+    let l4: [u8; 8] = ctx.load(at.off).ok()?;
+    let (nat_port_be, remote_port_be) = match at.protocol {
+        IPPROTO_TCP | IPPROTO_UDP => (u16::from_ne_bytes([l4[0], l4[1]]), u16::from_ne_bytes([l4[2], l4[3]])),
+        IPPROTO_ICMPV6 if l4[0] == ICMPV6_ECHO_REQUEST => (u16::from_ne_bytes([l4[4], l4[5]]), 0),
         _ => return None,
     };
+    let quote = Quote { remote, l4: at, nat_port_be, remote_port_be };
     cfg.is_nat_port(u16::from_be(quote.nat_port_be)).then_some(quote)
+}
+
+/// Where a quoted packet's transport header is, and its protocol: right
+/// after the fixed header at `quoted_ip_off` (whose next header is
+/// `next_header`), or after a fragment header when the quote is of a
+/// first fragment. A later fragment's quote holds no transport header:
+/// None.
+#[inline(always)]
+pub fn quoted_l4(ctx: &TcContext, quoted_ip_off: usize, next_header: u8) -> Option<L4At> {
+    let off = quoted_ip_off + IPV6_HLEN;
+    if next_header != IPV6_EXT_FRAGMENT {
+        return Some(L4At { off, protocol: next_header });
+    }
+    let fragment: [u8; 4] = ctx.load(off).ok()?;
+    let offset = u16::from_be_bytes([fragment[2], fragment[3]]) & IPV6_FRAGMENT_OFFSET_MASK;
+    (offset == 0).then_some(L4At { off: off + IPV6_FRAGMENT_HLEN, protocol: fragment[0] })
 }
 
 /// Rewrites the quote and the error for the client of `entry` and tunnels
@@ -156,11 +176,11 @@ fn to_client(
         &QuoteRewrite {
             icmp_off: ICMP_OFF,
             error_end: ICMP_OFF + outer.payload_len as usize,
-            next_header: quote.ip.next_header,
+            quoted_l4: &quote.l4,
             address_off: QUOTED_IP_OFF + IPV6_SRC_OFF,
             old_address: &cfg.gateway_ip6,
             new_address: &entry.client_ip,
-            port_off: QUOTED_L4_OFF + quote.port_off,
+            port_off: quote.l4.off + if quote.l4.protocol == IPPROTO_ICMPV6 { ICMP_ID_OFF } else { 0 },
             old_port_be: quote.nat_port_be,
             new_port_be: entry.client_port_be,
         },
@@ -179,8 +199,8 @@ pub struct QuoteRewrite<'a> {
     /// length, not the frame's, which may be padded past it).
     pub icmp_off: usize,
     pub error_end: usize,
-    /// The quoted packet's transport protocol.
-    pub next_header: u8,
+    /// The quoted packet's transport header (`quoted_l4`).
+    pub quoted_l4: &'a L4At,
     /// Where the quoted address sits, and what it was and becomes.
     pub address_off: usize,
     pub old_address: &'a [u8; 16],
@@ -202,11 +222,13 @@ pub fn rewrite_quote(ctx: &TcContext, change: &QuoteRewrite) -> Result<(), Count
     let address_diff = address_diff6(change.old_address, change.new_address)?;
     let (old_port, new_port) = (change.old_port_be as u32, change.new_port_be as u32);
     let icmp_csum_off = change.icmp_off + ICMP_CSUM_OFF;
-    let quoted_l4_off = change.icmp_off + ICMP_HLEN + IPV6_HLEN;
-    let quoted_csum_off = quoted_l4_off + l4_csum_off(change.next_header);
+    let protocol = change.quoted_l4.protocol;
+    // A first fragment's checksum covers the whole datagram: what changes
+    // in it changes the same.
+    let quoted_csum_off = change.quoted_l4.off + l4_csum_off(protocol);
     let before: u16 = ctx.load(quoted_csum_off).unwrap_or(0);
     // A zero UDP checksum means none (not in IPv6, and never ours): kept.
-    let no_udp_checksum = change.next_header == IPPROTO_UDP && before == 0;
+    let no_udp_checksum = protocol == IPPROTO_UDP && before == 0;
     if quoted_csum_off + 2 <= change.error_end && !no_udp_checksum {
         replace_in_sum(ctx, quoted_csum_off, 0, address_diff, 0)?;
         replace_in_sum(ctx, quoted_csum_off, old_port, new_port, 2)?;
