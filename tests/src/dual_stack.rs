@@ -13,7 +13,10 @@
 //!   routes the cluster's /48 back through the egress node, without
 //!   masquerade: the outside server sees the source the gateway chose.
 //!
-//! No IPv6 Service: the tunnel (and its Service VIP) stays IPv4.
+//! No IPv6 Service: the tunnel (and its Service VIP) stays IPv4. For an
+//! IPv6-only cluster, [`add_ipv6_service`] adds the Service's IPv6 twin
+//! and [`make_ipv6_only`] takes IPv4 away from the pods (the nodes keep
+//! both, as a node's own addresses are not the pods' business).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -22,7 +25,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cidr::Ipv4Cidr;
 use crate::netns::Netns;
-use crate::topology::{Cluster, BRIDGE, NODE_EXTERNAL, NODE_UPLINK, POD_IFACE};
+use crate::topology::{Cluster, Pod, BRIDGE, NODE_EXTERNAL, NODE_UPLINK, POD_IFACE};
 
 /// The IPv6 twin of an IPv4 address: `a.b.c.d` → `fd00:a:b:c::d`, the
 /// decimal digits read as hex.
@@ -92,6 +95,35 @@ pub fn add_ipv6(cluster: &Cluster) -> Result<()> {
     for ns in all {
         settle(ns)?;
     }
+    Ok(())
+}
+
+/// The cluster Service's IPv6 twin, as kube-proxy installs an IPv6
+/// ClusterIP: an ip6tables DNAT of `twin(vip)` to the backend pod's IPv6
+/// address in every node's PREROUTING chain. Returns the IPv6 VIP.
+pub fn add_ipv6_service(cluster: &Cluster) -> Result<Ipv6Addr> {
+    let s = &cluster.config().service;
+    let backend = cluster
+        .try_pod(&s.backend_pod)
+        .with_context(|| format!("service backend pod {:?} is not in the cluster", s.backend_pod))?;
+    let vip6 = twin(s.vip);
+    let to = format!("[{}]:{}", twin(backend.ip), s.backend_port);
+    let (vip, port) = (vip6.to_string(), s.port.to_string());
+    for node in cluster.nodes() {
+        let rule = ["-A", "PREROUTING", "-d", &vip, "-p", &s.protocol, "--dport", &port];
+        let mut full = vec!["ip6tables", "-w", "10", "-t", "nat"];
+        full.extend_from_slice(&rule);
+        full.extend_from_slice(&["-j", "DNAT", "--to-destination", &to]);
+        node.ns.exec(&full).with_context(|| format!("the IPv6 Service DNAT in {}", node.ns.name()))?;
+    }
+    Ok(vip6)
+}
+
+/// Takes IPv4 away from `pod` after [`add_ipv6`]: its IPv4 address and
+/// routes go, and IPv6 is all it has, as in an IPv6-only cluster.
+pub fn make_ipv6_only(pod: &Pod) -> Result<()> {
+    let script = format!("set -e\nip -4 route flush table main\nip -4 addr flush dev {POD_IFACE}\n");
+    pod.ns.sh(&script).with_context(|| format!("taking IPv4 away from {}", pod.name))?;
     Ok(())
 }
 

@@ -19,18 +19,10 @@ use egress_tests::clients::{self, Iperf3Options};
 use egress_tests::dual_stack::{self, twin, twin_cidr};
 use egress_tests::reference::{self, TunnelConfig};
 use egress_tests::topology::{Cluster, ClusterConfig, Pod, NODE_EXTERNAL, POD_IFACE};
-use egress_tests::{Daemon, EgressSetup, GatewayOptions, Netns};
+use egress_tests::{EgressSetup, GatewayOptions, Netns};
 
 fn dual_stack_cluster() -> ClusterConfig {
     ClusterConfig { disable_ipv6: false, ..ClusterConfig::default() }
-}
-
-/// The echo server on the outside's IPv6 twin of `server`.
-fn start_echo6(outside: &Netns, server6: Ipv6Addr) -> Daemon {
-    let bind = server6.to_string();
-    let mut echo = Daemon::spawn(outside, "echo-server6", &[ECHO, "--bind", &bind]).unwrap();
-    echo.wait_for_line("ready", Duration::from_secs(10), |l| l.contains("echo-server ready")).unwrap();
-    echo
 }
 
 /// `join --ipv6 route` in pod `name`, the cluster's IPv6 range kept on

@@ -3,13 +3,13 @@
 
 pub mod datagrams;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use egress_tests::agent::DEFAULT_NAT_PORTS;
 use egress_tests::reference::{self, TunnelConfig};
 use egress_tests::topology::{Cluster, Pod};
-use egress_tests::{require_root, EgressSetup, GatewayOptions};
+use egress_tests::{require_root, Daemon, EgressSetup, GatewayOptions, Netns};
 
 pub const ECHO: &str = env!("CARGO_BIN_EXE_echo-server");
 
@@ -51,6 +51,15 @@ pub fn with_the_linux_gateway(clients: &[&str], tunnel: &TunnelConfig) -> Cluste
     let listed: Vec<(&Pod, &str)> = joined.iter().map(|(pod, mac)| (*pod, mac.as_str())).collect();
     reference::install_gateway(&cluster, &listed, tunnel).unwrap();
     cluster
+}
+
+/// The echo server on `server6` (the outside's IPv6 twin of a server
+/// address), which answers with the source it saw.
+pub fn start_echo6(outside: &Netns, server6: Ipv6Addr) -> Daemon {
+    let bind = server6.to_string();
+    let mut echo = Daemon::spawn(outside, "echo-server6", &[ECHO, "--bind", &bind]).unwrap();
+    echo.wait_for_line("ready", Duration::from_secs(10), |l| l.contains("echo-server ready")).unwrap();
+    echo
 }
 
 pub fn assert_nat_port(port: u16) {
