@@ -13,13 +13,22 @@ use crate::netlink::{link, Netlink};
 pub struct Interface {
     pub name: String,
     pub ifindex: u32,
-    pub ipv4: Ipv4Addr,
+    /// None in an IPv6-only pod.
+    pub ipv4: Option<Ipv4Addr>,
     /// Its first global IPv6 address, if it has one (a dual-stack pod).
     pub ipv6: Option<Ipv6Addr>,
     pub mtu: u32,
 }
 
 impl Interface {
+    /// Its IPv4 address, for what needs one: `what` says who, in the line
+    /// that says it is missing.
+    pub fn require_ipv4(&self, what: &str) -> Result<Ipv4Addr> {
+        self.ipv4.with_context(|| {
+            format!("interface {} has no IPv4 address, which {what} needs: give it one or pick another --interface", self.name)
+        })
+    }
+
     /// Looks up `name`, failing with a line that says what is missing.
     /// The index and MTU come over netlink, not /sys/class/net: sysfs shows
     /// the namespace it was mounted in, which need not be this process's.
@@ -29,13 +38,13 @@ impl Interface {
             format!("interface {name} not found in this network namespace: check --interface")
         })?;
         let addresses = addresses(name)?;
-        let ipv4 = addresses.ipv4.with_context(|| {
-            format!("interface {name} has no IPv4 address: give it one or pick another --interface")
-        })?;
+        if addresses.ipv4.is_none() && addresses.ipv6.is_none() {
+            bail!("interface {name} has neither an IPv4 nor a global IPv6 address: give it one or pick another --interface");
+        }
         Ok(Interface {
             name: name.to_string(),
             ifindex: link.index,
-            ipv4,
+            ipv4: addresses.ipv4,
             ipv6: addresses.ipv6,
             mtu: link.mtu,
         })

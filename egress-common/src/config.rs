@@ -28,6 +28,10 @@ pub const IPV6_MIN_MTU: usize = 1280;
 /// is eth0's minus this.
 pub const TUNNEL_OVERHEAD: usize = 50;
 
+/// [`TUNNEL_OVERHEAD`] with an outer IPv6 header (40), as in an IPv6-only
+/// cluster: 70.
+pub const TUNNEL_OVERHEAD6: usize = 70;
+
 /// The outer IPv4 total length of a tunnel packet that carries
 /// `inner_ip_len` bytes of IPv4, or None when it would not fit the 16-bit
 /// field: a GRO aggregate longer than 65,485 bytes, which must be cut into

@@ -7,14 +7,18 @@
 //! a tunnel (the DNAT, zero checksums across it, bulk TCP in 70-byte
 //! headers, same-node and cross-node) without the agent, so that the
 //! agent's own IPv6-only path is measured against something that works.
+//! Then `egress-agent join` in IPv6-only pods, through that gateway.
 
 mod common;
 
 use std::net::Ipv6Addr;
+use std::process::Output;
 
 use common::*;
+use egress_common::config::{DEFAULT_VNI, TUNNEL_GATEWAY_MAC};
+use egress_tests::agent::agent_binary;
 use egress_tests::clients::{self, Iperf3Options};
-use egress_tests::dual_stack::{self, twin};
+use egress_tests::dual_stack::{self, twin, twin_cidr};
 use egress_tests::reference::{self, TunnelConfig};
 use egress_tests::require_root;
 use egress_tests::topology::{Cluster, ClusterConfig, Pod};
@@ -78,4 +82,75 @@ fn the_linux_reference_gateway_serves_an_ipv6_only_cluster() {
     // Nothing of it was IPv4: the pods have none.
     let v4 = w1.ns.output(&["ip", "-4", "-o", "addr", "show", "scope", "global"]).unwrap();
     assert!(v4.stdout.is_empty(), "w1 still has IPv4: {}", String::from_utf8_lossy(&v4.stdout));
+}
+
+/// `egress-agent join` in IPv6-only pods, with the Linux reference
+/// gateway at the Service's IPv6 address: the tunnel device's outer header
+/// is IPv6 (to the VIP, zero checksums both ways, MTU eth0 - 70), and the
+/// pods' external IPv6 leaves from the gateway's address. `--ipv6
+/// unreachable`, which would leave such a pod no egress at all, is refused
+/// before anything changes. The label removed, the pod's IPv6 goes out
+/// directly again.
+#[test]
+fn join_tunnels_an_ipv6_only_pod_over_ipv6() {
+    let (cluster, vip6) = ipv6_only_cluster();
+    let [a, b, c, d, e, f] = TUNNEL_GATEWAY_MAC;
+    let gateway_mac = format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}");
+    let tunnel = TunnelConfig { vni: DEFAULT_VNI, gateway_mac, ..TunnelConfig::default() };
+    let server6 = twin(cluster.server_ip());
+    let _echo6 = start_echo6(cluster.outside(), server6);
+    let dir = egress_tests::util::TempDir::new("labels").unwrap();
+    let labels = dir.path().join("labels");
+    std::fs::write(&labels, "egress=\"external\"\n").unwrap();
+    let agent = agent_binary().unwrap_or_else(|e| panic!("{e:#}"));
+    let join = |pod: &Pod, ipv6: &str| -> anyhow::Result<Output> {
+        let args = [
+            agent.to_str().unwrap(),
+            "join",
+            "--gateway",
+            &vip6.to_string(),
+            "--cluster-cidr",
+            &twin_cidr(cluster.config().cluster_cidr),
+            "--ipv6",
+            ipv6,
+            "--labels-file",
+            labels.to_str().unwrap(),
+        ];
+        pod.ns.exec(&args)
+    };
+    let stdout = |out: Output| String::from_utf8_lossy(&out.stdout).into_owned();
+
+    let (w1, w2, w3) = (cluster.pod("w1"), cluster.pod("w2"), cluster.pod("w3"));
+    let refused = join(w2, "unreachable").expect_err("--ipv6 unreachable in an IPv6-only pod");
+    assert!(format!("{refused:#}").contains("pass --ipv6 route"), "{refused:#}");
+    assert!(w2.ns.ip(&["link", "show", "egress0"]).is_err(), "nothing was made before the refusal");
+
+    let mut joined = Vec::new();
+    for pod in [w1, w3] {
+        let out = stdout(join(pod, "route").unwrap_or_else(|e| panic!("join in {}: {e:#}", pod.name)));
+        assert!(out.contains("over IPv6"), "{out}");
+        let mac = pod.ns.sh("cat /sys/class/net/egress0/address").unwrap();
+        joined.push((pod, String::from_utf8_lossy(&mac.stdout).trim().to_string()));
+    }
+    let device = stdout(w1.ns.ip(&["-d", "link", "show", "egress0"]).unwrap());
+    for expected in [
+        format!("remote {vip6}"),
+        format!("local {}", twin(w1.ip)),
+        "udp6zerocsumtx".to_string(),
+        "udp6zerocsumrx".to_string(),
+        format!("mtu {}", cluster.config().mtu - 70),
+    ] {
+        assert!(device.contains(&expected), "egress0 lacks {expected:?}: {device}");
+    }
+    let listed: Vec<(&Pod, &str)> = joined.iter().map(|(pod, mac)| (*pod, mac.as_str())).collect();
+    reference::install_gateway_outer6(&cluster, &listed, &tunnel).unwrap();
+    for pod in [w1, w3] {
+        assert_ipv6_egress(pod, server6, twin(cluster.gateway().ip), &cluster);
+    }
+
+    std::fs::write(&labels, "").unwrap();
+    let out = stdout(join(w1, "route").unwrap());
+    assert!(out.contains("left"), "{out}");
+    let seen = clients::curl_echo6(&w1.ns, server6, OK_TIMEOUT).expect("direct IPv6 after leaving");
+    assert_eq!(*seen.ip(), twin(w1.ip), "after leaving, w1's IPv6 goes out as itself");
 }

@@ -115,9 +115,10 @@ impl Settings {
             );
         }
         let interface = netdev::Interface::lookup(&args.interface)?;
+        let gateway_ip = interface.require_ipv4("the gateway (IPv6-only gateway pods are not served yet)")?;
         let datapath_config = GatewayConfig {
             layout_version: CONFIG_LAYOUT_VERSION,
-            gateway_ip_be: u32::from(interface.ipv4).to_be(),
+            gateway_ip_be: u32::from(gateway_ip).to_be(),
             netns_inode: netdev::netns_inode()?,
             ifindex: interface.ifindex,
             vni: args.vni,

@@ -31,13 +31,15 @@
 //! replica itself, probes it through the tunnel and moves within a second
 //! when it stops answering (see `steer`).
 mod connections;
+mod outer6;
 mod probe;
 mod replicas;
 mod steer;
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs},
     path::Path,
+    str::FromStr,
     time::{Duration, Instant},
 };
 
@@ -166,7 +168,7 @@ fn start_steering(args: &JoinArgs, name: &str) -> Result<steer::Steering<DeviceT
         service: args.gateway.clone(),
         netlink,
     };
-    let worker = eth.ipv4;
+    let worker = eth.require_ipv4("--replicas")?;
     let steering = steer::Steering::start(args, name, worker, cluster, tunnel)?;
     println!(
         "steering: probing the replica of {worker} every {:?} through {}",
@@ -203,7 +205,7 @@ impl steer::Tunnel for DeviceTunnel {
 
     fn switch(&mut self, remote: Ipv4Addr) -> Result<()> {
         let device = tunnel_device(&self.netlink, &self.device)?;
-        link::set_vxlan_remote(&self.netlink, device.index, remote)
+        link::set_vxlan_remote(&self.netlink, device.index, remote.into())
     }
 
     /// The hold is the tunnel's next-hop neighbour entry, made unresolved:
@@ -215,7 +217,7 @@ impl steer::Tunnel for DeviceTunnel {
         let next_hop = IpAddr::V4(TUNNEL_GATEWAY_IP.into());
         neighbour::hold(&self.netlink, device, next_hop)?;
         let switched = match still_idle() {
-            true => link::set_vxlan_remote(&self.netlink, device, remote).map(|()| true),
+            true => link::set_vxlan_remote(&self.netlink, device, remote.into()).map(|()| true),
             false => Ok(false),
         };
         // Released whatever happened above: a held entry stalls the pod's
@@ -281,19 +283,26 @@ fn apply(args: &JoinArgs, decision: &Decision) -> Result<()> {
 /// The gateway Service's address: an IPv4 address as given, or the first
 /// IPv4 address its DNS name resolves to.
 fn resolve_gateway(gateway: &str) -> Result<Ipv4Addr> {
+    resolve_in_family(gateway, "IPv4", |address| match address {
+        SocketAddr::V4(v4) => Some(*v4.ip()),
+        SocketAddr::V6(_) => None,
+    })
+}
+
+/// The gateway Service's address in one family (`family` names it):
+/// as given, or the first of that family its DNS name resolves to.
+fn resolve_in_family<A: FromStr>(
+    gateway: &str,
+    family: &str,
+    pick: impl Fn(SocketAddr) -> Option<A>,
+) -> Result<A> {
     if let Ok(ip) = gateway.parse() {
         return Ok(ip);
     }
     let addrs = (gateway, 0)
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve the gateway {gateway:?}: is its Service deployed?"))?;
-    addrs
-        .filter_map(|a| match a {
-            std::net::SocketAddr::V4(v4) => Some(*v4.ip()),
-            _ => None,
-        })
-        .next()
-        .with_context(|| format!("the gateway {gateway:?} has no IPv4 address"))
+    addrs.filter_map(pick).next().with_context(|| format!("the gateway {gateway:?} has no {family} address"))
 }
 
 /// Joins the gateway at `gateway` (an address or a Service's DNS name).
@@ -302,6 +311,11 @@ fn join(args: &JoinArgs, gateway: &str) -> Result<()> {
     // The `--replicas` sidecar points the tunnel at a replica of this very
     // gateway itself; joining it again must not undo that.
     let steered = args.replicas.is_some() && gateway == args.gateway;
+    let eth = &args.interface;
+    let eth_link = netdev::Interface::lookup(eth)?;
+    let Some(pod_ip) = eth_link.ipv4 else {
+        return outer6::join(args, gateway, &eth_link, &cluster_cidrs_v6);
+    };
     let gateway = resolve_gateway(gateway)?;
     if cluster_cidrs.is_empty() {
         eprintln!(
@@ -309,15 +323,12 @@ fn join(args: &JoinArgs, gateway: &str) -> Result<()> {
             args.interface
         );
     }
-    let eth = &args.interface;
-    let eth_link = netdev::Interface::lookup(eth)?;
-    let pod_ip = eth_link.ipv4;
     let ipv6 = plan_ipv6(args, &eth_link)?;
     let netlink = Netlink::route()?;
     let eth_mtu = eth_link.mtu;
     let node_gateway = node_gateway(&netlink, &eth_link)?;
 
-    let device = ensure_vxlan_device(&netlink, args, gateway, &eth_link, steered)?;
+    let device = ensure_vxlan_device(&netlink, args, gateway.into(), pod_ip.into(), &eth_link, steered)?;
     prepare_device_for_ipv6(&netlink, device, &ipv6)?;
     link::set(&netlink, device, Some(eth_mtu - TUNNEL_OVERHEAD as u32), true)
         .with_context(|| format!("bringing {} up", args.device))?;
@@ -591,11 +602,14 @@ fn leave(args: &JoinArgs) -> Result<()> {
         return Ok(());
     };
     let eth_link = netdev::Interface::lookup(eth)?;
-    let via = node_gateway(&netlink, &eth_link)?;
-    route::replace(
-        &netlink,
-        &Route::via(Ipv4Addr::UNSPECIFIED.into(), 0, via.into(), eth_link.ifindex).onlink(),
-    )?;
+    // An IPv6-only pod's default route was never moved (`outer6`).
+    if eth_link.ipv4.is_some() {
+        let via = node_gateway(&netlink, &eth_link)?;
+        route::replace(
+            &netlink,
+            &Route::via(Ipv4Addr::UNSPECIFIED.into(), 0, via.into(), eth_link.ifindex).onlink(),
+        )?;
+    }
     link::delete(&netlink, device).with_context(|| format!("removing {}", args.device))?;
     println!("left: the pod's labels no longer match any gateway's selector; external traffic goes directly via {eth}");
     Ok(())
@@ -613,10 +627,17 @@ fn node_gateway(netlink: &Netlink, eth: &netdev::Interface) -> Result<Ipv4Addr> 
 }
 
 /// The tunnel device's MAC, derived from the pod IP (locally administered,
-/// unicast): a re-created device keeps it, so replies to the pod's live
-/// flows, which carry the MAC the gateway learned, still reach it.
-fn tunnel_device_mac(pod_ip: Ipv4Addr) -> [u8; 6] {
-    let [a, b, c, d] = pod_ip.octets();
+/// unicast; an IPv6 address's last four bytes): a re-created device keeps
+/// it, so replies to the pod's live flows, which carry the MAC the gateway
+/// learned, still reach it.
+fn tunnel_device_mac(pod_ip: IpAddr) -> [u8; 6] {
+    let [a, b, c, d] = match pod_ip {
+        IpAddr::V4(v4) => v4.octets(),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            [o[12], o[13], o[14], o[15]]
+        }
+    };
     [0x06, 0x65, a, b, c, d]
 }
 
@@ -628,29 +649,35 @@ fn tunnel_device(netlink: &Netlink, device: &str) -> Result<link::Link> {
 
 /// The remote address of the VXLAN device `device`.
 fn vxlan_remote(netlink: &Netlink, device: &str) -> Result<Ipv4Addr> {
-    tunnel_device(netlink, device)?
-        .vxlan
-        .and_then(|vxlan| vxlan.remote)
-        .with_context(|| format!("{device} has no IPv4 remote: is it our tunnel device?"))
+    match tunnel_device(netlink, device)?.vxlan.and_then(|vxlan| vxlan.remote) {
+        Some(IpAddr::V4(remote)) => Ok(remote),
+        _ => bail!("{device} has no IPv4 remote: is it our tunnel device?"),
+    }
 }
 
-/// Creates the VXLAN device, or re-creates it if it exists with other
-/// settings, and returns its index. One that differs only in its remote
-/// is pointed at `gateway` in place (its routes and neighbour stay, so no
+/// Creates the VXLAN device from `local` (the pod's address) to `gateway`,
+/// or re-creates it if it exists with other settings, and returns its
+/// index. One that differs only in its remote (of the same family) is
+/// pointed at `gateway` in place (its routes and neighbour stay, so no
 /// packet finds the pod without a route), unless it is `steered` (the
 /// `--replicas` sidecar may point it at a replica of this very gateway;
 /// the sidecar knows which).
 fn ensure_vxlan_device(
     netlink: &Netlink,
     args: &JoinArgs,
-    gateway: Ipv4Addr,
+    gateway: IpAddr,
+    local: IpAddr,
     eth: &netdev::Interface,
     steered: bool,
 ) -> Result<u32> {
-    let mac = tunnel_device_mac(eth.ipv4);
+    let mac = tunnel_device_mac(local);
     if let Some(existing) = link::get(netlink, &args.device)? {
         let same_but_remote = existing.mac == Some(mac)
-            && existing.vxlan.as_ref().is_some_and(|v| v.vni == args.vni && v.port == args.vxlan_port);
+            && existing.vxlan.as_ref().is_some_and(|v| {
+                v.vni == args.vni
+                    && v.port == args.vxlan_port
+                    && v.remote.is_some_and(|remote| remote.is_ipv6() == gateway.is_ipv6())
+            });
         if same_but_remote {
             let remote = existing.vxlan.and_then(|v| v.remote);
             if remote != Some(gateway) && !steered {
@@ -667,13 +694,14 @@ fn ensure_vxlan_device(
             mac,
             vni: args.vni,
             remote: gateway,
-            local: eth.ipv4,
+            local,
             underlay: eth.ifindex,
             // One fixed source port: the Service's conntrack entry, and so
             // the chosen gateway replica, stays the same for all of this
             // pod's flows, and the gateway can answer to exactly that port.
             // Outer UDP checksums do not survive the Service DNAT across
-            // veths reliably; zero is valid for IPv4 VXLAN.
+            // veths reliably; zero is valid for IPv4 VXLAN, and for a
+            // tunnel over IPv6 (RFC 6935).
             port: args.vxlan_port,
         },
     )?;

@@ -1,6 +1,9 @@
 //! Links: look one up, create the worker's VXLAN device and the gateway's
 //! veth pair, set MTU and up, move a VXLAN remote, delete.
-use std::{ffi::CString, net::Ipv4Addr};
+use std::{
+    ffi::CString,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use anyhow::{Context, Result};
 
@@ -29,6 +32,10 @@ const IFLA_VXLAN_LEARNING: u16 = 7;
 const IFLA_VXLAN_PORT_RANGE: u16 = 10;
 const IFLA_VXLAN_PORT: u16 = 15;
 const IFLA_VXLAN_UDP_CSUM: u16 = 18;
+const IFLA_VXLAN_UDP_ZERO_CSUM6_TX: u16 = 19;
+const IFLA_VXLAN_UDP_ZERO_CSUM6_RX: u16 = 20;
+const IFLA_VXLAN_GROUP6: u16 = 16;
+const IFLA_VXLAN_LOCAL6: u16 = 17;
 
 const IFINFOMSG_LEN: usize = 16;
 
@@ -49,7 +56,7 @@ pub struct Link {
 pub struct Vxlan {
     pub vni: u32,
     pub port: u16,
-    pub remote: Option<Ipv4Addr>,
+    pub remote: Option<IpAddr>,
 }
 
 /// The worker's tunnel device, as `join` creates it.
@@ -57,8 +64,10 @@ pub struct VxlanSpec<'a> {
     pub name: &'a str,
     pub mac: [u8; 6],
     pub vni: u32,
-    pub remote: Ipv4Addr,
-    pub local: Ipv4Addr,
+    /// The outer header's addresses, both of one family: IPv6 in an
+    /// IPv6-only cluster.
+    pub remote: IpAddr,
+    pub local: IpAddr,
     /// The device the outer packets leave by (eth0).
     pub underlay: u32,
     /// Destination port, and the one source port.
@@ -139,7 +148,12 @@ fn parse_vxlan(data: &[u8]) -> Vxlan {
         match kind {
             IFLA_VXLAN_ID => vxlan.vni = u32_value(value).unwrap_or(0),
             IFLA_VXLAN_PORT => vxlan.port = value.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]])),
-            IFLA_VXLAN_GROUP => vxlan.remote = <[u8; 4]>::try_from(value).ok().map(Ipv4Addr::from),
+            IFLA_VXLAN_GROUP => {
+                vxlan.remote = <[u8; 4]>::try_from(value).ok().map(|b| Ipv4Addr::from(b).into())
+            }
+            IFLA_VXLAN_GROUP6 => {
+                vxlan.remote = <[u8; 16]>::try_from(value).ok().map(|b| Ipv6Addr::from(b).into())
+            }
             _ => {}
         }
     }
@@ -147,20 +161,20 @@ fn parse_vxlan(data: &[u8]) -> Vxlan {
 }
 
 /// Creates the VXLAN device: one fixed source port, no outer UDP checksum,
-/// no learning (see `join` for why).
+/// no learning (see `join` for why). With an IPv6 outer header, zero
+/// checksums are sent and accepted (RFC 6935 allows them for tunnels; the
+/// kernel drops zero-checksum UDP over IPv6 otherwise).
 pub fn add_vxlan(netlink: &Netlink, spec: &VxlanSpec) -> Result<()> {
     let port = spec.port.to_be_bytes();
     let port_end = (spec.port.wrapping_add(1)).to_be_bytes();
-    let data = [
-        attribute(IFLA_VXLAN_ID, &spec.vni.to_ne_bytes()),
-        attribute(IFLA_VXLAN_GROUP, &spec.remote.octets()),
-        attribute(IFLA_VXLAN_LOCAL, &spec.local.octets()),
+    let mut data = vec![attribute(IFLA_VXLAN_ID, &spec.vni.to_ne_bytes())];
+    data.extend(outer_addresses(spec.remote, spec.local)?);
+    data.extend([
         attribute(IFLA_VXLAN_LINK, &spec.underlay.to_ne_bytes()),
         attribute(IFLA_VXLAN_PORT, &port),
         attribute(IFLA_VXLAN_PORT_RANGE, &[port, port_end].concat()),
-        attribute(IFLA_VXLAN_UDP_CSUM, &[0]),
         attribute(IFLA_VXLAN_LEARNING, &[0]),
-    ];
+    ]);
     let request = [
         ifinfomsg(0, 0, 0),
         attribute(IFLA_IFNAME, &string_value(spec.name)),
@@ -170,6 +184,26 @@ pub fn add_vxlan(netlink: &Netlink, spec: &VxlanSpec) -> Result<()> {
     .concat();
     netlink.request(RTM_NEWLINK, CREATE_NEW, &request).with_context(|| {
         format!("creating the VXLAN device {} (VNI {}) to {}", spec.name, spec.vni, spec.remote)
+    })
+}
+
+/// The outer addresses of a VXLAN device, and its zero-checksum settings.
+fn outer_addresses(remote: IpAddr, local: IpAddr) -> Result<Vec<Vec<u8>>> {
+    Ok(match (remote, local) {
+        (IpAddr::V4(remote), IpAddr::V4(local)) => vec![
+            attribute(IFLA_VXLAN_GROUP, &remote.octets()),
+            attribute(IFLA_VXLAN_LOCAL, &local.octets()),
+            attribute(IFLA_VXLAN_UDP_CSUM, &[0]),
+        ],
+        (IpAddr::V6(remote), IpAddr::V6(local)) => vec![
+            attribute(IFLA_VXLAN_GROUP6, &remote.octets()),
+            attribute(IFLA_VXLAN_LOCAL6, &local.octets()),
+            attribute(IFLA_VXLAN_UDP_ZERO_CSUM6_TX, &[1]),
+            attribute(IFLA_VXLAN_UDP_ZERO_CSUM6_RX, &[1]),
+        ],
+        _ => anyhow::bail!(
+            "the tunnel to {remote} cannot start at {local}: the two are of different IP families"
+        ),
     })
 }
 
@@ -224,16 +258,20 @@ pub fn set_no_ipv6_address(netlink: &Netlink, index: u32) -> Result<()> {
 
 /// Points the VXLAN device at `remote` in place: one RTM_NEWLINK on the
 /// existing link with only its remote in it. Routes and neighbour stay.
-pub fn set_vxlan_remote(netlink: &Netlink, index: u32, remote: Ipv4Addr) -> Result<()> {
+pub fn set_vxlan_remote(netlink: &Netlink, index: u32, remote: IpAddr) -> Result<()> {
     netlink
         .request(RTM_NEWLINK, CHANGE, &vxlan_remote_request(index, remote))
         .with_context(|| format!("pointing the tunnel device at {remote}"))
 }
 
 /// `struct ifinfomsg` for link `index`, then IFLA_LINKINFO { KIND "vxlan",
-/// DATA { GROUP remote } }.
-fn vxlan_remote_request(index: u32, remote: Ipv4Addr) -> Vec<u8> {
-    let data = nested(IFLA_INFO_DATA, &[attribute(IFLA_VXLAN_GROUP, &remote.octets())]);
+/// DATA { GROUP (or GROUP6) remote } }.
+fn vxlan_remote_request(index: u32, remote: IpAddr) -> Vec<u8> {
+    let group = match remote {
+        IpAddr::V4(v4) => attribute(IFLA_VXLAN_GROUP, &v4.octets()),
+        IpAddr::V6(v6) => attribute(IFLA_VXLAN_GROUP6, &v6.octets()),
+    };
+    let data = nested(IFLA_INFO_DATA, &[group]);
     let info = nested(IFLA_LINKINFO, &[attribute(IFLA_INFO_KIND, b"vxlan\0"), data]);
     [ifinfomsg(index, 0, 0), info].concat()
 }
@@ -260,13 +298,35 @@ mod tests {
 
     #[test]
     fn the_remote_request_nests_kind_and_group() {
-        let request = vxlan_remote_request(7, Ipv4Addr::new(10, 244, 2, 20));
+        let request = vxlan_remote_request(7, Ipv4Addr::new(10, 244, 2, 20).into());
         assert_eq!(request.len(), 16 + 4 + 12 + 12);
         assert_eq!(&request[4..8], &7i32.to_ne_bytes());
         // IFLA_LINKINFO, nested, spanning the rest.
         assert_eq!(u16::from_ne_bytes([request[16], request[17]]) as usize, request.len() - 16);
         assert_eq!(&request[24..29], b"vxlan");
         assert_eq!(&request[40..44], &[10, 244, 2, 20]);
+    }
+
+    #[test]
+    fn an_ipv6_outer_has_group6_local6_and_zero_checksums() {
+        let remote: Ipv6Addr = "fd00:10:96::10".parse().unwrap();
+        let local: Ipv6Addr = "fd00:10:244:1::11".parse().unwrap();
+        let attrs = outer_addresses(remote.into(), local.into()).unwrap();
+        let kinds: Vec<u16> = attrs.iter().map(|a| u16::from_ne_bytes([a[2], a[3]])).collect();
+        assert_eq!(
+            kinds,
+            [
+                IFLA_VXLAN_GROUP6,
+                IFLA_VXLAN_LOCAL6,
+                IFLA_VXLAN_UDP_ZERO_CSUM6_TX,
+                IFLA_VXLAN_UDP_ZERO_CSUM6_RX
+            ]
+        );
+        assert_eq!(&attrs[0][4..], &remote.octets());
+        assert!(outer_addresses(remote.into(), Ipv4Addr::new(10, 0, 0, 1).into()).is_err());
+        let request = vxlan_remote_request(7, remote.into());
+        assert_eq!(&request[38..40], &IFLA_VXLAN_GROUP6.to_ne_bytes());
+        assert_eq!(&request[40..56], &remote.octets());
     }
 
     #[test]
@@ -288,7 +348,7 @@ mod tests {
         assert_eq!(link.mac, Some([6, 0x65, 10, 244, 1, 5]));
         assert_eq!(
             link.vxlan,
-            Some(Vxlan { vni: 42, port: 4789, remote: Some(Ipv4Addr::new(10, 96, 0, 10)) })
+            Some(Vxlan { vni: 42, port: 4789, remote: Some(Ipv4Addr::new(10, 96, 0, 10).into()) })
         );
     }
 }
