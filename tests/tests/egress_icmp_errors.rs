@@ -6,16 +6,15 @@
 //! refused", through our gateway as through Linux's.
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::SocketAddrV4;
 use std::path::Path;
-use std::time::Duration;
 
+use common::datagrams::late_reply_to_a_closed_socket;
 use common::*;
 use egress_tests::{
     clients::{self, mbit},
     reference::TunnelConfig,
     topology::{NODE_EXTERNAL, POD_IFACE},
-    Netns,
 };
 
 /// The MTU of the link between the gateway's node and the outside server,
@@ -93,33 +92,11 @@ fn traceroute_from_a_worker_shows_the_hops_behind_the_gateway() {
     assert!(s.counter("icmp_error_to_client").unwrap() >= 6);
 }
 
-/// A client sends to a UDP server and closes its socket; the server, now
-/// connected to where the datagram came from (the gateway's NAT port),
-/// answers late. Returns what the server's next receive says: the client's
-/// port unreachable, translated on, is "connection refused".
-fn late_reply_to_a_closed_socket(
-    outside: &Netns,
-    server: Ipv4Addr,
-    client: &Netns,
-) -> std::io::Result<usize> {
-    let at = SocketAddrV4::new(server, 7100);
-    let socket = outside.run(move || Ok(UdpSocket::bind(at)?)).unwrap();
-    socket.set_read_timeout(Some(OK_TIMEOUT)).unwrap();
-    let sender = clients::udp_socket(client).unwrap();
-    sender.send_to(b"hello", at).unwrap();
-    let mut buf = [0u8; 64];
-    let (_, from) = socket.recv_from(&mut buf).expect("the datagram reached the server");
-    drop(sender);
-    socket.connect(from).unwrap();
-    socket.send(b"a late answer").unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    socket.recv(&mut buf)
-}
-
 #[test]
 fn a_client_s_port_unreachable_reaches_the_remote() {
     let s = start(options());
-    let result = late_reply_to_a_closed_socket(s.cluster.outside(), s.server_ip(), &s.pod("w1").ns);
+    let at = SocketAddrV4::new(s.server_ip(), 7100);
+    let result = late_reply_to_a_closed_socket(s.cluster.outside(), at, &s.pod("w1").ns);
     let err = result.expect_err("the server heard nothing back");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
     assert_eq!(s.counter("icmp_error_to_remote").unwrap(), 1);
@@ -130,6 +107,7 @@ fn the_linux_reference_gateway_passes_the_client_s_port_unreachable_on_too() {
     let cluster = with_the_linux_gateway(&["w1"], &TunnelConfig::default());
     let _echo = clients::start_echo_server(cluster.outside(), Path::new(ECHO), cluster.server_ips()).unwrap();
     let w1 = cluster.pod("w1");
-    let err = late_reply_to_a_closed_socket(cluster.outside(), cluster.server_ip(), &w1.ns).unwrap_err();
+    let at = SocketAddrV4::new(cluster.server_ip(), 7100);
+    let err = late_reply_to_a_closed_socket(cluster.outside(), at, &w1.ns).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
 }

@@ -12,7 +12,9 @@ use std::net::{Ipv6Addr, SocketAddrV6};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::datagrams::{ask, assert_pattern, pattern, PatternServer, ServerDf};
+use common::datagrams::{
+    ask, assert_pattern, late_reply_to_a_closed_socket, pattern, PatternServer, ServerDf,
+};
 use common::*;
 use egress_tests::agent::counters;
 use egress_tests::clients::{self, Iperf3Options};
@@ -314,4 +316,38 @@ fn the_linux_reference_gateway_carries_big_ipv6_datagrams_the_same_way() {
     reference::install_gateway(&cluster, &[(w1, mac.as_str())], &tunnel).unwrap();
     reference::install_gateway_ipv6(&cluster, &[(w1, mac.as_str())], &tunnel).unwrap();
     big_ipv6_datagrams_cross_in_fragments(&cluster, twin(cluster.server_ip()), &w1.ns);
+}
+
+/// A reply to a closed socket draws the pod's ICMPv6 port unreachable,
+/// which reaches the remote translated (`egress_client_error6`): its
+/// connected socket sees "connection refused", as through Linux's gateway.
+#[test]
+fn a_client_s_ipv6_port_unreachable_reaches_the_remote() {
+    let s = start(GatewayOptions {
+        cluster: dual_stack_cluster(),
+        dual_stack: true,
+        joined: vec![],
+        ..options()
+    });
+    join_routing_ipv6(&s, "w1", None);
+    let at = SocketAddrV6::new(twin(s.server_ip()), 7101, 0, 0);
+    let err = late_reply_to_a_closed_socket(s.cluster.outside(), at, &s.pod("w1").ns)
+        .expect_err("the server heard nothing back");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    assert_eq!(s.counter("icmp_error_to_remote").unwrap(), 1);
+}
+
+#[test]
+fn the_linux_reference_gateway_passes_the_client_s_ipv6_port_unreachable_on_too() {
+    let tunnel = TunnelConfig::default();
+    let cluster = Cluster::build(dual_stack_cluster()).unwrap();
+    dual_stack::add_ipv6(&cluster).unwrap();
+    let w1 = cluster.pod("w1");
+    let mac = reference::join_worker(&cluster, w1, &tunnel).unwrap();
+    reference::join_worker_ipv6(&cluster, w1, &tunnel).unwrap();
+    reference::install_gateway(&cluster, &[(w1, mac.as_str())], &tunnel).unwrap();
+    reference::install_gateway_ipv6(&cluster, &[(w1, mac.as_str())], &tunnel).unwrap();
+    let at = SocketAddrV6::new(twin(cluster.server_ip()), 7101, 0, 0);
+    let err = late_reply_to_a_closed_socket(cluster.outside(), at, &w1.ns).expect_err("nothing came back");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
 }

@@ -143,3 +143,27 @@ pub fn ask(
     }
     None
 }
+
+/// A client sends to a UDP server at `at` and closes its socket; the
+/// server, now connected to where the datagram came from (the gateway's
+/// NAT port), answers late. Returns what the server's next receive says:
+/// the client's port unreachable, translated on, is "connection refused".
+pub fn late_reply_to_a_closed_socket(
+    outside: &Netns,
+    at: impl Into<SocketAddr>,
+    client: &Netns,
+) -> std::io::Result<usize> {
+    let at = at.into();
+    let socket = outside.run(move || Ok(UdpSocket::bind(at)?)).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let any = if at.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let sender = client.run(move || Ok(UdpSocket::bind(any)?)).unwrap();
+    sender.send_to(b"hello", at).unwrap();
+    let mut buf = [0u8; 64];
+    let (_, from) = socket.recv_from(&mut buf).expect("the datagram reached the server");
+    drop(sender);
+    socket.connect(from).unwrap();
+    socket.send(b"a late answer").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    socket.recv(&mut buf)
+}
