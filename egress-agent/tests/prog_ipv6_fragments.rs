@@ -506,7 +506,13 @@ fn packet_too_big_about_a_client_s_first_fragment_reaches_the_client() {
     );
     assert_eq!(h.counter("icmp_error_to_client"), 1);
 
-    let out = h.run(&router_too_big(&left[1], 1280));
+    // A later fragment's data where ports would be, made to name the
+    // live flow (its NAT port and the remote's): still no ports.
+    let mut later = left[1].clone();
+    let nat_port = &left[0][IPV6_HLEN + FRAGMENT_HLEN..IPV6_HLEN + FRAGMENT_HLEN + 2];
+    later[IPV6_HLEN + FRAGMENT_HLEN..IPV6_HLEN + FRAGMENT_HLEN + 4]
+        .copy_from_slice(&[nat_port, &53u16.to_be_bytes()].concat());
+    let out = h.run(&router_too_big(&later, 1280));
     assert_eq!(out.action, TC_ACT_UNSPEC, "about a later fragment: left to the pod's stack");
     assert_eq!(h.counter("icmp_error_to_client"), 1);
 }

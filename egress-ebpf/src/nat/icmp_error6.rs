@@ -56,6 +56,9 @@ use crate::{
 const IP_OFF: usize = ETH_HLEN;
 const ICMP_OFF: usize = IP_OFF + IPV6_HLEN;
 const QUOTED_IP_OFF: usize = ICMP_OFF + ICMP_HLEN;
+/// What `load_quote` reads of the quoted transport header: TCP or UDP
+/// ports, or an echo's type, code, checksum and identifier.
+const QUOTED_L4_READ: usize = 8;
 
 /// The flow an error quotes, as the gateway sent it.
 struct Quote {
@@ -86,6 +89,11 @@ pub fn is_translated_error(icmp_type: u8) -> bool {
 #[inline(always)]
 pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv6Header) -> Verdict {
     let Some(quote) = load_quote(ctx, cfg) else { return Verdict::NOT_OURS };
+    // Within the error itself, not only within the frame (which may be
+    // padded past it).
+    if quote.l4.off + QUOTED_L4_READ > ICMP_OFF + outer.payload_len as usize {
+        return Verdict::NOT_OURS;
+    }
     let tuple = FlowTuple6::new(
         quote.remote,
         cfg.gateway_ip6,
@@ -135,7 +143,7 @@ fn load_quote(ctx: &TcContext, cfg: &GatewayConfig) -> Option<Quote> {
     }
     let remote: [u8; 16] = ctx.load(QUOTED_IP_OFF + IPV6_DST_OFF).ok()?;
     let at = quoted_l4(ctx, QUOTED_IP_OFF, head[IPV6_NEXT_HEADER_OFF])?;
-    let l4: [u8; 8] = ctx.load(at.off).ok()?;
+    let l4: [u8; QUOTED_L4_READ] = ctx.load(at.off).ok()?;
     let (nat_port_be, remote_port_be) = match at.protocol {
         IPPROTO_TCP | IPPROTO_UDP => (u16::from_ne_bytes([l4[0], l4[1]]), u16::from_ne_bytes([l4[2], l4[3]])),
         IPPROTO_ICMPV6 if l4[0] == ICMPV6_ECHO_REQUEST => (u16::from_ne_bytes([l4[4], l4[5]]), 0),
