@@ -15,12 +15,12 @@
 //!
 //! In an IPv6-only cluster ([`crate::dual_stack::make_ipv6_only`]) the
 //! `_outer6` functions make the tunnel itself IPv6: to the Service's IPv6
-//! VIP, 70 bytes of headers instead of 50.
+//! VIP, 70 bytes of headers (`TUNNEL_OVERHEAD6`) instead of 50.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result};
-use egress_common::config::{DEFAULT_NAT_PORT_MAX, DEFAULT_NAT_PORT_MIN};
+use egress_common::config::{DEFAULT_NAT_PORT_MAX, DEFAULT_NAT_PORT_MIN, TUNNEL_OVERHEAD6};
 
 use crate::dual_stack::{twin, twin_cidr};
 use crate::topology::{Cluster, Pod, POD_IFACE};
@@ -223,10 +223,6 @@ ip6tables -w 10 -A FORWARD -i vx0 -s {ip6} -j ACCEPT
     Ok(())
 }
 
-/// What an outer IPv6 header costs more than an outer IPv4 one: 40 bytes
-/// of IPv6, UDP, VXLAN and the inner Ethernet header make 70.
-const OUTER6_OVERHEAD: u32 = 70;
-
 /// The worker side in an IPv6-only pod: a VXLAN device whose outer header
 /// is IPv6, to the Service's IPv6 VIP `vip6`, then [`join_worker_ipv6`]'s
 /// routes. The VIP stays on eth0 (the halves would take it into the
@@ -244,7 +240,7 @@ ip link add egress0 mtu {mtu} type vxlan id {vni} remote {vip6} local {pod6} dev
 ip link set egress0 up
 cat /sys/class/net/egress0/address
 ",
-        mtu = cluster.config().mtu - OUTER6_OVERHEAD,
+        mtu = cluster.config().mtu - TUNNEL_OVERHEAD6 as u32,
         vni = t.vni,
         pod6 = twin(pod.ip),
         eth = POD_IFACE,
@@ -268,7 +264,7 @@ ip link add vx0 mtu {mtu} type vxlan id {vni} local {gw6} dev {eth} srcport {por
   dstport {port} nolearning udp6zerocsumtx udp6zerocsumrx
 ip link set vx0 address {mac} up
 ",
-        mtu = cluster.config().mtu - OUTER6_OVERHEAD,
+        mtu = cluster.config().mtu - TUNNEL_OVERHEAD6 as u32,
         vni = t.vni,
         gw6 = twin(gw.ip),
         eth = POD_IFACE,

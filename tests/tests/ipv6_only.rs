@@ -15,7 +15,7 @@ use std::net::Ipv6Addr;
 use std::process::Output;
 
 use common::*;
-use egress_common::config::{DEFAULT_VNI, TUNNEL_GATEWAY_MAC};
+use egress_common::config::{DEFAULT_VNI, TUNNEL_GATEWAY_MAC, TUNNEL_OVERHEAD6};
 use egress_tests::agent::agent_binary;
 use egress_tests::clients::{self, Iperf3Options};
 use egress_tests::dual_stack::{self, twin, twin_cidr};
@@ -56,6 +56,13 @@ fn assert_ipv6_egress(pod: &Pod, server6: Ipv6Addr, expected_source: Ipv6Addr, c
     }
 }
 
+/// Udp6InCsumErrors of every node, then every pod: a zero outer checksum
+/// refused anywhere on the way would count there.
+fn checksum_errors(cluster: &Cluster) -> Vec<u64> {
+    let nodes = cluster.nodes().iter().map(|node| nstat(&node.ns, "Udp6InCsumErrors"));
+    nodes.chain(cluster.pods().iter().map(|pod| nstat(&pod.ns, "Udp6InCsumErrors"))).collect()
+}
+
 #[test]
 fn the_linux_reference_gateway_serves_an_ipv6_only_cluster() {
     let tunnel = TunnelConfig::default();
@@ -72,13 +79,11 @@ fn the_linux_reference_gateway_serves_an_ipv6_only_cluster() {
     reference::install_gateway_outer6(&cluster, &listed, &tunnel).unwrap();
 
     let gateway = cluster.gateway();
-    let csum_errors = |pod: &Pod| nstat(&pod.ns, "Udp6InCsumErrors");
-    let before: Vec<u64> = [gateway, w1, w3].into_iter().map(csum_errors).collect();
+    let before = checksum_errors(&cluster);
     for pod in [w1, w3] {
         assert_ipv6_egress(pod, server6, twin(gateway.ip), &cluster);
     }
-    let after: Vec<u64> = [gateway, w1, w3].into_iter().map(csum_errors).collect();
-    assert_eq!(after, before, "outer UDP checksum errors (gateway, w1, w3)");
+    assert_eq!(checksum_errors(&cluster), before, "UDP checksum errors over IPv6 (nodes, then pods)");
     // Nothing of it was IPv4: the pods have none.
     let v4 = w1.ns.output(&["ip", "-4", "-o", "addr", "show", "scope", "global"]).unwrap();
     assert!(v4.stdout.is_empty(), "w1 still has IPv4: {}", String::from_utf8_lossy(&v4.stdout));
@@ -138,10 +143,21 @@ fn join_tunnels_an_ipv6_only_pod_over_ipv6() {
         format!("local {}", twin(w1.ip)),
         "udp6zerocsumtx".to_string(),
         "udp6zerocsumrx".to_string(),
-        format!("mtu {}", cluster.config().mtu - 70),
+        format!("mtu {}", cluster.config().mtu - TUNNEL_OVERHEAD6 as u32),
     ] {
         assert!(device.contains(&expected), "egress0 lacks {expected:?}: {device}");
     }
+    let half = || stdout(w1.ns.ip(&["-6", "route", "show", "::/1"]).unwrap());
+    assert!(half().contains("dev egress0"), "external IPv6 into the tunnel: {}", half());
+    // Joined, with no gateway serving the tunnel yet: closed, not direct.
+    assert!(clients::curl_echo6(&w1.ns, server6, DROP_TIMEOUT).is_err(), "w1 reached the server untunnelled");
+    // Again: the same device, the same routes.
+    let ifindex = || stdout(w1.ns.sh("cat /sys/class/net/egress0/ifindex").unwrap());
+    let first = ifindex();
+    join(w1, "route").unwrap();
+    assert_eq!(ifindex(), first, "a second join keeps the device");
+    assert!(half().contains("dev egress0"), "{}", half());
+
     let listed: Vec<(&Pod, &str)> = joined.iter().map(|(pod, mac)| (*pod, mac.as_str())).collect();
     reference::install_gateway_outer6(&cluster, &listed, &tunnel).unwrap();
     for pod in [w1, w3] {
@@ -151,6 +167,8 @@ fn join_tunnels_an_ipv6_only_pod_over_ipv6() {
     std::fs::write(&labels, "").unwrap();
     let out = stdout(join(w1, "route").unwrap());
     assert!(out.contains("left"), "{out}");
+    assert!(w1.ns.ip(&["link", "show", "egress0"]).is_err(), "the tunnel device is gone");
+    assert!(half().is_empty(), "our halves are gone: {}", half());
     let seen = clients::curl_echo6(&w1.ns, server6, OK_TIMEOUT).expect("direct IPv6 after leaving");
     assert_eq!(*seen.ip(), twin(w1.ip), "after leaving, w1's IPv6 goes out as itself");
 }

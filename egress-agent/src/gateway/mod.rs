@@ -111,7 +111,7 @@ async fn serve(mut settings: Settings) -> Result<()> {
     }
     tracing::info!(
         interface = %settings.interface.name,
-        gateway_ip = ?settings.interface.ipv4,
+        gateway_ip = %std::net::Ipv4Addr::from(u32::from_be(settings.datapath_config.gateway_ip_be)),
         source = %source.describe(),
         metrics = %settings.metrics_addr,
         gro_stage = gro_stage.is_some(),

@@ -13,7 +13,8 @@
 //! at once; `route` sends it into the tunnel like IPv4 (the tunnel itself
 //! stays IPv4), for a gateway that has an IPv6 address to send it from.
 //! Either way the pod's own IPv6 default route is never touched: leaving
-//! removes our /1 routes and nothing else.
+//! removes our /1 routes and nothing else. A pod without IPv4 (an
+//! IPv6-only cluster) has a tunnel over IPv6 (`outer6`).
 //!
 //! With `--labels-file` (the pod's labels through the Downward API) the
 //! label decides: a pod that does not match `--selector` leaves instead,
@@ -108,7 +109,7 @@ pub fn run(args: JoinArgs) -> Result<()> {
     // `connections` counts and aborts IPv4 sockets only: the sidecar would
     // move an "idle" tunnel under live IPv6 connections and break them.
     if args.replicas.is_some() && args.ipv6 == Ipv6Egress::Route {
-        bail!("--ipv6 route does not go with --replicas yet (moving between replicas would break the pod's IPv6 connections); use --ipv6 unreachable or drop --replicas");
+        bail!("--ipv6 route does not go with --replicas yet (moving between replicas would break the pod's IPv6 connections); drop --replicas (or, in a pod that has IPv4, use --ipv6 unreachable)");
     }
     if !args.follow {
         return apply(&args, &decide(&args, &choices)?);
@@ -159,6 +160,7 @@ fn follow(args: &JoinArgs, choices: &GatewayChoices) -> Result<()> {
 
 fn start_steering(args: &JoinArgs, name: &str) -> Result<steer::Steering<DeviceTunnel>> {
     let eth = netdev::Interface::lookup(&args.interface)?;
+    let worker = eth.require_ipv4("--replicas")?;
     let cluster = Cidrs::parse(&args.cluster_cidrs)?.v4;
     let netlink = Netlink::route()?;
     let tunnel = DeviceTunnel {
@@ -168,7 +170,6 @@ fn start_steering(args: &JoinArgs, name: &str) -> Result<steer::Steering<DeviceT
         service: args.gateway.clone(),
         netlink,
     };
-    let worker = eth.require_ipv4("--replicas")?;
     let steering = steer::Steering::start(args, name, worker, cluster, tunnel)?;
     println!(
         "steering: probing the replica of {worker} every {:?} through {}",
@@ -302,7 +303,9 @@ fn resolve_in_family<A: FromStr>(
     let addrs = (gateway, 0)
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve the gateway {gateway:?}: is its Service deployed?"))?;
-    addrs.filter_map(pick).next().with_context(|| format!("the gateway {gateway:?} has no {family} address"))
+    addrs.filter_map(pick).next().with_context(|| {
+        format!("the gateway {gateway:?} has no {family} address, which this pod's tunnel needs: give --gateway the Service's {family} address or name")
+    })
 }
 
 /// Joins the gateway at `gateway` (an address or a Service's DNS name).
@@ -371,14 +374,7 @@ fn join(args: &JoinArgs, gateway: &str) -> Result<()> {
             // leaves the halves through the tunnel of an earlier run be.
             floor_external_ipv6(&netlink)?;
             keep_cluster_ipv6(&netlink, &eth_link, &cluster_cidrs_v6)?;
-            if let Err(err) = route_external_ipv6(&netlink, &args.device, device, pod_ip6) {
-                // Fail closed: whatever did not work, IPv6 does not go
-                // out directly (the --follow sidecar retries).
-                if let Err(closing) = close_external_ipv6(&netlink) {
-                    eprintln!("closing external IPv6 after the failure below failed too: {closing:#}");
-                }
-                return Err(err);
-            }
+            route_external_ipv6_or_close(&netlink, &args.device, device, pod_ip6)?;
             println!(
                 "IPv6: external traffic of {pod_ip6} goes through {} too (--ipv6 route: the gateway must have an IPv6 address); {} IPv6 cluster CIDRs stay on {eth}",
                 args.device,
@@ -527,6 +523,17 @@ fn route_external_ipv6(netlink: &Netlink, name: &str, device: u32, pod_ip6: Ipv6
     Ok(())
 }
 
+/// [`route_external_ipv6`], or, whatever did not work, the halves
+/// unreachable: IPv6 never goes out directly (the --follow sidecar
+/// retries).
+fn route_external_ipv6_or_close(netlink: &Netlink, name: &str, device: u32, pod_ip6: Ipv6Addr) -> Result<()> {
+    let Err(err) = route_external_ipv6(netlink, name, device, pod_ip6) else { return Ok(()) };
+    if let Err(closing) = close_external_ipv6(netlink) {
+        eprintln!("closing external IPv6 after the failure below failed too: {closing:#}");
+    }
+    Err(err)
+}
+
 /// The floor under `route_external_ipv6`'s halves (see there): the same
 /// halves, unreachable at a higher metric.
 fn floor_external_ipv6(netlink: &Netlink) -> Result<()> {
@@ -627,15 +634,17 @@ fn node_gateway(netlink: &Netlink, eth: &netdev::Interface) -> Result<Ipv4Addr> 
 }
 
 /// The tunnel device's MAC, derived from the pod IP (locally administered,
-/// unicast; an IPv6 address's last four bytes): a re-created device keeps
-/// it, so replies to the pod's live flows, which carry the MAC the gateway
-/// learned, still reach it.
+/// unicast; an IPv6 address's four 32-bit words folded together, so pods
+/// with the same host part on different nodes differ): a re-created device
+/// keeps it, so replies to the pod's live flows, which carry the MAC the
+/// gateway learned, still reach it.
 fn tunnel_device_mac(pod_ip: IpAddr) -> [u8; 6] {
     let [a, b, c, d] = match pod_ip {
         IpAddr::V4(v4) => v4.octets(),
         IpAddr::V6(v6) => {
-            let o = v6.octets();
-            [o[12], o[13], o[14], o[15]]
+            let words = v6.octets();
+            let word = |i: usize| u32::from_be_bytes([words[i], words[i + 1], words[i + 2], words[i + 3]]);
+            (word(0) ^ word(4) ^ word(8) ^ word(12)).to_be_bytes()
         }
     };
     [0x06, 0x65, a, b, c, d]

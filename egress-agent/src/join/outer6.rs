@@ -3,19 +3,23 @@
 //! Service's IPv6 address (70 bytes of headers, not 50), and all the
 //! pod's external traffic is IPv6, through it.
 //!
-//! The order keeps the pod fail-closed at every step: the unreachable
-//! floor under the two halves first, then the routes that must stay on
-//! eth0 (the Service address, the cluster's ranges), the device, and last
-//! the halves through it. A failure on the way leaves external IPv6
-//! unreachable, never open.
+//! The order keeps the pod fail-closed at every step: the routes that
+//! must stay on eth0 (the Service address, the cluster's ranges: nothing
+//! external), the unreachable floor under the two halves, the device, and
+//! last the halves through it. A failure on the way leaves external IPv6
+//! unreachable, never open, and the cluster reachable.
+//!
+//! The agent's own gateway does not serve a tunnel over IPv6 yet: `join`
+//! says so, and such a pod's external traffic is dropped there, never
+//! sent out directly.
 use std::net::{Ipv6Addr, SocketAddr};
 
 use anyhow::{bail, Context, Result};
 use egress_common::config::{IPV6_MIN_MTU, TUNNEL_OVERHEAD6};
 
 use super::{
-    close_external_ipv6, ensure_vxlan_device, floor_external_ipv6, keep_cluster_ipv6, node_gateway_of,
-    resolve_in_family, route_external_ipv6,
+    ensure_vxlan_device, floor_external_ipv6, keep_cluster_ipv6, node_gateway_of, resolve_in_family,
+    route_external_ipv6_or_close,
 };
 use crate::{
     cli::{Ipv6Egress, JoinArgs},
@@ -60,28 +64,25 @@ pub(super) fn join(
         );
     }
     let netlink = Netlink::route()?;
-    floor_external_ipv6(&netlink)?;
-    // The tunnel's own outer packets stay on eth0: the halves would take
-    // the Service's address into the tunnel.
     let Some(via) = node_gateway_of(&netlink, eth, true)? else {
         bail!(
             "this pod has no IPv6 route via a next hop on {} to send the tunnel by: is its IPv6 default route missing?",
             eth.name
         );
     };
+    // What stays on eth0 first: the tunnel's own outer packets (the halves
+    // would take the Service's address into the tunnel) and the cluster,
+    // DNS included. Neither opens anything external; a failure after the
+    // floor then leaves the pod its cluster, and so a retry its DNS.
     route::replace(&netlink, &Route::via(gateway.into(), 128, via, eth.ifindex))?;
     keep_cluster_ipv6(&netlink, eth, cluster_cidrs)?;
+    floor_external_ipv6(&netlink)?;
 
     let device = ensure_vxlan_device(&netlink, args, gateway.into(), pod_ip6.into(), eth, false)?;
     link::set_no_ipv6_address(&netlink, device)?;
     link::set(&netlink, device, Some(tunnel_mtu), true)
         .with_context(|| format!("bringing {} up", args.device))?;
-    if let Err(err) = route_external_ipv6(&netlink, &args.device, device, pod_ip6) {
-        if let Err(closing) = close_external_ipv6(&netlink) {
-            eprintln!("closing external IPv6 after the failure below failed too: {closing:#}");
-        }
-        return Err(err);
-    }
+    route_external_ipv6_or_close(&netlink, &args.device, device, pod_ip6)?;
     println!(
         "joined: external traffic of {pod_ip6} goes through {} to {gateway} over IPv6 (this pod has no IPv4; VNI {}, port {}); {} IPv6 cluster CIDRs stay on {}",
         args.device,
@@ -89,6 +90,9 @@ pub(super) fn join(
         args.vxlan_port,
         cluster_cidrs.len(),
         eth.name
+    );
+    eprintln!(
+        "egress-agent: warning: egress-agent's own gateway does not serve tunnels over IPv6 yet: through it this pod's external traffic is dropped (never sent directly)"
     );
     Ok(())
 }

@@ -31,11 +31,11 @@ const IFLA_VXLAN_LOCAL: u16 = 4;
 const IFLA_VXLAN_LEARNING: u16 = 7;
 const IFLA_VXLAN_PORT_RANGE: u16 = 10;
 const IFLA_VXLAN_PORT: u16 = 15;
+const IFLA_VXLAN_GROUP6: u16 = 16;
+const IFLA_VXLAN_LOCAL6: u16 = 17;
 const IFLA_VXLAN_UDP_CSUM: u16 = 18;
 const IFLA_VXLAN_UDP_ZERO_CSUM6_TX: u16 = 19;
 const IFLA_VXLAN_UDP_ZERO_CSUM6_RX: u16 = 20;
-const IFLA_VXLAN_GROUP6: u16 = 16;
-const IFLA_VXLAN_LOCAL6: u16 = 17;
 
 const IFINFOMSG_LEN: usize = 16;
 
@@ -350,5 +350,14 @@ mod tests {
             link.vxlan,
             Some(Vxlan { vni: 42, port: 4789, remote: Some(Ipv4Addr::new(10, 96, 0, 10).into()) })
         );
+        let vip6: Ipv6Addr = "fd00:10:96::10".parse().unwrap();
+        let data6 =
+            [attribute(IFLA_VXLAN_ID, &42u32.to_ne_bytes()), attribute(IFLA_VXLAN_GROUP6, &vip6.octets())];
+        let payload6 = [
+            ifinfomsg(9, 0, 0),
+            nested(IFLA_LINKINFO, &[attribute(IFLA_INFO_KIND, b"vxlan\0"), nested(IFLA_INFO_DATA, &data6)]),
+        ]
+        .concat();
+        assert_eq!(parse(&payload6).vxlan.and_then(|v| v.remote), Some(vip6.into()), "an IPv6 remote");
     }
 }
