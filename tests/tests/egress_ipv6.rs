@@ -45,6 +45,25 @@ fn curl6(pod: &Pod, server6: Ipv6Addr, timeout: Duration) -> anyhow::Result<Sock
     clients::curl_echo6(&pod.ns, server6, timeout)
 }
 
+/// A dual-stack cluster with the Linux reference gateway serving the pods
+/// named in `clients`, IPv4 and IPv6 in the same tunnel.
+fn with_the_dual_stack_linux_gateway(clients: &[&str]) -> Cluster {
+    let tunnel = TunnelConfig::default();
+    let cluster = Cluster::build(dual_stack_cluster()).unwrap();
+    dual_stack::add_ipv6(&cluster).unwrap();
+    let mut joined = Vec::new();
+    for name in clients {
+        let pod = cluster.pod(name);
+        let mac = reference::join_worker(&cluster, pod, &tunnel).unwrap();
+        reference::join_worker_ipv6(&cluster, pod, &tunnel).unwrap();
+        joined.push((pod, mac));
+    }
+    let listed: Vec<(&Pod, &str)> = joined.iter().map(|(pod, mac)| (*pod, mac.as_str())).collect();
+    reference::install_gateway(&cluster, &listed, &tunnel).unwrap();
+    reference::install_gateway_ipv6(&cluster, &listed, &tunnel).unwrap();
+    cluster
+}
+
 /// curl, ping and iperf3 both ways from `pod` to `server6`, each seen from
 /// `expected_source` (curl) or at a useful rate (iperf3).
 fn assert_ipv6_egress(pod: &Pod, server6: Ipv6Addr, expected_source: Ipv6Addr, outside: &Netns) {
@@ -176,21 +195,10 @@ fn switched_on_ipv6_leaves_from_the_gateway_s_ipv6_address() {
 
 #[test]
 fn the_linux_reference_gateway_carries_the_same_ipv6() {
-    let tunnel = TunnelConfig::default();
-    let cluster = Cluster::build(dual_stack_cluster()).unwrap();
-    dual_stack::add_ipv6(&cluster).unwrap();
+    let cluster = with_the_dual_stack_linux_gateway(&["w1", "w3"]);
     let server6 = twin(cluster.server_ip());
     let _echo6 = start_echo6(cluster.outside(), server6);
     let (w1, w3) = (cluster.pod("w1"), cluster.pod("w3"));
-    let mut clients = Vec::new();
-    for pod in [w1, w3] {
-        let mac = reference::join_worker(&cluster, pod, &tunnel).unwrap();
-        reference::join_worker_ipv6(&cluster, pod, &tunnel).unwrap();
-        clients.push((pod, mac));
-    }
-    let listed: Vec<(&Pod, &str)> = clients.iter().map(|(pod, mac)| (*pod, mac.as_str())).collect();
-    reference::install_gateway(&cluster, &listed, &tunnel).unwrap();
-    reference::install_gateway_ipv6(&cluster, &listed, &tunnel).unwrap();
     for pod in [w1, w3] {
         assert_ipv6_egress(pod, server6, twin(cluster.gateway().ip), cluster.outside());
     }
@@ -307,14 +315,8 @@ fn big_ipv6_datagrams_cross_the_gateway_in_fragments() {
 
 #[test]
 fn the_linux_reference_gateway_carries_big_ipv6_datagrams_the_same_way() {
-    let tunnel = TunnelConfig::default();
-    let cluster = Cluster::build(dual_stack_cluster()).unwrap();
-    dual_stack::add_ipv6(&cluster).unwrap();
+    let cluster = with_the_dual_stack_linux_gateway(&["w1"]);
     let w1 = cluster.pod("w1");
-    let mac = reference::join_worker(&cluster, w1, &tunnel).unwrap();
-    reference::join_worker_ipv6(&cluster, w1, &tunnel).unwrap();
-    reference::install_gateway(&cluster, &[(w1, mac.as_str())], &tunnel).unwrap();
-    reference::install_gateway_ipv6(&cluster, &[(w1, mac.as_str())], &tunnel).unwrap();
     big_ipv6_datagrams_cross_in_fragments(&cluster, twin(cluster.server_ip()), &w1.ns);
 }
 
@@ -339,14 +341,8 @@ fn a_client_s_ipv6_port_unreachable_reaches_the_remote() {
 
 #[test]
 fn the_linux_reference_gateway_passes_the_client_s_ipv6_port_unreachable_on_too() {
-    let tunnel = TunnelConfig::default();
-    let cluster = Cluster::build(dual_stack_cluster()).unwrap();
-    dual_stack::add_ipv6(&cluster).unwrap();
+    let cluster = with_the_dual_stack_linux_gateway(&["w1"]);
     let w1 = cluster.pod("w1");
-    let mac = reference::join_worker(&cluster, w1, &tunnel).unwrap();
-    reference::join_worker_ipv6(&cluster, w1, &tunnel).unwrap();
-    reference::install_gateway(&cluster, &[(w1, mac.as_str())], &tunnel).unwrap();
-    reference::install_gateway_ipv6(&cluster, &[(w1, mac.as_str())], &tunnel).unwrap();
     let at = SocketAddrV6::new(twin(cluster.server_ip()), 7101, 0, 0);
     let err = late_reply_to_a_closed_socket(cluster.outside(), at, &w1.ns).expect_err("nothing came back");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
