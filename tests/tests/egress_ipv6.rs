@@ -27,6 +27,12 @@ fn dual_stack_cluster() -> ClusterConfig {
     ClusterConfig { disable_ipv6: false, ..ClusterConfig::default() }
 }
 
+/// Our gateway in a dual-stack cluster, listing every pod's IPv6 address
+/// too, and no pod joined yet.
+fn start_dual_stack() -> EgressSetup {
+    start(GatewayOptions { cluster: dual_stack_cluster(), dual_stack: true, joined: vec![], ..options() })
+}
+
 /// `join --ipv6 route` in pod `name`, the cluster's IPv6 range kept on
 /// eth0, and with `labels` the label deciding. Its stdout.
 fn join_routing_ipv6(s: &EgressSetup, name: &str, labels: Option<&Path>) -> String {
@@ -117,12 +123,7 @@ fn tracepath_hop(text: &str, hop: u32) -> Option<String> {
 
 #[test]
 fn switched_on_ipv6_leaves_from_the_gateway_s_ipv6_address() {
-    let s = start(GatewayOptions {
-        cluster: dual_stack_cluster(),
-        dual_stack: true,
-        joined: vec![],
-        ..options()
-    });
+    let s = start_dual_stack();
     let (w1, w2, w3) = (s.pod("w1"), s.pod("w2"), s.pod("w3"));
     let server6 = twin(s.server_ip());
     let _echo6 = start_echo6(s.cluster.outside(), server6);
@@ -211,12 +212,7 @@ fn the_linux_reference_gateway_carries_the_same_ipv6() {
 /// half as fast as Linux's without it) and delivers them intact.
 #[test]
 fn the_gro_stage_merges_a_cross_node_ipv6_upload() {
-    let s = start(GatewayOptions {
-        cluster: dual_stack_cluster(),
-        dual_stack: true,
-        joined: vec![],
-        ..options()
-    });
+    let s = start_dual_stack();
     let (w1, outside) = (s.pod("w1"), s.cluster.outside());
     let server6 = twin(s.server_ip());
     join_routing_ipv6(&s, "w1", None);
@@ -294,12 +290,7 @@ fn big_ipv6_datagrams_cross_in_fragments(cluster: &Cluster, server6: Ipv6Addr, c
 
 #[test]
 fn big_ipv6_datagrams_cross_the_gateway_in_fragments() {
-    let s = start(GatewayOptions {
-        cluster: dual_stack_cluster(),
-        dual_stack: true,
-        joined: vec![],
-        ..options()
-    });
+    let s = start_dual_stack();
     join_routing_ipv6(&s, "w1", None);
     big_ipv6_datagrams_cross_in_fragments(&s.cluster, twin(s.server_ip()), &s.pod("w1").ns);
     let status = s.status().unwrap();
@@ -325,12 +316,7 @@ fn the_linux_reference_gateway_carries_big_ipv6_datagrams_the_same_way() {
 /// connected socket sees "connection refused", as through Linux's gateway.
 #[test]
 fn a_client_s_ipv6_port_unreachable_reaches_the_remote() {
-    let s = start(GatewayOptions {
-        cluster: dual_stack_cluster(),
-        dual_stack: true,
-        joined: vec![],
-        ..options()
-    });
+    let s = start_dual_stack();
     join_routing_ipv6(&s, "w1", None);
     let at = SocketAddrV6::new(twin(s.server_ip()), 7101, 0, 0);
     let err = late_reply_to_a_closed_socket(s.cluster.outside(), at, &s.pod("w1").ns)
