@@ -68,6 +68,12 @@ impl GroStage {
     }
 }
 
+/// The (sending, receiving) ends of a pair a previous agent left, which
+/// the program it left running may be sending into.
+pub fn existing() -> Option<(u32, u32)> {
+    Some((link::index(TX)?, link::index(RX)?))
+}
+
 /// Deletes a pair a killed agent left behind, if any (with the stage off,
 /// once the new program no longer sends into it). Says whether there was one.
 pub fn remove_leftover() -> bool {

@@ -80,6 +80,17 @@ async fn serve(mut settings: Settings) -> Result<()> {
     let mut handover = Handover::new(settings.keeper_socket.as_deref());
     let mut previous = handover.take_previous();
     let known_clients = handover::previous_identities(&mut previous);
+    // The load writes the config while the previous agent's program still
+    // runs: with the stage's ends as 0 there, that program would send
+    // uploads around the stage (reordered) until the stage is set up again
+    // below, and one reading the ends twice could redirect a packet to
+    // ifindex 0. A pair left in place keeps its ends from the start.
+    if settings.gro_stage {
+        if let Some((tx, rx)) = gro_stage::existing() {
+            settings.datapath_config.gro_ifindex = tx;
+            settings.datapath_config.resegment_ifindex = rx;
+        }
+    }
     let mut datapath = Datapath::load(
         &settings.datapath_config,
         settings.conntrack_size,
