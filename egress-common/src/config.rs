@@ -1,12 +1,14 @@
 //! The datapath's configuration, written by the agent into the one-slot
 //! `CONFIG` array before the program is attached.
 
-/// Version of this layout and of the map value types (7: `gateway_ip6` and
+/// Version of this layout and of the map value types (8: IPv6 bindings
+/// whose tunnel is over IPv6, `conntrack::FLOW_OUTER_IPV6`, and the
+/// programs that make them; 7: `gateway_ip6` and
 /// the IPv6 maps; 6: conntrack halves that never evict on their own,
 /// `NatEntry::flags` and `created_ns`, per-client flow counts and
 /// refusals, `max_flows_per_client`, `resegment_ifindex`); bumped whenever one changes so an agent never
 /// adopts a program whose maps it would misread.
-pub const CONFIG_LAYOUT_VERSION: u32 = 7;
+pub const CONFIG_LAYOUT_VERSION: u32 = 8;
 
 /// The fixed inner MAC the workers use for their tunnel next hop
 /// (`TUNNEL_GATEWAY_IP`). Locally administered, so it can never clash with a NIC.
@@ -47,6 +49,23 @@ pub fn tunnel_outer_ip_len(inner_ip_len: u32) -> Option<u16> {
         Some(outer_ip as u16)
     }
 }
+
+/// The outer IPv6 payload length of a tunnel packet over IPv6 that
+/// carries `inner_ip_len` bytes of IP, or None when it would not fit the
+/// 16-bit field (more than 65,505 bytes: UDP, VXLAN and the inner
+/// Ethernet header take 30). As [`tunnel_outer_ip_len`], never wrapped.
+#[inline(always)]
+pub fn tunnel_outer_payload_len6(inner_ip_len: u32) -> Option<u16> {
+    let payload = inner_ip_len as u64 + (TUNNEL_OVERHEAD6 - IPV6_HLEN) as u64;
+    if payload > u16::MAX as u64 {
+        None
+    } else {
+        Some(payload as u16)
+    }
+}
+
+/// An IPv6 header's fixed length.
+const IPV6_HLEN: usize = 40;
 
 pub const DEFAULT_VXLAN_PORT: u16 = 4789;
 pub const DEFAULT_VNI: u32 = 4242;
@@ -151,6 +170,13 @@ impl GatewayConfig {
     pub fn has_ipv6(&self) -> bool {
         self.gateway_ip6 != [0; 16]
     }
+
+    /// Whether the gateway has an IPv4 address (an IPv6-only cluster's
+    /// has none: `gateway_ip_be` is 0, which no packet may match).
+    #[inline(always)]
+    pub fn has_ipv4(&self) -> bool {
+        self.gateway_ip_be != 0
+    }
 }
 
 // The layout is shared with the kernel byte for byte: no implicit padding.
@@ -167,5 +193,14 @@ mod tests {
         assert_eq!(tunnel_outer_ip_len(65_486), None, "46 full segments and a short one");
         assert_eq!(tunnel_outer_ip_len(65_535), None);
         assert_eq!(tunnel_outer_ip_len(u32::MAX), None);
+    }
+
+    #[test]
+    fn ipv6_outer_payload_lengths_never_wrap() {
+        // A 1,430-byte inner packet in a 1,500-byte frame's IPv6 outer.
+        assert_eq!(tunnel_outer_payload_len6(1430), Some(1460));
+        assert_eq!(tunnel_outer_payload_len6(65_505), Some(65_535));
+        assert_eq!(tunnel_outer_payload_len6(65_506), None);
+        assert_eq!(tunnel_outer_payload_len6(u32::MAX), None);
     }
 }

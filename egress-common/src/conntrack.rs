@@ -21,6 +21,11 @@ const NS_PER_S: u64 = 1_000_000_000;
 /// the SYN timeout whatever its flags, like Linux's unassured conntrack
 /// entries) and the first to go when the table is full.
 pub const FLOW_SEEN_REPLY: u8 = 0x01;
+/// [`NatEntry6::flags`]: the client's tunnel is VXLAN over IPv6 (an
+/// IPv6-only cluster). Its outer address is then the pod's own IPv6
+/// address, `client_ip` (the gateway requires the two to be equal), where
+/// replies are tunnelled to; `client_outer_ip_be` is 0.
+pub const FLOW_OUTER_IPV6: u8 = 0x02;
 
 /// A flow as seen in one direction. For ICMP echo the identifier takes the
 /// place of the port on the client's side (`src_port_be` in the original
@@ -419,7 +424,8 @@ pub struct NatEntry6 {
     /// The labeled pod's IPv6 address inside the tunnel.
     pub client_ip: [u8; 16],
     pub remote_ip: [u8; 16],
-    /// The worker's address the VXLAN packets came from.
+    /// The worker's address the VXLAN packets came from, when its tunnel
+    /// is over IPv4 (0 with [`FLOW_OUTER_IPV6`]).
     pub client_outer_ip_be: u32,
     pub client_port_be: u16,
     pub remote_port_be: u16,
@@ -433,11 +439,24 @@ pub struct NatEntry6 {
     pub client_id: u32,
     /// An [`UploadRoute`].
     pub upload_route: u8,
-    /// [`FLOW_SEEN_REPLY`].
+    /// [`FLOW_SEEN_REPLY`], [`FLOW_OUTER_IPV6`].
     pub flags: u8,
     pub _pad0: u16,
     /// See [`NatEntry::created_ns`].
     pub created_ns: u64,
+}
+
+impl NatEntry6 {
+    /// What the tunnel to this binding's client adds in front of a reply
+    /// (`config::TUNNEL_OVERHEAD`, or `TUNNEL_OVERHEAD6` over IPv6).
+    #[inline(always)]
+    pub fn tunnel_overhead(&self) -> usize {
+        if self.flags & FLOW_OUTER_IPV6 != 0 {
+            crate::config::TUNNEL_OVERHEAD6
+        } else {
+            crate::config::TUNNEL_OVERHEAD
+        }
+    }
 }
 
 impl Binding for NatEntry6 {

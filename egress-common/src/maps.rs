@@ -96,8 +96,14 @@ pub const IPV6_CLIENT_ERROR_PROGRAM_SLOT: u32 = 4;
 pub const IPV6_FRAGMENT_PROGRAM_SLOT: u32 = 5;
 /// The slot of [`IPV6_PROGRAMS`] that holds [`IPV6_REPLY_FRAGMENT_PROGRAM`].
 pub const IPV6_REPLY_FRAGMENT_PROGRAM_SLOT: u32 = 6;
+/// The slot of [`IPV6_PROGRAMS`] that holds [`IPV6_OUTER_PROGRAM`].
+pub const IPV6_OUTER_PROGRAM_SLOT: u32 = 7;
+/// The slot of [`IPV6_PROGRAMS`] that holds [`IPV6_OUTER_CLIENT_ERROR_PROGRAM`].
+pub const IPV6_OUTER_CLIENT_ERROR_PROGRAM_SLOT: u32 = 8;
+/// The slot of [`IPV6_PROGRAMS`] that holds [`IPV6_OUTER_FRAGMENT_PROGRAM`].
+pub const IPV6_OUTER_FRAGMENT_PROGRAM_SLOT: u32 = 9;
 /// Every IPv6 program and its slot of [`IPV6_PROGRAMS`].
-pub const IPV6_PROGRAM_SLOTS: [(&str, u32); 7] = [
+pub const IPV6_PROGRAM_SLOTS: [(&str, u32); 10] = [
     (IPV6_PROGRAM, IPV6_PROGRAM_SLOT),
     (IPV6_REPLY_PROGRAM, IPV6_REPLY_PROGRAM_SLOT),
     (IPV6_ERROR_PROGRAM, IPV6_ERROR_PROGRAM_SLOT),
@@ -105,6 +111,9 @@ pub const IPV6_PROGRAM_SLOTS: [(&str, u32); 7] = [
     (IPV6_CLIENT_ERROR_PROGRAM, IPV6_CLIENT_ERROR_PROGRAM_SLOT),
     (IPV6_FRAGMENT_PROGRAM, IPV6_FRAGMENT_PROGRAM_SLOT),
     (IPV6_REPLY_FRAGMENT_PROGRAM, IPV6_REPLY_FRAGMENT_PROGRAM_SLOT),
+    (IPV6_OUTER_PROGRAM, IPV6_OUTER_PROGRAM_SLOT),
+    (IPV6_OUTER_CLIENT_ERROR_PROGRAM, IPV6_OUTER_CLIENT_ERROR_PROGRAM_SLOT),
+    (IPV6_OUTER_FRAGMENT_PROGRAM, IPV6_OUTER_FRAGMENT_PROGRAM_SLOT),
 ];
 
 /// `PerCpuArray<u64>` indexed by [`crate::counters::Counter`].
@@ -140,9 +149,22 @@ pub const IPV6_FRAGMENT_PROGRAM: &str = "egress_frag6_out";
 /// The classifier that translates a remote's IPv6 fragments (their
 /// fragment header first), handed them by [`IPV6_REPLY_PROGRAM`].
 pub const IPV6_REPLY_FRAGMENT_PROGRAM: &str = "egress_frag6_in";
+/// [`IPV6_PROGRAM`] for a client whose tunnel is over IPv6 (an IPv6-only
+/// cluster), reached from [`PROGRAM`] for UDP to the tunnel port at the
+/// gateway's IPv6 address. The same code, compiled for the other outer
+/// header, as are the two after it (each of [`IPV6_PROGRAM`]'s
+/// hand-ons).
+pub const IPV6_OUTER_PROGRAM: &str = "egress_o6_gw";
+/// [`IPV6_CLIENT_ERROR_PROGRAM`] for a client whose tunnel is over IPv6.
+pub const IPV6_OUTER_CLIENT_ERROR_PROGRAM: &str = "egress_o6_cerr";
+/// [`IPV6_FRAGMENT_PROGRAM`] for a client whose tunnel is over IPv6.
+pub const IPV6_OUTER_FRAGMENT_PROGRAM: &str = "egress_o6_frag";
 /// Which word of the packet's control block (`__sk_buff.cb`, kept across
 /// a tail call) carries the client id to [`IPV6_TOO_BIG_PROGRAM`].
 pub const IPV6_TOO_BIG_CLIENT_CB: usize = 0;
+/// Which word carries the tunnel overhead of that client's binding
+/// (`config::TUNNEL_OVERHEAD` or `TUNNEL_OVERHEAD6`) to it.
+pub const IPV6_TOO_BIG_OVERHEAD_CB: usize = 1;
 /// The classifier on the GRO stage's receiving end (`crate::gro`).
 pub const GRO_STAGE_PROGRAM: &str = "egress_gro_stage";
 /// The classifier on the GRO stage's sending end, which takes back the

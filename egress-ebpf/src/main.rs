@@ -8,9 +8,10 @@
 //!   datagrams: reverse the NAT, encapsulate back to the client's worker,
 //!   send out (`rev_nat::from_remote`).
 //!
-//! A labeled pod's IPv6 packets go on to `egress_gateway6` by a tail call,
-//! IPv6 packets for the gateway's IPv6 address to `egress_remote6`, and
-//! ICMPv6 errors for it to `egress_icmp6_error`.
+//! A labeled pod's IPv6 packets go on to `egress_gateway6` by a tail call
+//! (`egress_o6_gw` when its tunnel is over IPv6), IPv6 packets for the
+//! gateway's IPv6 address to `egress_remote6`, and ICMPv6 errors for it to
+//! `egress_icmp6_error`.
 //! A second classifier, `egress_gro_stage`, sends on what the GRO stage
 //! (`egress_common::gro`) re-aggregated from a client's upload; a third,
 //! `egress_resegmented`, takes back the segments of a reply that was too
@@ -39,13 +40,14 @@ use egress_common::{
     config::GatewayConfig,
     counters::Counter,
     ip::IPPROTO_ICMPV6,
-    maps::{IPV6_ERROR_PROGRAM_SLOT, IPV6_REPLY_PROGRAM_SLOT},
+    maps::{IPV6_ERROR_PROGRAM_SLOT, IPV6_OUTER_PROGRAM_SLOT, IPV6_REPLY_PROGRAM_SLOT},
 };
 use headers::{
     Ipv4Header, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN, IPV6_DST_OFF, IPV6_HLEN,
     IPV6_NEXT_HEADER_OFF,
 };
 use nat::rev_nat::Arrival;
+use tunnel::outer::{Outer4, Outer6};
 use verdict::Verdict;
 
 // Inlined into the entry point the macro wraps it in: a tail call
@@ -62,7 +64,15 @@ pub fn egress_gateway(ctx: TcContext) -> i32 {
 /// tail call in `verdict::apply` (`ipv6`).
 #[classifier]
 pub fn egress_gateway6(ctx: TcContext) -> i32 {
-    let verdict = ipv6::from_client(&ctx);
+    let verdict = ipv6::from_client::<Outer4>(&ctx);
+    verdict::apply(verdict, &ctx)
+}
+
+/// `egress_gateway6` for a tunnel over IPv6, which checks the tunnel
+/// itself: reached only by the tail call in `verdict::apply`.
+#[classifier]
+pub fn egress_o6_gw(ctx: TcContext) -> i32 {
+    let verdict = ipv6::from_client::<Outer6>(&ctx);
     verdict::apply(verdict, &ctx)
 }
 
@@ -94,7 +104,15 @@ pub fn egress_too_big6(ctx: TcContext) -> i32 {
 /// tunnel: reached only by `egress_gateway6`'s tail call.
 #[classifier]
 pub fn egress_client_error6(ctx: TcContext) -> i32 {
-    let verdict = ipv6::error_from_client(&ctx);
+    let verdict = ipv6::error_from_client::<Outer4>(&ctx);
+    verdict::apply(verdict, &ctx)
+}
+
+/// `egress_client_error6` for a tunnel over IPv6: reached only by
+/// `egress_o6_gw`'s tail call.
+#[classifier]
+pub fn egress_o6_cerr(ctx: TcContext) -> i32 {
+    let verdict = ipv6::error_from_client::<Outer6>(&ctx);
     verdict::apply(verdict, &ctx)
 }
 
@@ -102,7 +120,15 @@ pub fn egress_client_error6(ctx: TcContext) -> i32 {
 /// `egress_gateway6`'s tail call.
 #[classifier]
 pub fn egress_frag6_out(ctx: TcContext) -> i32 {
-    let verdict = ipv6::fragment_from_client(&ctx);
+    let verdict = ipv6::fragment_from_client::<Outer4>(&ctx);
+    verdict::apply(verdict, &ctx)
+}
+
+/// `egress_frag6_out` for a tunnel over IPv6: reached only by
+/// `egress_o6_gw`'s tail call.
+#[classifier]
+pub fn egress_o6_frag(ctx: TcContext) -> i32 {
+    let verdict = ipv6::fragment_from_client::<Outer6>(&ctx);
     verdict::apply(verdict, &ctx)
 }
 
@@ -166,7 +192,9 @@ fn classify(ctx: &TcContext, arrival: Arrival) -> Verdict {
     if ethertype == ETH_P_IPV6 {
         return to_gateway_ip6(ctx, cfg);
     }
-    if ethertype != ETH_P_IP {
+    // A gateway without IPv4 (an IPv6-only cluster's) has no IPv4 to
+    // translate: its `gateway_ip_be` is 0, which no packet may match.
+    if ethertype != ETH_P_IP || !cfg.has_ipv4() {
         return Verdict::NOT_OURS;
     }
     let outer = match Ipv4Header::load(ctx, ETH_HLEN) {
@@ -203,11 +231,12 @@ fn classify(ctx: &TcContext, arrival: Arrival) -> Verdict {
     nat::rev_nat::from_remote(ctx, cfg, &outer, arrival)
 }
 
-/// An IPv6 packet for the gateway's IPv6 address may be a reply of a
-/// client's flow, or an ICMPv6 error about one: the IPv6 programs decide
-/// (`ipv6::from_remote`, `ipv6::error_from_remote`). Everything else IPv6
-/// (neighbour discovery, the pod's own traffic to other addresses) is the
-/// pod's.
+/// An IPv6 packet for the gateway's IPv6 address may be a client's
+/// tunnel packet over IPv6 (UDP to the tunnel port: `egress_o6_gw` checks
+/// the rest), a reply of a client's flow, or an ICMPv6 error about one:
+/// the IPv6 programs decide (`ipv6::from_remote`,
+/// `ipv6::error_from_remote`). Everything else IPv6 (neighbour discovery,
+/// the pod's own traffic to other addresses) is the pod's.
 #[inline(always)]
 fn to_gateway_ip6(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
     if !cfg.has_ipv6() {
@@ -222,6 +251,9 @@ fn to_gateway_ip6(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
     match (next_header, icmp_type) {
         (Ok(IPPROTO_ICMPV6), Ok(icmp_type)) if nat::icmp_error6::is_translated_error(icmp_type) => {
             Verdict::ToIpv6Program { slot: IPV6_ERROR_PROGRAM_SLOT }
+        }
+        (Ok(IPPROTO_UDP), _) if ctx.load::<u16>(ETH_HLEN + IPV6_HLEN + 2) == Ok(cfg.vxlan_port_be) => {
+            Verdict::ToIpv6Program { slot: IPV6_OUTER_PROGRAM_SLOT }
         }
         _ => Verdict::ToIpv6Program { slot: IPV6_REPLY_PROGRAM_SLOT },
     }

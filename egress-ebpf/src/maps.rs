@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use egress_common::{
     allowance::{Allowance, ICMP_ANSWERS},
-    config::{GatewayConfig, CONFIG_LAYOUT_VERSION},
+    config::{GatewayConfig, CONFIG_LAYOUT_VERSION, TUNNEL_OVERHEAD6},
     conntrack::{FlowTuple, FlowTuple6, NatEntry, NatEntry6},
     counters::{Counter, COUNTER_SLOTS},
     fragments::{
@@ -123,6 +123,12 @@ pub static SPLIT_TAIL: PerCpuArray<[u8; SPLIT_TAIL_BUF]> = PerCpuArray::with_max
 /// quote (`nat::time_exceeded6`), off the stack while the packet shrinks.
 #[map]
 pub static QUOTE_HEAD: PerCpuArray<[u8; ICMP6_ANSWER_MAX_QUOTE]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The tunnel headers over IPv6 being written in front of a packet
+/// (`tunnel::encap::write_tunnel_header6`): 70 bytes, off the stack of the
+/// programs that were near its 512 bytes before IPv6 outers came.
+#[map]
+pub static TUNNEL_HEADER6: PerCpuArray<[u8; TUNNEL_OVERHEAD6]> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 pub static CLIENT_FLOWS: Array<u64> = Array::with_max_entries(CLIENT_ID_MAX + 1, 0);

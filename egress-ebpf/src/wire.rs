@@ -118,6 +118,61 @@ const ICMP_ANSWER_TTL: u8 = 64;
 /// IPTOS_PREC_INTERNETCONTROL: the precedence Linux gives its ICMP errors.
 const ICMP_ANSWER_TOS: u8 = 0xc0;
 
+/// A fixed IPv6 header as written on the wire, flow label 0, for the
+/// headers the paths build themselves.
+#[repr(C, packed)]
+pub struct Ipv6Wire {
+    version_class_flow_be: u32,
+    payload_len_be: u16,
+    next_header: u8,
+    hop_limit: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<Ipv6Wire>() == IPV6_HLEN);
+
+impl Ipv6Wire {
+    /// Writes the header's fields in place: built whole and then copied,
+    /// it would take its 40 bytes of stack (`encap::write_tunnel_header6`).
+    #[inline(always)]
+    pub fn fill(
+        &mut self,
+        traffic_class: u8,
+        payload_len: u16,
+        next_header: u8,
+        hop_limit: u8,
+        src: &[u8; 16],
+        dst: &[u8; 16],
+    ) {
+        self.version_class_flow_be = ((6u32 << 28) | ((traffic_class as u32) << 20)).to_be();
+        self.payload_len_be = payload_len.to_be();
+        self.next_header = next_header;
+        self.hop_limit = hop_limit;
+        self.src = *src;
+        self.dst = *dst;
+    }
+
+    #[inline(always)]
+    pub fn new(
+        traffic_class: u8,
+        payload_len: u16,
+        next_header: u8,
+        hop_limit: u8,
+        src: &[u8; 16],
+        dst: &[u8; 16],
+    ) -> Ipv6Wire {
+        Ipv6Wire {
+            version_class_flow_be: ((6u32 << 28) | ((traffic_class as u32) << 20)).to_be(),
+            payload_len_be: payload_len.to_be(),
+            next_header,
+            hop_limit,
+            src: *src,
+            dst: *dst,
+        }
+    }
+}
+
 /// The most of a packet the gateway's own ICMPv6 errors quote: as much as
 /// keeps the error within IPv6's minimum MTU (RFC 4443 2.4 (c)).
 pub const ICMP6_ANSWER_MAX_QUOTE: usize = IPV6_MIN_MTU - ICMP6_ANSWER_HLEN;
@@ -129,12 +184,7 @@ pub const ICMP6_ANSWER_HLEN: usize = IPV6_HLEN + ICMP_HLEN;
 /// writes its: traffic class 0, no flow label, hop limit 64.
 #[repr(C, packed)]
 pub struct Icmp6Answer {
-    version_class_flow_be: u32,
-    payload_len_be: u16,
-    next_header: u8,
-    hop_limit: u8,
-    src: [u8; 16],
-    dst: [u8; 16],
+    ip: Ipv6Wire,
     icmp_type: u8,
     icmp_code: u8,
     icmp_csum_be: u16,
@@ -160,12 +210,7 @@ impl Icmp6Answer {
         let header_sum = (((icmp_type as u32) << 8) | icmp_code as u32) + (rest >> 16) + (rest & 0xffff);
         let sum = pseudo_header_sum_v6(*src, *dst, IPPROTO_ICMPV6, icmp_len) + header_sum + quote_sum;
         Icmp6Answer {
-            version_class_flow_be: (6u32 << 28).to_be(),
-            payload_len_be: (icmp_len as u16).to_be(),
-            next_header: IPPROTO_ICMPV6,
-            hop_limit: ICMP_ANSWER_TTL,
-            src: *src,
-            dst: *dst,
+            ip: Ipv6Wire::new(0, icmp_len as u16, IPPROTO_ICMPV6, ICMP_ANSWER_TTL, src, dst),
             icmp_type,
             icmp_code,
             icmp_csum_be: csum::fold(sum).to_be(),

@@ -32,32 +32,31 @@ use crate::{
         icmp_error6::{quoted_l4, rewrite_quote, QuoteRewrite},
         rewrite::{nat_v6_rewrite_headers, End},
     },
-    tunnel::decap::INNER_IP_OFF,
 };
-
-const ICMP_OFF: usize = INNER_IP_OFF + IPV6_HLEN;
-const QUOTED_IP_OFF: usize = ICMP_OFF + ICMP_HLEN;
 
 /// Translates client `client_id`'s error `ip` (its ICMPv6 type one that
 /// `icmp_error6::is_translated_error` names) in place, still in its
-/// tunnel: the caller strips that.
+/// tunnel, whose inner packet is at `inner_ip_off`: the caller strips it.
 #[inline(always)]
 pub fn to_remote(
     ctx: &TcContext,
     cfg: &GatewayConfig,
     ip: &Ipv6Header,
     client_id: u32,
+    inner_ip_off: usize,
 ) -> Result<(), Counter> {
+    let icmp_off = inner_ip_off + IPV6_HLEN;
+    let quoted_ip_off = icmp_off + ICMP_HLEN;
     // The quote's header and ports within the error itself, not only
     // within the frame (which may carry more after it).
     if (ip.payload_len as usize) < ICMP_HLEN + IPV6_HLEN + 4 {
         return Err(Counter::DropMalformed);
     }
-    let quote = Ipv6Header::load(ctx, QUOTED_IP_OFF).map_err(|_| Counter::DropMalformed)?;
+    let quote = Ipv6Header::load(ctx, quoted_ip_off).map_err(|_| Counter::DropMalformed)?;
     // A reply of a TCP or UDP flow (perhaps its first fragment: time
     // exceeded in reassembly quotes one), from the error's own destination
     // to the error's own source (the pod's listed address).
-    let l4 = quoted_l4(ctx, QUOTED_IP_OFF, quote.next_header).ok_or(Counter::DropNoMapping)?;
+    let l4 = quoted_l4(ctx, quoted_ip_off, quote.next_header).ok_or(Counter::DropNoMapping)?;
     if !quote.is_v6()
         || !matches!(l4.protocol, IPPROTO_TCP | IPPROTO_UDP)
         || quote.src != ip.dst
@@ -66,7 +65,7 @@ pub fn to_remote(
         return Err(Counter::DropNoMapping);
     }
     // The ports within the error itself.
-    if l4.off + 4 > ICMP_OFF + ip.payload_len as usize {
+    if l4.off + 4 > icmp_off + ip.payload_len as usize {
         return Err(Counter::DropMalformed);
     }
     let ports: [u8; 4] = ctx.load(l4.off).map_err(|_| Counter::DropMalformed)?;
@@ -81,10 +80,10 @@ pub fn to_remote(
     rewrite_quote(
         ctx,
         &QuoteRewrite {
-            icmp_off: ICMP_OFF,
-            error_end: ICMP_OFF + ip.payload_len as usize,
+            icmp_off,
+            error_end: icmp_off + ip.payload_len as usize,
             quoted_l4: &l4,
-            address_off: QUOTED_IP_OFF + IPV6_DST_OFF,
+            address_off: quoted_ip_off + IPV6_DST_OFF,
             old_address: &quote.dst,
             new_address: &cfg.gateway_ip6,
             port_off: l4.off + 2,
@@ -94,5 +93,5 @@ pub fn to_remote(
     )?;
     // The error itself leaves from the gateway, one hop on (no port: the
     // port arguments equal).
-    nat_v6_rewrite_headers(ctx, INNER_IP_OFF, ip, End::Source, &cfg.gateway_ip6, 0, 0)
+    nat_v6_rewrite_headers(ctx, inner_ip_off, ip, End::Source, &cfg.gateway_ip6, 0, 0)
 }

@@ -29,7 +29,7 @@ use egress_common::{
     counters::Counter,
     fragments::{FragmentFlow6, FragmentKey6, FRAGMENT_TIMEOUT_NS, IPV6_FRAGMENT_MORE},
     ip::{is_ipv6_extension_header, IPV6_FRAGMENT_HLEN, IPV6_FRAGMENT_OFFSET_MASK},
-    maps::{IPV6_TOO_BIG_CLIENT_CB, IPV6_TOO_BIG_PROGRAM_SLOT},
+    maps::{IPV6_TOO_BIG_CLIENT_CB, IPV6_TOO_BIG_OVERHEAD_CB, IPV6_TOO_BIG_PROGRAM_SLOT},
 };
 
 use crate::{
@@ -46,12 +46,12 @@ use crate::{
         rev_nat::live_reply,
         rewrite::{nat_v6_rewrite_headers_at, rewrite_ipv6_hop, End, L4At},
         snat::live_original,
-        snat6::{sender, snat_v6_new_mapping, Sender},
-        to_client::tunnel_to_client,
+        snat6::snat_v6_new_mapping,
+        to_client::tunnel_to_client6,
     },
     tunnel::{
-        decap::{strip_tunnel6, INNER_IP_OFF},
-        encap::{fits_tunnel, TunnelTarget},
+        encap::fits_tunnel_of,
+        outer::{Outer, Sender},
     },
     verdict::Verdict,
 };
@@ -94,8 +94,8 @@ impl Fragment {
 
 /// `egress_frag6_out`: a client's fragment, in its tunnel.
 #[inline(always)]
-pub fn from_client(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
-    match client_fragment(ctx, cfg) {
+pub fn from_client<O: Outer>(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
+    match client_fragment::<O>(ctx, cfg) {
         Ok(()) => Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToRemote },
         Err(reason) => Verdict::Drop(reason),
     }
@@ -104,17 +104,17 @@ pub fn from_client(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
 /// A client's fragment: the first bound and translated as any packet of
 /// its flow, a later one translated as its first was.
 #[inline(always)]
-fn client_fragment(ctx: &TcContext, cfg: &GatewayConfig) -> Result<(), Counter> {
-    let sender = sender(ctx)?;
-    let ip = Ipv6Header::load_whole(ctx, INNER_IP_OFF).ok_or(Counter::DropMalformed)?;
+fn client_fragment<O: Outer>(ctx: &TcContext, cfg: &GatewayConfig) -> Result<(), Counter> {
+    let sender = O::sender(ctx, cfg)?;
+    let ip = Ipv6Header::load_whole(ctx, O::INNER_IP_OFF).ok_or(Counter::DropMalformed)?;
     // Checked before the tail call; again, as the hop is taken here.
     if ip.hop_limit <= 1 {
         return Err(Counter::DropTtlExceeded);
     }
-    let fragment = Fragment::load(ctx, INNER_IP_OFF + IPV6_HLEN)?;
+    let fragment = Fragment::load(ctx, O::INNER_IP_OFF + IPV6_HLEN)?;
     let now = conntrack::now_ns();
     if fragment.is_first() {
-        first_from_client(ctx, cfg, &sender, &ip, &fragment, now)?;
+        first_from_client::<O>(ctx, cfg, &sender, &ip, &fragment, now)?;
     } else {
         let flow = later_flow(&ip, fragment.id_be, fragment.next_header, now)
             .ok_or(Counter::DropFragmentUnmatched)?;
@@ -122,10 +122,10 @@ fn client_fragment(ctx: &TcContext, cfg: &GatewayConfig) -> Result<(), Counter> 
         if entry.client_id != sender.client_id {
             return Err(Counter::DropFragmentUnmatched);
         }
-        rewrite_ipv6_hop(ctx, INNER_IP_OFF, &ip, End::Source, &cfg.gateway_ip6)?;
+        rewrite_ipv6_hop(ctx, O::INNER_IP_OFF, &ip, End::Source, &cfg.gateway_ip6)?;
         count(Counter::FragmentTranslated);
     }
-    strip_tunnel6(ctx)?;
+    O::strip(ctx)?;
     account(sender.client_id, Direction::ToRemote, 1, (ctx.len() - ETH_HLEN as u32) as u64);
     Ok(())
 }
@@ -133,7 +133,7 @@ fn client_fragment(ctx: &TcContext, cfg: &GatewayConfig) -> Result<(), Counter> 
 /// A client's first fragment: what `egress_gateway6` does with a whole
 /// packet, its transport header after the fragment header.
 #[inline(always)]
-fn first_from_client(
+fn first_from_client<O: Outer>(
     ctx: &TcContext,
     cfg: &GatewayConfig,
     sender: &Sender,
@@ -144,7 +144,7 @@ fn first_from_client(
     // Whatever an earlier datagram under this key left goes first: this
     // one's later fragments never follow that one's flow, remembered or not.
     forget(ip, fragment.id_be, fragment.next_header);
-    let l4 = L4At { off: INNER_IP_OFF + IPV6_HLEN + IPV6_FRAGMENT_HLEN, protocol: fragment.next_header };
+    let l4 = L4At { off: O::INNER_IP_OFF + IPV6_HLEN + IPV6_FRAGMENT_HLEN, protocol: fragment.next_header };
     let ports = transport_ports(ctx, &l4)?;
     if fragment.has_later() && !take_first_fragment(sender.client_id, now) {
         return Err(Counter::DropFragmentOverBudget);
@@ -152,11 +152,11 @@ fn first_from_client(
     let tuple = FlowTuple6::new(ip.src, ip.dst, ports.src_port_be, ports.dst_port_be, l4.protocol);
     let nat_port_be = match live_original::<NatEntry6>(cfg, &tuple, l4.protocol, ports.flags_or_type, now) {
         Some((_, entry)) => entry.nat_port_be,
-        None => snat_v6_new_mapping(ctx, cfg, sender, ip, l4.protocol, &ports, now)?,
+        None => snat_v6_new_mapping::<O>(ctx, cfg, sender, ip, l4.protocol, &ports, now)?,
     };
     nat_v6_rewrite_headers_at(
         ctx,
-        INNER_IP_OFF,
+        O::INNER_IP_OFF,
         ip,
         &l4,
         End::Source,
@@ -184,11 +184,14 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
         later_from_remote(ctx, cfg, &ip, &fragment)
     };
     match sent {
-        Ok(Some(client_id)) => {
+        Ok(Some((client_id, overhead))) => {
             // Too big for the tunnel: answered with Packet Too Big by the
             // program that has the stack for it, as for a whole reply.
             // SAFETY: the context's socket buffer, valid for the program's run.
-            unsafe { (*ctx.skb.skb).cb[IPV6_TOO_BIG_CLIENT_CB] = client_id };
+            unsafe {
+                (*ctx.skb.skb).cb[IPV6_TOO_BIG_CLIENT_CB] = client_id;
+                (*ctx.skb.skb).cb[IPV6_TOO_BIG_OVERHEAD_CB] = overhead;
+            }
             Verdict::ToIpv6Program { slot: IPV6_TOO_BIG_PROGRAM_SLOT }
         }
         Ok(None) => Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToClient },
@@ -198,9 +201,10 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
 }
 
 /// What became of a remote's fragment: sent to the client (`Ok(None)`),
-/// too big for the tunnel, of client `Ok(Some(id))`'s flow, dropped
-/// (`Err(Some)`), or the pod's own (`Err(None)`).
-type RemoteFragment = Result<Option<u32>, Option<Counter>>;
+/// too big for the tunnel of client `id`'s flow (`Ok(Some((id,
+/// tunnel overhead)))`), dropped (`Err(Some)`), or the pod's own
+/// (`Err(None)`).
+type RemoteFragment = Result<Option<(u32, u32)>, Option<Counter>>;
 
 /// A remote's first fragment: to a NAT port, a reply of a live binding.
 /// Its transport header follows the fragment header (`egress_remote6`
@@ -230,8 +234,8 @@ fn first_from_remote(
     if ip.hop_limit <= 1 {
         return Err(Some(Counter::DropTtlExceeded));
     }
-    if !fits_tunnel(ctx, cfg) {
-        return Ok(Some(entry.client_id));
+    if !fits_tunnel_of(ctx, cfg, entry.tunnel_overhead()) {
+        return Ok(Some((entry.client_id, entry.tunnel_overhead() as u32)));
     }
     // Before it refreshes anything, as in IPv4.
     if fragment.has_later() && !take_first_fragment(entry.client_id, now) {
@@ -273,8 +277,8 @@ fn later_from_remote(
     if ip.hop_limit <= 1 {
         return Err(Some(Counter::DropTtlExceeded));
     }
-    if !fits_tunnel(ctx, cfg) {
-        return Ok(Some(entry.client_id));
+    if !fits_tunnel_of(ctx, cfg, entry.tunnel_overhead()) {
+        return Ok(Some((entry.client_id, entry.tunnel_overhead() as u32)));
     }
     rewrite_ipv6_hop(ctx, ETH_HLEN, ip, End::Destination, &entry.client_ip).map_err(Some)?;
     count(Counter::FragmentTranslated);
@@ -283,10 +287,10 @@ fn later_from_remote(
 
 /// Tunnels a translated fragment to `entry`'s client.
 #[inline(always)]
-fn deliver(ctx: &TcContext, cfg: &GatewayConfig, entry: &NatEntry6) -> Result<Option<u32>, Counter> {
+fn deliver(ctx: &TcContext, cfg: &GatewayConfig, entry: &NatEntry6) -> Result<Option<(u32, u32)>, Counter> {
     let bytes = (ctx.len() - ETH_HLEN as u32) as u64;
     let segments = wire_segments(ctx);
-    tunnel_to_client(ctx, cfg, &TunnelTarget::of6(entry), entry.client_id, segments, bytes)?;
+    tunnel_to_client6(ctx, cfg, entry, segments, bytes)?;
     Ok(None)
 }
 

@@ -47,9 +47,9 @@ use crate::{
     maps::count,
     nat::{
         rewrite::{nat_v6_rewrite_headers, End, L4At},
-        to_client::tunnel_to_client,
+        to_client::tunnel_to_client6,
     },
-    tunnel::encap::{fits_tunnel, TunnelTarget},
+    tunnel::encap::fits_tunnel_of,
     verdict::Verdict,
 };
 
@@ -117,7 +117,7 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv6Header) -> 
     }
     // An error carries at most 1280 bytes (RFC 4443 2.4), which fits any
     // tunnel over an IPv6-capable link; a longer one may not.
-    if !fits_tunnel(ctx, cfg) {
+    if !fits_tunnel_of(ctx, cfg, entry.tunnel_overhead()) {
         return Verdict::Drop(Counter::DropTooBigForTunnel);
     }
     match to_client(ctx, cfg, outer, &quote, &entry) {
@@ -197,7 +197,7 @@ fn to_client(
     // in the pseudo-header too (the port arguments equal: no port here).
     nat_v6_rewrite_headers(ctx, IP_OFF, outer, End::Destination, &entry.client_ip, 0, 0)?;
     let bytes = (ctx.len() - ETH_HLEN as u32) as u64;
-    tunnel_to_client(ctx, cfg, &TunnelTarget::of6(entry), entry.client_id, 1, bytes)
+    tunnel_to_client6(ctx, cfg, entry, 1, bytes)
 }
 
 /// What a NAT changes in an ICMPv6 error's quote: one of the quoted

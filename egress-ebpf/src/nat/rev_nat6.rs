@@ -1,10 +1,11 @@
 //! Remote -> client for IPv6: a reply to the gateway's IPv6 address on a
 //! NAT port is mapped back to its client's IPv6 address and port, then
-//! tunnelled to the client's worker (the tunnel stays IPv4).
+//! tunnelled to the client's worker, in the tunnel the client came in
+//! (over IPv4, or over IPv6 in an IPv6-only cluster: `FLOW_OUTER_IPV6`).
 //!
 //! ```text
 //! in:  [eth, 0x86DD][IPv6 remote → gateway][L4, NAT port]
-//! out: [eth][outer IPv4: gateway → worker | UDP | VXLAN | eth, 0x86DD][IPv6 remote → pod, hop limit - 1][L4]
+//! out: [eth][outer IPv4 or IPv6: gateway → worker | UDP | VXLAN | eth, 0x86DD][IPv6 remote → pod, hop limit - 1][L4]
 //! ```
 //!
 //! ICMPv6 errors about a client's flow go to `icmp_error6`, in a program
@@ -20,7 +21,10 @@ use egress_common::{
         is_ipv6_extension_header, IPPROTO_ICMPV6, IPV6_EXT_DESTINATION_OPTIONS, IPV6_EXT_FRAGMENT,
         IPV6_EXT_HOP_BY_HOP, IPV6_EXT_ROUTING, IPV6_FRAGMENT_HLEN, IPV6_FRAGMENT_OFFSET_MASK,
     },
-    maps::{IPV6_REPLY_FRAGMENT_PROGRAM_SLOT, IPV6_TOO_BIG_CLIENT_CB, IPV6_TOO_BIG_PROGRAM_SLOT},
+    maps::{
+        IPV6_REPLY_FRAGMENT_PROGRAM_SLOT, IPV6_TOO_BIG_CLIENT_CB, IPV6_TOO_BIG_OVERHEAD_CB,
+        IPV6_TOO_BIG_PROGRAM_SLOT,
+    },
 };
 
 use crate::{
@@ -30,9 +34,9 @@ use crate::{
     nat::{
         rev_nat::live_reply,
         rewrite::{nat_v6_rewrite_headers, End},
-        to_client::tunnel_to_client,
+        to_client::tunnel_to_client6,
     },
-    tunnel::encap::{fits_tunnel, TunnelTarget},
+    tunnel::encap::fits_tunnel_of,
     verdict::Verdict,
 };
 
@@ -70,10 +74,14 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
     }
     // IPv6 routers never fragment: what the tunnel cannot carry whole is
     // answered with Packet Too Big, in a program of its own (the answer
-    // does not fit this one's stack), which the client id is handed to.
-    if !fits_tunnel(ctx, cfg) {
+    // does not fit this one's stack), which the client id and the
+    // tunnel's overhead are handed to.
+    if !fits_tunnel_of(ctx, cfg, entry.tunnel_overhead()) {
         // SAFETY: the context's socket buffer, valid for the program's run.
-        unsafe { (*ctx.skb.skb).cb[IPV6_TOO_BIG_CLIENT_CB] = entry.client_id };
+        unsafe {
+            (*ctx.skb.skb).cb[IPV6_TOO_BIG_CLIENT_CB] = entry.client_id;
+            (*ctx.skb.skb).cb[IPV6_TOO_BIG_OVERHEAD_CB] = entry.tunnel_overhead() as u32;
+        }
         return Verdict::ToIpv6Program { slot: IPV6_TOO_BIG_PROGRAM_SLOT };
     }
     let sent = live_reply(cfg, &tuple, ip.next_header, ports.flags_or_type, &binding, &entry, now)
@@ -176,5 +184,5 @@ fn to_client(
     )?;
     let bytes = (ctx.len() - ETH_HLEN as u32) as u64;
     let segments = wire_segments(ctx);
-    tunnel_to_client(ctx, cfg, &TunnelTarget::of6(entry), entry.client_id, segments, bytes)
+    tunnel_to_client6(ctx, cfg, entry, segments, bytes)
 }

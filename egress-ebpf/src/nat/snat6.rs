@@ -1,10 +1,11 @@
 //! Client -> remote for IPv6: a labeled pod's IPv6 packet, in its IPv4
-//! tunnel (a dual-stack cluster), is checked, bound to a NAT port with the
-//! same conntrack as IPv4 (`conntrack`, over `NatEntry6`), rewritten to the
+//! tunnel (a dual-stack cluster) or its IPv6 one (an IPv6-only cluster,
+//! `tunnel::outer`), is checked, bound to a NAT port with the same
+//! conntrack as IPv4 (`conntrack`, over `NatEntry6`), rewritten to the
 //! gateway's IPv6 address and sent out as IPv6.
 //!
 //! ```text
-//! in:  [eth][outer IPv4: worker → gateway | UDP | VXLAN | eth][IPv6 pod → remote][L4]
+//! in:  [eth][outer IPv4 or IPv6: worker → gateway | UDP | VXLAN | eth][IPv6 pod → remote][L4]
 //! out: [eth, 0x86DD][IPv6 gateway → remote, hop limit - 1][L4, NAT port]
 //! ```
 //!
@@ -24,19 +25,15 @@ use egress_common::{
         is_icmpv6_error, is_ipv6_extension_header, is_martian_destination, is_martian_destination_v6,
         nat64_embedded_ipv4, ICMPV6_PACKET_TOO_BIG, IPV6_EXT_FRAGMENT,
     },
-    maps::{IPV6_CLIENT_ERROR_PROGRAM_SLOT, IPV6_FRAGMENT_PROGRAM_SLOT},
 };
 
 use crate::{
     conntrack,
     headers::{
-        load_l4, Ipv4Header, Ipv6Header, L4Ports, ETH_HLEN, ICMPV6_ECHO_REQUEST, IPPROTO_ICMPV6, IPPROTO_TCP,
+        load_l4, Ipv6Header, L4Ports, ETH_HLEN, ICMPV6_ECHO_REQUEST, IPPROTO_ICMPV6, IPPROTO_TCP,
         IPPROTO_UDP, IPV6_HLEN, TCP_RST, UDP_CSUM_OFF,
     },
-    maps::{
-        account, count, wire_segments, Direction, CLIENTS, CLIENTS6, CT6_TEMPLATE, EXCLUDED_DSTS,
-        EXCLUDED_DSTS6,
-    },
+    maps::{account, count, wire_segments, Direction, CLIENTS6, CT6_TEMPLATE, EXCLUDED_DSTS, EXCLUDED_DSTS6},
     nat::{
         client_error6,
         icmp_error6::is_translated_error,
@@ -44,23 +41,16 @@ use crate::{
         snat::{gro_route, live_original},
         time_exceeded6,
     },
-    tunnel::decap::{merge_ecn6, strip_tunnel6, INNER_ETH_OFF, INNER_IP_OFF},
+    tunnel::{
+        decap::merge_ecn6,
+        outer::{Outer, Sender},
+    },
     verdict::Verdict,
 };
 
-const INNER_L4_OFF: usize = INNER_IP_OFF + IPV6_HLEN;
-
-/// What the tunnel around the IPv6 packet says about its sender.
-pub struct Sender {
-    /// The worker pod's outer IPv4: where replies are tunnelled back to.
-    pub outer_ip_be: u32,
-    pub outer_tos: u8,
-    pub client_id: u32,
-}
-
 #[inline(always)]
-pub fn from_client(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
-    match snat_v6_process(ctx, cfg) {
+pub fn from_client<O: Outer>(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
+    match snat_v6_process::<O>(ctx, cfg) {
         Ok(verdict) => verdict,
         Err(reason) => Verdict::Drop(reason),
     }
@@ -69,14 +59,14 @@ pub fn from_client(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
 /// Translates the packet in place, turns it into the gateway's answer to
 /// the client, or hands it on to the program that translates it.
 #[inline(always)]
-fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Verdict, Counter> {
-    let sender = sender(ctx)?;
-    let ip = inner_packet(ctx)?;
+fn snat_v6_process<O: Outer>(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Verdict, Counter> {
+    let sender = O::sender(ctx, cfg)?;
+    let ip = inner_packet::<O>(ctx)?;
     if !cfg.has_ipv6() {
         return Err(Counter::DropIpv6Disabled);
     }
     // The pod may only send as itself: the IPv6 address listed for the
-    // client whose outer IPv4 carries it.
+    // client whose outer header carries it.
     match unsafe { CLIENTS6.get(&ip.src) } {
         Some(client) if client.client_id == sender.client_id => {}
         _ => return Err(Counter::DropSpoofedInnerSource),
@@ -88,7 +78,7 @@ fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Verdict, Coun
         return Err(Counter::DropMartianDestination);
     }
     if ip.hop_limit <= 1 {
-        time_exceeded6::answer(ctx, cfg, sender.outer_ip_be, &ip, sender.client_id)?;
+        time_exceeded6::answer::<O>(ctx, cfg, &sender, &ip)?;
         return Ok(Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::IcmpErrorToClient });
     }
     if EXCLUDED_DSTS6.get(Key::new(128, ip.dst)).is_some()
@@ -97,13 +87,14 @@ fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Verdict, Coun
         return Err(Counter::DropExcludedDestination);
     }
     // Before any state is made for it: a packet RFC 6040 drops makes none.
-    merge_ecn6(ctx, sender.outer_tos, &ip)?;
+    merge_ecn6(ctx, sender.outer_tos, &ip, O::INNER_IP_OFF)?;
     if ip.next_header == IPV6_EXT_FRAGMENT {
-        return Ok(Verdict::ToIpv6Program { slot: IPV6_FRAGMENT_PROGRAM_SLOT });
+        return Ok(Verdict::ToIpv6Program { slot: O::FRAGMENT_SLOT });
     }
-    let ports = match load_l4(ctx, INNER_L4_OFF, ip.next_header).map_err(|_| Counter::DropMalformed)? {
+    let inner_l4_off = O::INNER_IP_OFF + IPV6_HLEN;
+    let ports = match load_l4(ctx, inner_l4_off, ip.next_header).map_err(|_| Counter::DropMalformed)? {
         Some(ports) => ports,
-        None if ip.next_header == IPPROTO_ICMPV6 => return error_to_remote(ctx),
+        None if ip.next_header == IPPROTO_ICMPV6 => return error_to_remote::<O>(ctx),
         None => return Err(Counter::DropUnsupportedProtocol),
     };
     // Clients start echo exchanges; an echo reply from a client answers an
@@ -114,7 +105,7 @@ fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Verdict, Coun
     // IPv6 makes the UDP checksum mandatory (RFC 8200 8.1): a zero one
     // would be passed through unchanged and dropped by the remote.
     if ip.next_header == IPPROTO_UDP {
-        let checksum: u16 = ctx.load(INNER_L4_OFF + UDP_CSUM_OFF).map_err(|_| Counter::DropMalformed)?;
+        let checksum: u16 = ctx.load(inner_l4_off + UDP_CSUM_OFF).map_err(|_| Counter::DropMalformed)?;
         if checksum == 0 {
             return Err(Counter::DropMalformed);
         }
@@ -125,13 +116,14 @@ fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Verdict, Coun
     // still undecided), as for IPv4.
     let (nat_port_be, route) = match live_nat_port(ctx, cfg, &ip, &ports, now) {
         Some(live) => live,
-        None => {
-            (snat_v6_new_mapping(ctx, cfg, &sender, &ip, ip.next_header, &ports, now)?, UploadRoute::Direct)
-        }
+        None => (
+            snat_v6_new_mapping::<O>(ctx, cfg, &sender, &ip, ip.next_header, &ports, now)?,
+            UploadRoute::Direct,
+        ),
     };
     nat_v6_rewrite_headers(
         ctx,
-        INNER_IP_OFF,
+        O::INNER_IP_OFF,
         &ip,
         End::Source,
         &cfg.gateway_ip6,
@@ -141,7 +133,7 @@ fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Verdict, Coun
     // Before the tunnel goes: bpf_skb_adjust_room zeroes a GSO packet's
     // gso_segs ("to be recomputed"), which would count it as one packet.
     let segments = wire_segments(ctx);
-    strip_tunnel6(ctx)?;
+    O::strip(ctx)?;
     account(sender.client_id, Direction::ToRemote, segments, (ctx.len() - ETH_HLEN as u32) as u64);
     Ok(match route {
         UploadRoute::GroStage => Verdict::ToGroStage { ifindex: cfg.gro_ifindex },
@@ -149,20 +141,11 @@ fn snat_v6_process(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Verdict, Coun
     })
 }
 
-/// The outer source, which the main program checked is a labeled pod's
-/// (read again: a tail call carries nothing over but the packet).
-#[inline(always)]
-pub fn sender(ctx: &TcContext) -> Result<Sender, Counter> {
-    let outer = Ipv4Header::load(ctx, ETH_HLEN).map_err(|_| Counter::DropMalformed)?;
-    let client = unsafe { CLIENTS.get(&outer.src_be) }.ok_or(Counter::DropUnknownClient)?;
-    Ok(Sender { outer_ip_be: outer.src_be, outer_tos: outer.tos, client_id: client.client_id })
-}
-
 /// The inner IPv6 packet, checked as the translation needs it: whole, its
 /// transport header (or a fragment header) right after the fixed header.
 #[inline(always)]
-fn inner_packet(ctx: &TcContext) -> Result<Ipv6Header, Counter> {
-    let ip = Ipv6Header::load_whole(ctx, INNER_IP_OFF).ok_or(Counter::DropMalformed)?;
+fn inner_packet<O: Outer>(ctx: &TcContext) -> Result<Ipv6Header, Counter> {
+    let ip = Ipv6Header::load_whole(ctx, O::INNER_IP_OFF).ok_or(Counter::DropMalformed)?;
     match ip.next_header {
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6 | IPV6_EXT_FRAGMENT => Ok(ip),
         header if is_ipv6_extension_header(header) => Err(Counter::DropIpv6ExtHeader),
@@ -177,8 +160,8 @@ fn inner_packet(ctx: &TcContext) -> Result<Ipv6Header, Counter> {
 /// than echo (neighbour discovery, router solicitation) are the link's
 /// business, never a remote's.
 #[inline(always)]
-fn error_to_remote(ctx: &TcContext) -> Result<Verdict, Counter> {
-    let icmp_type: u8 = ctx.load(INNER_L4_OFF).map_err(|_| Counter::DropMalformed)?;
+fn error_to_remote<O: Outer>(ctx: &TcContext) -> Result<Verdict, Counter> {
+    let icmp_type: u8 = ctx.load(O::INNER_IP_OFF + IPV6_HLEN).map_err(|_| Counter::DropMalformed)?;
     if !is_icmpv6_error(icmp_type) {
         return Err(Counter::DropUnsupportedProtocol);
     }
@@ -188,7 +171,7 @@ fn error_to_remote(ctx: &TcContext) -> Result<Verdict, Counter> {
     if !is_translated_error(icmp_type) || icmp_type == ICMPV6_PACKET_TOO_BIG {
         return Err(Counter::DropIpv6NotTranslated);
     }
-    Ok(Verdict::ToIpv6Program { slot: IPV6_CLIENT_ERROR_PROGRAM_SLOT })
+    Ok(Verdict::ToIpv6Program { slot: O::CLIENT_ERROR_SLOT })
 }
 
 /// `egress_client_error6`: the client's ICMPv6 error, in its tunnel, that
@@ -196,15 +179,15 @@ fn error_to_remote(ctx: &TcContext) -> Result<Verdict, Counter> {
 /// (its source listed, its destination neither martian nor excluded, its
 /// hop limit above 1): translated and sent to the remote.
 #[inline(always)]
-pub fn error_from_client(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
-    let sent = sender(ctx).and_then(|sender| {
-        let ip = Ipv6Header::load_whole(ctx, INNER_IP_OFF).ok_or(Counter::DropMalformed)?;
+pub fn error_from_client<O: Outer>(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
+    let sent = O::sender(ctx, cfg).and_then(|sender| {
+        let ip = Ipv6Header::load_whole(ctx, O::INNER_IP_OFF).ok_or(Counter::DropMalformed)?;
         // Checked before the tail call; again, as the hop is taken here.
         if ip.hop_limit <= 1 {
             return Err(Counter::DropTtlExceeded);
         }
-        client_error6::to_remote(ctx, cfg, &ip, sender.client_id)?;
-        strip_tunnel6(ctx)?;
+        client_error6::to_remote(ctx, cfg, &ip, sender.client_id, O::INNER_IP_OFF)?;
+        O::strip(ctx)?;
         account(sender.client_id, Direction::ToRemote, 1, (ctx.len() - ETH_HLEN as u32) as u64);
         Ok(())
     });
@@ -256,7 +239,7 @@ fn load_mac(ctx: &TcContext, off: usize, mac: &mut [u8; 6]) -> Result<(), Counte
 /// unreplied binding. `protocol`: the transport header's (after a
 /// fragment header, not `ip.next_header`).
 #[inline(always)]
-pub fn snat_v6_new_mapping(
+pub fn snat_v6_new_mapping<O: Outer>(
     ctx: &TcContext,
     cfg: &GatewayConfig,
     sender: &Sender,
@@ -274,8 +257,8 @@ pub fn snat_v6_new_mapping(
     let entry = CT6_TEMPLATE.get_ptr_mut(0).ok_or(Counter::DropConntrackFull)?;
     // SAFETY: a per-CPU value nothing else on this CPU uses meanwhile.
     let entry = unsafe { &mut *entry };
-    load_mac(ctx, INNER_ETH_OFF, &mut entry.tunnel_gateway_mac)?;
-    load_mac(ctx, INNER_ETH_OFF + 6, &mut entry.client_mac)?;
+    load_mac(ctx, O::INNER_ETH_OFF, &mut entry.tunnel_gateway_mac)?;
+    load_mac(ctx, O::INNER_ETH_OFF + 6, &mut entry.client_mac)?;
     entry.client_ip = ip.src;
     entry.remote_ip = ip.dst;
     entry.client_outer_ip_be = sender.outer_ip_be;
@@ -287,7 +270,7 @@ pub fn snat_v6_new_mapping(
     entry.last_seen_ns = now;
     entry.client_id = sender.client_id;
     entry.upload_route = UploadRoute::Undecided as u8;
-    entry.flags = 0;
+    entry.flags = O::BINDING_FLAGS;
     entry._pad0 = 0;
     entry.created_ns = 0;
     conntrack::ct_create_binding(cfg, entry, now)

@@ -2,12 +2,16 @@
 //! reply, a translated ICMP error): the tunnel to its worker, and the
 //! client's traffic count.
 use aya_ebpf::programs::TcContext;
-use egress_common::{config::GatewayConfig, counters::Counter};
+use egress_common::{
+    config::GatewayConfig,
+    conntrack::{NatEntry6, FLOW_OUTER_IPV6},
+    counters::Counter,
+};
 
 use crate::{
     headers::{ETH_HLEN, IPV4_HLEN},
     maps::{account, Direction},
-    tunnel::encap::{push_tunnel, TunnelTarget},
+    tunnel::encap::{push_tunnel, push_tunnel6, TunnelTarget, TunnelTarget6},
 };
 
 /// Where the IPv4 header and what follows it sit in a packet that came for
@@ -53,4 +57,23 @@ pub fn tunnel_to_client(
     push_tunnel(ctx, cfg, target)?;
     account(client_id, Direction::ToClient, segments, bytes);
     Ok(())
+}
+
+/// [`tunnel_to_client`] for a translated IPv6 packet of `entry`'s flow,
+/// in the tunnel its client came in: over IPv6 (`FLOW_OUTER_IPV6`) or IPv4.
+#[inline(always)]
+pub fn tunnel_to_client6(
+    ctx: &TcContext,
+    cfg: &GatewayConfig,
+    entry: &NatEntry6,
+    segments: u64,
+    bytes: u64,
+) -> Result<(), Counter> {
+    if entry.flags & FLOW_OUTER_IPV6 != 0 {
+        push_tunnel6(ctx, cfg, &TunnelTarget6::of(entry))?;
+        account(entry.client_id, Direction::ToClient, segments, bytes);
+        Ok(())
+    } else {
+        tunnel_to_client(ctx, cfg, &TunnelTarget::of6(entry), entry.client_id, segments, bytes)
+    }
 }

@@ -1,7 +1,8 @@
 //! An IPv6 reply that does not fit the tunnel is answered as an IPv6
 //! router answers it, for IPv6 routers never fragment: ICMPv6 Packet Too
 //! Big (RFC 4443 3.2), from the gateway's IPv6 address to the remote, with
-//! the tunnel's MTU for IPv6 (eth0's - 50). The remote's kernel learns the
+//! the tunnel's MTU for IPv6 (eth0's - 50, or - 70 for a client whose
+//! tunnel is over IPv6). The remote's kernel learns the
 //! smaller path MTU (RFC 8201) and sends the next reply in packets that
 //! fit: its TCP a smaller segment, QUIC a smaller datagram, a UDP sender
 //! that fragments smaller fragments (`fragments6`).
@@ -22,7 +23,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use egress_common::{
-    config::{GatewayConfig, IPV6_MIN_MTU, TUNNEL_OVERHEAD},
+    config::{GatewayConfig, IPV6_MIN_MTU},
     counters::Counter,
     ip::ICMPV6_PACKET_TOO_BIG,
 };
@@ -36,12 +37,18 @@ use crate::{
 
 const IP_OFF: usize = ETH_HLEN;
 
-/// Turns the too-big reply `ip` of client `client_id`'s flow into the
-/// answer to its remote. The reply is counted as dropped
+/// Turns the too-big reply `ip` of client `client_id`'s flow, whose tunnel
+/// adds `overhead` bytes, into the answer to its remote. The reply is counted as dropped
 /// (`drop_too_big_for_tunnel`) either way; on success the answer is ready
 /// to be sent out of the attached interface.
 #[inline(always)]
-pub fn answer(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv6Header, client_id: u32) -> Result<(), Counter> {
+pub fn answer(
+    ctx: &TcContext,
+    cfg: &GatewayConfig,
+    ip: &Ipv6Header,
+    client_id: u32,
+    overhead: u32,
+) -> Result<(), Counter> {
     // A GSO aggregate's segments are sized by the client's MSS: one too
     // long for the tunnel's 16-bit length needs resegmenting, which IPv6
     // does not have yet (issue 14), not a smaller path MTU. Dropped.
@@ -50,7 +57,7 @@ pub fn answer(ctx: &TcContext, cfg: &GatewayConfig, ip: &Ipv6Header, client_id: 
     }
     // Under IPv6's minimum MTU the tunnel cannot carry IPv6 as it must:
     // an MTU below 1,280 in the answer would be ignored (RFC 8201 4).
-    let tunnel_mtu = cfg.mtu.saturating_sub(TUNNEL_OVERHEAD as u32);
+    let tunnel_mtu = cfg.mtu.saturating_sub(overhead);
     let packet_len = IPV6_HLEN + ip.payload_len as usize;
     if tunnel_mtu < IPV6_MIN_MTU as u32 || packet_len <= tunnel_mtu as usize {
         return Err(Counter::DropTooBigForTunnel);

@@ -44,11 +44,7 @@ pub enum Inner {
 /// Service DNAT on the way may leave it stale.
 #[inline(always)]
 pub fn parse_tunnel(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Inner, Counter> {
-    let vxlan: [u8; 8] = ctx.load(VXLAN_OFF).map_err(|_| Counter::DropMalformed)?;
-    let vni = u32::from_be_bytes([0, vxlan[4], vxlan[5], vxlan[6]]);
-    if vxlan[0] & VXLAN_FLAG_VNI == 0 || vni != cfg.vni {
-        return Err(Counter::DropBadVni);
-    }
+    check_vxlan(ctx, cfg, VXLAN_OFF)?;
     let eth: [u8; 14] = ctx.load(INNER_ETH_OFF).map_err(|_| Counter::DropMalformed)?;
     match u16::from_be_bytes([eth[12], eth[13]]) {
         ETH_P_IP => {}
@@ -73,6 +69,17 @@ pub fn parse_tunnel(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Inner, Count
     }))
 }
 
+/// Checks the VXLAN header at `vxlan_off`: the VNI present, and ours.
+#[inline(always)]
+pub fn check_vxlan(ctx: &TcContext, cfg: &GatewayConfig, vxlan_off: usize) -> Result<(), Counter> {
+    let vxlan: [u8; 8] = ctx.load(vxlan_off).map_err(|_| Counter::DropMalformed)?;
+    let vni = u32::from_be_bytes([0, vxlan[4], vxlan[5], vxlan[6]]);
+    if vxlan[0] & VXLAN_FLAG_VNI == 0 || vni != cfg.vni {
+        return Err(Counter::DropBadVni);
+    }
+    Ok(())
+}
+
 /// Merges the outer header's ECN into the inner packet before the tunnel
 /// goes, as RFC 6040 says a decapsulator must: congestion marked on the
 /// tunnel (CE) is passed on to an ECN-capable inner packet, and a marked
@@ -89,12 +96,18 @@ pub fn merge_ecn(ctx: &TcContext, outer_tos: u8, inner: &Ipv4Header) -> Result<(
 }
 
 /// [`merge_ecn`] for an inner IPv6 packet, whose traffic class straddles
-/// its first two bytes (and which has no header checksum).
+/// its first two bytes (and which has no header checksum);
+/// `inner_ip_off` is where it sits (after either outer header).
 #[inline(always)]
-pub fn merge_ecn6(ctx: &TcContext, outer_tos: u8, inner: &Ipv6Header) -> Result<(), Counter> {
+pub fn merge_ecn6(
+    ctx: &TcContext,
+    outer_tos: u8,
+    inner: &Ipv6Header,
+    inner_ip_off: usize,
+) -> Result<(), Counter> {
     let Some(class) = merged_tos(outer_tos, inner.traffic_class())? else { return Ok(()) };
     let first = (inner.first_word_high & 0xf00f) | ((class as u16) << 4);
-    ctx.store(INNER_IP_OFF, &first.to_be_bytes(), 0).map_err(|_| Counter::DropRewriteFailed)
+    ctx.store(inner_ip_off, &first.to_be_bytes(), 0).map_err(|_| Counter::DropRewriteFailed)
 }
 
 /// The inner TOS (or traffic class) byte once the outer ECN is merged in,

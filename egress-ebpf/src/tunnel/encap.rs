@@ -2,13 +2,13 @@
 use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
-        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV6, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO,
     },
     helpers::bpf_get_prandom_u32,
     programs::TcContext,
 };
 use egress_common::{
-    config::{tunnel_outer_ip_len, GatewayConfig},
+    config::{tunnel_outer_ip_len, tunnel_outer_payload_len6, GatewayConfig, TUNNEL_OVERHEAD6},
     conntrack::{NatEntry, NatEntry6},
     counters::Counter,
 };
@@ -18,7 +18,8 @@ use crate::{
     headers::{
         Ipv4Header, ETH_HLEN, ETH_P_IP, ETH_P_IPV6, ETH_TYPE_OFF, IPPROTO_UDP, IPV4_HLEN, TUNNEL_OVERHEAD,
     },
-    wire::Ipv4Wire,
+    maps::TUNNEL_HEADER6,
+    wire::{Ipv4Wire, Ipv6Wire},
 };
 
 const OUTER_TTL: u8 = 64;
@@ -49,6 +50,23 @@ struct TunnelHeader {
 
 const _: () = assert!(core::mem::size_of::<TunnelHeader>() == TUNNEL_OVERHEAD);
 
+/// [`TunnelHeader`] over IPv6: 70 bytes, an inner IPv6 packet always.
+#[repr(C, packed)]
+struct TunnelHeader6 {
+    ip: Ipv6Wire,
+    udp_src_port_be: u16,
+    udp_dst_port_be: u16,
+    udp_len_be: u16,
+    udp_csum_be: u16,
+    vxlan_flags_be: u32,
+    vxlan_vni_be: u32,
+    inner_dst_mac: [u8; 6],
+    inner_src_mac: [u8; 6],
+    inner_ethertype_be: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<TunnelHeader6>() == TUNNEL_OVERHEAD6);
+
 /// Whether the packet, either family, can be tunnelled as it is: a single
 /// packet must fit the MTU with the tunnel around it; a GSO aggregate is
 /// cut into segments that fit later (their size comes from the client's
@@ -56,9 +74,18 @@ const _: () = assert!(core::mem::size_of::<TunnelHeader>() == TUNNEL_OVERHEAD);
 /// does not is each family's own answer.
 #[inline(always)]
 pub fn fits_tunnel(ctx: &TcContext, cfg: &GatewayConfig) -> bool {
+    fits_tunnel_of(ctx, cfg, TUNNEL_OVERHEAD)
+}
+
+/// [`fits_tunnel`] for a tunnel of either outer family, by its
+/// `overhead` (`NatEntry6::tunnel_overhead`).
+#[inline(always)]
+pub fn fits_tunnel_of(ctx: &TcContext, cfg: &GatewayConfig, overhead: usize) -> bool {
     let ip_len = ctx.len() - ETH_HLEN as u32;
     if unsafe { (*ctx.skb.skb).gso_size } == 0 {
-        cfg.mtu == 0 || ip_len + TUNNEL_OVERHEAD as u32 <= cfg.mtu
+        cfg.mtu == 0 || ip_len + overhead as u32 <= cfg.mtu
+    } else if overhead == TUNNEL_OVERHEAD6 {
+        tunnel_outer_payload_len6(ip_len).is_some()
     } else {
         tunnel_outer_ip_len(ip_len).is_some()
     }
@@ -101,6 +128,76 @@ pub fn push_tunnel(ctx: &TcContext, cfg: &GatewayConfig, target: &TunnelTarget) 
         ctx.store(ETH_TYPE_OFF, &ETH_P_IP.to_be_bytes(), 0).map_err(|_| Counter::DropRewriteFailed)?;
     }
     write_tunnel_header(ctx, cfg, target)
+}
+
+/// [`push_tunnel`] over IPv6, towards the pod at `target.outer_ip`: the
+/// 70 bytes of [`TunnelHeader6`], its UDP checksum zero (RFC 6935: the
+/// worker's device takes it with `udp6zerocsumrx`; a GSO reply's could
+/// not be computed here, as BPF cannot set up the checksum offload of a
+/// header it pushed). skb->protocol stays IPv6.
+#[inline(always)]
+pub fn push_tunnel6(ctx: &TcContext, cfg: &GatewayConfig, target: &TunnelTarget6) -> Result<(), Counter> {
+    if tunnel_outer_payload_len6(ctx.len() - ETH_HLEN as u32).is_none() {
+        return Err(Counter::DropTooBigForTunnel);
+    }
+    let flags = BPF_F_ADJ_ROOM_FIXED_GSO as u64
+        | BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 as u64
+        | BPF_F_ADJ_ROOM_ENCAP_L4_UDP as u64
+        | BPF_F_ADJ_ROOM_ENCAP_L2_ETH as u64
+        | encap_l2_len(ETH_HLEN as u64);
+    ctx.adjust_room(TUNNEL_OVERHEAD6 as i32, BPF_ADJ_ROOM_MAC, flags)
+        .map_err(|_| Counter::DropRewriteFailed)?;
+    write_tunnel_header6(ctx, cfg, target)
+}
+
+/// Who a packet is tunnelled back to over IPv6: the pod's own IPv6
+/// address (`NatEntry6::client_ip`), and the MACs as in [`TunnelTarget`].
+/// Borrowed, not copied: the programs that push it are near their 512
+/// bytes of stack.
+pub struct TunnelTarget6<'a> {
+    pub outer_ip: &'a [u8; 16],
+    pub client_mac: &'a [u8; 6],
+    pub tunnel_gateway_mac: &'a [u8; 6],
+}
+
+impl TunnelTarget6<'_> {
+    #[inline(always)]
+    pub fn of(entry: &NatEntry6) -> TunnelTarget6<'_> {
+        TunnelTarget6 {
+            outer_ip: &entry.client_ip,
+            client_mac: &entry.client_mac,
+            tunnel_gateway_mac: &entry.tunnel_gateway_mac,
+        }
+    }
+}
+
+/// [`write_tunnel_header`] over IPv6: into the 70 bytes after the
+/// Ethernet header, from the gateway's IPv6 address, the inner traffic
+/// class copied to the outer one.
+#[inline(always)]
+pub fn write_tunnel_header6(
+    ctx: &TcContext,
+    cfg: &GatewayConfig,
+    target: &TunnelTarget6,
+) -> Result<(), Counter> {
+    let inner_ip_len = (ctx.len() - ETH_HLEN as u32).saturating_sub(TUNNEL_OVERHEAD6 as u32);
+    let payload_len = tunnel_outer_payload_len6(inner_ip_len).ok_or(Counter::DropTooBigForTunnel)?;
+    let class = inner_tos(ctx, InnerFamily::Ipv6, ETH_HLEN + TUNNEL_OVERHEAD6)?;
+    let scratch = TUNNEL_HEADER6.get_ptr_mut(0).ok_or(Counter::DropRewriteFailed)?;
+    // SAFETY: a per-CPU value nothing else on this CPU uses meanwhile, as
+    // long as the header (packed: alignment 1).
+    let header = unsafe { &mut *(scratch as *mut TunnelHeader6) };
+    header.ip.fill(class, payload_len, IPPROTO_UDP, OUTER_TTL, &cfg.gateway_ip6, target.outer_ip);
+    header.udp_src_port_be = cfg.vxlan_port_be;
+    header.udp_dst_port_be = cfg.vxlan_port_be;
+    header.udp_len_be = payload_len.to_be();
+    header.udp_csum_be = 0;
+    header.vxlan_flags_be = VXLAN_FLAGS_VNI.to_be();
+    header.vxlan_vni_be = (cfg.vni << 8).to_be();
+    header.inner_dst_mac = *target.client_mac;
+    header.inner_src_mac = *target.tunnel_gateway_mac;
+    header.inner_ethertype_be = ETH_P_IPV6.to_be();
+    ctx.store(ETH_HLEN, header, 0).map_err(|_| Counter::DropRewriteFailed)
 }
 
 /// Which IP the tunnel carries: what its inner Ethernet header says, and
@@ -171,7 +268,7 @@ pub fn write_tunnel_header(
 ) -> Result<(), Counter> {
     let inner_ip_len = (ctx.len() - ETH_HLEN as u32).saturating_sub(TUNNEL_OVERHEAD as u32);
     let outer_ip_len = tunnel_outer_ip_len(inner_ip_len).ok_or(Counter::DropTooBigForTunnel)?;
-    let inner_tos = inner_tos(ctx, target.inner)?;
+    let inner_tos = inner_tos(ctx, target.inner, ETH_HLEN + TUNNEL_OVERHEAD)?;
     let id = unsafe { bpf_get_prandom_u32() } as u16;
     let header = TunnelHeader {
         ip: Ipv4Wire::new(
@@ -201,10 +298,10 @@ pub fn write_tunnel_header(
 }
 
 /// The inner packet's DSCP and ECN byte: IPv4's TOS, or IPv6's traffic
-/// class, which straddles its first two bytes.
+/// class, which straddles its first two bytes; at `inner_ip_off`.
 #[inline(always)]
-fn inner_tos(ctx: &TcContext, inner: InnerFamily) -> Result<u8, Counter> {
-    let first: [u8; 2] = ctx.load(ETH_HLEN + TUNNEL_OVERHEAD).map_err(|_| Counter::DropMalformed)?;
+fn inner_tos(ctx: &TcContext, inner: InnerFamily, inner_ip_off: usize) -> Result<u8, Counter> {
+    let first: [u8; 2] = ctx.load(inner_ip_off).map_err(|_| Counter::DropMalformed)?;
     Ok(match inner {
         InnerFamily::Ipv4 => first[1],
         InnerFamily::Ipv6 => (first[0] << 4) | (first[1] >> 4),
