@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{Map, MapData, MapInfo};
-use egress_common::conntrack::{Binding, FlowState, NatEntry, NatEntry6};
+use egress_common::conntrack::{Binding, FlowState, NatEntry, NatEntry6, FLOW_OUTER_IPV6};
 use egress_common::maps as names;
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +18,9 @@ use crate::{
 pub struct Flow {
     client_ip: IpAddr,
     client_port: u16,
-    client_outer_ip: Ipv4Addr,
+    /// Where its tunnel comes from: the worker pod's IPv4 address, or its
+    /// IPv6 one when the tunnel is over IPv6.
+    client_outer_ip: IpAddr,
     remote_ip: IpAddr,
     remote_port: u16,
     protocol: String,
@@ -35,14 +37,14 @@ impl Flow {
     /// outer) and its remote's.
     fn of(
         e: &impl Binding,
-        (client_ip, client_outer_ip_be): (IpAddr, u32),
+        (client_ip, client_outer_ip): (IpAddr, IpAddr),
         remote_ip: IpAddr,
         now: u64,
     ) -> Flow {
         Flow {
             client_ip,
             client_port: u16::from_be(e.client_port_be()),
-            client_outer_ip: Ipv4Addr::from(u32::from_be(client_outer_ip_be)),
+            client_outer_ip,
             remote_ip,
             remote_port: u16::from_be(e.remote_port_be()),
             protocol: conntrack::protocol_name(e.protocol()).to_string(),
@@ -66,11 +68,14 @@ impl Flow {
 #[derive(Serialize, Deserialize)]
 pub struct Status {
     interface: String,
-    gateway_ip: Ipv4Addr,
+    /// The address IPv4 flows leave from, when the gateway has one (an
+    /// IPv6-only cluster's has none).
+    gateway_ip: Option<Ipv4Addr>,
     /// The address IPv6 flows leave from, when the gateway has one.
     #[serde(default)]
     gateway_ip6: Option<Ipv6Addr>,
-    clients: Vec<Ipv4Addr>,
+    /// The clients by tunnel address: IPv4, or IPv6 for a pod without IPv4.
+    clients: Vec<IpAddr>,
     flows: Vec<Flow>,
     counters: serde_json::Map<String, serde_json::Value>,
 }
@@ -127,15 +132,27 @@ pub fn collect(maps: &DatapathMaps, interface: &str) -> Result<Status> {
     let cfg = maps.read_config()?;
     let now = netdev::monotonic_ns();
     let ipv4 = conntrack::flows::<NatEntry>(maps)?.into_iter().map(|e| {
-        let client = (Ipv4Addr::from(u32::from_be(e.client_ip_be)).into(), e.client_outer_ip_be);
+        let outer = Ipv4Addr::from(u32::from_be(e.client_outer_ip_be)).into();
+        let client = (Ipv4Addr::from(u32::from_be(e.client_ip_be)).into(), outer);
         Flow::of(&e, client, Ipv4Addr::from(u32::from_be(e.remote_ip_be)).into(), now)
     });
     let ipv6 = conntrack::flows::<NatEntry6>(maps)?.into_iter().map(|e| {
-        let client = (Ipv6Addr::from(e.client_ip).into(), e.client_outer_ip_be);
-        Flow::of(&e, client, Ipv6Addr::from(e.remote_ip).into(), now)
+        let client_ip: IpAddr = Ipv6Addr::from(e.client_ip).into();
+        let outer = match e.flags & FLOW_OUTER_IPV6 {
+            0 => Ipv4Addr::from(u32::from_be(e.client_outer_ip_be)).into(),
+            _ => client_ip,
+        };
+        Flow::of(&e, (client_ip, outer), Ipv6Addr::from(e.remote_ip).into(), now)
     });
     let mut flows: Vec<Flow> = ipv4.chain(ipv6).collect();
     flows.sort_by_key(|f| (f.client_ip, f.client_port, f.remote_ip, f.remote_port));
+    // IPv4 clients, then those listed by their IPv6 address alone (an id
+    // of CLIENTS6 no IPv4 client has).
+    let ipv4_clients = maps.client_ids()?;
+    let ipv4_ids: std::collections::BTreeSet<u32> = ipv4_clients.values().copied().collect();
+    let ipv6_only = maps.client6_ids()?.into_iter().filter(|(_, id)| !ipv4_ids.contains(id));
+    let clients =
+        ipv4_clients.into_keys().map(IpAddr::from).chain(ipv6_only.map(|(ip, _)| IpAddr::from(ip))).collect();
     let counters = maps
         .counter_totals()?
         .into_iter()
@@ -143,9 +160,9 @@ pub fn collect(maps: &DatapathMaps, interface: &str) -> Result<Status> {
         .collect();
     Ok(Status {
         interface: interface.to_string(),
-        gateway_ip: Ipv4Addr::from(u32::from_be(cfg.gateway_ip_be)),
+        gateway_ip: cfg.has_ipv4().then(|| Ipv4Addr::from(u32::from_be(cfg.gateway_ip_be))),
         gateway_ip6: cfg.has_ipv6().then(|| Ipv6Addr::from(cfg.gateway_ip6)),
-        clients: maps.client_ids()?.into_keys().collect(),
+        clients,
         flows,
         counters,
     })
@@ -208,9 +225,11 @@ pub fn agent_request(addr: &str, method: &str, path: &str) -> Result<String> {
 }
 
 fn print_table(s: &Status) {
-    let gateway = match s.gateway_ip6 {
-        Some(ip6) => format!("{} and {ip6}", s.gateway_ip),
-        None => s.gateway_ip.to_string(),
+    let gateway = match (s.gateway_ip, s.gateway_ip6) {
+        (Some(ip), Some(ip6)) => format!("{ip} and {ip6}"),
+        (Some(ip), None) => ip.to_string(),
+        (None, Some(ip6)) => ip6.to_string(),
+        (None, None) => "(no address)".to_string(),
     };
     println!("gateway {gateway} on {}, {} clients, {} flows", s.interface, s.clients.len(), s.flows.len());
     if !s.flows.is_empty() {

@@ -78,8 +78,15 @@ fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 244, 1, last)
 }
 
+/// The IPv4 clients' addresses (the pods here have no other).
 fn addresses(snapshot: &ClientSnapshot) -> Vec<Ipv4Addr> {
-    snapshot.keys().copied().collect()
+    snapshot
+        .keys()
+        .map(|ip| match ip {
+            std::net::IpAddr::V4(ip) => *ip,
+            std::net::IpAddr::V6(ip) => panic!("{ip}: no pod here is listed by IPv6"),
+        })
+        .collect()
 }
 
 /// Waits until the published client addresses are exactly `expected`;
@@ -121,8 +128,8 @@ async fn initial_list_admits_only_labeled_running_pods_with_an_ip() {
     let mut w = watch_with(&server, selection(&[], None)).await;
     expect_clients(&mut w, &[ip(1), ip(5)], CATCH_UP).await;
     let snapshot = w.snapshots.borrow().clone().unwrap();
-    assert_eq!(snapshot[&ip(1)].name, "apps/web");
-    assert!(!snapshot[&ip(1)].uid.is_empty(), "the pod UID is part of the identity");
+    assert_eq!(snapshot[&ip(1).into()].name, "apps/web");
+    assert!(!snapshot[&ip(1).into()].uid.is_empty(), "the pod UID is part of the identity");
     assert!(w.health.synced.load(Ordering::Relaxed));
     assert_eq!(w.health.state(), SourceState::Watching);
     // The selector was sent to the server, not only applied here.
@@ -161,15 +168,15 @@ async fn a_reused_ip_gets_the_new_pods_identity() {
     server.apply_pod(&FakePod::labeled("apps", "old", ip(7)));
     let mut w = watch_with(&server, selection(&[], None)).await;
     expect_clients(&mut w, &[ip(7)], CATCH_UP).await;
-    let old_uid = w.snapshots.borrow().as_ref().unwrap()[&ip(7)].uid.clone();
+    let old_uid = w.snapshots.borrow().as_ref().unwrap()[&ip(7).into()].uid.clone();
 
     server.delete_pod("apps", "old");
     server.apply_pod(&FakePod::labeled("apps", "new", ip(7)));
     let start = Instant::now();
     loop {
         let current = w.snapshots.borrow_and_update().clone().unwrap();
-        if current.get(&ip(7)).is_some_and(|c| c.name == "apps/new") {
-            assert_ne!(current[&ip(7)].uid, old_uid);
+        if current.get(&ip(7).into()).is_some_and(|c| c.name == "apps/new") {
+            assert_ne!(current[&ip(7).into()].uid, old_uid);
             break;
         }
         assert!(start.elapsed() < PROMPT, "the new pod never took over the address: {current:?}");

@@ -210,18 +210,18 @@ fn a_client_under_a_reused_id_starts_from_zero() {
     h.datapath.maps.remove_client(SECOND_CLIENT_IP).unwrap();
     let mut table = ClientTable::default();
     let pod = |name: &str| ClientIdentity { name: name.into(), uid: String::new(), ipv6: None };
-    let first: ClientSnapshot = [(CLIENT_IP, pod("a"))].into();
+    let first: ClientSnapshot = [(CLIENT_IP.into(), pod("a"))].into();
     table.apply(&mut h.datapath.maps, &first).unwrap();
-    let id = table.clients()[&CLIENT_IP].id;
+    let id = table.clients()[&CLIENT_IP.into()].id;
 
     let nat_port = open_flow(&mut h, tcp_syn(40_000, 443), b"hello");
     assert_eq!(h.run(&from_remote(syn_ack(443, nat_port), b"world")).action, TC_ACT_REDIRECT);
     assert_eq!(traffic_of(&h, id), traffic(1, IPV4_HLEN + TCP_HLEN + 5, 1, IPV4_HLEN + TCP_HLEN + 5));
 
     // Pod a leaves, pod b arrives: b gets a's id back, with none of a's counts.
-    let second: ClientSnapshot = [(SECOND_CLIENT_IP, pod("b"))].into();
+    let second: ClientSnapshot = [(SECOND_CLIENT_IP.into(), pod("b"))].into();
     table.apply(&mut h.datapath.maps, &second).unwrap();
-    assert_eq!(table.clients()[&SECOND_CLIENT_IP].id, id, "the freed id is reused");
+    assert_eq!(table.clients()[&SECOND_CLIENT_IP.into()].id, id, "the freed id is reused");
     assert_eq!(traffic_of(&h, id), traffic(0, 0, 0, 0));
     // a's late reply finds no binding (forgotten with a), so b is not charged.
     assert_dropped_unaccounted(&mut h, &from_remote(tcp_ack(443, nat_port), b"late"), "drop_no_mapping");

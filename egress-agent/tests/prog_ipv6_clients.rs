@@ -53,9 +53,9 @@ fn reply6(nat_port: u16) -> Vec<u8> {
 #[test]
 fn a_dual_stack_pod_sends_as_its_ipv6_address_until_it_leaves() {
     let (mut h, mut table) = harness();
-    let listed: ClientSnapshot = [(CLIENT_IP, pod("a", Some(CLIENT_IP6)))].into();
+    let listed: ClientSnapshot = [(CLIENT_IP.into(), pod("a", Some(CLIENT_IP6)))].into();
     table.apply(&mut h.datapath.maps, &listed).unwrap();
-    let id = table.clients()[&CLIENT_IP].id;
+    let id = table.clients()[&CLIENT_IP.into()].id;
     assert_eq!(
         h.datapath.maps.client6_ids().unwrap(),
         [(CLIENT_IP6, id)].into(),
@@ -82,21 +82,21 @@ fn a_dual_stack_pod_sends_as_its_ipv6_address_until_it_leaves() {
 #[test]
 fn an_ipv6_address_that_moves_to_another_pod_carries_nothing_over() {
     let (mut h, mut table) = harness();
-    let first: ClientSnapshot = [(CLIENT_IP, pod("a", Some(CLIENT_IP6)))].into();
+    let first: ClientSnapshot = [(CLIENT_IP.into(), pod("a", Some(CLIENT_IP6)))].into();
     table.apply(&mut h.datapath.maps, &first).unwrap();
-    let a = table.clients()[&CLIENT_IP].id;
+    let a = table.clients()[&CLIENT_IP.into()].id;
     let old_port = send6(&mut h, CLIENT_IP, CLIENT_IP6, 40_000).unwrap();
     assert_eq!(h.run(&from_client(L4::Udp { src: 40_000, dst: 53 }, b"ask")).action, TC_ACT_REDIRECT);
 
     // Pod a stays a client by its IPv4, now without IPv6 (dual-stack off
     // for it, or its address given to the newer pod b); b holds CLIENT_IP6.
     let second: ClientSnapshot =
-        [(CLIENT_IP, pod("a", None)), (SECOND_CLIENT_IP, pod("b", Some(CLIENT_IP6)))].into();
+        [(CLIENT_IP.into(), pod("a", None)), (SECOND_CLIENT_IP.into(), pod("b", Some(CLIENT_IP6)))].into();
     table.apply(&mut h.datapath.maps, &second).unwrap();
-    let b = table.clients()[&SECOND_CLIENT_IP].id;
+    let b = table.clients()[&SECOND_CLIENT_IP.into()].id;
     assert_eq!(h.datapath.maps.client6_ids().unwrap(), [(CLIENT_IP6, b)].into());
     assert!(h.flows6().is_empty(), "a's IPv6 bindings are forgotten");
-    assert_eq!(table.clients()[&CLIENT_IP].id, a, "a is the same client");
+    assert_eq!(table.clients()[&CLIENT_IP.into()].id, a, "a is the same client");
     assert_eq!(h.flows().len(), 1, "a's IPv4 flow goes on");
     let late = h.run(&reply6(old_port));
     assert_eq!(late.action, TC_ACT_SHOT, "a's late reply does not reach b");
@@ -115,7 +115,8 @@ fn an_ipv6_address_that_moves_to_another_pod_carries_nothing_over() {
 fn a_pod_may_send_ipv6_only_as_its_own_listed_address() {
     let (mut h, mut table) = harness();
     let listed: ClientSnapshot =
-        [(CLIENT_IP, pod("a", None)), (SECOND_CLIENT_IP, pod("b", Some(SECOND_CLIENT_IP6)))].into();
+        [(CLIENT_IP.into(), pod("a", None)), (SECOND_CLIENT_IP.into(), pod("b", Some(SECOND_CLIENT_IP6)))]
+            .into();
     table.apply(&mut h.datapath.maps, &listed).unwrap();
     for source in [CLIENT_IP6, SECOND_CLIENT_IP6] {
         assert!(send6(&mut h, CLIENT_IP, source, 40_000).is_err(), "a as {source}");
@@ -126,28 +127,35 @@ fn a_pod_may_send_ipv6_only_as_its_own_listed_address() {
 }
 
 /// A restarted agent adopts the previous one's CLIENTS6 with its CLIENTS:
-/// an address of an id no client has any more goes, with its flows; a
-/// client whose address there is not its pod's gets its pod's.
+/// an address of an id no IPv4 client has may be a pod's listed by its
+/// IPv6 address alone, and the first snapshot tells (here it is not: it
+/// goes, with its flows); a client whose address there is not its pod's
+/// gets its pod's.
 #[test]
 fn a_restarted_agent_keeps_only_the_ipv6_addresses_its_pods_hold() {
     let (mut h, mut table) = harness();
-    let first: ClientSnapshot = [(CLIENT_IP, pod("a", Some(CLIENT_IP6)))].into();
+    let first: ClientSnapshot = [(CLIENT_IP.into(), pod("a", Some(CLIENT_IP6)))].into();
     table.apply(&mut h.datapath.maps, &first).unwrap();
-    let id = table.clients()[&CLIENT_IP].id;
+    let id = table.clients()[&CLIENT_IP.into()].id;
     send6(&mut h, CLIENT_IP, CLIENT_IP6, 40_000).unwrap();
     // What a crash in the middle of a removal leaves: an address whose
     // client is gone.
     h.datapath.maps.add_client6(SECOND_CLIENT_IP6, id + 7).unwrap();
 
     let mut adopted = ClientTable::carried_over(&mut h.datapath.maps, &Default::default()).unwrap();
-    assert_eq!(h.datapath.maps.client6_ids().unwrap(), [(CLIENT_IP6, id)].into(), "the stray address went");
+    assert_eq!(
+        h.datapath.maps.client6_ids().unwrap(),
+        [(CLIENT_IP6, id), (SECOND_CLIENT_IP6, id + 7)].into(),
+        "until the first snapshot, the stray address may be an IPv6-only pod's"
+    );
+    assert_eq!(adopted.clients()[&SECOND_CLIENT_IP6.into()].id, id + 7);
     assert_eq!(h.flows6().len(), 1, "the client's own flow stays");
 
     // The snapshot says the pod at CLIENT_IP has another IPv6 address.
     let other: Ipv6Addr = "fd00:10:244:1::42".parse().unwrap();
-    let now: ClientSnapshot = [(CLIENT_IP, pod("a", Some(other)))].into();
+    let now: ClientSnapshot = [(CLIENT_IP.into(), pod("a", Some(other)))].into();
     adopted.apply(&mut h.datapath.maps, &now).unwrap();
-    assert_eq!(h.datapath.maps.client6_ids().unwrap(), [(other, id)].into());
+    assert_eq!(h.datapath.maps.client6_ids().unwrap(), [(other, id)].into(), "the stray address went");
     assert!(h.flows6().is_empty(), "the old address's bindings went with it");
     assert!(send6(&mut h, CLIENT_IP, CLIENT_IP6, 40_001).is_err());
     assert!(send6(&mut h, CLIENT_IP, other, 40_002).is_ok());
@@ -156,7 +164,7 @@ fn a_restarted_agent_keeps_only_the_ipv6_addresses_its_pods_hold() {
 #[test]
 fn idle_ipv6_bindings_are_swept_and_counted_with_ipv4_s() {
     let (mut h, mut table) = harness();
-    let listed: ClientSnapshot = [(CLIENT_IP, pod("a", Some(CLIENT_IP6)))].into();
+    let listed: ClientSnapshot = [(CLIENT_IP.into(), pod("a", Some(CLIENT_IP6)))].into();
     table.apply(&mut h.datapath.maps, &listed).unwrap();
     let mut cfg = h.datapath.maps.read_config().unwrap();
     cfg.udp_timeout_s = 30;
@@ -174,7 +182,7 @@ fn idle_ipv6_bindings_are_swept_and_counted_with_ipv4_s() {
     assert_eq!(h.reply_entries6(), 1, "the idle binding's reply half went too");
     assert!(h.flows().is_empty());
     assert_eq!(
-        h.datapath.maps.client_flows(table.clients()[&CLIENT_IP].id).unwrap(),
+        h.datapath.maps.client_flows(table.clients()[&CLIENT_IP.into()].id).unwrap(),
         1,
         "its share counts what it holds"
     );

@@ -10,6 +10,10 @@ mod common;
 use std::net::Ipv6Addr;
 
 use common::*;
+use egress_agent::{
+    gateway::reconcile::ClientTable,
+    pods::{ClientIdentity, ClientSnapshot},
+};
 use egress_common::{
     config::TUNNEL_GATEWAY_MAC,
     conntrack::{FLOW_OUTER_IPV6, FLOW_SEEN_REPLY},
@@ -370,3 +374,41 @@ fn fragments_cross_both_ways() {
     assert_eq!(h.counter("fragment_translated"), 1);
 }
 
+/// The agent lists a pod without IPv4 by its IPv6 address: in CLIENTS6
+/// alone. It sends through its IPv6 tunnel; a restarted agent keeps it
+/// under the same id, its flow going on; unlisted, its bindings go with
+/// it and it sends nothing.
+#[test]
+fn the_agent_lists_a_pod_without_ipv4_by_its_ipv6_address() {
+    let mut h = Harness::default();
+    for ip in [CLIENT_IP, SECOND_CLIENT_IP] {
+        h.datapath.maps.remove_client(ip).unwrap();
+    }
+    for ip in [CLIENT_IP6, SECOND_CLIENT_IP6] {
+        h.datapath.maps.remove_client6(ip).unwrap();
+    }
+    let identity = ClientIdentity { name: "apps/v6".into(), uid: "uid-v6".into(), ipv6: None };
+    let listed: ClientSnapshot = [(POD6.into(), identity.clone())].into();
+    let mut table = ClientTable::default();
+    table.apply(&mut h.datapath.maps, &listed).unwrap();
+    let id = table.clients()[&POD6.into()].id;
+    assert_eq!(h.datapath.maps.client6_ids().unwrap(), [(POD6, id)].into(), "in CLIENTS6");
+    assert!(h.datapath.maps.client_ids().unwrap().is_empty(), "and nothing in CLIENTS");
+
+    let udp = L4::Udp { src: 40_006, dst: 53 };
+    let nat_port = nat_port_of(&sent(&mut h, &from_pod6(udp, b"q")));
+    tunnelled6(&h.run(&from_remote6(L4::Udp { src: 53, dst: nat_port }, b"a")));
+
+    let known = [(POD6.into(), identity)].into();
+    let mut adopted = ClientTable::carried_over(&mut h.datapath.maps, &known).unwrap();
+    assert_eq!(adopted.clients()[&POD6.into()].id, id, "the same id after a restart");
+    adopted.apply(&mut h.datapath.maps, &listed).unwrap();
+    assert_eq!(h.flows6().len(), 1, "its flow goes on");
+    tunnelled6(&h.run(&from_remote6(L4::Udp { src: 53, dst: nat_port }, b"a")));
+
+    adopted.apply(&mut h.datapath.maps, &ClientSnapshot::new()).unwrap();
+    assert!(h.datapath.maps.client6_ids().unwrap().is_empty(), "unlisted");
+    assert!(h.flows6().is_empty() && h.reply_entries6() == 0, "its bindings went with it");
+    assert_eq!(h.run(&from_pod6(udp, b"q")).action, TC_ACT_SHOT);
+    assert_eq!(h.counter("drop_unknown_client"), 1, "a pod that left sends nothing");
+}

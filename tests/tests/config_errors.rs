@@ -10,8 +10,7 @@ use egress_tests::scenario::PodsFile;
 use egress_tests::{require_root, Netns};
 
 /// A gateway pod's namespace: `eth0` with an address, `bare0` without one,
-/// `v6only0` with an IPv6 address alone, its ephemeral ports at the top as
-/// the manifests set them.
+/// its ephemeral ports at the top as the manifests set them.
 fn pod_namespace() -> Netns {
     if let Err(e) = require_root() {
         panic!("{e:#}");
@@ -20,9 +19,7 @@ fn pod_namespace() -> Netns {
     ns.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]).unwrap();
     ns.ip(&["addr", "add", "10.78.0.2/24", "dev", "eth0"]).unwrap();
     ns.ip(&["link", "add", "bare0", "type", "veth", "peer", "name", "peer1"]).unwrap();
-    ns.ip(&["link", "add", "v6only0", "type", "veth", "peer", "name", "peer2"]).unwrap();
-    ns.ip(&["-6", "addr", "add", "fd00:78::2/64", "dev", "v6only0", "nodad"]).unwrap();
-    for dev in ["eth0", "peer0", "bare0", "peer1", "v6only0", "peer2"] {
+    for dev in ["eth0", "peer0", "bare0", "peer1"] {
         ns.ip(&["link", "set", dev, "up"]).unwrap();
     }
     ns.sysctls(&[("net.ipv4.ip_local_port_range", "64512 65535")]).unwrap();
@@ -85,14 +82,13 @@ fn bad_configuration_is_refused_with_one_line() {
             "must be 1 to --conntrack-size (2048)",
         ),
         (&["--pods-file", &pods, "--interface", "nope0"], "interface nope0 not found"),
-        (&["--pods-file", &pods, "--interface", "bare0"], "interface bare0 has neither an IPv4 nor a global IPv6"),
         (
-            &["--pods-file", &pods, "--interface", "v6only0"],
-            "interface v6only0 has no IPv4 address, which the gateway (IPv6-only gateway pods are not served yet) needs",
+            &["--pods-file", &pods, "--interface", "bare0"],
+            "interface bare0 has neither an IPv4 nor a global IPv6",
         ),
         (&["--pods-file", "/nonexistent/pods.txt"], "/nonexistent/pods.txt"),
         (&["--pods-file", "/"], "cannot read pods file /"),
-        (&["--pods-file", &bad_pods], "line 2: \"not-an-address\" is not an IPv4 address"),
+        (&["--pods-file", &bad_pods], "line 2: \"not-an-address\" is not an IP address"),
         (&["--selector", "tier in (web"], "invalid --selector"),
         (&["--selector", ""], "--selector is empty"),
         (&["--namespace-selector", "a=b=c"], "invalid --namespace-selector"),

@@ -7,16 +7,19 @@
 //! a tunnel (the DNAT, zero checksums across it, bulk TCP in 70-byte
 //! headers, same-node and cross-node) without the agent, so that the
 //! agent's own IPv6-only path is measured against something that works.
-//! Then `egress-agent join` in IPv6-only pods, through that gateway.
+//! Then `egress-agent join` in IPv6-only pods, through that gateway; then
+//! the agent's own gateway, in an IPv6-only gateway pod, serving pods
+//! listed by their IPv6 addresses.
 
 mod common;
 
 use std::net::Ipv6Addr;
+use std::path::Path;
 use std::process::Output;
 
 use common::*;
 use egress_common::config::{DEFAULT_VNI, TUNNEL_GATEWAY_MAC, TUNNEL_OVERHEAD6};
-use egress_tests::agent::agent_binary;
+use egress_tests::agent::{agent_binary, Agent, GatewayArgs};
 use egress_tests::clients::{self, Iperf3Options};
 use egress_tests::dual_stack::{self, twin, twin_cidr};
 use egress_tests::reference::{self, TunnelConfig};
@@ -54,6 +57,33 @@ fn assert_ipv6_egress(pod: &Pod, server6: Ipv6Addr, expected_source: Ipv6Addr, c
         eprintln!("iperf3 -6 from {} (reverse={reverse}): {}", pod.name, clients::mbit(tp.bits_per_second));
         assert!(tp.bits_per_second > 50e6, "bulk TCP in an IPv6 tunnel from {}", pod.name);
     }
+}
+
+/// `egress-agent join --ipv6 IPV6` in `pod`, towards the Service's IPv6
+/// address, the cluster's IPv6 range kept on eth0, the label in `labels`
+/// deciding (joined whatever the labels without one).
+fn join6(
+    cluster: &Cluster,
+    vip6: Ipv6Addr,
+    pod: &Pod,
+    ipv6: &str,
+    labels: Option<&Path>,
+) -> anyhow::Result<Output> {
+    let agent = agent_binary()?;
+    let mut args = vec![
+        agent.display().to_string(),
+        "join".into(),
+        "--gateway".into(),
+        vip6.to_string(),
+        "--cluster-cidr".into(),
+        twin_cidr(cluster.config().cluster_cidr),
+        "--ipv6".into(),
+        ipv6.into(),
+    ];
+    if let Some(labels) = labels {
+        args.extend(["--labels-file".into(), labels.display().to_string()]);
+    }
+    pod.ns.exec(&args)
 }
 
 /// Udp6InCsumErrors of every node, then every pod: a zero outer checksum
@@ -107,22 +137,7 @@ fn join_tunnels_an_ipv6_only_pod_over_ipv6() {
     let dir = egress_tests::util::TempDir::new("labels").unwrap();
     let labels = dir.path().join("labels");
     std::fs::write(&labels, "egress=\"external\"\n").unwrap();
-    let agent = agent_binary().unwrap_or_else(|e| panic!("{e:#}"));
-    let join = |pod: &Pod, ipv6: &str| -> anyhow::Result<Output> {
-        let args = [
-            agent.to_str().unwrap(),
-            "join",
-            "--gateway",
-            &vip6.to_string(),
-            "--cluster-cidr",
-            &twin_cidr(cluster.config().cluster_cidr),
-            "--ipv6",
-            ipv6,
-            "--labels-file",
-            labels.to_str().unwrap(),
-        ];
-        pod.ns.exec(&args)
-    };
+    let join = |pod: &Pod, ipv6: &str| join6(&cluster, vip6, pod, ipv6, Some(&labels));
     let stdout = |out: Output| String::from_utf8_lossy(&out.stdout).into_owned();
 
     let (w1, w2, w3) = (cluster.pod("w1"), cluster.pod("w2"), cluster.pod("w3"));
@@ -171,4 +186,56 @@ fn join_tunnels_an_ipv6_only_pod_over_ipv6() {
     assert!(half().is_empty(), "our halves are gone: {}", half());
     let seen = clients::curl_echo6(&w1.ns, server6, OK_TIMEOUT).expect("direct IPv6 after leaving");
     assert_eq!(*seen.ip(), twin(w1.ip), "after leaving, w1's IPv6 goes out as itself");
+}
+
+/// The agent's own gateway in an IPv6-only gateway pod (no IPv4 at all),
+/// the pods file listing w1 and w3 by their IPv6 addresses, w2 joined but
+/// unlisted: the listed pods' curl, ping and iperf3 both ways leave from
+/// the gateway pod's IPv6 address, across nodes and on the gateway's own
+/// node, with no UDP checksum error anywhere; w2 gets nothing, and
+/// nothing of it leaves directly. The same as the Linux reference gateway
+/// above delivers.
+#[test]
+fn our_gateway_serves_an_ipv6_only_cluster() {
+    let (cluster, vip6) = ipv6_only_cluster();
+    let server6 = twin(cluster.server_ip());
+    let _echo6 = start_echo6(cluster.outside(), server6);
+    let (w1, w2, w3) = (cluster.pod("w1"), cluster.pod("w2"), cluster.pod("w3"));
+    let dir = egress_tests::util::TempDir::new("pods6").unwrap();
+    let pods = dir.path().join("pods.txt");
+    std::fs::write(&pods, format!("# listed by IPv6\n{} w1\n{} w3\n", twin(w1.ip), twin(w3.ip))).unwrap();
+    let agent_binary = agent_binary().unwrap_or_else(|e| panic!("{e:#}"));
+    let agent = Agent::start_gateway(&cluster.gateway().ns, &agent_binary, &GatewayArgs::new(&pods))
+        .unwrap_or_else(|e| panic!("the gateway in an IPv6-only pod: {e:#}"));
+    for pod in [w1, w2, w3] {
+        join6(&cluster, vip6, pod, "route", None).unwrap_or_else(|e| panic!("join in {}: {e:#}", pod.name));
+    }
+
+    let before = checksum_errors(&cluster);
+    for pod in [w1, w3] {
+        assert_ipv6_egress(pod, server6, twin(cluster.gateway().ip), &cluster);
+    }
+    assert_eq!(checksum_errors(&cluster), before, "UDP checksum errors over IPv6 (nodes, then pods)");
+
+    assert!(clients::curl_echo6(&w2.ns, server6, DROP_TIMEOUT).is_err(), "unlisted w2 reached the server");
+    let status = agent.status_json().unwrap();
+    let counter =
+        |name: &str| status["counters"][name].as_u64().unwrap_or_else(|| panic!("no {name}: {status}"));
+    assert!(counter("drop_unknown_client") > 0, "w2's packets are counted where they stop: {status}");
+    let mut clients: Vec<String> = status["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|ip| Some(ip.as_str()?.to_string()))
+        .collect();
+    let mut listed = vec![twin(w1.ip).to_string(), twin(w3.ip).to_string()];
+    clients.sort();
+    listed.sort();
+    assert_eq!(clients, listed, "listed by IPv6: {status}");
+    assert!(status["gateway_ip"].is_null(), "no IPv4 to leave from: {status}");
+    let flows = status["flows"].as_array().unwrap();
+    assert!(
+        flows.iter().any(|flow| flow["client_outer_ip"] == flow["client_ip"]),
+        "a flow's tunnel comes from the pod's own IPv6 address: {status}"
+    );
 }

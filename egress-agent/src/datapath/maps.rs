@@ -92,6 +92,23 @@ impl DatapathMaps {
     /// Allows `ip` as client `client_id`, whose traffic, refusal and flow
     /// counts start at zero (the id may have belonged to a client that left).
     pub fn add_client(&mut self, ip: Ipv4Addr, client_id: u32) -> Result<()> {
+        self.reset_client(client_id)?;
+        self.clients
+            .insert(u32::from(ip).to_be(), ClientInfo { client_id }, 0)
+            .with_context(|| format!("adding client {ip} (is the CLIENTS map full?)"))
+    }
+
+    /// A client listed by its IPv6 address alone (a pod without IPv4,
+    /// which tunnels over IPv6 from it): [`DatapathMaps::add_client`]'s
+    /// counters start from zero as that one's do.
+    pub fn add_ipv6_client(&mut self, ip: Ipv6Addr, client_id: u32) -> Result<()> {
+        self.reset_client(client_id)?;
+        self.add_client6(ip, client_id)
+    }
+
+    /// Zeroes the per-client counters of `client_id` (a reused id starts
+    /// from nothing).
+    fn reset_client(&mut self, client_id: u32) -> Result<()> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
         let reset = || format!("resetting the counters of client id {client_id}");
         self.client_traffic
@@ -101,10 +118,7 @@ impl DatapathMaps {
             .set(client_id, PerCpuValues::try_from(vec![ClientRefusals::default(); cpus])?, 0)
             .with_context(reset)?;
         self.client_flows.set(client_id, 0, 0).with_context(reset)?;
-        self.client_flows_swept.set(client_id, 0, 0).with_context(reset)?;
-        self.clients
-            .insert(u32::from(ip).to_be(), ClientInfo { client_id }, 0)
-            .with_context(|| format!("adding client {ip} (is the CLIENTS map full?)"))
+        self.client_flows_swept.set(client_id, 0, 0).with_context(reset)
     }
 
     pub fn remove_client(&mut self, ip: Ipv4Addr) -> Result<()> {

@@ -5,7 +5,7 @@
 use std::{
     collections::BTreeMap,
     io::{Read, Seek, Write},
-    net::Ipv4Addr,
+    net::IpAddr,
     os::fd::{AsFd, FromRawFd, OwnedFd},
     path::Path,
 };
@@ -182,7 +182,7 @@ impl Handover {
 }
 
 /// The client identities a previous agent handed over (empty if none).
-pub fn previous_identities(previous: &mut Held) -> BTreeMap<Ipv4Addr, ClientIdentity> {
+pub fn previous_identities(previous: &mut Held) -> BTreeMap<IpAddr, ClientIdentity> {
     let Some(fd) = previous.take(CLIENTS) else { return BTreeMap::new() };
     let mut text = String::new();
     let mut file = std::fs::File::from(fd);
@@ -203,7 +203,8 @@ pub fn previous_identities(previous: &mut Held) -> BTreeMap<Ipv4Addr, ClientIden
 }
 
 /// The identities of the clients we know, one `ip\tname\tuid\tipv6` line
-/// each (the IPv6 address empty for a client without one),
+/// each (the tunnel address first: an IPv4 one, or an IPv6-only pod's IPv6
+/// one; the second IPv6 address empty for a client without one),
 /// in a memfd (no file system needed, freed with its last descriptor).
 fn write_identities(clients: &ClientTable) -> anyhow::Result<OwnedFd> {
     // SAFETY: memfd_create with a NUL-terminated name; the result is checked.

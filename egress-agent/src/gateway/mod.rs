@@ -122,7 +122,8 @@ async fn serve(mut settings: Settings) -> Result<()> {
     }
     tracing::info!(
         interface = %settings.interface.name,
-        gateway_ip = %std::net::Ipv4Addr::from(u32::from_be(settings.datapath_config.gateway_ip_be)),
+        gateway_ip = ?settings.interface.ipv4,
+        gateway_ip6 = ?settings.interface.ipv6,
         source = %source.describe(),
         metrics = %settings.metrics_addr,
         gro_stage = gro_stage.is_some(),

@@ -1,9 +1,11 @@
 //! Making the CLIENTS and CLIENTS6 maps equal to a snapshot, and forgetting
 //! the flows of clients that left (their IPs may soon belong to another
-//! pod).
+//! pod). A client listed by its IPv4 address is in CLIENTS, and its IPv6
+//! address (if any) in CLIENTS6 under the same id; one listed by its IPv6
+//! address (a pod without IPv4) is in CLIENTS6 alone.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv6Addr},
 };
 
 use anyhow::{bail, Result};
@@ -14,7 +16,7 @@ use crate::{
     pods::{ClientIdentity, ClientSnapshot},
 };
 
-/// A client as written to CLIENTS.
+/// A client as written to CLIENTS (or CLIENTS6 alone).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Client {
     /// Index of its traffic counters in CLIENT_TRAFFIC.
@@ -23,23 +25,25 @@ pub struct Client {
     /// Taken over from a previous agent's map, identity unknown until the
     /// first snapshot names the pod that holds the address now.
     pub carried_over: bool,
-    /// Its IPv6 address as written to CLIENTS6 (the identity's, once
-    /// known).
+    /// Its IPv6 address as written to CLIENTS6 beside its IPv4 one (the
+    /// identity's, once known). None for a client listed by its IPv6
+    /// address.
     pub ipv6: Option<Ipv6Addr>,
 }
 
-/// The clients written to CLIENTS. It starts empty, like the freshly loaded
-/// map it mirrors, or from the map a previous agent filled.
+/// The clients written to CLIENTS and CLIENTS6, by tunnel address. It
+/// starts empty, like the freshly loaded maps it mirrors, or from the maps
+/// a previous agent filled.
 #[derive(Default)]
 pub struct ClientTable {
-    clients: BTreeMap<Ipv4Addr, Client>,
+    clients: BTreeMap<IpAddr, Client>,
     /// Ids given back by clients that left, reused before new ones.
     free_ids: Vec<u32>,
     next_id: u32,
 }
 
 impl ClientTable {
-    pub fn clients(&self) -> &BTreeMap<Ipv4Addr, Client> {
+    pub fn clients(&self) -> &BTreeMap<IpAddr, Client> {
         &self.clients
     }
 
@@ -50,31 +54,37 @@ impl ClientTable {
     /// (a client added just before the previous agent died), the first
     /// snapshot's identity is taken as it is.
     ///
-    /// An IPv6 address in CLIENTS6 of an id no client has (its client was
-    /// being removed when the previous agent stopped) is removed, with
-    /// its flows.
+    /// An IPv6 address in CLIENTS6 whose id no IPv4 client has is a client
+    /// listed by its IPv6 address, or was one being removed when the
+    /// previous agent stopped: the first snapshot tells. A second address
+    /// of one id is removed, with its flows.
     pub fn carried_over(
         maps: &mut DatapathMaps,
-        known: &BTreeMap<Ipv4Addr, ClientIdentity>,
+        known: &BTreeMap<IpAddr, ClientIdentity>,
     ) -> Result<ClientTable> {
-        let ids = maps.client_ids()?;
-        let next_id = ids.values().copied().max().unwrap_or(0);
-        let taken: BTreeSet<u32> = ids.values().copied().collect();
-        let free_ids = (1..=next_id).filter(|id| !taken.contains(id)).collect();
+        let mut ids: BTreeMap<IpAddr, u32> =
+            maps.client_ids()?.into_iter().map(|(ip, id)| (IpAddr::V4(ip), id)).collect();
+        let by_ipv4: BTreeSet<u32> = ids.values().copied().collect();
         let mut ipv6_of: BTreeMap<u32, Ipv6Addr> = BTreeMap::new();
         for (ipv6, id) in maps.client6_ids()? {
-            if taken.contains(&id) && !ipv6_of.contains_key(&id) {
-                ipv6_of.insert(id, ipv6);
-            } else {
+            if ipv6_of.contains_key(&id) {
                 maps.remove_client6(ipv6)?;
                 let flows = conntrack::forget_client_ipv6(maps, ipv6)?;
                 tracing::info!(client = %ipv6, flows, "stale client IPv6 address removed");
+                continue;
+            }
+            ipv6_of.insert(id, ipv6);
+            if !by_ipv4.contains(&id) {
+                ids.insert(IpAddr::V6(ipv6), id);
             }
         }
+        let next_id = ids.values().copied().max().unwrap_or(0);
+        let taken: BTreeSet<u32> = ids.values().copied().collect();
+        let free_ids = (1..=next_id).filter(|id| !taken.contains(id)).collect();
         let clients = ids
             .into_iter()
             .map(|(ip, id)| {
-                let ipv6 = ipv6_of.get(&id).copied();
+                let ipv6 = if ip.is_ipv4() { ipv6_of.get(&id).copied() } else { None };
                 let client = match known.get(&ip) {
                     Some(identity) => Client { id, identity: identity.clone(), carried_over: false, ipv6 },
                     None => Client { id, identity: ClientIdentity::default(), carried_over: true, ipv6 },
@@ -89,7 +99,7 @@ impl ClientTable {
         // Gone, or the address now belongs to another pod: either way the
         // old holder's flows must not carry over to whoever has it now. (A
         // changed IPv6 address alone is the same pod's: below.)
-        let gone: Vec<Ipv4Addr> = self
+        let gone: Vec<IpAddr> = self
             .clients
             .iter()
             .filter(|(ip, client)| match desired.get(ip) {
@@ -103,11 +113,19 @@ impl ClientTable {
             // then out of our table: if removing a flow fails, the client
             // stays here, and the next attempt removes what is left instead
             // of leaving it to forward to the address's next owner.
-            maps.remove_client(ip)?;
-            if let Some(ipv6) = self.clients[&ip].ipv6 {
-                maps.remove_client6(ipv6)?;
-            }
-            let flows = conntrack::forget_client(maps, ip)?;
+            let flows = match ip {
+                IpAddr::V4(ipv4) => {
+                    maps.remove_client(ipv4)?;
+                    if let Some(ipv6) = self.clients[&ip].ipv6 {
+                        maps.remove_client6(ipv6)?;
+                    }
+                    conntrack::forget_client(maps, ipv4)?
+                }
+                IpAddr::V6(ipv6) => {
+                    maps.remove_client6(ipv6)?;
+                    conntrack::forget_client_ipv6(maps, ipv6)?
+                }
+            };
             let client = self.clients.remove(&ip).expect("listed above");
             self.free_ids.push(client.id);
             tracing::info!(client = %ip, identity = %client.identity, flows, "client removed");
@@ -142,7 +160,11 @@ impl ClientTable {
                 continue;
             }
             let id = self.allocate_id()?;
-            if let Err(err) = maps.add_client(*ip, id) {
+            let added = match ip {
+                IpAddr::V4(ipv4) => maps.add_client(*ipv4, id),
+                IpAddr::V6(ipv6) => maps.add_ipv6_client(*ipv6, id),
+            };
+            if let Err(err) = added {
                 self.free_ids.push(id);
                 return Err(err);
             }

@@ -115,10 +115,11 @@ impl Settings {
             );
         }
         let interface = netdev::Interface::lookup(&args.interface)?;
-        let gateway_ip = interface.require_ipv4("the gateway (IPv6-only gateway pods are not served yet)")?;
         let datapath_config = GatewayConfig {
             layout_version: CONFIG_LAYOUT_VERSION,
-            gateway_ip_be: u32::from(gateway_ip).to_be(),
+            // 0 in an IPv6-only gateway pod (`GatewayConfig::has_ipv4`):
+            // its clients tunnel over IPv6 and send IPv6 alone.
+            gateway_ip_be: interface.ipv4.map_or(0, |ip| u32::from(ip).to_be()),
             netns_inode: netdev::netns_inode()?,
             ifindex: interface.ifindex,
             vni: args.vni,

@@ -8,10 +8,6 @@
 //! external), the unreachable floor under the two halves, the device, and
 //! last the halves through it. A failure on the way leaves external IPv6
 //! unreachable, never open, and the cluster reachable.
-//!
-//! The agent's own gateway does not serve a tunnel over IPv6 yet: `join`
-//! says so, and such a pod's external traffic is dropped there, never
-//! sent out directly.
 use std::net::{Ipv6Addr, SocketAddr};
 
 use anyhow::{bail, Context, Result};
@@ -90,9 +86,6 @@ pub(super) fn join(
         args.vxlan_port,
         cluster_cidrs.len(),
         eth.name
-    );
-    eprintln!(
-        "egress-agent: warning: egress-agent's own gateway does not serve tunnels over IPv6 yet: through it this pod's external traffic is dropped (never sent directly)"
     );
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! health, so a scrape never touches the BPF maps itself.
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
+    net::IpAddr,
     sync::{atomic::Ordering, Arc, Mutex},
 };
 
@@ -44,7 +44,7 @@ pub struct DatapathSample {
 
 #[derive(Debug)]
 pub struct ClientSample {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// The client's id in the datapath's per-client maps.
     pub id: u32,
     pub identity: ClientIdentity,

@@ -1,7 +1,7 @@
 //! New flows the datapath refused, said once per client and sweep: which
 //! client, why (its share of the table, or a table full of live flows),
 //! where the last one was going, and what to change.
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use egress_common::{config::GatewayConfig, maps::ClientRefusals};
 
@@ -11,7 +11,7 @@ use super::{exhaustion::describe, metrics::ClientSample};
 /// given to another pod starts again from zero).
 #[derive(Default)]
 pub struct RefusalLog {
-    reported: BTreeMap<(Ipv4Addr, u32), ClientRefusals>,
+    reported: BTreeMap<(IpAddr, u32), ClientRefusals>,
 }
 
 impl RefusalLog {
@@ -69,7 +69,7 @@ mod tests {
 
     fn sample(over_share: u64, table_full: u64) -> ClientSample {
         ClientSample {
-            ip: Ipv4Addr::new(10, 244, 1, 11),
+            ip: std::net::Ipv4Addr::new(10, 244, 1, 11).into(),
             id: 3,
             identity: ClientIdentity { name: "team-a/crawler".into(), uid: "u1".into(), ipv6: None },
             traffic: ClientTraffic::default(),
@@ -78,7 +78,7 @@ mod tests {
                 over_share,
                 table_full,
                 last_destination: NatDestination {
-                    remote_ip_be: u32::from(Ipv4Addr::new(203, 0, 113, 7)).to_be(),
+                    remote_ip_be: u32::from(std::net::Ipv4Addr::new(203, 0, 113, 7)).to_be(),
                     remote_port_be: 443u16.to_be(),
                     protocol: 6,
                     _pad: 0,

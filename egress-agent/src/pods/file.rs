@@ -1,12 +1,15 @@
 //! A static list of client addresses in a file, re-read when it changes:
 //! for the local demo, tests, and container hosts without Kubernetes.
 //!
-//! Format: one IPv4 address a line, optionally followed by the client's
-//! IPv6 address (a dual-stack pod's) and a name, separated by whitespace;
-//! blank lines and `#` comments are ignored. A changed name is a new
-//! client (its flows start over); a changed IPv6 address moves only the
-//! IPv6 flows.
+//! Format: one client a line: its IPv4 address, optionally followed by
+//! its IPv6 address (a dual-stack pod's), or the IPv6 address of a pod
+//! without IPv4 (an IPv6-only cluster's); then a name, separated by
+//! whitespace. Blank lines and `#` comments are ignored. A changed name is
+//! a new client (its flows start over); a changed IPv6 address moves only
+//! the IPv6 flows.
 use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv6Addr},
     path::PathBuf,
     sync::{atomic::Ordering, Arc},
     time::Duration,
@@ -34,9 +37,8 @@ impl FileSource {
 
 pub fn parse(text: &str) -> Result<ClientSnapshot> {
     let mut clients = ClientSnapshot::new();
-    // Which line's IPv4 address holds each IPv6 address.
-    let mut ipv6_owners: std::collections::BTreeMap<std::net::Ipv6Addr, (std::net::Ipv4Addr, usize)> =
-        Default::default();
+    // Which line holds each IPv6 address, and as whose.
+    let mut ipv6_owners: BTreeMap<Ipv6Addr, (IpAddr, usize)> = BTreeMap::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
@@ -44,16 +46,23 @@ pub fn parse(text: &str) -> Result<ClientSnapshot> {
         }
         let mut fields = line.split_whitespace();
         let addr = fields.next().unwrap_or_default();
-        let Ok(ip) = addr.parse() else {
-            bail!("line {}: {addr:?} is not an IPv4 address", number + 1);
+        let Ok(ip) = addr.parse::<IpAddr>() else {
+            bail!("line {}: {addr:?} is not an IP address", number + 1);
         };
         let mut fields = fields.peekable();
-        // A second word that is an IPv6 address is one; anything else
-        // begins the name (names may hold a colon).
-        let ipv6: Option<std::net::Ipv6Addr> = fields
-            .next_if(|field| field.parse::<std::net::Ipv6Addr>().is_ok())
-            .map(|field| field.parse().expect("parsed above"));
-        if let Some(ipv6) = ipv6 {
+        // After an IPv4 address, a second word that is an IPv6 address is
+        // one; anything else begins the name (names may hold a colon).
+        let ipv6: Option<Ipv6Addr> = match ip {
+            IpAddr::V4(_) => fields
+                .next_if(|field| field.parse::<Ipv6Addr>().is_ok())
+                .map(|field| field.parse().expect("parsed above")),
+            IpAddr::V6(_) => None,
+        };
+        let listed = match ip {
+            IpAddr::V6(address) => Some(address),
+            IpAddr::V4(_) => ipv6,
+        };
+        if let Some(ipv6) = listed {
             if !crate::netdev::is_global_unicast(&ipv6) {
                 bail!(
                     "line {}: {ipv6} is not a pod's address (unspecified, loopback, link-local or multicast)",
@@ -165,6 +174,38 @@ mod tests {
         assert_eq!(s.len(), 2);
         let job = &s[&"10.0.0.2".parse().unwrap()];
         assert_eq!((job.ipv6, job.name.as_str()), (None, "ns:job 7"));
+    }
+
+    /// A pod of an IPv6-only cluster is listed by its IPv6 address; it
+    /// cannot also be another line's second address.
+    #[test]
+    fn a_line_may_list_a_pod_by_its_ipv6_address_alone() {
+        let s = parse(
+            "fd00::5 v6-only
+fd00::6 fd00::7 a name
+10.0.0.1 fd00::8 web
+",
+        )
+        .unwrap();
+        let pod = &s[&"fd00::5".parse().unwrap()];
+        assert_eq!((pod.ipv6, pod.name.as_str()), (None, "v6-only"), "its one address is the key");
+        let named = &s[&"fd00::6".parse().unwrap()];
+        assert_eq!((named.ipv6, named.name.as_str()), (None, "fd00::7 a name"), "no second address");
+        let err = parse(
+            "10.0.0.1 fd00::5 web
+fd00::5 other
+",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 2") && err.contains("line 1's"), "{err}");
+        let err = parse(
+            "fe80::5 v6-only
+",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 1") && err.contains("not a pod's address"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod selector;
 use std::{
     collections::BTreeMap,
     future::Future,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv6Addr},
     pin::Pin,
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering},
@@ -16,8 +16,10 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-/// The complete set of clients at one moment, by address.
-pub type ClientSnapshot = BTreeMap<Ipv4Addr, ClientIdentity>;
+/// The complete set of clients at one moment, by tunnel address: a pod's
+/// IPv4 address, or the IPv6 address of a pod without IPv4 (an IPv6-only
+/// cluster's, which tunnels over IPv6 from it).
+pub type ClientSnapshot = BTreeMap<IpAddr, ClientIdentity>;
 
 /// Who holds a client address, and its IPv6 address if it has one. Another
 /// name or UID for an address means another pod now holds it: the gateway
@@ -30,7 +32,8 @@ pub struct ClientIdentity {
     /// The pod's UID (Kubernetes only): tells apart two pods of one name.
     pub uid: String,
     /// The pod's IPv6 address (a dual-stack pod's): it may send IPv6 as
-    /// this address alone, through the tunnel of its IPv4.
+    /// this address alone, through the tunnel of its IPv4. None for a pod
+    /// listed by its IPv6 address, which is its only one.
     pub ipv6: Option<Ipv6Addr>,
 }
 

@@ -6,7 +6,7 @@
 //! turns the sets into the allow-list.
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use k8s_openapi::{
@@ -96,9 +96,11 @@ pub struct ClientPod {
     pub namespace: String,
     pub name: String,
     pub uid: String,
-    pub ip: Ipv4Addr,
-    /// Its IPv6 address, in a dual-stack cluster (the first global one of
-    /// `status.podIPs`).
+    /// Its tunnel address: its IPv4 address, or in an IPv6-only cluster
+    /// its IPv6 one (the first global one of `status.podIPs`).
+    pub ip: IpAddr,
+    /// Its IPv6 address beside its IPv4 one, in a dual-stack cluster (the
+    /// first global one of `status.podIPs`).
     pub ip6: Option<Ipv6Addr>,
     /// The newer pod wins an IP both claim.
     pub created: Option<Time>,
@@ -106,7 +108,8 @@ pub struct ClientPod {
 
 impl ClientPod {
     /// The pod as a client, or `None` when it must not be one: it lacks the
-    /// label, has no IPv4 pod IP yet, shares the node's network (its IP is
+    /// label, has no pod IP yet (an IPv4 one, or a global IPv6 one when it
+    /// has no IPv4), shares the node's network (its IP is
     /// the node's), or has finished (Succeeded/Failed: its IP is free for
     /// reuse). A pod that is terminating gracefully stays a client until it
     /// is gone: it still holds its IP and may be finishing work that needs
@@ -125,9 +128,12 @@ impl ClientPod {
         }
         let pod_ips =
             || status.pod_ips.iter().flatten().map(|p| p.ip.as_str()).chain(status.pod_ip.as_deref());
-        let ip = pod_ips().find_map(|ip| ip.parse::<Ipv4Addr>().ok())?;
         let ip6 =
             pod_ips().filter_map(|ip| ip.parse::<Ipv6Addr>().ok()).find(crate::netdev::is_global_unicast);
+        let (ip, ip6) = match pod_ips().find_map(|ip| ip.parse::<Ipv4Addr>().ok()) {
+            Some(ip) => (IpAddr::V4(ip), ip6),
+            None => (IpAddr::V6(ip6?), None),
+        };
         Some(ClientPod {
             namespace: pod.namespace().unwrap_or_default(),
             name: pod.name_any(),
@@ -143,6 +149,14 @@ impl ClientPod {
     /// an IP, the value changes and the old pod's flows are forgotten.
     fn identity(&self, ip6: Option<Ipv6Addr>) -> ClientIdentity {
         ClientIdentity { name: format!("{}/{}", self.namespace, self.name), uid: self.uid.clone(), ipv6: ip6 }
+    }
+
+    /// Its IPv6 address, whichever role it has.
+    fn ipv6(&self) -> Option<Ipv6Addr> {
+        match self.ip {
+            IpAddr::V6(ip6) => Some(ip6),
+            IpAddr::V4(_) => self.ip6,
+        }
     }
 
     /// Whether this pod is newer than `held`: it wins an address both
@@ -194,7 +208,7 @@ impl PodIndex {
     }
 
     pub fn snapshot(&self) -> ClientSnapshot {
-        let mut owners: BTreeMap<Ipv4Addr, &ClientPod> = BTreeMap::new();
+        let mut owners: BTreeMap<IpAddr, &ClientPod> = BTreeMap::new();
         let namespace_allowed =
             |ns: &str| self.namespaces.as_ref().is_none_or(|set| set.live.contains_key(ns));
         for pod in self.pods.iter().flat_map(|set| set.live.values()) {
@@ -210,11 +224,12 @@ impl PodIndex {
                 }
             }
         }
-        // The same for IPv6, among the pods that own their IPv4: an IPv6
-        // address is one pod's, never two clients' at once.
+        // The same for IPv6, among the pods that own their tunnel address
+        // (a dual-stack pod's second address, an IPv6-only pod's only
+        // one): an IPv6 address is one pod's, never two clients' at once.
         let mut owners6: BTreeMap<Ipv6Addr, &ClientPod> = BTreeMap::new();
         for pod in owners.values() {
-            let Some(ip6) = pod.ip6 else { continue };
+            let Some(ip6) = pod.ipv6() else { continue };
             match owners6.get(&ip6) {
                 Some(held) if !pod.newer_than(held) => {}
                 _ => {
@@ -222,11 +237,14 @@ impl PodIndex {
                 }
             }
         }
+        let owns =
+            |pod: &ClientPod, ip6: &Ipv6Addr| owners6.get(ip6).is_some_and(|owner| owner.uid == pod.uid);
         owners
             .into_iter()
-            .map(|(ip, pod)| {
-                let ip6 = pod.ip6.filter(|ip6| owners6.get(ip6).is_some_and(|owner| owner.uid == pod.uid));
-                (ip, pod.identity(ip6))
+            .filter_map(|(ip, pod)| match ip {
+                IpAddr::V4(_) => Some((ip, pod.identity(pod.ip6.filter(|ip6| owns(pod, ip6))))),
+                // Listed by its IPv6 address: only while it owns it.
+                IpAddr::V6(ip6) => owns(pod, &ip6).then(|| (ip, pod.identity(None))),
             })
             .collect()
     }
@@ -337,8 +355,43 @@ mod tests {
         assert_eq!(ipv6("10.0.0.2").as_deref(), Some("fd00:10:244::7"));
         assert_eq!(ipv6("10.0.0.3"), None);
         assert_eq!(ipv6("10.0.0.4"), None);
-        // An IPv6-only pod has no tunnel (its worker's is IPv4): not a client.
-        assert!(!idx.apply_pod_event(0, Event::Apply(dual_stack("e", &["fd00:10:244::9"]))));
+        // Nor is a link-local address a client's tunnel address.
+        assert!(!idx.apply_pod_event(0, Event::Apply(dual_stack("e", &["fe80::9"]))));
+    }
+
+    /// In an IPv6-only cluster a pod tunnels over IPv6 from its own
+    /// address: it is listed by it.
+    #[test]
+    fn an_ipv6_only_pod_is_a_client_by_its_ipv6_address() {
+        let mut idx = index();
+        idx.apply_pod_event(0, Event::InitDone);
+        assert!(idx.apply_pod_event(0, Event::Apply(dual_stack("v6", &["fe80::1", "fd00:10:244::9"]))));
+        let snapshot = idx.snapshot();
+        let identity = &snapshot[&"fd00:10:244::9".parse().unwrap()];
+        assert_eq!((identity.name.as_str(), identity.ipv6), ("apps/v6", None), "its one address is the key");
+        assert_eq!(snapshot.len(), 1);
+    }
+
+    /// An IPv6 address both an IPv6-only pod and a dual-stack pod claim
+    /// (a stale moment, or a hostile status) is the newer pod's alone.
+    #[test]
+    fn an_ipv6_only_pod_and_a_dual_stack_pod_never_share_an_address() {
+        for v6_only_is_newer in [true, false] {
+            let mut idx = index();
+            idx.apply_pod_event(0, Event::InitDone);
+            let mut v6 = dual_stack("v6", &["fd00:10:244::9"]);
+            let mut dual = dual_stack("dual", &["10.0.0.8", "fd00:10:244::9"]);
+            let (newer, older) = if v6_only_is_newer { (&mut v6, &mut dual) } else { (&mut dual, &mut v6) };
+            newer.metadata.creation_timestamp = Some(Time("2026-01-02T00:00:00Z".parse().unwrap()));
+            older.metadata.creation_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().unwrap()));
+            idx.apply_pod_event(0, Event::Apply(v6));
+            idx.apply_pod_event(0, Event::Apply(dual));
+            let snapshot = idx.snapshot();
+            let v6_listed = snapshot.contains_key(&"fd00:10:244::9".parse().unwrap());
+            let dual_ipv6 = snapshot[&"10.0.0.8".parse().unwrap()].ipv6;
+            assert_eq!(v6_listed, v6_only_is_newer, "the IPv6-only pod is a client only if it is newer");
+            assert_eq!(dual_ipv6.is_some(), !v6_only_is_newer, "the dual-stack pod sends IPv6 only if newer");
+        }
     }
 
     /// Two pods claiming one IPv6 address (a stale moment, or a hostile
