@@ -68,8 +68,8 @@ pub struct GatewayArgs {
     #[arg(long, value_name = "SELECTOR")]
     pub namespace_selector: Option<String>,
     /// Where /metrics, /healthz and /readyz are served (to the kubelet and
-    /// Prometheus; nothing there names a flow).
-    #[arg(long, default_value = "0.0.0.0:9090")]
+    /// Prometheus; nothing there names a flow). `[::]` takes both families.
+    #[arg(long, default_value = "[::]:9090")]
     pub metrics_addr: String,
     /// Where `egress-agent status` reads the flows (who talks to whom, NAT
     /// ports): a loopback address, so only processes inside the gateway

@@ -412,7 +412,7 @@ fn gateway_listening_ports_stay_outside_the_nat_range() {
                 .unwrap_or_else(|| panic!("{}: {flag} {addr}", r.name))
         };
         for (flag, port) in [
-            ("--metrics-addr", port_of("--metrics-addr", "0.0.0.0:9090")),
+            ("--metrics-addr", port_of("--metrics-addr", "[::]:9090")),
             ("--status-addr", port_of("--status-addr", "127.0.0.1:9091")),
             ("--vxlan-port", one_flag(&args, "--vxlan-port", &r.name).parse().unwrap()),
         ] {

@@ -1,7 +1,9 @@
 //! The HTTP endpoints, on two listeners:
 //!
 //! - `--metrics-addr` (the pod network): `/healthz`, `/readyz`, `/metrics`
-//!   for the kubelet and Prometheus. Nothing there names a flow.
+//!   for the kubelet and Prometheus. Nothing there names a flow. Its
+//!   default, `[::]`, takes both families, so the kubelet reaches it in a
+//!   pod of any family (an IPv6-only cluster's gateway pod has no IPv4).
 //! - `--status-addr` (loopback only): `/status`, what `egress-agent status`
 //!   prints: every flow, who talks to whom and on which NAT port, so only
 //!   processes inside the gateway pod can read it; and `POST /drain`, what
@@ -11,7 +13,8 @@
 //! conntrack map on a blocking thread through its own map handles: nothing
 //! here can slow the datapath or the loop that applies client changes.
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::fd::AsRawFd,
     sync::{Arc, Mutex},
 };
 
@@ -43,7 +46,7 @@ pub async fn serve_metrics(
     health: Arc<Health>,
     registry: Registry,
 ) -> Result<impl std::future::Future<Output = ()>> {
-    let listener = bind(addr, "--metrics-addr").await?;
+    let listener = bind_metrics(addr).await?;
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -113,6 +116,49 @@ async fn start_drain(State(source): State<Arc<StatusSource>>) -> axum::response:
         Ok(Err(why)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{why:#}\n")).into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the gateway is shutting down\n").into_response(),
     }
+}
+
+/// The metrics listener. `[::]` takes both families whatever
+/// `net.ipv6.bindv6only` says (IPV6_V6ONLY off); on a kernel without IPv6
+/// it is `0.0.0.0`, said in a log line. Any other address is bound as it
+/// is.
+async fn bind_metrics(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    if addr.ip() != IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+        return bind(addr, "--metrics-addr").await;
+    }
+    match listen_on_both_families(addr.port()) {
+        Ok(listener) => Ok(listener),
+        Err(err) if err.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+            let ipv4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), addr.port());
+            tracing::info!("--metrics-addr {addr}: this kernel has no IPv6; listening on {ipv4}");
+            bind(ipv4, "--metrics-addr").await
+        }
+        Err(err) => {
+            Err(err).with_context(|| format!("cannot listen on --metrics-addr {addr}: pick a free address"))
+        }
+    }
+}
+
+/// A listener on `[::]:port` that takes IPv4 too (as IPv4-mapped).
+fn listen_on_both_families(port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v6()?;
+    let off: libc::c_int = 0;
+    // SAFETY: setsockopt on a socket we own, with an int option value.
+    let set = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            &off as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port))?;
+    socket.listen(1024)
 }
 
 async fn bind(addr: SocketAddr, flag: &str) -> Result<tokio::net::TcpListener> {
