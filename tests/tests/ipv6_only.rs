@@ -192,7 +192,9 @@ fn join_tunnels_an_ipv6_only_pod_over_ipv6() {
 /// the pods file listing w1 and w3 by their IPv6 addresses, w2 joined but
 /// unlisted: the listed pods' curl, ping and iperf3 both ways leave from
 /// the gateway pod's IPv6 address, across nodes and on the gateway's own
-/// node, with no UDP checksum error anywhere; w2 gets nothing, and
+/// node, with no UDP checksum error anywhere; tracepath -6 finds a
+/// 1,280-byte hop beyond it, the gateway its first hop; the metrics
+/// answer on the pod's IPv6 address; w2 gets nothing, and
 /// nothing of it leaves directly. The same as the Linux reference gateway
 /// above delivers.
 #[test]
@@ -216,6 +218,15 @@ fn our_gateway_serves_an_ipv6_only_cluster() {
         assert_ipv6_egress(pod, server6, twin(cluster.gateway().ip), &cluster);
     }
     assert_eq!(checksum_errors(&cluster), before, "UDP checksum errors over IPv6 (nodes, then pods)");
+    // Path MTU through the IPv6 tunnel: the gateway answers as the first
+    // hop, and the 1,280-byte hop's Packet Too Big reaches the pod.
+    let trace = tracepath_through_a_1280_hop(&cluster, w1, server6);
+    let gateway6 = twin(cluster.gateway().ip);
+    assert_eq!(tracepath_hop(&trace, 1), Some(gateway6.to_string()), "the first hop: {trace}");
+    // The kubelet's probes reach the metrics on the pod's IPv6 address.
+    let readyz = format!("http://[{gateway6}]:9090/readyz");
+    let probed = cluster.gateway().ns.output(&["curl", "-sf", "--max-time", "5", &readyz]).unwrap();
+    assert!(probed.status.success(), "{readyz}: {}", String::from_utf8_lossy(&probed.stderr));
 
     assert!(clients::curl_echo6(&w2.ns, server6, DROP_TIMEOUT).is_err(), "unlisted w2 reached the server");
     let status = agent.status_json().unwrap();

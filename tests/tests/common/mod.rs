@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use egress_tests::agent::DEFAULT_NAT_PORTS;
 use egress_tests::reference::{self, TunnelConfig};
-use egress_tests::topology::{Cluster, Pod};
+use egress_tests::topology::{Cluster, Pod, NODE_EXTERNAL, POD_IFACE};
 use egress_tests::{require_root, Daemon, EgressSetup, GatewayOptions, Netns};
 
 pub const ECHO: &str = env!("CARGO_BIN_EXE_echo-server");
@@ -95,4 +95,39 @@ pub fn nstat(ns: &egress_tests::Netns, name: &str) -> u64 {
         .lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.split_whitespace().next()?.parse().ok()))
         .unwrap_or(0)
+}
+
+/// `tracepath -6` from `pod` to `server6` with a 1,280-byte link between
+/// the egress node and the outside (IPv6's minimum; routers there send
+/// Packet Too Big, never fragment): the path MTU is found through the
+/// tunnel, the server is reached, and the output is returned. The link's
+/// MTU goes back to what it was.
+pub fn tracepath_through_a_1280_hop(cluster: &Cluster, pod: &Pod, server6: Ipv6Addr) -> String {
+    set_outside_link_mtu(cluster, "1280");
+    let out = pod.ns.output(&["tracepath", "-6", "-n", "-m", "8", &server6.to_string()]);
+    set_outside_link_mtu(cluster, "1500");
+    let out = out.unwrap_or_else(|e| panic!("tracepath -6 from {}: {e:#}", pod.name));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("tracepath -6 from {}:\n{text}", pod.name);
+    assert!(text.contains("reached"), "tracepath -6 from {} did not reach {server6}: {text}", pod.name);
+    assert!(text.contains("Resume: pmtu 1280"), "the 1,280-byte hop was not found: {text}");
+    text
+}
+
+/// The MTU of the link between the egress node and the outside, both ends.
+pub fn set_outside_link_mtu(cluster: &Cluster, mtu: &str) {
+    let edge = &cluster.node(cluster.config().outside.node).ns;
+    edge.ip(&["link", "set", NODE_EXTERNAL, "mtu", mtu]).unwrap();
+    cluster.outside().ip(&["link", "set", POD_IFACE, "mtu", mtu]).unwrap();
+}
+
+/// Hop `hop`'s answering address in tracepath's output, if it answered.
+pub fn tracepath_hop(text: &str, hop: u32) -> Option<String> {
+    let prefix = format!("{hop}:");
+    text.lines()
+        .map(str::trim_start)
+        .filter(|line| line.starts_with(&prefix))
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .find(|word| word.contains(':'))
+        .map(str::to_string)
 }
