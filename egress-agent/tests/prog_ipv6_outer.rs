@@ -30,10 +30,15 @@ const INNER_IP_OFF: usize = ETH_HLEN + TUNNEL6_LEN;
 const POD6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x244, 0x3, 0, 0, 0, 9);
 const POD6_CLIENT_ID: u32 = 3;
 
-/// The harness's gateway, with `POD6` listed.
+/// Another pod of the IPv6-only cluster, listed too.
+const OTHER_POD6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x244, 0x4, 0, 0, 0, 10);
+
+/// The harness's gateway (whose two dual-stack clients tunnel over IPv4),
+/// with `POD6` and `OTHER_POD6` listed by their IPv6 addresses.
 fn harness() -> Harness {
     let mut h = Harness::default();
-    h.datapath.maps.add_client6(POD6, POD6_CLIENT_ID).unwrap();
+    h.datapath.maps.add_ipv6_client(POD6, POD6_CLIENT_ID).unwrap();
+    h.datapath.maps.add_ipv6_client(OTHER_POD6, POD6_CLIENT_ID + 1).unwrap();
     h
 }
 
@@ -187,11 +192,23 @@ fn an_ipv6_tunnel_proves_its_sender() {
         ("an unlisted pod", tunnel6(stranger, VNI, &inner), "drop_unknown_client"),
         ("another VNI", tunnel6(POD6, VNI + 1, &from_pod6(udp, b"x")[INNER_ETH_OFF..]), "drop_bad_vni"),
         // Another client's address inside: its replies would go to POD6.
-        ("another client's address inside", from_pod6_as(CLIENT_IP6, udp, b"x"), "drop_spoofed_inner_source"),
+        ("another client's address inside", from_pod6_as(OTHER_POD6, udp, b"x"), "drop_spoofed_inner_source"),
         (
-            "a listed address outside, POD6 inside",
-            tunnel6(CLIENT_IP6, VNI, &from_pod6(udp, b"x")[INNER_ETH_OFF..]),
+            "a dual-stack client's address inside",
+            from_pod6_as(CLIENT_IP6, udp, b"x"),
             "drop_spoofed_inner_source",
+        ),
+        (
+            "another listed pod outside, POD6 inside",
+            tunnel6(OTHER_POD6, VNI, &from_pod6(udp, b"x")[INNER_ETH_OFF..]),
+            "drop_spoofed_inner_source",
+        ),
+        // A dual-stack pod tunnels over IPv4: its IPv6 address is no
+        // tunnel's source, even with itself inside.
+        (
+            "a dual-stack client's address outside",
+            tunnel6(CLIENT_IP6, VNI, &from_pod6_as(CLIENT_IP6, udp, b"x")[INNER_ETH_OFF..]),
+            "drop_unknown_client",
         ),
         ("IPv4 inside", tunnel6(POD6, VNI, &ipv4_inner), "drop_unsupported_protocol"),
     ];
@@ -371,7 +388,35 @@ fn fragments_cross_both_ways() {
     let inner = &out.packet[INNER_IP_OFF..];
     assert_eq!(&inner[24..40], &POD6.octets());
     assert_eq!(u16::from_be_bytes([inner[50], inner[51]]), 40_005, "the pod's own port");
-    assert_eq!(h.counter("fragment_translated"), 1);
+    // Its later fragment follows it there.
+    let later = [
+        &GATEWAY_MAC[..],
+        &NODE_MAC[..],
+        &[0x86, 0xdd],
+        &fragment6(REMOTE_IP6, GATEWAY_IP6, 150, false, &[9; 800]),
+    ]
+    .concat();
+    let out = h.run(&later);
+    assert_eq!(out.action, TC_ACT_REDIRECT, "the reply's later fragment sent to the pod");
+    assert_eq!(&out.packet[ETH_HLEN + 24..ETH_HLEN + 40], &POD6.octets(), "in the tunnel to the pod");
+    assert_eq!(&out.packet[INNER_IP_OFF + 24..INNER_IP_OFF + 40], &POD6.octets());
+    assert_eq!(h.counter("fragment_translated"), 2);
+
+    // A first fragment that fits a tunnel over IPv4 but not this one draws
+    // Packet Too Big with this tunnel's MTU (the overhead handed on from
+    // `egress_frag6_in`).
+    // 1,448 bytes of IPv6: over 1,500 - 70, within 1,500 - 50.
+    let mut body = udp_first(53, nat_port);
+    body.resize(1400, 9);
+    let too_big =
+        [&GATEWAY_MAC[..], &NODE_MAC[..], &[0x86, 0xdd], &fragment6(REMOTE_IP6, GATEWAY_IP6, 0, true, &body)]
+            .concat();
+    let out = h.run(&too_big);
+    assert_eq!(out.action, TC_ACT_REDIRECT, "answered");
+    let answer = ipv6_at(&out.packet, ETH_HLEN);
+    assert_eq!((answer.dst, answer.l4[0]), (REMOTE_IP6, 2), "Packet Too Big to the remote");
+    let mtu = u32::from_be_bytes([answer.l4[4], answer.l4[5], answer.l4[6], answer.l4[7]]);
+    assert_eq!(mtu as usize, 1500 - TUNNEL6_LEN, "the IPv6 tunnel's MTU");
 }
 
 /// The agent lists a pod without IPv4 by its IPv6 address: in CLIENTS6

@@ -135,7 +135,8 @@ pub const IPV6_ERROR_PROGRAM: &str = "egress_icmp6_error";
 /// The classifier that answers an IPv6 reply too big for the tunnel with
 /// Packet Too Big, handed it by [`IPV6_REPLY_PROGRAM`] (whose stack the
 /// answer does not fit), with the flow's client id in the packet's
-/// `cb[0]` (`IPV6_TOO_BIG_CLIENT_CB`).
+/// `cb[0]` (`IPV6_TOO_BIG_CLIENT_CB`) and its tunnel's overhead in `cb[1]`
+/// (`IPV6_TOO_BIG_OVERHEAD_CB`).
 pub const IPV6_TOO_BIG_PROGRAM: &str = "egress_too_big6";
 /// The classifier that translates a client's ICMPv6 error about a reply
 /// of its flow, handed it by [`IPV6_PROGRAM`] once that has checked it as
@@ -160,7 +161,8 @@ pub const IPV6_OUTER_CLIENT_ERROR_PROGRAM: &str = "egress_o6_cerr";
 /// [`IPV6_FRAGMENT_PROGRAM`] for a client whose tunnel is over IPv6.
 pub const IPV6_OUTER_FRAGMENT_PROGRAM: &str = "egress_o6_frag";
 /// Which word of the packet's control block (`__sk_buff.cb`, kept across
-/// a tail call) carries the client id to [`IPV6_TOO_BIG_PROGRAM`].
+/// a tail call) carries the client id to [`IPV6_TOO_BIG_PROGRAM`]
+/// (and [`IPV6_TOO_BIG_OVERHEAD_CB`] the tunnel's overhead).
 pub const IPV6_TOO_BIG_CLIENT_CB: usize = 0;
 /// Which word carries the tunnel overhead of that client's binding
 /// (`config::TUNNEL_OVERHEAD` or `TUNNEL_OVERHEAD6`) to it.
@@ -193,7 +195,18 @@ pub struct ClientInfo {
     /// Stable small number for per-client accounting, 1..=[`CLIENT_ID_MAX`];
     /// 0 is never used.
     pub client_id: u32,
+    /// [`CLIENT_TUNNEL_IPV6`], or 0.
+    pub flags: u32,
 }
+
+/// [`ClientInfo::flags`] in CLIENTS6: a pod listed by its IPv6 address
+/// alone (it has no IPv4), whose tunnel is over IPv6 from that address.
+/// Only such an address may be a tunnel's outer source: a dual-stack
+/// pod's IPv6 address (CLIENTS6 without the flag) comes inside its IPv4
+/// tunnel only, so the tunnel port at the gateway's IPv6 address takes
+/// nothing in a dual-stack cluster, and no binding of a dual-stack pod is
+/// ever tunnelled over IPv6.
+pub const CLIENT_TUNNEL_IPV6: u32 = 0x1;
 
 /// What one client sent and received through the gateway (one CPU's share).
 /// Packets count wire packets: a GSO super-packet counts as its segments.

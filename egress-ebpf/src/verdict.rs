@@ -35,9 +35,11 @@ pub enum Verdict {
     },
     /// For the IPv6 program in `slot` of `IPV6_PROGRAMS`, through a tail
     /// call (`egress_common::maps::IPV6_PROGRAM_SLOTS` names them all): a
-    /// client's IPv6 packet, its outer headers and client checked
-    /// (`egress_gateway6`), an IPv6 packet for the gateway's IPv6 address
-    /// (`egress_remote6`), or what those hand on.
+    /// client's IPv6 packet in its IPv4 tunnel, its outer headers and
+    /// client checked (`egress_gateway6`), UDP to the tunnel port at the
+    /// gateway's IPv6 address, unchecked (`egress_o6_gw` checks it), an
+    /// IPv6 packet for the gateway's IPv6 address (`egress_remote6`), or
+    /// what those hand on.
     ToIpv6Program {
         slot: u32,
     },

@@ -223,9 +223,11 @@ fn our_gateway_serves_an_ipv6_only_cluster() {
     let trace = tracepath_through_a_1280_hop(&cluster, w1, server6);
     let gateway6 = twin(cluster.gateway().ip);
     assert_eq!(tracepath_hop(&trace, 1), Some(gateway6.to_string()), "the first hop: {trace}");
-    // The kubelet's probes reach the metrics on the pod's IPv6 address.
+    // The kubelet's probes reach the metrics on the pod's IPv6 address,
+    // from its node, across the datapath on eth0.
     let readyz = format!("http://[{gateway6}]:9090/readyz");
-    let probed = cluster.gateway().ns.output(&["curl", "-sf", "--max-time", "5", &readyz]).unwrap();
+    let node = &cluster.node(cluster.gateway().node).ns;
+    let probed = node.output(&["curl", "-sf", "--max-time", "5", &readyz]).unwrap();
     assert!(probed.status.success(), "{readyz}: {}", String::from_utf8_lossy(&probed.stderr));
 
     assert!(clients::curl_echo6(&w2.ns, server6, DROP_TIMEOUT).is_err(), "unlisted w2 reached the server");

@@ -1,6 +1,6 @@
 //! Typed handles on the program's maps.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::{Ipv4Addr, Ipv6Addr},
 };
 
@@ -17,7 +17,7 @@ use egress_common::{
     conntrack::{FlowTuple, FlowTuple6, NatEntry, NatEntry6},
     counters::Counter,
     maps as names,
-    maps::{ClientInfo, ClientRefusals, ClientTraffic, NatDestination, NatDestination6},
+    maps::{ClientInfo, ClientRefusals, ClientTraffic, NatDestination, NatDestination6, CLIENT_TUNNEL_IPV6},
 };
 
 use crate::netdev::Cidrs;
@@ -94,16 +94,31 @@ impl DatapathMaps {
     pub fn add_client(&mut self, ip: Ipv4Addr, client_id: u32) -> Result<()> {
         self.reset_client(client_id)?;
         self.clients
-            .insert(u32::from(ip).to_be(), ClientInfo { client_id }, 0)
+            .insert(u32::from(ip).to_be(), ClientInfo { client_id, flags: 0 }, 0)
             .with_context(|| format!("adding client {ip} (is the CLIENTS map full?)"))
     }
 
     /// A client listed by its IPv6 address alone (a pod without IPv4,
     /// which tunnels over IPv6 from it): [`DatapathMaps::add_client`]'s
     /// counters start from zero as that one's do.
+    /// Its tunnel comes from that address (`CLIENT_TUNNEL_IPV6`).
     pub fn add_ipv6_client(&mut self, ip: Ipv6Addr, client_id: u32) -> Result<()> {
         self.reset_client(client_id)?;
-        self.add_client6(ip, client_id)
+        self.clients6
+            .insert(ip.octets(), ClientInfo { client_id, flags: CLIENT_TUNNEL_IPV6 }, 0)
+            .with_context(|| format!("adding client {ip} (is the CLIENTS6 map full?)"))
+    }
+
+    /// The clients listed by their IPv6 address alone (`CLIENT_TUNNEL_IPV6`).
+    pub fn ipv6_listed_clients(&self) -> Result<BTreeSet<Ipv6Addr>> {
+        let mut out = BTreeSet::new();
+        for item in self.clients6.iter() {
+            let (ip, info) = item.context("reading CLIENTS6")?;
+            if info.flags & CLIENT_TUNNEL_IPV6 != 0 {
+                out.insert(Ipv6Addr::from(ip));
+            }
+        }
+        Ok(out)
     }
 
     /// Zeroes the per-client counters of `client_id` (a reused id starts
@@ -141,7 +156,7 @@ impl DatapathMaps {
     /// Lets client `client_id` (already added by its IPv4) also send as `ip`.
     pub fn add_client6(&mut self, ip: Ipv6Addr, client_id: u32) -> Result<()> {
         self.clients6
-            .insert(ip.octets(), ClientInfo { client_id }, 0)
+            .insert(ip.octets(), ClientInfo { client_id, flags: 0 }, 0)
             .with_context(|| format!("adding client address {ip} (is the CLIENTS6 map full?)"))
     }
 

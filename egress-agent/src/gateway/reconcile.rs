@@ -54,10 +54,11 @@ impl ClientTable {
     /// (a client added just before the previous agent died), the first
     /// snapshot's identity is taken as it is.
     ///
-    /// An IPv6 address in CLIENTS6 whose id no IPv4 client has is a client
-    /// listed by its IPv6 address, or was one being removed when the
-    /// previous agent stopped: the first snapshot tells. A second address
-    /// of one id is removed, with its flows.
+    /// An IPv6 address in CLIENTS6 is a client listed by it
+    /// (`CLIENT_TUNNEL_IPV6`, an id no IPv4 client has), or the second
+    /// address of an IPv4 client. Anything else (an address whose client
+    /// was being removed when the previous agent stopped, a second one of
+    /// one id) is removed, with its flows.
     pub fn carried_over(
         maps: &mut DatapathMaps,
         known: &BTreeMap<IpAddr, ClientIdentity>,
@@ -65,9 +66,12 @@ impl ClientTable {
         let mut ids: BTreeMap<IpAddr, u32> =
             maps.client_ids()?.into_iter().map(|(ip, id)| (IpAddr::V4(ip), id)).collect();
         let by_ipv4: BTreeSet<u32> = ids.values().copied().collect();
+        let listed_by_ipv6 = maps.ipv6_listed_clients()?;
+        // Each id's one IPv6 address, whichever role it has.
         let mut ipv6_of: BTreeMap<u32, Ipv6Addr> = BTreeMap::new();
         for (ipv6, id) in maps.client6_ids()? {
-            if ipv6_of.contains_key(&id) {
+            let role_fits = listed_by_ipv6.contains(&ipv6) != by_ipv4.contains(&id);
+            if !role_fits || ipv6_of.contains_key(&id) {
                 maps.remove_client6(ipv6)?;
                 let flows = conntrack::forget_client_ipv6(maps, ipv6)?;
                 tracing::info!(client = %ipv6, flows, "stale client IPv6 address removed");
@@ -115,10 +119,12 @@ impl ClientTable {
             // of leaving it to forward to the address's next owner.
             let flows = match ip {
                 IpAddr::V4(ipv4) => {
-                    maps.remove_client(ipv4)?;
+                    // Its IPv6 address first: a stop in between leaves an
+                    // IPv4 client without it, never an address of no one's.
                     if let Some(ipv6) = self.clients[&ip].ipv6 {
                         maps.remove_client6(ipv6)?;
                     }
+                    maps.remove_client(ipv4)?;
                     conntrack::forget_client(maps, ipv4)?
                 }
                 IpAddr::V6(ipv6) => {

@@ -115,8 +115,10 @@ pub fn from_remote(ctx: &TcContext, cfg: &GatewayConfig, outer: &Ipv6Header) -> 
     if outer.hop_limit <= 1 {
         return Verdict::Drop(Counter::DropTtlExceeded);
     }
-    // An error carries at most 1280 bytes (RFC 4443 2.4), which fits any
-    // tunnel over an IPv6-capable link; a longer one may not.
+    // An error carries at most 1280 bytes (RFC 4443 2.4), which fits a
+    // tunnel whose link carries IPv6 (`join` wants eth0 at 1330 or more
+    // for an IPv4 tunnel's IPv6, 1350 for an IPv6 tunnel); a longer one
+    // may not.
     if !fits_tunnel_of(ctx, cfg, entry.tunnel_overhead()) {
         return Verdict::Drop(Counter::DropTooBigForTunnel);
     }

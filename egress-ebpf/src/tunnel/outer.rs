@@ -25,8 +25,8 @@ use egress_common::{
     conntrack::FLOW_OUTER_IPV6,
     counters::Counter,
     maps::{
-        IPV6_CLIENT_ERROR_PROGRAM_SLOT, IPV6_FRAGMENT_PROGRAM_SLOT, IPV6_OUTER_CLIENT_ERROR_PROGRAM_SLOT,
-        IPV6_OUTER_FRAGMENT_PROGRAM_SLOT,
+        CLIENT_TUNNEL_IPV6, IPV6_CLIENT_ERROR_PROGRAM_SLOT, IPV6_FRAGMENT_PROGRAM_SLOT,
+        IPV6_OUTER_CLIENT_ERROR_PROGRAM_SLOT, IPV6_OUTER_FRAGMENT_PROGRAM_SLOT,
     },
 };
 
@@ -127,8 +127,9 @@ impl Outer for Outer4 {
 
 /// VXLAN over IPv6. Nothing was checked before the tail call but the
 /// destination (the gateway's IPv6 address, UDP to the tunnel port): the
-/// VXLAN header, the inner ethertype, the client and its address are all
-/// checked here, by every program of this tunnel.
+/// VXLAN header, the inner ethertype, the client (listed by its IPv6
+/// address, `CLIENT_TUNNEL_IPV6`) and its address are all checked here,
+/// by every program of this tunnel.
 pub struct Outer6;
 
 impl Outer for Outer6 {
@@ -148,7 +149,11 @@ impl Outer for Outer6 {
         }
         // Whole, as `classify` wants an outer IPv4 header.
         let outer = Ipv6Header::load_whole(ctx, ETH_HLEN).ok_or(Counter::DropMalformed)?;
-        let client = unsafe { CLIENTS6.get(&outer.src) }.ok_or(Counter::DropUnknownClient)?;
+        // A pod listed by this address alone: a dual-stack pod's IPv6
+        // address comes inside its IPv4 tunnel, never as one's source.
+        let client = unsafe { CLIENTS6.get(&outer.src) }
+            .filter(|client| client.flags & CLIENT_TUNNEL_IPV6 != 0)
+            .ok_or(Counter::DropUnknownClient)?;
         // Replies go back to the inner source: it must be the outer one,
         // the listed pod's own address.
         let inner_src: [u8; 16] =
