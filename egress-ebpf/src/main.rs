@@ -116,6 +116,22 @@ pub fn egress_o6_cerr(ctx: TcContext) -> i32 {
     verdict::apply(verdict, &ctx)
 }
 
+/// A client's IPv6 packet whose hop limit ends here, in its tunnel:
+/// reached only by `egress_gateway6`'s tail call.
+#[classifier]
+pub fn egress_ttl6(ctx: TcContext) -> i32 {
+    let verdict = ipv6::expired_from_client::<Outer4>(&ctx);
+    verdict::apply(verdict, &ctx)
+}
+
+/// `egress_ttl6` for a tunnel over IPv6: reached only by `egress_o6_gw`'s
+/// tail call.
+#[classifier]
+pub fn egress_o6_ttl(ctx: TcContext) -> i32 {
+    let verdict = ipv6::expired_from_client::<Outer6>(&ctx);
+    verdict::apply(verdict, &ctx)
+}
+
 /// A client's IPv6 fragment, in its tunnel: reached only by
 /// `egress_gateway6`'s tail call.
 #[classifier]
@@ -192,9 +208,7 @@ fn classify(ctx: &TcContext, arrival: Arrival) -> Verdict {
     if ethertype == ETH_P_IPV6 {
         return to_gateway_ip6(ctx, cfg);
     }
-    // A gateway without IPv4 (an IPv6-only cluster's) has no IPv4 to
-    // translate: its `gateway_ip_be` is 0, which no packet may match.
-    if ethertype != ETH_P_IP || !cfg.has_ipv4() {
+    if ethertype != ETH_P_IP {
         return Verdict::NOT_OURS;
     }
     let outer = match Ipv4Header::load(ctx, ETH_HLEN) {
