@@ -102,8 +102,12 @@ pub const IPV6_OUTER_PROGRAM_SLOT: u32 = 7;
 pub const IPV6_OUTER_CLIENT_ERROR_PROGRAM_SLOT: u32 = 8;
 /// The slot of [`IPV6_PROGRAMS`] that holds [`IPV6_OUTER_FRAGMENT_PROGRAM`].
 pub const IPV6_OUTER_FRAGMENT_PROGRAM_SLOT: u32 = 9;
+/// The slot of [`IPV6_PROGRAMS`] that holds [`IPV6_TIME_EXCEEDED_PROGRAM`].
+pub const IPV6_TIME_EXCEEDED_PROGRAM_SLOT: u32 = 10;
+/// The slot of [`IPV6_PROGRAMS`] that holds [`IPV6_OUTER_TIME_EXCEEDED_PROGRAM`].
+pub const IPV6_OUTER_TIME_EXCEEDED_PROGRAM_SLOT: u32 = 11;
 /// Every IPv6 program and its slot of [`IPV6_PROGRAMS`].
-pub const IPV6_PROGRAM_SLOTS: [(&str, u32); 10] = [
+pub const IPV6_PROGRAM_SLOTS: [(&str, u32); 12] = [
     (IPV6_PROGRAM, IPV6_PROGRAM_SLOT),
     (IPV6_REPLY_PROGRAM, IPV6_REPLY_PROGRAM_SLOT),
     (IPV6_ERROR_PROGRAM, IPV6_ERROR_PROGRAM_SLOT),
@@ -114,6 +118,8 @@ pub const IPV6_PROGRAM_SLOTS: [(&str, u32); 10] = [
     (IPV6_OUTER_PROGRAM, IPV6_OUTER_PROGRAM_SLOT),
     (IPV6_OUTER_CLIENT_ERROR_PROGRAM, IPV6_OUTER_CLIENT_ERROR_PROGRAM_SLOT),
     (IPV6_OUTER_FRAGMENT_PROGRAM, IPV6_OUTER_FRAGMENT_PROGRAM_SLOT),
+    (IPV6_TIME_EXCEEDED_PROGRAM, IPV6_TIME_EXCEEDED_PROGRAM_SLOT),
+    (IPV6_OUTER_TIME_EXCEEDED_PROGRAM, IPV6_OUTER_TIME_EXCEEDED_PROGRAM_SLOT),
 ];
 
 /// `PerCpuArray<u64>` indexed by [`crate::counters::Counter`].
@@ -160,6 +166,14 @@ pub const IPV6_OUTER_PROGRAM: &str = "egress_o6_gw";
 pub const IPV6_OUTER_CLIENT_ERROR_PROGRAM: &str = "egress_o6_cerr";
 /// [`IPV6_FRAGMENT_PROGRAM`] for a client whose tunnel is over IPv6.
 pub const IPV6_OUTER_FRAGMENT_PROGRAM: &str = "egress_o6_frag";
+/// The classifier that answers a client's IPv6 packet whose hop limit
+/// ends at the gateway with time exceeded, handed it by [`IPV6_PROGRAM`]
+/// once checked as any packet of the client's: the answer does not fit
+/// that program's stack beside the rest (Linux 6.1 adds 32 bytes for
+/// each call to a helper function the compiler leaves out of line).
+pub const IPV6_TIME_EXCEEDED_PROGRAM: &str = "egress_ttl6";
+/// [`IPV6_TIME_EXCEEDED_PROGRAM`] for a client whose tunnel is over IPv6.
+pub const IPV6_OUTER_TIME_EXCEEDED_PROGRAM: &str = "egress_o6_ttl";
 /// Which word of the packet's control block (`__sk_buff.cb`, kept across
 /// a tail call) carries the client id to [`IPV6_TOO_BIG_PROGRAM`]
 /// (and [`IPV6_TOO_BIG_OVERHEAD_CB`] the tunnel's overhead).

@@ -14,9 +14,10 @@
 //! a reply too big for the tunnel (`nat::too_big6`); `egress_client_error6`
 //! for a client's ICMPv6 error about a reply (`nat::client_error6`);
 //! `egress_frag6_out` and `egress_frag6_in` for fragments, each way
-//! (`nat::fragments6`). `egress_o6_gw`, `egress_o6_cerr` and
-//! `egress_o6_frag` are the client programs compiled for a tunnel over
-//! IPv6. The IPv4 paths
+//! (`nat::fragments6`); `egress_ttl6` for a client's packet whose hop
+//! limit ends here (`nat::time_exceeded6`). `egress_o6_gw`,
+//! `egress_o6_cerr`, `egress_o6_frag` and `egress_o6_ttl` are the client
+//! programs compiled for a tunnel over IPv6. The IPv4 paths
 //! already take most of what the verifier accepts in one program
 //! (`egress-agent/tests/prog_verifier.rs`), and the two IPv6 directions
 //! together more stack than one program has (`egress_common::maps::IPV6_PROGRAMS`).
@@ -64,6 +65,16 @@ pub fn error_from_client<O: Outer>(ctx: &TcContext) -> Verdict {
         return Verdict::Drop(Counter::DropNotConfigured);
     };
     snat6::error_from_client::<O>(ctx, cfg)
+}
+
+/// `egress_ttl6` and `egress_o6_ttl`: a client's packet whose hop limit
+/// ends here, that `egress_gateway6` (`egress_o6_gw`) checked.
+#[inline(always)]
+pub fn expired_from_client<O: Outer>(ctx: &TcContext) -> Verdict {
+    let Some(cfg) = maps::config() else {
+        return Verdict::Drop(Counter::DropNotConfigured);
+    };
+    snat6::expired_from_client::<O>(ctx, cfg)
 }
 
 /// `egress_frag6_out` and `egress_o6_frag`: a client's fragment that

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! A packet whose hop limit ends here is answered with time exceeded
-//! (`time_exceeded6`). A client's ICMPv6 error about a reply of its flow
+//! (`time_exceeded6`), in a program of its own. A client's ICMPv6 error about a reply of its flow
 //! goes to the remote, translated (`client_error6`); error types RFC 4443
 //! does not define are dropped (`drop_ipv6_not_translated`). A fragment
 //! (its fragment header right after the fixed one) is checked here like
@@ -77,9 +77,9 @@ fn snat_v6_process<O: Outer>(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Ver
     {
         return Err(Counter::DropMartianDestination);
     }
+    // Answered in a program of its own (`expired_from_client`).
     if ip.hop_limit <= 1 {
-        time_exceeded6::answer::<O>(ctx, cfg, &sender, &ip)?;
-        return Ok(Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::IcmpErrorToClient });
+        return Ok(Verdict::ToIpv6Program { slot: O::TIME_EXCEEDED_SLOT });
     }
     if EXCLUDED_DSTS6.get(Key::new(128, ip.dst)).is_some()
         || nat64_ipv4.is_some_and(|ipv4_be| EXCLUDED_DSTS.get(Key::new(32, ipv4_be)).is_some())
@@ -196,6 +196,26 @@ pub fn error_from_client<O: Outer>(ctx: &TcContext, cfg: &GatewayConfig) -> Verd
             count(Counter::IcmpErrorToRemote);
             Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::ForwardedToRemote }
         }
+        Err(reason) => Verdict::Drop(reason),
+    }
+}
+
+/// `egress_ttl6` (`egress_o6_ttl`): the client's packet whose hop limit
+/// ends here, which `egress_gateway6` (`egress_o6_gw`) checked as it
+/// checks every packet of the client's: answered with time exceeded, in
+/// its tunnel.
+#[inline(always)]
+pub fn expired_from_client<O: Outer>(ctx: &TcContext, cfg: &GatewayConfig) -> Verdict {
+    let answered = O::sender(ctx, cfg).and_then(|sender| {
+        let ip = Ipv6Header::load_whole(ctx, O::INNER_IP_OFF).ok_or(Counter::DropMalformed)?;
+        // Checked before the tail call; again, as it decides.
+        if ip.hop_limit > 1 {
+            return Err(Counter::DropMalformed);
+        }
+        time_exceeded6::answer::<O>(ctx, cfg, &sender, &ip)
+    });
+    match answered {
+        Ok(()) => Verdict::Redirect { ifindex: cfg.ifindex, counter: Counter::IcmpErrorToClient },
         Err(reason) => Verdict::Drop(reason),
     }
 }

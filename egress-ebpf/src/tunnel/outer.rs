@@ -27,6 +27,7 @@ use egress_common::{
     maps::{
         CLIENT_TUNNEL_IPV6, IPV6_CLIENT_ERROR_PROGRAM_SLOT, IPV6_FRAGMENT_PROGRAM_SLOT,
         IPV6_OUTER_CLIENT_ERROR_PROGRAM_SLOT, IPV6_OUTER_FRAGMENT_PROGRAM_SLOT,
+        IPV6_OUTER_TIME_EXCEEDED_PROGRAM_SLOT, IPV6_TIME_EXCEEDED_PROGRAM_SLOT,
     },
 };
 
@@ -63,6 +64,7 @@ pub trait Outer {
     /// hands on to.
     const CLIENT_ERROR_SLOT: u32;
     const FRAGMENT_SLOT: u32;
+    const TIME_EXCEEDED_SLOT: u32;
 
     /// The labeled pod that sent the tunnel packet, or why it is dropped.
     fn sender(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Sender, Counter>;
@@ -94,6 +96,7 @@ impl Outer for Outer4 {
     const BINDING_FLAGS: u8 = 0;
     const CLIENT_ERROR_SLOT: u32 = IPV6_CLIENT_ERROR_PROGRAM_SLOT;
     const FRAGMENT_SLOT: u32 = IPV6_FRAGMENT_PROGRAM_SLOT;
+    const TIME_EXCEEDED_SLOT: u32 = IPV6_TIME_EXCEEDED_PROGRAM_SLOT;
 
     #[inline(always)]
     fn sender(ctx: &TcContext, _cfg: &GatewayConfig) -> Result<Sender, Counter> {
@@ -137,6 +140,7 @@ impl Outer for Outer6 {
     const BINDING_FLAGS: u8 = FLOW_OUTER_IPV6;
     const CLIENT_ERROR_SLOT: u32 = IPV6_OUTER_CLIENT_ERROR_PROGRAM_SLOT;
     const FRAGMENT_SLOT: u32 = IPV6_OUTER_FRAGMENT_PROGRAM_SLOT;
+    const TIME_EXCEEDED_SLOT: u32 = IPV6_OUTER_TIME_EXCEEDED_PROGRAM_SLOT;
 
     #[inline(always)]
     fn sender(ctx: &TcContext, cfg: &GatewayConfig) -> Result<Sender, Counter> {
