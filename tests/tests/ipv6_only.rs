@@ -194,7 +194,8 @@ fn join_tunnels_an_ipv6_only_pod_over_ipv6() {
 /// the gateway pod's IPv6 address, across nodes and on the gateway's own
 /// node, with no UDP checksum error anywhere; tracepath -6 finds a
 /// 1,280-byte hop beyond it, the gateway its first hop; the metrics
-/// answer on the pod's IPv6 address; w2 gets nothing, and
+/// answer on the pod's IPv6 address; w2 gets nothing, w1 sending as w3
+/// gets nothing, and
 /// nothing of it leaves directly. The same as the Linux reference gateway
 /// above delivers.
 #[test]
@@ -231,6 +232,24 @@ fn our_gateway_serves_an_ipv6_only_cluster() {
     assert!(probed.status.success(), "{readyz}: {}", String::from_utf8_lossy(&probed.stderr));
 
     assert!(clients::curl_echo6(&w2.ns, server6, DROP_TIMEOUT).is_err(), "unlisted w2 reached the server");
+    // Listed w1 sending as w3 (its address added to w1's loopback): the
+    // packets go into w1's tunnel, and the gateway drops them there.
+    let w3_ip6 = twin(w3.ip);
+    let spoofed_before =
+        agent.status_json().unwrap()["counters"]["drop_spoofed_inner_source"].as_u64().unwrap();
+    w1.ns.ip(&["-6", "addr", "add", &format!("{w3_ip6}/128"), "dev", "lo", "nodad"]).unwrap();
+    let url = format!("http://[{server6}]:{}/", clients::ECHO_HTTP_PORT);
+    let as_w3 =
+        w1.ns.output(&["curl", "-s", "--max-time", "2", "--interface", &w3_ip6.to_string(), &url]).unwrap();
+    w1.ns.ip(&["-6", "addr", "del", &format!("{w3_ip6}/128"), "dev", "lo"]).unwrap();
+    assert!(
+        !as_w3.status.success(),
+        "w1 reached the server as w3: {}",
+        String::from_utf8_lossy(&as_w3.stdout)
+    );
+    let spoofed = agent.status_json().unwrap()["counters"]["drop_spoofed_inner_source"].as_u64().unwrap();
+    assert!(spoofed > spoofed_before, "w1's packets as w3 are counted where they stop");
+    assert_eq!(*clients::curl_echo6(&w3.ns, server6, OK_TIMEOUT).unwrap().ip(), gateway6, "w3 is unaffected");
     let status = agent.status_json().unwrap();
     let counter =
         |name: &str| status["counters"][name].as_u64().unwrap_or_else(|| panic!("no {name}: {status}"));
